@@ -1,0 +1,107 @@
+# journeyd — plain make. `make` builds build/journeyd and build/libjourneyd.a.
+# Targets: all deps run test asan bench fuzz format format-check install clean
+
+PREFIX  ?= /usr/local
+DESTDIR ?=
+CC      ?= cc
+BUILD   ?= build
+PKGS    := lua5.4 msgpack yajl
+DEB_PKGS := build-essential pkg-config liblua5.4-dev lua5.4 libevent-dev libmsgpack-dev libyajl-dev \
+            libcmocka-dev liblmdb-dev libcurl4-openssl-dev libssl-dev clang-format
+
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+
+WARN := -Wall -Wextra -Wshadow -Wundef -Wwrite-strings -Wmissing-prototypes -Wstrict-prototypes \
+        -Wpointer-arith -Wformat=2 -Wno-format-nonliteral -Wimplicit-fallthrough
+OPT  ?= -O2 -g
+CFLAGS_ALL = -std=c11 $(OPT) $(WARN) $(EXTRA_CFLAGS) $(PKG_CFLAGS) -Iinclude -Iengine
+LDLIBS_ALL = $(PKG_LIBS) -lm $(EXTRA_LDFLAGS)
+
+LIB_SRC  := $(filter-out engine/main.c engine/replay.c,$(wildcard engine/*.c))
+CLI_SRC  := engine/main.c engine/replay.c
+SCRIPTS  := $(sort $(wildcard scripts/*.lua scripts/*/*.lua))
+LIB_OBJ  := $(LIB_SRC:engine/%.c=$(BUILD)/obj/%.o) $(BUILD)/obj/scripts_embed.o
+CLI_OBJ  := $(CLI_SRC:engine/%.c=$(BUILD)/obj/%.o)
+UNIT_SRC := $(wildcard tests/unit/test_*.c)
+UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
+FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
+FUZZ_BIN := $(FUZZ_SRC:tests/fuzz/%.c=$(BUILD)/fuzz/%)
+
+.PHONY: all deps run test unit examples fuzz-smoke asan bench fuzz format format-check install clean
+
+all: $(BUILD)/journeyd $(BUILD)/libjourneyd.a
+
+$(BUILD)/obj/%.o: engine/%.c $(wildcard engine/*.h include/*.h) | $(BUILD)/obj
+	$(CC) $(CFLAGS_ALL) -c $< -o $@
+
+$(BUILD)/scripts_embed.c: $(SCRIPTS) tools/embed.sh | $(BUILD)/obj
+	sh tools/embed.sh $(SCRIPTS) > $@.tmp && mv $@.tmp $@
+
+$(BUILD)/obj/scripts_embed.o: $(BUILD)/scripts_embed.c
+	$(CC) $(CFLAGS_ALL) -Wno-missing-prototypes -c $< -o $@
+
+$(BUILD)/libjourneyd.a: $(LIB_OBJ)
+	rm -f $@ && ar rcs $@ $^
+
+$(BUILD)/journeyd: $(CLI_OBJ) $(BUILD)/libjourneyd.a
+	$(CC) $(CFLAGS_ALL) -o $@ $(CLI_OBJ) $(BUILD)/libjourneyd.a $(LDLIBS_ALL)
+
+$(BUILD)/obj $(BUILD)/tests $(BUILD)/fuzz:
+	mkdir -p $@
+
+$(BUILD)/tests/%: tests/unit/%.c tests/unit/testutil.h $(BUILD)/libjourneyd.a | $(BUILD)/tests
+	$(CC) $(CFLAGS_ALL) -Wno-missing-prototypes -o $@ $< $(BUILD)/libjourneyd.a $(LDLIBS_ALL) $(shell pkg-config --libs cmocka)
+
+$(BUILD)/fuzz/%: tests/fuzz/%.c tests/fuzz/driver.c $(BUILD)/libjourneyd.a | $(BUILD)/fuzz
+	$(CC) $(CFLAGS_ALL) -Wno-missing-prototypes -o $@ $< tests/fuzz/driver.c $(BUILD)/libjourneyd.a $(LDLIBS_ALL)
+
+# Installs the Debian packages the build, tests and benchmarks need; a no-op when all
+# are present.
+deps:
+	@missing=""; for p in $(DEB_PKGS); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
+	else echo "deps: all present"; fi
+
+run: deps all
+	@echo "== journeyd replay examples/trial-onboarding (actions on stdout, funnel below) =="
+	$(BUILD)/journeyd replay -c examples/trial-onboarding/journeyd.lua examples/trial-onboarding/events.jsonl \
+	  $$(cat examples/trial-onboarding/replay.args 2>/dev/null)
+
+test: deps all $(UNIT_BIN) $(FUZZ_BIN)
+	@sh tests/run.sh $(BUILD)
+
+asan:
+	$(MAKE) BUILD=build-asan OPT="-O1 -g -fno-omit-frame-pointer" \
+	  EXTRA_CFLAGS="-fsanitize=address,undefined -fno-sanitize-recover=undefined" \
+	  EXTRA_LDFLAGS="-fsanitize=address,undefined" test
+
+bench: deps all
+	@sh tests/bench/run.sh $(BUILD)
+
+fuzz: deps all $(FUZZ_BIN)
+	@for f in $(FUZZ_BIN); do echo "== $$f"; $$f --seconds $${FUZZ_SECONDS:-120} tests/fuzz/corpus || exit 1; done
+
+format:
+	clang-format -i engine/*.c engine/*.h include/*.h tests/unit/*.c tests/unit/*.h tests/fuzz/*.c
+
+format-check:
+	@clang-format --dry-run --Werror engine/*.c engine/*.h include/*.h tests/unit/*.c tests/unit/*.h tests/fuzz/*.c \
+	  && echo "format: ok"
+
+install: all
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include \
+	  $(DESTDIR)$(PREFIX)/share/journeyd/scripts $(DESTDIR)$(PREFIX)/share/journeyd/examples
+	install -m 755 $(BUILD)/journeyd $(DESTDIR)$(PREFIX)/bin/journeyd
+	install -m 644 $(BUILD)/libjourneyd.a $(DESTDIR)$(PREFIX)/lib/libjourneyd.a
+	install -m 644 include/journeyd.h $(DESTDIR)$(PREFIX)/include/journeyd.h
+	cp -r scripts/. $(DESTDIR)$(PREFIX)/share/journeyd/scripts/
+	cp -r examples/. $(DESTDIR)$(PREFIX)/share/journeyd/examples/
+
+clean:
+	rm -rf build build-asan

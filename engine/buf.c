@@ -1,0 +1,103 @@
+#include "buf.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+void *jd_xmalloc(size_t n)
+{
+    void *p = malloc(n ? n : 1);
+    if (!p)
+        abort();
+    return p;
+}
+
+void *jd_xcalloc(size_t n, size_t sz)
+{
+    void *p = calloc(n ? n : 1, sz ? sz : 1);
+    if (!p)
+        abort();
+    return p;
+}
+
+void *jd_xrealloc(void *p, size_t n)
+{
+    void *q = realloc(p, n ? n : 1);
+    if (!q)
+        abort();
+    return q;
+}
+
+char *jd_strndup(const char *s, size_t n)
+{
+    char *p = jd_xmalloc(n + 1);
+    memcpy(p, s, n);
+    p[n] = '\0';
+    return p;
+}
+
+void jd_buf_init(jd_buf *b)
+{
+    b->data = NULL;
+    b->len = b->cap = 0;
+}
+
+void jd_buf_free(jd_buf *b)
+{
+    free(b->data);
+    jd_buf_init(b);
+}
+
+void jd_buf_reserve(jd_buf *b, size_t extra)
+{
+    size_t need = b->len + extra + 1;
+    if (need <= b->cap)
+        return;
+    size_t cap = b->cap ? b->cap : 256;
+    while (cap < need)
+        cap *= 2;
+    b->data = jd_xrealloc(b->data, cap);
+    b->cap = cap;
+}
+
+void jd_buf_append(jd_buf *b, const void *p, size_t n)
+{
+    jd_buf_reserve(b, n);
+    memcpy(b->data + b->len, p, n);
+    b->len += n;
+}
+
+void jd_buf_puts(jd_buf *b, const char *s) { jd_buf_append(b, s, strlen(s)); }
+
+void jd_buf_printf(jd_buf *b, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    char tmp[256];
+    int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        return;
+    if ((size_t)n < sizeof tmp) {
+        jd_buf_append(b, tmp, (size_t)n);
+        return;
+    }
+    jd_buf_reserve(b, (size_t)n);
+    va_start(ap, fmt);
+    vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    b->len += (size_t)n;
+}
+
+const char *jd_buf_cstr(jd_buf *b)
+{
+    jd_buf_reserve(b, 0);
+    b->data[b->len] = '\0';
+    return b->data;
+}
+
+int jd_buf_msgpack_write(void *data, const char *buf, size_t len)
+{
+    jd_buf_append(data, buf, len);
+    return 0;
+}

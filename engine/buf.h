@@ -1,0 +1,43 @@
+/* buf: a growable byte buffer used for records, JSON output and keys.
+ * Uses nothing else. Allocation failure aborts (the one place we do): an engine
+ * that cannot grow a 1 KB buffer cannot keep its promises anyway. */
+#ifndef JD_BUF_H
+#define JD_BUF_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+typedef struct jd_buf {
+    char *data;
+    size_t len;
+    size_t cap;
+} jd_buf;
+
+void jd_buf_init(jd_buf *b);
+void jd_buf_free(jd_buf *b);
+void jd_buf_reserve(jd_buf *b, size_t extra);
+void jd_buf_append(jd_buf *b, const void *p, size_t n);
+void jd_buf_puts(jd_buf *b, const char *s);
+void jd_buf_printf(jd_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* NUL-terminates without counting the NUL in len; returns data. */
+const char *jd_buf_cstr(jd_buf *b);
+
+static inline void jd_buf_reset(jd_buf *b) { b->len = 0; }
+static inline void jd_buf_putc(jd_buf *b, char c)
+{
+    if (b->len + 1 > b->cap)
+        jd_buf_reserve(b, 1);
+    b->data[b->len++] = c;
+}
+
+/* msgpack_packer write callback appending to a jd_buf. */
+int jd_buf_msgpack_write(void *data, const char *buf, size_t len);
+
+/* Duplicate n bytes as a NUL-terminated string (caller frees). */
+char *jd_strndup(const char *s, size_t n);
+void *jd_xmalloc(size_t n);
+void *jd_xcalloc(size_t n, size_t sz);
+void *jd_xrealloc(void *p, size_t n);
+
+#endif

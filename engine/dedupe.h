@@ -1,0 +1,26 @@
+/* dedupe: the set of messageIds already seen, as 128-bit hashes (a false "seen" needs
+ * a 128-bit collision), with an optional time-to-live in event time. Uses map (hash). */
+#ifndef JD_DEDUPE_H
+#define JD_DEDUPE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct jd_dedupe_slot {
+    uint64_t a, b; /* a == 0 && b == 0: empty */
+    int64_t ts;
+} jd_dedupe_slot;
+
+typedef struct jd_dedupe {
+    jd_dedupe_slot *slots;
+    size_t cap, count;
+    int64_t ttl_ms; /* 0: keep forever */
+    int64_t newest;
+} jd_dedupe;
+
+void jd_dedupe_init(jd_dedupe *d, int64_t ttl_ms);
+void jd_dedupe_free(jd_dedupe *d);
+/* Returns 1 if id was seen (within the ttl), else records it and returns 0. */
+int jd_dedupe_check(jd_dedupe *d, const char *id, size_t n, int64_t ts);
+
+#endif

@@ -1,0 +1,157 @@
+#include "defs.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "buf.h"
+
+static size_t index_key(char *out, size_t cap, jd_event_type type, const char *name, size_t n)
+{
+    const char *tn = jd_event_type_name(type);
+    size_t tl = strlen(tn);
+    if (tl + 1 + n > cap)
+        return 0;
+    memcpy(out, tn, tl);
+    out[tl] = '\0';
+    memcpy(out + tl + 1, name, n);
+    return tl + 1 + n;
+}
+
+static int order(const void *a, const void *b)
+{
+    const jd_trigger *x = *(jd_trigger *const *)a, *y = *(jd_trigger *const *)b;
+    if (x->unit != y->unit)
+        return x->unit < y->unit ? -1 : 1;
+    if (x->role != y->role)
+        return x->role < y->role ? -1 : 1;
+    if (x->stage != y->stage)
+        return x->stage < y->stage ? -1 : 1;
+    return x->index < y->index ? -1 : x->index > y->index;
+}
+
+static void tlist_add(jd_tlist *l, jd_trigger *t)
+{
+    l->t = jd_xrealloc(l->t, (l->n + 1) * sizeof *l->t);
+    l->t[l->n++] = t;
+}
+
+void jd_defs_build_index(jd_defs *d)
+{
+    for (size_t i = 0; i < d->ntriggers; i++) {
+        jd_trigger *t = d->triggers[i];
+        if (t->is_after)
+            continue;
+        if (!t->name) {
+            tlist_add(&d->any[t->type], t);
+            continue;
+        }
+        size_t n = strlen(t->name);
+        char *key = jd_xmalloc(n + 16);
+        size_t kl = index_key(key, n + 16, t->type, t->name, n);
+        jd_tlist *l = jd_map_get(&d->index, key, kl);
+        if (!l) {
+            l = jd_xcalloc(1, sizeof *l);
+            jd_map_put(&d->index, key, kl, l);
+        }
+        tlist_add(l, t);
+        free(key);
+    }
+    size_t it = 0;
+    const jd_map_slot *s;
+    while (jd_map_next(&d->index, &it, &s)) {
+        jd_tlist *l = s->value;
+        qsort(l->t, l->n, sizeof *l->t, order);
+    }
+    for (int i = 0; i < JD_EV_NTYPES; i++)
+        if (d->any[i].n)
+            qsort(d->any[i].t, d->any[i].n, sizeof *d->any[i].t, order);
+}
+
+const jd_tlist *jd_defs_lookup(const jd_defs *d, jd_event_type type, const char *name, size_t n, jd_tlist *scratch,
+                               size_t scratch_cap)
+{
+    const jd_tlist *named = NULL;
+    if (d->index.count) {
+        char key[512];
+        size_t kl = index_key(key, sizeof key, type, name, n);
+        if (kl)
+            named = jd_map_get(&d->index, key, kl);
+    }
+    const jd_tlist *any = &d->any[type];
+    if (!any->n)
+        return named;
+    if (!named)
+        return any;
+    /* both: merge the two sorted lists */
+    size_t i = 0, j = 0, k = 0;
+    while ((i < named->n || j < any->n) && k < scratch_cap) {
+        if (j >= any->n || (i < named->n && order(&named->t[i], &any->t[j]) <= 0))
+            scratch->t[k++] = named->t[i++];
+        else
+            scratch->t[k++] = any->t[j++];
+    }
+    scratch->n = k;
+    return scratch;
+}
+
+static void free_tlist(void *p)
+{
+    jd_tlist *l = p;
+    free(l->t);
+    free(l);
+}
+
+void jd_defs_free(jd_defs *d)
+{
+    if (!d)
+        return;
+    for (size_t i = 0; i < d->ntriggers; i++) {
+        jd_trigger *t = d->triggers[i];
+        for (size_t k = 0; k < t->npreds; k++)
+            jd_pred_free(&t->preds[k]);
+        free(t->preds);
+        free(t->name);
+        free(t->delay_text);
+        free(t->loc);
+        free(t->rule_id);
+        free(t);
+    }
+    free(d->triggers);
+    for (size_t i = 0; i < d->njourneys; i++) {
+        jd_journey *j = &d->journeys[i];
+        for (size_t s = 0; s < j->nstages; s++) {
+            free(j->stages[s].name);
+            free(j->stages[s].loc);
+            free(j->stages[s].on);
+            free(j->stages[s].after);
+        }
+        free(j->stages);
+        free(j->goals);
+        free(j->exits);
+        free(j->name);
+        free(j->loc);
+        free(j->key);
+    }
+    free(d->journeys);
+    for (size_t i = 0; i < d->nchannels; i++) {
+        free(d->channels[i].name);
+        free(d->channels[i].type);
+    }
+    free(d->channels);
+    jd_map_free(&d->channel_by_name, NULL);
+    jd_map_free(&d->journey_by_name, NULL);
+    jd_map_free(&d->index, free_tlist);
+    for (int i = 0; i < JD_EV_NTYPES; i++)
+        free(d->any[i].t);
+    free(d);
+}
+
+const jd_journey *jd_defs_journey(const jd_defs *d, const char *name, size_t n)
+{
+    return jd_map_get(&d->journey_by_name, name, n);
+}
+
+const jd_channel *jd_defs_channel(const jd_defs *d, const char *name, size_t n)
+{
+    return jd_map_get(&d->channel_by_name, name, n);
+}

@@ -1,0 +1,1058 @@
+/* engine: the processor. Every input — an event record or a timer that came due —
+ * goes through process(): dedupe by messageId, identity and profile update, one index
+ * lookup, C predicates, stage transitions, Lua hooks, effects, actions.
+ * Uses every other engine unit. */
+#define _POSIX_C_SOURCE 200809L
+#include <lauxlib.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine_internal.h"
+
+#define MAX_CHAIN 16 /* stage moves caused by one input (enter hooks calling go) */
+
+static const char *const stat_names[JD_NSTATS] = {
+    "events", "duplicates", "invalid", "unmatched", "actions", "lua_errors",
+    "lua_calls", "timers_scheduled", "timers_fired", "timers_dropped", "late", "transitions",
+};
+
+void jd_engine_log(jd_engine *e, const char *level, const char *fmt, ...)
+{
+    char line[4096];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    if (e->on_log)
+        e->on_log(level, line, e->on_log_ud);
+    else
+        fprintf(stderr, "%s: %s\n", level, line);
+}
+
+/* ---------------------------------------------------------------- setup */
+
+static char *dir_of(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    if (!slash)
+        return jd_strndup(".", 1);
+    if (slash == path)
+        return jd_strndup("/", 1);
+    return jd_strndup(path, (size_t)(slash - path));
+}
+
+static void free_user(void *p) { jd_user_free(p); }
+
+jd_engine *jd_engine_new(const char *config_path, const jd_options *opts, jd_error *err)
+{
+    jd_engine *e = jd_xcalloc(1, sizeof *e);
+    if (opts)
+        e->opts = *opts;
+    if (!e->opts.call_limit_ms)
+        e->opts.call_limit_ms = 50;
+    if (!e->opts.memory_limit)
+        e->opts.memory_limit = 256u << 20;
+    if (e->opts.virtual_clock)
+        jd_clock_init_virtual(&e->clock, 0);
+    else
+        jd_clock_init_real(&e->clock);
+    jd_map_init(&e->users);
+    jd_map_init(&e->aliases);
+    jd_dedupe_init(&e->dedupe, e->opts.dedupe_ttl_ms);
+    jd_timers_init(&e->timers);
+    msgpack_zone_init(&e->zone, 4096);
+    msgpack_zone_init(&e->in_zone, 4096);
+    msgpack_zone_init(&e->timer_zone, 1024);
+    jd_buf_init(&e->rec);
+    jd_buf_init(&e->scratch);
+    jd_buf_init(&e->trec);
+    jd_buf_init(&e->keybuf);
+    e->jr = jd_json_reader_new();
+    e->jw = jd_json_writer_new();
+    e->ctx_ref = LUA_NOREF;
+
+    char *dir = dir_of(config_path);
+    jd_script_limits lim = {
+        .call_ns = e->opts.call_limit_ms * 1000000,
+        .load_ns = 10LL * 1000000000,
+        .memory_bytes = e->opts.memory_limit,
+    };
+    e->script = jd_script_new(dir, &lim);
+    free(dir);
+    if (!e->script) {
+        snprintf(err->text, sizeof err->text, "cannot create a Lua state");
+        jd_engine_free(e);
+        return NULL;
+    }
+    jd_script_set_owner(e->script, e);
+    jd_script_preload(e->script, "journey.core", jd_journey_core_open);
+    e->ctx_ref = jd_ctx_create(e);
+    jd_script_error se = {0};
+    if (jd_script_run_file(e->script, config_path, &se)) {
+        jd_script_error_text(&se, err->text, sizeof err->text);
+        jd_script_error_clear(&se);
+        jd_engine_free(e);
+        return NULL;
+    }
+    e->defs = jd_compile(e, err->text, sizeof err->text);
+    if (!e->defs) {
+        jd_engine_free(e);
+        return NULL;
+    }
+    jd_script_seal_globals(e->script);
+    e->counts = jd_xcalloc(e->defs->njourneys ? e->defs->njourneys : 1, sizeof *e->counts);
+    for (size_t i = 0; i < e->defs->njourneys; i++)
+        e->counts[i].stages = jd_xcalloc(e->defs->journeys[i].nstages, sizeof(jd_stage_count));
+    return e;
+}
+
+void jd_engine_free(jd_engine *e)
+{
+    if (!e)
+        return;
+    if (e->defs) {
+        for (size_t i = 0; i < e->defs->njourneys; i++)
+            free(e->counts[i].stages);
+        free(e->counts);
+        if (e->script)
+            jd_defs_release_refs(jd_script_L(e->script), e->defs);
+        jd_defs_free(e->defs);
+    }
+    jd_script_free(e->script);
+    jd_map_free(&e->users, free_user);
+    jd_map_free(&e->aliases, free);
+    jd_dedupe_free(&e->dedupe);
+    jd_timers_free(&e->timers);
+    msgpack_zone_destroy(&e->zone);
+    msgpack_zone_destroy(&e->in_zone);
+    msgpack_zone_destroy(&e->timer_zone);
+    jd_buf_free(&e->rec);
+    jd_buf_free(&e->scratch);
+    jd_buf_free(&e->trec);
+    jd_buf_free(&e->keybuf);
+    jd_buf_free(&e->action_json);
+    jd_json_reader_free(e->jr);
+    jd_json_writer_free(e->jw);
+    jd_effects_free(&e->fx);
+    free(e);
+}
+
+void jd_engine_on_action(jd_engine *e, jd_action_fn fn, void *ud)
+{
+    e->on_action = fn;
+    e->on_action_ud = ud;
+}
+
+void jd_engine_on_log(jd_engine *e, jd_log_fn fn, void *ud)
+{
+    e->on_log = fn;
+    e->on_log_ud = ud;
+}
+
+int64_t jd_engine_now(const jd_engine *e) { return jd_clock_now(&e->clock); }
+
+uint64_t jd_engine_stat(const jd_engine *e, const char *name)
+{
+    for (int i = 0; i < JD_NSTATS; i++)
+        if (strcmp(stat_names[i], name) == 0)
+            return e->stats[i];
+    if (strcmp(name, "users") == 0)
+        return e->users.count;
+    if (strcmp(name, "timers_pending") == 0)
+        return e->timers.n;
+    if (strcmp(name, "lua_memory") == 0)
+        return jd_script_memory(e->script);
+    return 0;
+}
+
+int jd_parse_time(const char *s, int64_t *ms) { return jd_time_parse(s, strlen(s), ms); }
+
+/* ---------------------------------------------------------------- hooks */
+
+static int in_segment_cb(void *ud, const char *name, size_t n) { return jd_user_in_segment(ud, name, n); }
+
+static const msgpack_object *user_traits(jd_engine *e)
+{
+    if (!e->user_traits)
+        e->user_traits = jd_user_traits(e->user, &e->zone, &e->user_traits_obj);
+    return e->user_traits;
+}
+
+static void log_hook_error(jd_engine *e, const char *rule, jd_script_error *se)
+{
+    char text[2048];
+    e->stats[JD_STAT_LUA_ERRORS]++;
+    jd_script_error_text(se, text, sizeof text);
+    jd_engine_log(e, "error", "lua error in %s (user %s, event %.*s): %s%s%s", rule, e->user->id,
+                  (int)e->ev->message_id.n, e->ev->message_id.p, text, se->traceback[0] ? "\n" : "", se->traceback);
+}
+
+/* Pushes the shared ctx, stamped for a new call. */
+static void push_ctx(jd_engine *e, lua_State *L)
+{
+    lua_rawgeti(L, LUA_REGISTRYINDEX, e->ctx_ref);
+    lua_pushinteger(L, (lua_Integer)e->call.id);
+    lua_setiuservalue(L, -2, 2);
+    lua_pushnil(L);
+    lua_setiuservalue(L, -2, 1);
+}
+
+static void set_call(jd_engine *e, const jd_journey *j, int stage, jd_instance *inst, const jd_trigger *t,
+                     const char *hook, int readonly)
+{
+    e->call.id++;
+    e->call.journey = j;
+    e->call.stage = stage;
+    e->call.inst = inst;
+    e->call.trigger = t;
+    e->call.hook = hook;
+    e->call.readonly = readonly;
+}
+
+/* Runs a hook; on success its effects are in e->fx (not yet applied). A failing hook
+ * leaves e->fx empty: none of its actions are taken. */
+static int run_hook(jd_engine *e, int ref, const jd_journey *j, int stage, jd_instance *inst, const jd_trigger *t,
+                    const char *hook, const char *rule)
+{
+    jd_effects_reset(&e->fx);
+    if (ref == LUA_NOREF)
+        return 0;
+    lua_State *L = jd_script_L(e->script);
+    set_call(e, j, stage, inst, t, hook, 0);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
+    push_ctx(e, L);
+    e->stats[JD_STAT_LUA_CALLS]++;
+    jd_script_error se = {0};
+    int rc = jd_script_call(e->script, 1, 0, &se);
+    e->call.id++; /* the ctx is dead once the hook returns */
+    if (rc) {
+        log_hook_error(e, rule, &se);
+        jd_script_error_clear(&se);
+        jd_effects_reset(&e->fx);
+        return -1;
+    }
+    return 0;
+}
+
+static int when_ok(jd_engine *e, const jd_trigger *t, const jd_journey *j, jd_instance *inst)
+{
+    lua_State *L = jd_script_L(e->script);
+    set_call(e, j, inst ? inst->stage : -1, inst, t, "when", 1);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, t->when_ref);
+    push_ctx(e, L);
+    e->stats[JD_STAT_LUA_CALLS]++;
+    jd_script_error se = {0};
+    int rc = jd_script_call(e->script, 1, 1, &se);
+    e->call.id++;
+    if (rc) {
+        log_hook_error(e, t->rule_id, &se);
+        jd_script_error_clear(&se);
+        return 0;
+    }
+    int ok = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    return ok;
+}
+
+static int matches(jd_engine *e, const jd_trigger *t, const jd_journey *j, jd_instance *inst)
+{
+    jd_match_env env = {.ev = e->ev, .score = e->user->score, .in_segment = in_segment_cb, .ud = e->user};
+    for (size_t i = 0; i < t->npreds; i++) {
+        if (t->preds[i].root == JD_ROOT_USER_TRAITS && !env.user_traits)
+            env.user_traits = user_traits(e);
+        if (!jd_pred_eval(&t->preds[i], &env))
+            return 0;
+    }
+    if (t->when_ref != LUA_NOREF)
+        return when_ok(e, t, j, inst);
+    return 1;
+}
+
+/* ---------------------------------------------------------------- actions */
+
+static void hex128(char *out, uint64_t a, uint64_t b)
+{
+    static const char hx[] = "0123456789abcdef";
+    for (int i = 0; i < 16; i++) {
+        out[i] = hx[(a >> (60 - 4 * i)) & 15];
+        out[16 + i] = hx[(b >> (60 - 4 * i)) & 15];
+    }
+    out[32] = '\0';
+}
+
+/* Stable action id: the input's messageId, the user, the rule, the instance key, how
+ * many times this rule already ran for this input, and the action's index. The same
+ * input re-processed with the same scripts yields the same ids. */
+static void action_id(jd_engine *e, char out[33], const char *rule, const jd_instance *inst, int repeat, size_t index)
+{
+    jd_buf *b = &e->keybuf;
+    jd_buf_reset(b);
+    jd_buf_append(b, e->ev->message_id.p, e->ev->message_id.n);
+    jd_buf_putc(b, '\0');
+    jd_buf_append(b, e->user->id, e->user->idlen);
+    jd_buf_putc(b, '\0');
+    jd_buf_puts(b, rule);
+    jd_buf_putc(b, '\0');
+    if (inst)
+        jd_buf_append(b, inst->key, inst->keylen);
+    jd_buf_printf(b, "%c%d%c%zu", 0, repeat, 0, index);
+    hex128(out, jd_hash(b->data, b->len, 0x1f83d9abfb41bd6bULL), jd_hash(b->data, b->len, 0x5be0cd19137e2179ULL));
+}
+
+static int rule_repeat(jd_engine *e, const char *rule, const jd_instance *inst)
+{
+    uint64_t h = jd_hash(rule, strlen(rule), inst ? inst->iid : 0);
+    int n = 0;
+    for (int i = 0; i < e->nfired; i++)
+        n += e->fired_hash[i] == h;
+    if (e->nfired < (int)(sizeof e->fired_hash / sizeof e->fired_hash[0]))
+        e->fired_hash[e->nfired++] = h;
+    return n;
+}
+
+const char *jd_action_id(const jd_action *a) { return a->id; }
+int64_t jd_action_time(const jd_action *a) { return a->time; }
+const char *jd_action_channel(const jd_action *a) { return a->channel->name; }
+
+static void pack_cstr(msgpack_packer *pk, const char *s)
+{
+    size_t n = strlen(s);
+    msgpack_pack_str(pk, n);
+    msgpack_pack_str_body(pk, s, n);
+}
+
+const char *jd_action_json(const jd_action *a, size_t *len)
+{
+    jd_engine *e = a->e;
+    jd_buf rec;
+    jd_buf_init(&rec);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &rec, jd_buf_msgpack_write);
+    char t[40];
+    jd_time_format(a->time, t);
+    msgpack_pack_map(&pk, 7);
+    pack_cstr(&pk, "time");
+    pack_cstr(&pk, t);
+    pack_cstr(&pk, "user");
+    msgpack_pack_str(&pk, a->user->idlen);
+    msgpack_pack_str_body(&pk, a->user->id, a->user->idlen);
+    pack_cstr(&pk, "journey");
+    if (a->journey)
+        pack_cstr(&pk, a->journey->name);
+    else
+        msgpack_pack_nil(&pk);
+    pack_cstr(&pk, "stage");
+    if (a->journey && a->stage >= 0)
+        pack_cstr(&pk, a->journey->stages[a->stage].name);
+    else
+        msgpack_pack_nil(&pk);
+    pack_cstr(&pk, "channel");
+    pack_cstr(&pk, a->channel->name);
+    pack_cstr(&pk, "payload");
+    jd_buf_append(&rec, a->payload, a->payload_len);
+    pack_cstr(&pk, "id");
+    pack_cstr(&pk, a->id);
+    msgpack_zone z;
+    msgpack_zone_init(&z, 1024);
+    msgpack_object o;
+    size_t off = 0;
+    jd_buf_reset(&e->action_json);
+    if (msgpack_unpack(rec.data, rec.len, &off, &z, &o) == MSGPACK_UNPACK_SUCCESS)
+        jd_json_write(e->jw, &o, &e->action_json);
+    msgpack_zone_destroy(&z);
+    jd_buf_free(&rec);
+    if (len)
+        *len = e->action_json.len;
+    return jd_buf_cstr(&e->action_json);
+}
+
+/* Applies a successful hook's effects: traits, score, segments, log lines, sends. */
+static void apply(jd_engine *e, const char *rule, const jd_journey *j, int stage, const jd_instance *inst)
+{
+    jd_effects *fx = &e->fx;
+    jd_user *u = e->user;
+    if (fx->nsets) {
+        jd_buf m;
+        jd_buf_init(&m);
+        msgpack_packer pk;
+        msgpack_packer_init(&pk, &m, jd_buf_msgpack_write);
+        msgpack_pack_map(&pk, fx->nsets);
+        jd_buf_append(&m, fx->sets.data, fx->sets.len);
+        msgpack_zone z;
+        msgpack_zone_init(&z, 1024);
+        msgpack_object o;
+        size_t off = 0;
+        if (msgpack_unpack(m.data, m.len, &off, &z, &o) == MSGPACK_UNPACK_SUCCESS)
+            jd_user_merge_traits(u, &o);
+        msgpack_zone_destroy(&z);
+        jd_buf_free(&m);
+        e->user_traits = NULL;
+    }
+    u->score += fx->score;
+    for (size_t i = 0; i < fx->segops.len;) {
+        const char *name = fx->segops.data + i + 1;
+        size_t n = strlen(name);
+        if (fx->segops.data[i] == '+')
+            jd_user_segment_add(u, name, n);
+        else
+            jd_user_segment_remove(u, name, n);
+        i += n + 2;
+    }
+    for (size_t i = 0; i < fx->logs.len;) {
+        const char *line = fx->logs.data + i;
+        jd_engine_log(e, "info", "%s (user %s): %s", rule, u->id, line);
+        i += strlen(line) + 1;
+    }
+    if (!fx->nsends)
+        return;
+    int repeat = rule_repeat(e, rule, inst);
+    for (size_t i = 0; i < fx->nsends; i++) {
+        jd_send *s = &fx->sends[i];
+        jd_action a = {
+            .time = jd_clock_now(&e->clock),
+            .user = u,
+            .journey = j,
+            .stage = stage,
+            .channel = &e->defs->channels[s->channel],
+            .payload = fx->payloads.data + s->off,
+            .payload_len = s->len,
+            .rule = rule,
+            .e = e,
+        };
+        action_id(e, a.id, rule, inst, repeat, i);
+        e->stats[JD_STAT_ACTIONS]++;
+        if (e->on_action)
+            e->on_action(&a, e->on_action_ud);
+    }
+}
+
+/* ---------------------------------------------------------------- stages */
+
+static void enter_stage(jd_engine *e, const jd_journey *j, jd_instance *inst, int s, int64_t at, int depth);
+
+static void leave(jd_engine *e, const jd_journey *j, jd_instance *inst, jd_inst_status status)
+{
+    if (inst->status != JD_INST_ACTIVE)
+        return;
+    jd_journey_count *jc = &e->counts[j->index];
+    jd_stage_count *sc = &jc->stages[inst->stage];
+    sc->now--;
+    jc->active--;
+    if (status == JD_INST_CONVERTED) {
+        sc->converted++;
+        jc->converted++;
+    } else {
+        sc->exited++;
+        jc->exited++;
+    }
+    inst->status = status;
+    inst->left_at = jd_clock_now(&e->clock);
+    inst->touched = e->event_seq;
+}
+
+static void move(jd_engine *e, const jd_journey *j, jd_instance *inst, int target, int64_t at, int depth,
+                 int timed_out)
+{
+    if (inst->status != JD_INST_ACTIVE)
+        return;
+    if (depth >= MAX_CHAIN) {
+        e->stats[JD_STAT_LUA_ERRORS]++;
+        jd_engine_log(e, "error", "journey %s: more than %d stage moves for one input (user %s): stopped in '%s'",
+                      j->name, MAX_CHAIN, e->user->id, j->stages[inst->stage].name);
+        return;
+    }
+    jd_stage_count *sc = &e->counts[j->index].stages[inst->stage];
+    sc->now--;
+    if (timed_out)
+        sc->timed_out++;
+    else
+        sc->moved_on++;
+    e->stats[JD_STAT_TRANSITIONS]++;
+    enter_stage(e, j, inst, target, at, depth + 1);
+}
+
+/* After a hook ran (rc 0) or failed: follow its go/exit, else the trigger's action. */
+static void follow(jd_engine *e, const jd_journey *j, jd_instance *inst, int go, int ex, jd_action_kind act,
+                   int target, int64_t at, int depth, int timed_out)
+{
+    if (ex)
+        leave(e, j, inst, JD_INST_EXITED);
+    else if (go >= 0)
+        move(e, j, inst, go, at, depth, timed_out);
+    else if (act == JD_ACT_GO)
+        move(e, j, inst, target, at, depth, timed_out);
+    else if (act == JD_ACT_EXIT)
+        leave(e, j, inst, JD_INST_EXITED);
+}
+
+static void enter_stage(jd_engine *e, const jd_journey *j, jd_instance *inst, int s, int64_t at, int depth)
+{
+    const jd_stage *st = &j->stages[s];
+    inst->stage = s;
+    inst->gen++;
+    inst->stage_entered_at = at;
+    inst->touched = e->event_seq;
+    jd_stage_count *sc = &e->counts[j->index].stages[s];
+    sc->entered++;
+    sc->now++;
+    for (size_t i = 0; i < st->nafter; i++) {
+        jd_timer tm = {
+            .due = at + st->after[i]->delay_ms,
+            .user = e->user,
+            .inst = inst,
+            .iid = inst->iid,
+            .gen = inst->gen,
+            .after = (uint16_t)i,
+            .journey = (uint16_t)j->index,
+        };
+        jd_timers_push(&e->timers, tm);
+        e->stats[JD_STAT_TIMERS_SCHEDULED]++;
+    }
+    if (st->enter_ref == LUA_NOREF)
+        return;
+    char rule[512];
+    snprintf(rule, sizeof rule, "%s/%s/enter", j->name, st->name);
+    if (run_hook(e, st->enter_ref, j, s, inst, NULL, "enter", rule) == 0)
+        apply(e, rule, j, s, inst);
+    int go = e->fx.go, ex = e->fx.exit;
+    follow(e, j, inst, go, ex, JD_ACT_NONE, -1, at, depth, 0);
+}
+
+/* Runs a trigger's hook and follows it (transitions and timeouts). */
+static void fire(jd_engine *e, const jd_journey *j, jd_instance *inst, const jd_trigger *t, int64_t at)
+{
+    int stage = inst->stage;
+    if (run_hook(e, t->fn_ref, j, stage, inst, t, t->is_after ? "after" : "on", t->rule_id) == 0)
+        apply(e, t->rule_id, j, stage, inst);
+    int go = e->fx.go, ex = e->fx.exit;
+    follow(e, j, inst, go, ex, t->action, t->target, at, 0, t->is_after);
+}
+
+static int reentry_ok(const jd_engine *e, const jd_journey *j, const jd_instance *inst, int64_t at)
+{
+    if (!inst || inst->entries == 0)
+        return 1;
+    if (inst->touched == e->event_seq)
+        return 0; /* it left on this very input */
+    switch (j->reentry) {
+    case JD_REENTRY_NEVER: return 0;
+    case JD_REENTRY_ALWAYS: return 1;
+    case JD_REENTRY_COOLDOWN: return at - inst->entered_at >= j->cooldown_ms;
+    }
+    return 0;
+}
+
+static void enter_journey(jd_engine *e, const jd_journey *j, const char *key, size_t keylen, const jd_trigger *t,
+                          int64_t at)
+{
+    jd_instance *inst = jd_user_instance(e->user, j->index, key, keylen);
+    if (inst && inst->status == JD_INST_ACTIVE)
+        return;
+    if (!reentry_ok(e, j, inst, at))
+        return;
+    if (!inst)
+        inst = jd_user_instance_add(e->user, j->index, key, keylen);
+    inst->status = JD_INST_ACTIVE;
+    inst->iid = ++e->user->next_iid;
+    inst->gen = 0;
+    inst->entries++;
+    inst->entered_at = at;
+    inst->touched = e->event_seq;
+    jd_journey_count *jc = &e->counts[j->index];
+    jc->entered++;
+    jc->active++;
+    int stage = j->entry_stage;
+    inst->stage = stage;
+    int go = -1, ex = 0;
+    if (t->fn_ref != LUA_NOREF) {
+        if (run_hook(e, t->fn_ref, j, stage, inst, t, "entry", t->rule_id) == 0)
+            apply(e, t->rule_id, j, stage, inst);
+        go = e->fx.go;
+        ex = e->fx.exit;
+    }
+    enter_stage(e, j, inst, go >= 0 ? go : stage, at, 0);
+    if (ex)
+        leave(e, j, inst, JD_INST_EXITED);
+}
+
+/* The key of a keyed journey from the event, as text. Returns 0 when absent. */
+static int event_key(jd_engine *e, const jd_journey *j, const char **key, size_t *keylen)
+{
+    const jd_event *ev = e->ev;
+    const msgpack_object *src =
+        ev->type == JD_EV_IDENTIFY || ev->type == JD_EV_GROUP ? ev->traits : ev->properties;
+    const msgpack_object *o = jd_mp_path(src, j->key, j->keylen);
+    if (!o)
+        return 0;
+    if (o->type == MSGPACK_OBJECT_STR && o->via.str.size) {
+        *key = o->via.str.ptr;
+        *keylen = o->via.str.size;
+        return 1;
+    }
+    if (o->type == MSGPACK_OBJECT_POSITIVE_INTEGER || o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER) {
+        jd_buf_reset(&e->scratch);
+        if (o->type == MSGPACK_OBJECT_POSITIVE_INTEGER)
+            jd_buf_printf(&e->scratch, "%llu", (unsigned long long)o->via.u64);
+        else
+            jd_buf_printf(&e->scratch, "%lld", (long long)o->via.i64);
+        *key = e->scratch.data;
+        *keylen = e->scratch.len;
+        return 1;
+    }
+    return 0;
+}
+
+/* One journey's triggers (t[0..n), sorted by role) against this event. */
+static void process_journey(jd_engine *e, const jd_journey *j, jd_trigger *const *t, size_t n)
+{
+    int64_t at = e->ev->timestamp;
+    const char *key = "";
+    size_t keylen = 0;
+    int haskey = 1;
+    if (j->key) {
+        haskey = event_key(e, j, &key, &keylen);
+        if (haskey) { /* the key may live in e->scratch: keep our own copy */
+            char *k = jd_strndup(key, keylen);
+            key = k;
+        }
+    }
+    for (jd_instance *inst = e->user->instances; inst; inst = inst->next) {
+        if (inst->journey != j->index || inst->status != JD_INST_ACTIVE || inst->touched == e->event_seq)
+            continue;
+        if (j->key && haskey && (inst->keylen != keylen || memcmp(inst->key, key, keylen) != 0))
+            continue;
+        for (size_t i = 0; i < n && inst->status == JD_INST_ACTIVE; i++) {
+            const jd_trigger *tr = t[i];
+            if (tr->role == JD_ROLE_ENTRY)
+                break;
+            if (tr->role == JD_ROLE_TRANSITION && tr->stage != inst->stage)
+                continue;
+            if (!matches(e, tr, j, inst))
+                continue;
+            if (tr->role == JD_ROLE_EXIT || tr->role == JD_ROLE_GOAL) {
+                int stage = inst->stage;
+                if (run_hook(e, tr->fn_ref, j, stage, inst, tr, tr->role == JD_ROLE_GOAL ? "goal" : "exit",
+                             tr->rule_id) == 0)
+                    apply(e, tr->rule_id, j, stage, inst);
+                leave(e, j, inst, tr->role == JD_ROLE_GOAL ? JD_INST_CONVERTED : JD_INST_EXITED);
+            } else {
+                inst->touched = e->event_seq;
+                fire(e, j, inst, tr, at);
+            }
+            break; /* one trigger per instance per event */
+        }
+    }
+    if (haskey) {
+        for (size_t i = 0; i < n; i++) {
+            if (t[i]->role == JD_ROLE_ENTRY && matches(e, t[i], j, NULL)) {
+                enter_journey(e, j, key, keylen, t[i], at);
+                break;
+            }
+        }
+    }
+    if (j->key && haskey)
+        free((char *)key);
+}
+
+static void run_rule(jd_engine *e, const jd_trigger *t)
+{
+    if (!matches(e, t, NULL, NULL))
+        return;
+    if (run_hook(e, t->fn_ref, NULL, -1, NULL, t, "rule", t->rule_id) == 0)
+        apply(e, t->rule_id, NULL, -1, NULL);
+}
+
+/* ---------------------------------------------------------------- identity */
+
+static jd_user *get_user(jd_engine *e, const char *id, size_t n)
+{
+    jd_user *u = jd_map_get(&e->users, id, n);
+    if (!u) {
+        u = jd_user_new(id, n);
+        jd_map_put(&e->users, id, n, u);
+    }
+    return u;
+}
+
+/* Folds the profile `from` into `to`: traits (to's win), score, segments. */
+static void merge_profiles(jd_engine *e, jd_user *from, jd_user *to)
+{
+    if (from == to)
+        return;
+    msgpack_zone z;
+    msgpack_zone_init(&z, 1024);
+    msgpack_object o;
+    const msgpack_object *ft = jd_user_traits(from, &z, &o);
+    if (ft->via.map.size) {
+        jd_buf keep = to->traits;
+        jd_buf_init(&to->traits);
+        jd_user_merge_traits(to, ft);
+        msgpack_object k;
+        const msgpack_object *kt = keep.len ? jd_user_traits(&(jd_user){.traits = keep}, &z, &k) : NULL;
+        if (kt)
+            jd_user_merge_traits(to, kt);
+        jd_buf_free(&keep);
+    }
+    msgpack_zone_destroy(&z);
+    to->score += from->score;
+    for (size_t i = 0; i < from->nsegments; i++)
+        jd_user_segment_add(to, from->segments[i], strlen(from->segments[i]));
+    (void)e;
+}
+
+static void link_alias(jd_engine *e, jd_str from, jd_str to)
+{
+    if (!from.n || !to.n || (from.n == to.n && memcmp(from.p, to.p, from.n) == 0))
+        return;
+    char *prev = jd_map_get(&e->aliases, from.p, from.n);
+    if (prev && strlen(prev) == to.n && memcmp(prev, to.p, to.n) == 0)
+        return;
+    free(jd_map_put(&e->aliases, from.p, from.n, jd_strndup(to.p, to.n)));
+    jd_user *old = jd_map_get(&e->users, from.p, from.n);
+    if (old)
+        merge_profiles(e, old, get_user(e, to.p, to.n));
+}
+
+static jd_user *resolve_user(jd_engine *e, const jd_event *ev)
+{
+    jd_str id = ev->user_id;
+    /* an event with only an anonymousId belongs to whoever that id was linked to */
+    if (ev->user_id.p == ev->anonymous_id.p || ev->type == JD_EV_TIMER) {
+        const char *canon = jd_map_get(&e->aliases, id.p, id.n);
+        if (canon) {
+            id.p = canon;
+            id.n = strlen(canon);
+        }
+    }
+    return get_user(e, id.p, id.n);
+}
+
+/* ---------------------------------------------------------------- processing */
+
+static void timer_event(jd_engine *e)
+{
+    const jd_event *ev = e->ev;
+    const msgpack_object *jn = jd_mp_get(ev->properties, "journey", 7);
+    const msgpack_object *ky = jd_mp_get(ev->properties, "key", 3);
+    const msgpack_object *iid = jd_mp_get(ev->properties, "iid", 3);
+    const msgpack_object *gen = jd_mp_get(ev->properties, "gen", 3);
+    const msgpack_object *aft = jd_mp_get(ev->properties, "after", 5);
+    if (!jn || jn->type != MSGPACK_OBJECT_STR || !ky || ky->type != MSGPACK_OBJECT_STR || !iid ||
+        iid->type != MSGPACK_OBJECT_POSITIVE_INTEGER || !gen || gen->type != MSGPACK_OBJECT_POSITIVE_INTEGER ||
+        !aft || aft->type != MSGPACK_OBJECT_POSITIVE_INTEGER) {
+        e->stats[JD_STAT_INVALID]++;
+        return;
+    }
+    const jd_journey *j = jd_defs_journey(e->defs, jn->via.str.ptr, jn->via.str.size);
+    jd_instance *inst = j ? jd_user_instance(e->user, j->index, ky->via.str.ptr, ky->via.str.size) : NULL;
+    /* lazy cancel: a timer of a stage entry the person has left is dropped, never fired */
+    if (!inst || inst->status != JD_INST_ACTIVE || inst->iid != iid->via.u64 || inst->gen != gen->via.u64 ||
+        aft->via.u64 >= j->stages[inst->stage].nafter) {
+        e->stats[JD_STAT_TIMERS_DROPPED]++;
+        return;
+    }
+    e->stats[JD_STAT_TIMERS_FIRED]++;
+    inst->touched = e->event_seq;
+    fire(e, j, inst, j->stages[inst->stage].after[aft->via.u64], ev->timestamp);
+}
+
+static void process_view(jd_engine *e, const jd_event *ev)
+{
+    if (ev->type != JD_EV_TIMER)
+        e->stats[JD_STAT_EVENTS]++;
+    if (jd_dedupe_check(&e->dedupe, ev->message_id.p, ev->message_id.n, ev->timestamp)) {
+        e->stats[JD_STAT_DUPLICATES]++;
+        return;
+    }
+    int64_t now = jd_clock_now(&e->clock);
+    if (ev->type != JD_EV_TIMER) {
+        if (ev->timestamp < now)
+            e->stats[JD_STAT_LATE]++;
+        jd_clock_advance(&e->clock, ev->timestamp);
+    }
+    e->event_seq++;
+    e->ev = ev;
+    e->nfired = 0;
+    msgpack_zone_clear(&e->zone);
+    e->user_traits = NULL;
+    switch (ev->type) {
+    case JD_EV_IDENTIFY:
+        if (ev->anonymous_id.n && ev->user_id.p != ev->anonymous_id.p)
+            link_alias(e, ev->anonymous_id, ev->user_id);
+        e->user = resolve_user(e, ev);
+        jd_user_merge_traits(e->user, ev->traits);
+        break;
+    case JD_EV_ALIAS:
+        link_alias(e, ev->previous_id, ev->user_id);
+        e->user = resolve_user(e, ev);
+        break;
+    default: e->user = resolve_user(e, ev); break;
+    }
+    if (ev->type == JD_EV_TIMER) {
+        timer_event(e);
+        return;
+    }
+    jd_trigger *merged[256];
+    jd_tlist scratch = {merged, 0};
+    const jd_tlist *tl = jd_defs_lookup(e->defs, ev->type, ev->name.p, ev->name.n, &scratch, 256);
+    if (!tl || !tl->n) {
+        e->stats[JD_STAT_UNMATCHED]++;
+        return;
+    }
+    for (size_t i = 0; i < tl->n;) {
+        jd_trigger *t = tl->t[i];
+        if (t->journey < 0) {
+            run_rule(e, t);
+            i++;
+            continue;
+        }
+        size_t k = i + 1;
+        while (k < tl->n && tl->t[k]->journey == t->journey)
+            k++;
+        process_journey(e, &e->defs->journeys[t->journey], &tl->t[i], k - i);
+        i = k;
+    }
+}
+
+/* Builds a timer's event record: type "timer", messageId derived from the stage
+ * entry it belongs to (so it can fire only once), timestamp = due time. */
+static void timer_record(jd_engine *e, const jd_timer *tm, jd_buf *out)
+{
+    const jd_journey *j = &e->defs->journeys[tm->journey];
+    jd_buf *k = &e->keybuf;
+    jd_buf_reset(k);
+    jd_buf_append(k, tm->user->id, tm->user->idlen);
+    jd_buf_printf(k, "%c%s%c", 0, j->name, 0);
+    jd_buf_append(k, tm->inst->key, tm->inst->keylen);
+    jd_buf_printf(k, "%c%u.%u.%u", 0, tm->iid, tm->gen, tm->after);
+    char id[48] = "timer:";
+    hex128(id + 6, jd_hash(k->data, k->len, 0x510e527fade682d1ULL), jd_hash(k->data, k->len, 0x9b05688c2b3e6c1fULL));
+    const jd_stage *st = &j->stages[tm->inst->stage < (int)j->nstages ? tm->inst->stage : 0];
+    jd_buf_reset(out);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, out, jd_buf_msgpack_write);
+    msgpack_pack_map(&pk, 6);
+    pack_cstr(&pk, "type");
+    pack_cstr(&pk, "timer");
+    pack_cstr(&pk, "messageId");
+    pack_cstr(&pk, id);
+    pack_cstr(&pk, "timestamp");
+    msgpack_pack_int64(&pk, tm->due);
+    pack_cstr(&pk, "userId");
+    msgpack_pack_str(&pk, tm->user->idlen);
+    msgpack_pack_str_body(&pk, tm->user->id, tm->user->idlen);
+    pack_cstr(&pk, "event");
+    jd_buf_reset(k);
+    jd_buf_printf(k, "%s/%s/after", j->name, st->name);
+    msgpack_pack_str(&pk, k->len);
+    msgpack_pack_str_body(&pk, k->data, k->len);
+    pack_cstr(&pk, "properties");
+    msgpack_pack_map(&pk, 5);
+    pack_cstr(&pk, "journey");
+    pack_cstr(&pk, j->name);
+    pack_cstr(&pk, "key");
+    msgpack_pack_str(&pk, tm->inst->keylen);
+    msgpack_pack_str_body(&pk, tm->inst->key, tm->inst->keylen);
+    pack_cstr(&pk, "iid");
+    msgpack_pack_uint32(&pk, tm->iid);
+    pack_cstr(&pk, "gen");
+    msgpack_pack_uint32(&pk, tm->gen);
+    pack_cstr(&pk, "after");
+    msgpack_pack_uint16(&pk, tm->after);
+}
+
+void jd_engine_advance(jd_engine *e, int64_t t)
+{
+    const jd_timer *top;
+    while ((top = jd_timers_peek(&e->timers)) && top->due <= t) {
+        jd_timer tm;
+        jd_timers_pop(&e->timers, &tm);
+        /* cheap pre-check: a stale stage entry never needs a record */
+        if (tm.inst->status != JD_INST_ACTIVE || tm.inst->iid != tm.iid || tm.inst->gen != tm.gen) {
+            e->stats[JD_STAT_TIMERS_DROPPED]++;
+            continue;
+        }
+        jd_clock_advance(&e->clock, tm.due);
+        timer_record(e, &tm, &e->trec);
+        msgpack_zone_clear(&e->timer_zone);
+        msgpack_object root;
+        size_t off = 0;
+        jd_event ev;
+        if (msgpack_unpack(e->trec.data, e->trec.len, &off, &e->timer_zone, &root) != MSGPACK_UNPACK_SUCCESS ||
+            jd_event_view(&root, &ev))
+            continue;
+        process_view(e, &ev);
+    }
+    jd_clock_advance(&e->clock, t);
+}
+
+int jd_engine_process(jd_engine *e, const void *record, size_t len, jd_error *err)
+{
+    msgpack_zone_clear(&e->in_zone);
+    msgpack_object root;
+    size_t off = 0;
+    jd_event ev;
+    if (msgpack_unpack(record, len, &off, &e->in_zone, &root) != MSGPACK_UNPACK_SUCCESS ||
+        jd_event_view(&root, &ev)) {
+        e->stats[JD_STAT_INVALID]++;
+        if (err)
+            snprintf(err->text, sizeof err->text, "not an event record");
+        return -1;
+    }
+    if (e->clock.is_virtual && ev.type != JD_EV_TIMER)
+        jd_engine_advance(e, ev.timestamp); /* due timers fire before the event */
+    process_view(e, &ev);
+    if (e->clock.is_virtual)
+        jd_engine_advance(e, jd_clock_now(&e->clock)); /* timers a late event made due */
+    return 0;
+}
+
+int jd_engine_normalize(jd_engine *e, const char *json, size_t len, int64_t default_ts, const char *default_id,
+                        char **out, size_t *outlen, jd_error *err)
+{
+    jd_buf_reset(&e->scratch);
+    if (jd_json_to_msgpack(e->jr, json, len, &e->scratch, err->text, sizeof err->text))
+        return -1;
+    msgpack_zone_clear(&e->in_zone);
+    msgpack_object root;
+    size_t off = 0;
+    if (msgpack_unpack(e->scratch.data, e->scratch.len, &off, &e->in_zone, &root) != MSGPACK_UNPACK_SUCCESS) {
+        snprintf(err->text, sizeof err->text, "internal: cannot read converted JSON");
+        return -1;
+    }
+    jd_buf_reset(&e->rec);
+    if (jd_event_normalize(&root, default_ts, default_id, &e->rec, err->text, sizeof err->text))
+        return -1;
+    *out = jd_xmalloc(e->rec.len);
+    memcpy(*out, e->rec.data, e->rec.len);
+    *outlen = e->rec.len;
+    return 0;
+}
+
+int jd_engine_ingest_json(jd_engine *e, const char *json, size_t len, const char *default_id, jd_error *err)
+{
+    jd_buf_reset(&e->scratch);
+    if (jd_json_to_msgpack(e->jr, json, len, &e->scratch, err->text, sizeof err->text)) {
+        e->stats[JD_STAT_INVALID]++;
+        return -1;
+    }
+    msgpack_zone_clear(&e->in_zone);
+    msgpack_object root;
+    size_t off = 0;
+    if (msgpack_unpack(e->scratch.data, e->scratch.len, &off, &e->in_zone, &root) != MSGPACK_UNPACK_SUCCESS) {
+        snprintf(err->text, sizeof err->text, "internal: cannot read converted JSON");
+        e->stats[JD_STAT_INVALID]++;
+        return -1;
+    }
+    jd_buf_reset(&e->rec);
+    if (jd_event_normalize(&root, jd_clock_now(&e->clock), default_id, &e->rec, err->text, sizeof err->text)) {
+        e->stats[JD_STAT_INVALID]++;
+        return -1;
+    }
+    return jd_engine_process(e, e->rec.data, e->rec.len, err);
+}
+
+/* ---------------------------------------------------------------- reports */
+
+char *jd_engine_funnel_text(const jd_engine *e)
+{
+    jd_buf b;
+    jd_buf_init(&b);
+    for (size_t i = 0; i < e->defs->njourneys; i++) {
+        const jd_journey *j = &e->defs->journeys[i];
+        const jd_journey_count *c = &e->counts[i];
+        double conv = c->entered ? 100.0 * (double)c->converted / (double)c->entered : 0;
+        jd_buf_printf(&b, "journey %s: entered %llu, active %llu, converted %llu (%.1f%%), exited %llu\n", j->name,
+                      (unsigned long long)c->entered, (unsigned long long)c->active,
+                      (unsigned long long)c->converted, conv, (unsigned long long)c->exited);
+        jd_buf_printf(&b, "  %-24s %9s %9s %9s %9s %9s %9s\n", "stage", "entered", "now", "moved_on", "timed_out",
+                      "converted", "exited");
+        for (size_t s = 0; s < j->nstages; s++) {
+            const jd_stage_count *sc = &c->stages[s];
+            jd_buf_printf(&b, "  %-24s %9llu %9llu %9llu %9llu %9llu %9llu\n", j->stages[s].name,
+                          (unsigned long long)sc->entered, (unsigned long long)sc->now,
+                          (unsigned long long)sc->moved_on, (unsigned long long)sc->timed_out,
+                          (unsigned long long)sc->converted, (unsigned long long)sc->exited);
+        }
+    }
+    jd_buf_cstr(&b);
+    return b.data;
+}
+
+static void describe_trigger(jd_buf *b, const jd_trigger *t, const jd_journey *j)
+{
+    if (t->is_after)
+        jd_buf_printf(b, "after %s", t->delay_text);
+    else if (t->type == JD_EV_TRACK)
+        jd_buf_printf(b, "on \"%s\"", t->name);
+    else
+        jd_buf_printf(b, "%s%s%s", jd_event_type_name(t->type), t->name ? " " : "", t->name ? t->name : "");
+    if (t->npreds)
+        jd_buf_printf(b, " where(%zu)", t->npreds);
+    if (t->when_ref != LUA_NOREF)
+        jd_buf_puts(b, " when()");
+    if (t->fn_ref != LUA_NOREF)
+        jd_buf_puts(b, " fn()");
+    if (t->action == JD_ACT_GO && j)
+        jd_buf_printf(b, " -> %s", j->stages[t->target].name);
+    else if (t->action == JD_ACT_EXIT)
+        jd_buf_puts(b, " -> exit");
+}
+
+char *jd_engine_describe(const jd_engine *e)
+{
+    jd_buf b;
+    jd_buf_init(&b);
+    const jd_defs *d = e->defs;
+    for (size_t i = 0; i < d->nchannels; i++)
+        jd_buf_printf(&b, "channel %s (%s)\n", d->channels[i].name, d->channels[i].type);
+    for (size_t i = 0; i < d->njourneys; i++) {
+        const jd_journey *j = &d->journeys[i];
+        jd_buf_printf(&b, "journey %s  version %016llx  %s\n", j->name, (unsigned long long)j->version, j->loc);
+        jd_buf_puts(&b, "  entry: ");
+        describe_trigger(&b, j->entry, j);
+        jd_buf_printf(&b, "  (starts in %s)\n", j->stages[j->entry_stage].name);
+        for (size_t k = 0; k < j->ngoals; k++) {
+            jd_buf_puts(&b, "  goal: ");
+            describe_trigger(&b, j->goals[k], j);
+            jd_buf_putc(&b, '\n');
+        }
+        for (size_t k = 0; k < j->nexits; k++) {
+            jd_buf_puts(&b, "  exit: ");
+            describe_trigger(&b, j->exits[k], j);
+            jd_buf_putc(&b, '\n');
+        }
+        if (j->reentry == JD_REENTRY_COOLDOWN)
+            jd_buf_printf(&b, "  reentry: after %lld ms\n", (long long)j->cooldown_ms);
+        else
+            jd_buf_printf(&b, "  reentry: %s\n", j->reentry == JD_REENTRY_NEVER ? "never" : "always");
+        if (j->key)
+            jd_buf_printf(&b, "  key: %s\n", j->key);
+        for (size_t s = 0; s < j->nstages; s++) {
+            const jd_stage *st = &j->stages[s];
+            jd_buf_printf(&b, "  stage %s%s\n", st->name, st->enter_ref != LUA_NOREF ? "  enter()" : "");
+            for (size_t k = 0; k < st->non; k++) {
+                jd_buf_puts(&b, "    ");
+                describe_trigger(&b, st->on[k], j);
+                jd_buf_putc(&b, '\n');
+            }
+            for (size_t k = 0; k < st->nafter; k++) {
+                jd_buf_puts(&b, "    ");
+                describe_trigger(&b, st->after[k], j);
+                jd_buf_putc(&b, '\n');
+            }
+        }
+    }
+    for (size_t i = 0; i < d->ntriggers; i++) {
+        const jd_trigger *t = d->triggers[i];
+        if (t->role != JD_ROLE_RULE)
+            continue;
+        jd_buf_puts(&b, "rule ");
+        describe_trigger(&b, t, NULL);
+        jd_buf_printf(&b, "  %s\n", t->loc);
+    }
+    jd_buf_cstr(&b);
+    return b.data;
+}

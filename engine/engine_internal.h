@@ -1,0 +1,134 @@
+/* engine_internal: the engine's layout, shared by engine.c (the processor),
+ * lua_ctx.c (the ctx object hooks see) and lua_journey.c (compiling the registry).
+ * Not part of the public API. */
+#ifndef JD_ENGINE_INTERNAL_H
+#define JD_ENGINE_INTERNAL_H
+
+#include <msgpack.h>
+
+#include "../include/journeyd.h"
+#include "buf.h"
+#include "clock.h"
+#include "dedupe.h"
+#include "defs.h"
+#include "event.h"
+#include "json.h"
+#include "map.h"
+#include "script.h"
+#include "timer.h"
+#include "user.h"
+
+/* What a hook asked for; applied only if the hook returns without error. */
+typedef struct jd_send {
+    int channel;
+    size_t off, len; /* payload bytes in fx.payloads */
+} jd_send;
+
+typedef struct jd_effects {
+    jd_send *sends;
+    size_t nsends, capsends;
+    jd_buf payloads;
+    jd_buf sets; /* packed key/value pairs */
+    uint32_t nsets;
+    double score;
+    jd_buf segops; /* '+'/'-' then name then NUL, repeated */
+    int go;        /* stage index, -1: none */
+    int exit;
+    jd_buf logs; /* lines, NUL separated */
+} jd_effects;
+
+/* The call a hook is running in (ctx's view). */
+typedef struct jd_call {
+    uint64_t id;       /* bumps per call; a ctx kept past its call is refused */
+    int readonly;      /* `when` predicates */
+    const jd_journey *journey;
+    int stage;
+    jd_instance *inst;
+    const jd_trigger *trigger;
+    const char *hook; /* "enter", "on", "after", "entry", "goal", "exit", "rule", "when" */
+} jd_call;
+
+typedef struct jd_stage_count {
+    uint64_t entered, now, moved_on, timed_out, converted, exited;
+} jd_stage_count;
+
+typedef struct jd_journey_count {
+    uint64_t entered, converted, exited, active;
+    jd_stage_count *stages;
+} jd_journey_count;
+
+struct jd_action {
+    char id[33];
+    int64_t time;
+    const jd_user *user;
+    const jd_journey *journey;
+    int stage;
+    const jd_channel *channel;
+    const char *payload;
+    size_t payload_len;
+    const char *rule;
+    jd_buf *json;
+    int json_ready;
+    struct jd_engine *e;
+};
+
+enum {
+    JD_STAT_EVENTS, JD_STAT_DUPLICATES, JD_STAT_INVALID, JD_STAT_UNMATCHED, JD_STAT_ACTIONS, JD_STAT_LUA_ERRORS,
+    JD_STAT_LUA_CALLS, JD_STAT_TIMERS_SCHEDULED, JD_STAT_TIMERS_FIRED, JD_STAT_TIMERS_DROPPED, JD_STAT_LATE,
+    JD_STAT_TRANSITIONS, JD_NSTATS
+};
+
+struct jd_engine {
+    jd_options opts;
+    jd_clock clock;
+    jd_script *script;
+    jd_defs *defs;
+    int ctx_ref; /* the reusable ctx userdata */
+    jd_map users;   /* id -> jd_user* */
+    jd_map aliases; /* anonymous/previous id -> canonical id (value: malloc'd jd_str-like) */
+    jd_dedupe dedupe;
+    jd_timers timers;
+    jd_journey_count *counts;
+    uint64_t stats[JD_NSTATS];
+
+    /* per event */
+    msgpack_zone zone;      /* profile unpacking while processing */
+    msgpack_zone in_zone;   /* the input record */
+    msgpack_zone timer_zone; /* a timer's record */
+    jd_buf trec;
+    jd_buf action_json;
+    jd_buf rec;      /* normalised record scratch */
+    jd_buf scratch;  /* json scratch */
+    jd_buf keybuf;
+    jd_json_reader *jr;
+    jd_json_writer *jw;
+    const jd_event *ev;
+    jd_user *user;
+    const msgpack_object *user_traits; /* cached for this event, NULL: not unpacked */
+    msgpack_object user_traits_obj;
+    uint64_t event_seq;
+    uint64_t fired_hash[64]; /* rules that ran for this input, for action id repeats */
+    int nfired;
+
+    jd_call call;
+    jd_effects fx;
+
+    jd_action_fn on_action;
+    void *on_action_ud;
+    jd_log_fn on_log;
+    void *on_log_ud;
+};
+
+/* lua_ctx.c */
+int jd_ctx_create(jd_engine *e);          /* registers the ctx metatable, returns a ref */
+int jd_journey_core_open(lua_State *L);   /* require "journey.core" */
+void jd_effects_reset(jd_effects *fx);
+void jd_effects_free(jd_effects *fx);
+
+/* lua_journey.c: compiles the journey module's registry; NULL with err set. */
+jd_defs *jd_compile(jd_engine *e, char *err, size_t errlen);
+void jd_defs_release_refs(lua_State *L, jd_defs *d);
+
+void jd_engine_log(jd_engine *e, const char *level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+#endif

@@ -1,0 +1,303 @@
+#include "event.h"
+
+#include <stdio.h>
+
+#include "clock.h"
+
+static const char *const type_names[JD_EV_NTYPES] = {
+    "track", "identify", "page", "screen", "group", "alias", "timer",
+};
+
+static const msgpack_object empty_map = {.type = MSGPACK_OBJECT_MAP, .via.map = {0, NULL}};
+
+const char *jd_event_type_name(jd_event_type t) { return t < JD_EV_NTYPES ? type_names[t] : "?"; }
+
+int jd_event_type_parse(const char *s, size_t n, jd_event_type *t)
+{
+    for (int i = 0; i < JD_EV_NTYPES; i++) {
+        if (strlen(type_names[i]) == n && memcmp(type_names[i], s, n) == 0) {
+            *t = (jd_event_type)i;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+const msgpack_object *jd_mp_get(const msgpack_object *map, const char *key, size_t klen)
+{
+    if (!map || map->type != MSGPACK_OBJECT_MAP)
+        return NULL;
+    const msgpack_object *found = NULL;
+    for (uint32_t i = 0; i < map->via.map.size; i++) {
+        const msgpack_object *k = &map->via.map.ptr[i].key;
+        if (k->type == MSGPACK_OBJECT_STR && k->via.str.size == klen && memcmp(k->via.str.ptr, key, klen) == 0)
+            found = &map->via.map.ptr[i].val;
+    }
+    return found;
+}
+
+const msgpack_object *jd_mp_path(const msgpack_object *map, const char *path, size_t plen)
+{
+    const msgpack_object *o = map;
+    size_t i = 0;
+    while (o && i <= plen) {
+        const char *dot = memchr(path + i, '.', plen - i);
+        size_t seg = dot ? (size_t)(dot - (path + i)) : plen - i;
+        o = jd_mp_get(o, path + i, seg);
+        if (!dot)
+            return o;
+        i += seg + 1;
+    }
+    return o;
+}
+
+static void pack_key(msgpack_packer *pk, const char *k)
+{
+    size_t n = strlen(k);
+    msgpack_pack_str(pk, n);
+    msgpack_pack_str_body(pk, k, n);
+}
+
+static void pack_strn(msgpack_packer *pk, const char *s, size_t n)
+{
+    msgpack_pack_str(pk, n);
+    msgpack_pack_str_body(pk, s, n);
+}
+
+/* An id may arrive as a string or a number; store it as a string. Returns 1 if packed,
+ * 0 if absent/null/empty, -1 if of a wrong type. */
+static int pack_id(msgpack_packer *pk, const msgpack_object *o)
+{
+    char tmp[32];
+    int n;
+    if (!o || o->type == MSGPACK_OBJECT_NIL)
+        return 0;
+    switch (o->type) {
+    case MSGPACK_OBJECT_STR:
+        if (o->via.str.size == 0)
+            return 0;
+        pack_strn(pk, o->via.str.ptr, o->via.str.size);
+        return 1;
+    case MSGPACK_OBJECT_POSITIVE_INTEGER:
+        n = snprintf(tmp, sizeof tmp, "%llu", (unsigned long long)o->via.u64);
+        pack_strn(pk, tmp, (size_t)n);
+        return 1;
+    case MSGPACK_OBJECT_NEGATIVE_INTEGER:
+        n = snprintf(tmp, sizeof tmp, "%lld", (long long)o->via.i64);
+        pack_strn(pk, tmp, (size_t)n);
+        return 1;
+    default: return -1;
+    }
+}
+
+static int is_present(const msgpack_object *o)
+{
+    return o && o->type != MSGPACK_OBJECT_NIL && !(o->type == MSGPACK_OBJECT_STR && o->via.str.size == 0);
+}
+
+#define FAIL(...)                                                                                                      \
+    do {                                                                                                               \
+        snprintf(err, errlen, __VA_ARGS__);                                                                            \
+        goto fail;                                                                                                     \
+    } while (0)
+
+int jd_event_normalize(const msgpack_object *in, int64_t default_ts, const char *default_id,
+                       jd_buf *out, char *err, size_t errlen)
+{
+    size_t start = out->len;
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, out, jd_buf_msgpack_write);
+    if (in->type != MSGPACK_OBJECT_MAP)
+        FAIL("an event must be a JSON object");
+
+    const msgpack_object *type = jd_mp_get(in, "type", 4);
+    const msgpack_object *event = jd_mp_get(in, "event", 5);
+    jd_event_type t;
+    if (!is_present(type)) {
+        if (!is_present(event))
+            FAIL("missing \"type\"");
+        t = JD_EV_TRACK;
+    } else if (type->type != MSGPACK_OBJECT_STR || jd_event_type_parse(type->via.str.ptr, type->via.str.size, &t) ||
+               t == JD_EV_TIMER) {
+        FAIL("\"type\" must be one of track, identify, page, screen, group, alias");
+    }
+
+    const msgpack_object *uid = jd_mp_get(in, "userId", 6);
+    const msgpack_object *aid = jd_mp_get(in, "anonymousId", 11);
+    if (!is_present(uid) && !is_present(aid))
+        FAIL("missing \"userId\" or \"anonymousId\"");
+
+    const msgpack_object *name = NULL;
+    if (t == JD_EV_TRACK) {
+        if (!event || event->type != MSGPACK_OBJECT_STR || event->via.str.size == 0)
+            FAIL("a track event needs a non-empty string \"event\"");
+        name = event;
+    } else if (t == JD_EV_PAGE || t == JD_EV_SCREEN) {
+        name = jd_mp_get(in, "name", 4);
+        if (name && name->type != MSGPACK_OBJECT_STR && name->type != MSGPACK_OBJECT_NIL)
+            FAIL("\"name\" must be a string");
+    }
+
+    int64_t ts = default_ts;
+    const msgpack_object *tso = jd_mp_get(in, "timestamp", 9);
+    if (!is_present(tso))
+        tso = jd_mp_get(in, "originalTimestamp", 17);
+    if (is_present(tso)) {
+        if (tso->type != MSGPACK_OBJECT_STR || jd_time_parse(tso->via.str.ptr, tso->via.str.size, &ts))
+            FAIL("\"timestamp\" must be an ISO 8601 date-time with a zone");
+    }
+
+    const msgpack_object *props = jd_mp_get(in, "properties", 10);
+    const msgpack_object *traits = jd_mp_get(in, "traits", 6);
+    const msgpack_object *ctx = jd_mp_get(in, "context", 7);
+    if (props && props->type != MSGPACK_OBJECT_MAP && props->type != MSGPACK_OBJECT_NIL)
+        FAIL("\"properties\" must be an object");
+    if (traits && traits->type != MSGPACK_OBJECT_MAP && traits->type != MSGPACK_OBJECT_NIL)
+        FAIL("\"traits\" must be an object");
+    if (ctx && ctx->type != MSGPACK_OBJECT_MAP && ctx->type != MSGPACK_OBJECT_NIL)
+        FAIL("\"context\" must be an object");
+    /* Segment puts a track call's user traits in context.traits */
+    if ((!traits || traits->type != MSGPACK_OBJECT_MAP) && ctx && ctx->type == MSGPACK_OBJECT_MAP) {
+        const msgpack_object *ct = jd_mp_get(ctx, "traits", 6);
+        if (ct && ct->type == MSGPACK_OBJECT_MAP)
+            traits = ct;
+    }
+
+    const msgpack_object *gid = jd_mp_get(in, "groupId", 7);
+    const msgpack_object *pid = jd_mp_get(in, "previousId", 10);
+    if (t == JD_EV_GROUP && !is_present(gid))
+        FAIL("a group event needs \"groupId\"");
+    if (t == JD_EV_ALIAS && (!is_present(pid) || !is_present(uid)))
+        FAIL("an alias event needs \"previousId\" and \"userId\"");
+
+    const msgpack_object *mid = jd_mp_get(in, "messageId", 9);
+    if (!is_present(mid) && !default_id)
+        FAIL("missing \"messageId\"");
+
+    /* fixed order, every key present: readers can rely on the shape */
+    msgpack_pack_map(&pk, 12);
+    pack_key(&pk, "type");
+    pack_key(&pk, jd_event_type_name(t));
+    pack_key(&pk, "messageId");
+    if (is_present(mid)) {
+        if (pack_id(&pk, mid) < 0)
+            FAIL("\"messageId\" must be a string");
+    } else {
+        pack_key(&pk, default_id);
+    }
+    pack_key(&pk, "timestamp");
+    msgpack_pack_int64(&pk, ts);
+    pack_key(&pk, "userId");
+    int r = pack_id(&pk, uid);
+    if (r < 0)
+        FAIL("\"userId\" must be a string");
+    if (r == 0)
+        msgpack_pack_nil(&pk);
+    pack_key(&pk, "anonymousId");
+    r = pack_id(&pk, aid);
+    if (r < 0)
+        FAIL("\"anonymousId\" must be a string");
+    if (r == 0)
+        msgpack_pack_nil(&pk);
+    pack_key(&pk, "event");
+    if (name && name->type == MSGPACK_OBJECT_STR)
+        pack_strn(&pk, name->via.str.ptr, name->via.str.size);
+    else
+        msgpack_pack_nil(&pk);
+    pack_key(&pk, "properties");
+    msgpack_pack_object(&pk, props && props->type == MSGPACK_OBJECT_MAP ? *props : empty_map);
+    pack_key(&pk, "traits");
+    msgpack_pack_object(&pk, traits && traits->type == MSGPACK_OBJECT_MAP ? *traits : empty_map);
+    pack_key(&pk, "context");
+    msgpack_pack_object(&pk, ctx && ctx->type == MSGPACK_OBJECT_MAP ? *ctx : empty_map);
+    pack_key(&pk, "groupId");
+    if (pack_id(&pk, gid) <= 0)
+        msgpack_pack_nil(&pk);
+    pack_key(&pk, "previousId");
+    if (pack_id(&pk, pid) <= 0)
+        msgpack_pack_nil(&pk);
+    pack_key(&pk, "v");
+    msgpack_pack_uint8(&pk, 1); /* record format version */
+    return 0;
+fail:
+    out->len = start;
+    return -1;
+}
+
+static jd_str str_of(const msgpack_object *o)
+{
+    jd_str s = {"", 0};
+    if (o && o->type == MSGPACK_OBJECT_STR) {
+        s.p = o->via.str.ptr;
+        s.n = o->via.str.size;
+    }
+    return s;
+}
+
+int jd_event_view(const msgpack_object *root, jd_event *ev)
+{
+    if (root->type != MSGPACK_OBJECT_MAP)
+        return -1;
+    memset(ev, 0, sizeof *ev);
+    ev->root = root;
+    ev->properties = ev->traits = ev->context = &empty_map;
+    int have_type = 0;
+    for (uint32_t i = 0; i < root->via.map.size; i++) {
+        const msgpack_object *k = &root->via.map.ptr[i].key;
+        const msgpack_object *v = &root->via.map.ptr[i].val;
+        if (k->type != MSGPACK_OBJECT_STR)
+            continue;
+        const char *kp = k->via.str.ptr;
+        switch (k->via.str.size) {
+        case 1: break;
+        case 4:
+            if (memcmp(kp, "type", 4) == 0 && v->type == MSGPACK_OBJECT_STR)
+                have_type = jd_event_type_parse(v->via.str.ptr, v->via.str.size, &ev->type) == 0;
+            break;
+        case 5:
+            if (memcmp(kp, "event", 5) == 0)
+                ev->name = str_of(v);
+            break;
+        case 6:
+            if (memcmp(kp, "userId", 6) == 0)
+                ev->user_id = str_of(v);
+            else if (memcmp(kp, "traits", 6) == 0 && v->type == MSGPACK_OBJECT_MAP)
+                ev->traits = v;
+            break;
+        case 7:
+            if (memcmp(kp, "context", 7) == 0 && v->type == MSGPACK_OBJECT_MAP)
+                ev->context = v;
+            else if (memcmp(kp, "groupId", 7) == 0)
+                ev->group_id = str_of(v);
+            break;
+        case 9:
+            if (memcmp(kp, "messageId", 9) == 0)
+                ev->message_id = str_of(v);
+            else if (memcmp(kp, "timestamp", 9) == 0) {
+                if (v->type == MSGPACK_OBJECT_POSITIVE_INTEGER)
+                    ev->timestamp = (int64_t)v->via.u64;
+                else if (v->type == MSGPACK_OBJECT_NEGATIVE_INTEGER)
+                    ev->timestamp = v->via.i64;
+            }
+            break;
+        case 10:
+            if (memcmp(kp, "properties", 10) == 0 && v->type == MSGPACK_OBJECT_MAP)
+                ev->properties = v;
+            else if (memcmp(kp, "previousId", 10) == 0)
+                ev->previous_id = str_of(v);
+            break;
+        case 11:
+            if (memcmp(kp, "anonymousId", 11) == 0)
+                ev->anonymous_id = str_of(v);
+            break;
+        default: break;
+        }
+    }
+    if (!have_type)
+        return -1;
+    if (ev->user_id.n == 0)
+        ev->user_id = ev->anonymous_id;
+    if (ev->user_id.n == 0 || ev->message_id.n == 0)
+        return -1;
+    return 0;
+}

@@ -1,0 +1,64 @@
+/* event: the one event record. Normalises Segment-spec input (track, identify, page,
+ * screen, group, alias) into the internal msgpack record, and reads a record back as a
+ * flat view for the processor. Timer firings use the same record with type "timer".
+ * Uses buf, clock, json, msgpack-c. */
+#ifndef JD_EVENT_H
+#define JD_EVENT_H
+
+#include <msgpack.h>
+#include <stdint.h>
+
+#include "buf.h"
+
+typedef enum jd_event_type {
+    JD_EV_TRACK,
+    JD_EV_IDENTIFY,
+    JD_EV_PAGE,
+    JD_EV_SCREEN,
+    JD_EV_GROUP,
+    JD_EV_ALIAS,
+    JD_EV_TIMER,
+    JD_EV_NTYPES
+} jd_event_type;
+
+typedef struct jd_str {
+    const char *p;
+    size_t n;
+} jd_str;
+
+static inline int jd_str_eq(jd_str a, const char *s, size_t n) { return a.n == n && memcmp(a.p, s, n) == 0; }
+
+/* A view into an unpacked record; pointers live as long as the record's zone. */
+typedef struct jd_event {
+    jd_event_type type;
+    jd_str user_id;      /* userId, or anonymousId when there is none */
+    jd_str anonymous_id; /* may be empty */
+    jd_str name;         /* track: event; page/screen: name; timer: timer id */
+    jd_str message_id;
+    jd_str group_id;    /* group */
+    jd_str previous_id; /* alias */
+    int64_t timestamp;  /* ms since epoch, UTC */
+    const msgpack_object *properties; /* map, never NULL */
+    const msgpack_object *traits;     /* map, never NULL */
+    const msgpack_object *context;    /* map, never NULL */
+    const msgpack_object *root;
+} jd_event;
+
+const char *jd_event_type_name(jd_event_type t);
+int jd_event_type_parse(const char *s, size_t n, jd_event_type *t);
+
+/* Normalises one Segment event (already converted from JSON to msgpack) into a record
+ * appended to out. default_ts is used when the event has no timestamp; default_id
+ * (may be NULL) when it has no messageId. Returns 0, or -1 with a reason in err. */
+int jd_event_normalize(const msgpack_object *in, int64_t default_ts, const char *default_id,
+                       jd_buf *out, char *err, size_t errlen);
+
+/* Reads a record into a view. Returns 0 or -1 (not a record). */
+int jd_event_view(const msgpack_object *root, jd_event *ev);
+
+/* Looks up key in a msgpack map (last occurrence wins, as in JSON objects). */
+const msgpack_object *jd_mp_get(const msgpack_object *map, const char *key, size_t klen);
+/* Follows a dotted path ("a.b.c") from a map. */
+const msgpack_object *jd_mp_path(const msgpack_object *map, const char *path, size_t plen);
+
+#endif

@@ -1,0 +1,323 @@
+#define _POSIX_C_SOURCE 200809L
+#include "json.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <yajl/yajl_gen.h>
+#include <yajl/yajl_parse.h>
+
+/* ---------------------------------------------------------------- reading */
+
+typedef struct frame {
+    size_t header; /* offset of the 5-byte placeholder header */
+    uint32_t count;
+    int is_map;
+} frame;
+
+struct jd_json_reader {
+    jd_buf *out;
+    msgpack_packer pk;
+    frame stack[JD_JSON_MAX_DEPTH];
+    int depth;
+    const char *fail; /* our own reason to stop, when not yajl's */
+};
+
+static void count_value(jd_json_reader *r)
+{
+    if (r->depth > 0 && !r->stack[r->depth - 1].is_map)
+        r->stack[r->depth - 1].count++;
+}
+
+static int on_null(void *ctx)
+{
+    jd_json_reader *r = ctx;
+    count_value(r);
+    msgpack_pack_nil(&r->pk);
+    return 1;
+}
+
+static int on_bool(void *ctx, int b)
+{
+    jd_json_reader *r = ctx;
+    count_value(r);
+    if (b)
+        msgpack_pack_true(&r->pk);
+    else
+        msgpack_pack_false(&r->pk);
+    return 1;
+}
+
+static int on_number(void *ctx, const char *s, size_t n)
+{
+    jd_json_reader *r = ctx;
+    char tmp[64];
+    char *num = tmp;
+    if (n >= sizeof tmp)
+        num = jd_xmalloc(n + 1);
+    memcpy(num, s, n);
+    num[n] = '\0';
+    int is_int = !memchr(s, '.', n) && !memchr(s, 'e', n) && !memchr(s, 'E', n);
+    int ok = 1;
+    count_value(r);
+    if (is_int) {
+        errno = 0;
+        if (num[0] == '-') {
+            long long v = strtoll(num, NULL, 10);
+            if (errno == 0) {
+                msgpack_pack_int64(&r->pk, v);
+                goto done;
+            }
+        } else {
+            unsigned long long v = strtoull(num, NULL, 10);
+            if (errno == 0) {
+                msgpack_pack_uint64(&r->pk, v);
+                goto done;
+            }
+        }
+    }
+    errno = 0;
+    double d = strtod(num, NULL);
+    if (isinf(d)) {
+        r->fail = "number out of range";
+        ok = 0;
+        goto done;
+    }
+    msgpack_pack_double(&r->pk, d);
+done:
+    if (num != tmp)
+        free(num);
+    return ok;
+}
+
+static int on_string(void *ctx, const unsigned char *s, size_t n)
+{
+    jd_json_reader *r = ctx;
+    count_value(r);
+    msgpack_pack_str(&r->pk, n);
+    msgpack_pack_str_body(&r->pk, s, n);
+    return 1;
+}
+
+static int on_key(void *ctx, const unsigned char *s, size_t n)
+{
+    jd_json_reader *r = ctx;
+    r->stack[r->depth - 1].count++;
+    msgpack_pack_str(&r->pk, n);
+    msgpack_pack_str_body(&r->pk, s, n);
+    return 1;
+}
+
+static int open_container(jd_json_reader *r, int is_map)
+{
+    count_value(r);
+    if (r->depth == JD_JSON_MAX_DEPTH) {
+        r->fail = "nesting too deep";
+        return 0;
+    }
+    frame *f = &r->stack[r->depth++];
+    f->header = r->out->len;
+    f->count = 0;
+    f->is_map = is_map;
+    jd_buf_append(r->out, "\0\0\0\0\0", 5);
+    return 1;
+}
+
+/* Rewrites the placeholder as the smallest header for the final count and slides the
+ * body left over the unused bytes. */
+static int close_container(jd_json_reader *r)
+{
+    frame *f = &r->stack[--r->depth];
+    unsigned char hdr[5];
+    size_t hl;
+    uint32_t c = f->count;
+    if (c < 16) {
+        hdr[0] = (unsigned char)((f->is_map ? 0x80 : 0x90) | c);
+        hl = 1;
+    } else if (c < 65536) {
+        hdr[0] = f->is_map ? 0xde : 0xdc;
+        hdr[1] = (unsigned char)(c >> 8);
+        hdr[2] = (unsigned char)c;
+        hl = 3;
+    } else {
+        hdr[0] = f->is_map ? 0xdf : 0xdd;
+        hdr[1] = (unsigned char)(c >> 24);
+        hdr[2] = (unsigned char)(c >> 16);
+        hdr[3] = (unsigned char)(c >> 8);
+        hdr[4] = (unsigned char)c;
+        hl = 5;
+    }
+    char *base = r->out->data + f->header;
+    size_t body = r->out->len - f->header - 5;
+    if (hl < 5)
+        memmove(base + hl, base + 5, body);
+    memcpy(base, hdr, hl);
+    r->out->len -= 5 - hl;
+    return 1;
+}
+
+static int on_start_map(void *ctx) { return open_container(ctx, 1); }
+static int on_end(void *ctx) { return close_container(ctx); }
+static int on_start_array(void *ctx) { return open_container(ctx, 0); }
+
+static const yajl_callbacks reader_callbacks = {
+    on_null, on_bool, NULL, NULL, on_number, on_string, on_start_map, on_key, on_end, on_start_array, on_end,
+};
+
+jd_json_reader *jd_json_reader_new(void) { return jd_xcalloc(1, sizeof(jd_json_reader)); }
+
+void jd_json_reader_free(jd_json_reader *r) { free(r); }
+
+int jd_json_to_msgpack(jd_json_reader *r, const char *text, size_t len, jd_buf *out, char *err,
+                       size_t errlen)
+{
+    size_t start = out->len;
+    /* yajl takes form feed as whitespace; RFC 8259 does not, and a raw 0x0C is never
+     * valid inside a string either, so any 0x0C byte makes the text invalid. */
+    const char *ff = memchr(text, '\f', len);
+    if (ff) {
+        snprintf(err, errlen, "byte %zu: form feed is not JSON whitespace", (size_t)(ff - text));
+        return -1;
+    }
+    r->out = out;
+    r->depth = 0;
+    r->fail = NULL;
+    msgpack_packer_init(&r->pk, out, jd_buf_msgpack_write);
+    yajl_handle h = yajl_alloc(&reader_callbacks, NULL, r);
+    yajl_status st = yajl_parse(h, (const unsigned char *)text, len);
+    if (st == yajl_status_ok)
+        st = yajl_complete_parse(h);
+    int rc = 0;
+    if (st != yajl_status_ok) {
+        size_t at = yajl_get_bytes_consumed(h);
+        if (r->fail) {
+            snprintf(err, errlen, "byte %zu: %s", at, r->fail);
+        } else {
+            unsigned char *msg = yajl_get_error(h, 0, (const unsigned char *)text, len);
+            /* yajl says "lexical error: invalid char in json text.\n"; keep one line */
+            char *nl = strchr((char *)msg, '\n');
+            if (nl)
+                *nl = '\0';
+            snprintf(err, errlen, "byte %zu: %s", at, (char *)msg);
+            yajl_free_error(h, msg);
+        }
+        out->len = start;
+        rc = -1;
+    } else if (out->len == start) {
+        snprintf(err, errlen, "byte 0: empty input");
+        rc = -1;
+    }
+    yajl_free(h);
+    return rc;
+}
+
+/* ---------------------------------------------------------------- writing */
+
+struct jd_json_writer {
+    yajl_gen g;
+};
+
+jd_json_writer *jd_json_writer_new(void)
+{
+    jd_json_writer *w = jd_xcalloc(1, sizeof *w);
+    w->g = yajl_gen_alloc(NULL);
+    yajl_gen_config(w->g, yajl_gen_validate_utf8, 0);
+    return w;
+}
+
+void jd_json_writer_free(jd_json_writer *w)
+{
+    if (!w)
+        return;
+    yajl_gen_free(w->g);
+    free(w);
+}
+
+size_t jd_json_format_double(double d, char *out, size_t outlen)
+{
+    if (!isfinite(d))
+        return (size_t)snprintf(out, outlen, "null");
+    for (int prec = 15; prec <= 17; prec++) {
+        int n = snprintf(out, outlen, "%.*g", prec, d);
+        if (prec == 17 || strtod(out, NULL) == d)
+            return (size_t)n;
+    }
+    return 0;
+}
+
+static void gen_value(yajl_gen g, const msgpack_object *o);
+
+static void gen_key(yajl_gen g, const msgpack_object *k)
+{
+    if (k->type == MSGPACK_OBJECT_STR) {
+        yajl_gen_string(g, (const unsigned char *)k->via.str.ptr, k->via.str.size);
+        return;
+    }
+    char tmp[64];
+    int n = 0;
+    switch (k->type) {
+    case MSGPACK_OBJECT_POSITIVE_INTEGER: n = snprintf(tmp, sizeof tmp, "%llu", (unsigned long long)k->via.u64); break;
+    case MSGPACK_OBJECT_NEGATIVE_INTEGER: n = snprintf(tmp, sizeof tmp, "%lld", (long long)k->via.i64); break;
+    case MSGPACK_OBJECT_FLOAT32:
+    case MSGPACK_OBJECT_FLOAT64: n = (int)jd_json_format_double(k->via.f64, tmp, sizeof tmp); break;
+    case MSGPACK_OBJECT_BOOLEAN: n = snprintf(tmp, sizeof tmp, "%s", k->via.boolean ? "true" : "false"); break;
+    default: n = snprintf(tmp, sizeof tmp, "null"); break;
+    }
+    yajl_gen_string(g, (const unsigned char *)tmp, (size_t)n);
+}
+
+static void gen_value(yajl_gen g, const msgpack_object *o)
+{
+    char tmp[64];
+    int n;
+    switch (o->type) {
+    case MSGPACK_OBJECT_NIL: yajl_gen_null(g); break;
+    case MSGPACK_OBJECT_BOOLEAN: yajl_gen_bool(g, o->via.boolean); break;
+    case MSGPACK_OBJECT_POSITIVE_INTEGER:
+        n = snprintf(tmp, sizeof tmp, "%llu", (unsigned long long)o->via.u64);
+        yajl_gen_number(g, tmp, (size_t)n);
+        break;
+    case MSGPACK_OBJECT_NEGATIVE_INTEGER:
+        n = snprintf(tmp, sizeof tmp, "%lld", (long long)o->via.i64);
+        yajl_gen_number(g, tmp, (size_t)n);
+        break;
+    case MSGPACK_OBJECT_FLOAT32:
+    case MSGPACK_OBJECT_FLOAT64:
+        if (!isfinite(o->via.f64)) {
+            yajl_gen_null(g);
+            break;
+        }
+        n = (int)jd_json_format_double(o->via.f64, tmp, sizeof tmp);
+        yajl_gen_number(g, tmp, (size_t)n);
+        break;
+    case MSGPACK_OBJECT_STR: yajl_gen_string(g, (const unsigned char *)o->via.str.ptr, o->via.str.size); break;
+    case MSGPACK_OBJECT_BIN: yajl_gen_string(g, (const unsigned char *)o->via.bin.ptr, o->via.bin.size); break;
+    case MSGPACK_OBJECT_ARRAY:
+        yajl_gen_array_open(g);
+        for (uint32_t i = 0; i < o->via.array.size; i++)
+            gen_value(g, &o->via.array.ptr[i]);
+        yajl_gen_array_close(g);
+        break;
+    case MSGPACK_OBJECT_MAP:
+        yajl_gen_map_open(g);
+        for (uint32_t i = 0; i < o->via.map.size; i++) {
+            gen_key(g, &o->via.map.ptr[i].key);
+            gen_value(g, &o->via.map.ptr[i].val);
+        }
+        yajl_gen_map_close(g);
+        break;
+    default: yajl_gen_null(g); break;
+    }
+}
+
+void jd_json_write(jd_json_writer *w, const msgpack_object *obj, jd_buf *out)
+{
+    const unsigned char *p;
+    size_t n;
+    yajl_gen_reset(w->g, NULL);
+    gen_value(w->g, obj);
+    yajl_gen_get_buf(w->g, &p, &n);
+    jd_buf_append(out, p, n);
+    yajl_gen_clear(w->g);
+}

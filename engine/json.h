@@ -1,0 +1,36 @@
+/* json: strict, exact JSON (RFC 8259) to msgpack and back, on yajl.
+ * Uses buf, yajl, msgpack-c. Integers that fit int64/uint64 stay integers, bit for bit;
+ * other numbers become float64. Objects keep their key order and duplicate keys. */
+#ifndef JD_JSON_H
+#define JD_JSON_H
+
+#include <msgpack.h>
+#include <stddef.h>
+
+#include "buf.h"
+
+typedef struct jd_json_reader jd_json_reader;
+
+/* Nesting deeper than this is refused (events are shallow; this bounds memory). */
+#define JD_JSON_MAX_DEPTH 64
+
+jd_json_reader *jd_json_reader_new(void);
+void jd_json_reader_free(jd_json_reader *r);
+
+/* Parses exactly one JSON value from text[0..len) and appends its msgpack encoding
+ * to out. On error returns -1, leaves out at its old length and writes
+ * "byte N: reason" into err. */
+int jd_json_to_msgpack(jd_json_reader *r, const char *text, size_t len, jd_buf *out, char *err,
+                       size_t errlen);
+
+typedef struct jd_json_writer jd_json_writer;
+jd_json_writer *jd_json_writer_new(void);
+void jd_json_writer_free(jd_json_writer *w);
+/* Appends the JSON text of obj to out (compact, no newline). Non-string map keys are
+ * written as their JSON text in quotes; NaN and infinities as null. */
+void jd_json_write(jd_json_writer *w, const msgpack_object *obj, jd_buf *out);
+
+/* Shortest text that reads back as the same double ("0.1", "25", "1e+300"). */
+size_t jd_json_format_double(double d, char *out, size_t outlen);
+
+#endif

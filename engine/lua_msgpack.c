@@ -1,0 +1,202 @@
+#include "lua_msgpack.h"
+
+#include <lauxlib.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "buf.h"
+
+void jd_lua_push_msgpack(lua_State *L, const msgpack_object *o)
+{
+    luaL_checkstack(L, 4, "nesting too deep");
+    switch (o->type) {
+    case MSGPACK_OBJECT_NIL: lua_pushnil(L); break;
+    case MSGPACK_OBJECT_BOOLEAN: lua_pushboolean(L, o->via.boolean); break;
+    case MSGPACK_OBJECT_POSITIVE_INTEGER:
+        /* above INT64_MAX there is no Lua integer: use a float rather than wrap */
+        if (o->via.u64 > (uint64_t)INT64_MAX)
+            lua_pushnumber(L, (lua_Number)o->via.u64);
+        else
+            lua_pushinteger(L, (lua_Integer)o->via.u64);
+        break;
+    case MSGPACK_OBJECT_NEGATIVE_INTEGER: lua_pushinteger(L, (lua_Integer)o->via.i64); break;
+    case MSGPACK_OBJECT_FLOAT32:
+    case MSGPACK_OBJECT_FLOAT64: lua_pushnumber(L, o->via.f64); break;
+    case MSGPACK_OBJECT_STR: lua_pushlstring(L, o->via.str.ptr, o->via.str.size); break;
+    case MSGPACK_OBJECT_BIN: lua_pushlstring(L, o->via.bin.ptr, o->via.bin.size); break;
+    case MSGPACK_OBJECT_ARRAY:
+        lua_createtable(L, (int)o->via.array.size, 0);
+        for (uint32_t i = 0; i < o->via.array.size; i++) {
+            jd_lua_push_msgpack(L, &o->via.array.ptr[i]);
+            lua_rawseti(L, -2, (lua_Integer)i + 1);
+        }
+        luaL_setmetatable(L, JD_ARRAY_MT);
+        break;
+    case MSGPACK_OBJECT_MAP:
+        lua_createtable(L, 0, (int)o->via.map.size);
+        for (uint32_t i = 0; i < o->via.map.size; i++) {
+            const msgpack_object *k = &o->via.map.ptr[i].key;
+            if (k->type == MSGPACK_OBJECT_NIL)
+                continue;
+            jd_lua_push_msgpack(L, k);
+            jd_lua_push_msgpack(L, &o->via.map.ptr[i].val);
+            lua_rawset(L, -3);
+        }
+        break;
+    default: lua_pushnil(L); break;
+    }
+}
+
+typedef struct key {
+    const char *s; /* points into Lua strings (alive while the table is) or tmp */
+    size_t n;
+    char tmp[40];
+    int is_num;
+    lua_Integer i;
+    lua_Number d;
+    int is_int;
+} key;
+
+static int keycmp(const void *a, const void *b)
+{
+    const key *x = a, *y = b;
+    size_t m = x->n < y->n ? x->n : y->n;
+    int c = memcmp(x->s, y->s, m);
+    if (c)
+        return c;
+    return x->n < y->n ? -1 : x->n > y->n;
+}
+
+static int pack_value(lua_State *L, int idx, msgpack_packer *pk, int depth, const char **err);
+
+static int pack_table(lua_State *L, int idx, msgpack_packer *pk, int depth, const char **err)
+{
+    if (depth > JD_LUA_MAX_DEPTH) {
+        *err = "table nesting too deep (more than 32 levels)";
+        return -1;
+    }
+    if (!lua_checkstack(L, 6)) {
+        *err = "Lua stack exhausted";
+        return -1;
+    }
+    int marked = 0;
+    if (lua_getmetatable(L, idx)) {
+        luaL_getmetatable(L, JD_ARRAY_MT);
+        marked = lua_rawequal(L, -1, -2);
+        lua_pop(L, 2);
+    }
+    lua_Integer len = (lua_Integer)lua_rawlen(L, idx);
+    size_t count = 0;
+    lua_pushnil(L);
+    while (lua_next(L, idx)) {
+        count++;
+        lua_pop(L, 1);
+    }
+    if (marked || (len > 0 && (size_t)len == count)) {
+        msgpack_pack_array(pk, (size_t)len);
+        for (lua_Integer i = 1; i <= len; i++) {
+            lua_rawgeti(L, idx, i);
+            int rc = pack_value(L, lua_gettop(L), pk, depth + 1, err);
+            lua_pop(L, 1);
+            if (rc)
+                return -1;
+        }
+        return 0;
+    }
+    key *keys = count ? jd_xcalloc(count, sizeof *keys) : NULL;
+    size_t k = 0;
+    int rc = 0;
+    lua_pushnil(L);
+    while (lua_next(L, idx)) {
+        lua_pop(L, 1);
+        key *ky = &keys[k++];
+        int t = lua_type(L, -1);
+        if (t == LUA_TSTRING) {
+            ky->s = lua_tolstring(L, -1, &ky->n);
+        } else if (t == LUA_TNUMBER) {
+            ky->is_num = 1;
+            if (lua_isinteger(L, -1)) {
+                ky->is_int = 1;
+                ky->i = lua_tointeger(L, -1);
+                ky->n = (size_t)snprintf(ky->tmp, sizeof ky->tmp, "%lld", (long long)ky->i);
+            } else {
+                ky->d = lua_tonumber(L, -1);
+                ky->n = (size_t)snprintf(ky->tmp, sizeof ky->tmp, "%.17g", ky->d);
+            }
+            ky->s = ky->tmp;
+        } else {
+            *err = "table keys must be strings or numbers";
+            lua_pop(L, 1);
+            rc = -1;
+            goto done;
+        }
+    }
+    /* tmp-backed keys must point at their own storage after qsort moves them */
+    qsort(keys, count, sizeof *keys, keycmp);
+    for (size_t i = 0; i < count; i++)
+        if (keys[i].is_num)
+            keys[i].s = keys[i].tmp;
+    msgpack_pack_map(pk, count);
+    for (size_t i = 0; i < count; i++) {
+        key *ky = &keys[i];
+        msgpack_pack_str(pk, ky->n);
+        msgpack_pack_str_body(pk, ky->s, ky->n);
+        if (ky->is_num) {
+            if (ky->is_int)
+                lua_pushinteger(L, ky->i);
+            else
+                lua_pushnumber(L, ky->d);
+        } else {
+            lua_pushlstring(L, ky->s, ky->n);
+        }
+        lua_rawget(L, idx);
+        rc = pack_value(L, lua_gettop(L), pk, depth + 1, err);
+        lua_pop(L, 1);
+        if (rc)
+            goto done;
+    }
+done:
+    free(keys);
+    return rc;
+}
+
+static int pack_value(lua_State *L, int idx, msgpack_packer *pk, int depth, const char **err)
+{
+    switch (lua_type(L, idx)) {
+    case LUA_TNIL: msgpack_pack_nil(pk); return 0;
+    case LUA_TBOOLEAN:
+        if (lua_toboolean(L, idx))
+            msgpack_pack_true(pk);
+        else
+            msgpack_pack_false(pk);
+        return 0;
+    case LUA_TNUMBER:
+        if (lua_isinteger(L, idx)) {
+            msgpack_pack_int64(pk, (int64_t)lua_tointeger(L, idx));
+        } else {
+            double d = lua_tonumber(L, idx);
+            if (isfinite(d))
+                msgpack_pack_double(pk, d);
+            else
+                msgpack_pack_nil(pk);
+        }
+        return 0;
+    case LUA_TSTRING: {
+        size_t n;
+        const char *s = lua_tolstring(L, idx, &n);
+        msgpack_pack_str(pk, n);
+        msgpack_pack_str_body(pk, s, n);
+        return 0;
+    }
+    case LUA_TTABLE: return pack_table(L, idx, pk, depth, err);
+    default: *err = "cannot encode a function, thread or userdata"; return -1;
+    }
+}
+
+int jd_lua_pack(lua_State *L, int idx, msgpack_packer *pk, const char **err)
+{
+    *err = NULL;
+    return pack_value(L, lua_absindex(L, idx), pk, 0, err);
+}

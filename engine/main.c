@@ -1,0 +1,45 @@
+/* main: the journeyd command line. Dispatches to the commands in cli. */
+#include <stdio.h>
+#include <string.h>
+
+#include "../include/journeyd.h"
+#include "cli.h"
+
+static void help(FILE *f)
+{
+    fprintf(f,
+            "journeyd %s — a customer-journey rule engine\n"
+            "\n"
+            "usage:\n"
+            "  journeyd replay -c CONFIG.lua EVENTS.jsonl [--until ISO8601] [--report FILE]\n"
+            "      deterministic dry run on a virtual clock: decided actions as JSON lines,\n"
+            "      then a funnel per journey and stage (stderr or FILE). Nothing is delivered.\n"
+            "  journeyd check CONFIG.lua\n"
+            "      validate scripts and list journeys and stages; errors as file:line: message\n"
+            "  journeyd --help | --version\n",
+            JOURNEYD_VERSION);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        help(stderr);
+        return 2;
+    }
+    const char *cmd = argv[1];
+    if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {
+        help(stdout);
+        return 0;
+    }
+    if (strcmp(cmd, "--version") == 0 || strcmp(cmd, "version") == 0) {
+        printf("journeyd %s\n", JOURNEYD_VERSION);
+        return 0;
+    }
+    if (strcmp(cmd, "replay") == 0)
+        return jd_cmd_replay(argc - 1, argv + 1);
+    if (strcmp(cmd, "check") == 0)
+        return jd_cmd_check(argc - 1, argv + 1);
+    fprintf(stderr, "journeyd: unknown command '%s'\n\n", cmd);
+    help(stderr);
+    return 2;
+}

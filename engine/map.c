@@ -1,0 +1,149 @@
+#include "map.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "buf.h"
+
+static char tomb_key[1];
+#define TOMB (tomb_key)
+
+/* A 64-bit multiply-mix hash over 8-byte words; deterministic across runs so that
+ * anything derived from it (action ids, shard choice) is stable. */
+uint64_t jd_hash(const void *p, size_t n, uint64_t seed)
+{
+    const unsigned char *s = p;
+    uint64_t h = seed ^ (0x9E3779B97F4A7C15ULL * (n + 1));
+    while (n >= 8) {
+        uint64_t w;
+        memcpy(&w, s, 8);
+        w *= 0xBF58476D1CE4E5B9ULL;
+        w ^= w >> 31;
+        h = (h ^ w) * 0x94D049BB133111EBULL;
+        s += 8;
+        n -= 8;
+    }
+    uint64_t w = 0;
+    for (size_t i = 0; i < n; i++)
+        w |= (uint64_t)s[i] << (8 * i);
+    w *= 0xBF58476D1CE4E5B9ULL;
+    w ^= w >> 31;
+    h = (h ^ w) * 0x94D049BB133111EBULL;
+    h ^= h >> 29;
+    h *= 0xBF58476D1CE4E5B9ULL;
+    h ^= h >> 32;
+    return h;
+}
+
+void jd_map_init(jd_map *m) { memset(m, 0, sizeof *m); }
+
+void jd_map_free(jd_map *m, void (*free_value)(void *))
+{
+    for (size_t i = 0; i < m->cap; i++) {
+        jd_map_slot *s = &m->slots[i];
+        if (s->key && s->key != TOMB) {
+            if (free_value)
+                free_value(s->value);
+            free(s->key);
+        }
+    }
+    free(m->slots);
+    jd_map_init(m);
+}
+
+static jd_map_slot *find(const jd_map *m, const char *key, size_t klen, uint64_t h)
+{
+    if (!m->cap)
+        return NULL;
+    size_t mask = m->cap - 1;
+    for (size_t i = h & mask;; i = (i + 1) & mask) {
+        jd_map_slot *s = &m->slots[i];
+        if (!s->key)
+            return NULL;
+        if (s->key != TOMB && s->hash == h && s->klen == klen && memcmp(s->key, key, klen) == 0)
+            return s;
+    }
+}
+
+void *jd_map_get(const jd_map *m, const char *key, size_t klen)
+{
+    jd_map_slot *s = find(m, key, klen, jd_hash(key, klen, 0));
+    return s ? s->value : NULL;
+}
+
+static void grow(jd_map *m)
+{
+    size_t ncap = m->cap ? m->cap : 16;
+    if ((m->count + 1) * 4 >= ncap * 3)
+        ncap *= 2;
+    jd_map_slot *old = m->slots;
+    size_t ocap = m->cap;
+    m->slots = jd_xcalloc(ncap, sizeof *m->slots);
+    m->cap = ncap;
+    m->tombs = 0;
+    for (size_t i = 0; i < ocap; i++) {
+        jd_map_slot *s = &old[i];
+        if (!s->key || s->key == TOMB)
+            continue;
+        for (size_t j = s->hash & (ncap - 1);; j = (j + 1) & (ncap - 1)) {
+            if (!m->slots[j].key) {
+                m->slots[j] = *s;
+                break;
+            }
+        }
+    }
+    free(old);
+}
+
+void *jd_map_put(jd_map *m, const char *key, size_t klen, void *value)
+{
+    uint64_t h = jd_hash(key, klen, 0);
+    jd_map_slot *s = find(m, key, klen, h);
+    if (s) {
+        void *prev = s->value;
+        s->value = value;
+        return prev;
+    }
+    if ((m->count + m->tombs + 1) * 4 >= m->cap * 3)
+        grow(m);
+    size_t mask = m->cap - 1;
+    for (size_t i = h & mask;; i = (i + 1) & mask) {
+        s = &m->slots[i];
+        if (!s->key || s->key == TOMB) {
+            if (s->key == TOMB)
+                m->tombs--;
+            s->key = jd_strndup(key, klen);
+            s->klen = klen;
+            s->hash = h;
+            s->value = value;
+            m->count++;
+            return NULL;
+        }
+    }
+}
+
+void *jd_map_del(jd_map *m, const char *key, size_t klen)
+{
+    jd_map_slot *s = find(m, key, klen, jd_hash(key, klen, 0));
+    if (!s)
+        return NULL;
+    void *v = s->value;
+    free(s->key);
+    s->key = TOMB;
+    s->value = NULL;
+    m->count--;
+    m->tombs++;
+    return v;
+}
+
+int jd_map_next(const jd_map *m, size_t *it, const jd_map_slot **slot)
+{
+    while (*it < m->cap) {
+        const jd_map_slot *s = &m->slots[(*it)++];
+        if (s->key && s->key != TOMB) {
+            *slot = s;
+            return 1;
+        }
+    }
+    return 0;
+}

@@ -1,0 +1,36 @@
+/* map: an open-addressing hash map from byte-string keys to pointers.
+ * Uses buf (allocation). Keys are copied and owned by the map; values are not. */
+#ifndef JD_MAP_H
+#define JD_MAP_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct jd_map_slot {
+    char *key; /* NULL: empty; owned */
+    size_t klen;
+    uint64_t hash;
+    void *value;
+} jd_map_slot;
+
+typedef struct jd_map {
+    jd_map_slot *slots;
+    size_t cap; /* power of two */
+    size_t count;
+    size_t tombs;
+} jd_map;
+
+uint64_t jd_hash(const void *p, size_t n, uint64_t seed);
+
+void jd_map_init(jd_map *m);
+/* Frees keys; calls free_value on each value when not NULL. */
+void jd_map_free(jd_map *m, void (*free_value)(void *));
+void *jd_map_get(const jd_map *m, const char *key, size_t klen);
+/* Inserts or replaces; returns the previous value or NULL. */
+void *jd_map_put(jd_map *m, const char *key, size_t klen, void *value);
+/* Removes; returns the removed value or NULL. */
+void *jd_map_del(jd_map *m, const char *key, size_t klen);
+/* Iteration: for (size_t i = 0; jd_map_next(m, &i, &slot);) */
+int jd_map_next(const jd_map *m, size_t *it, const jd_map_slot **slot);
+
+#endif

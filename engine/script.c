@@ -1,0 +1,415 @@
+#define _POSIX_C_SOURCE 200809L
+#include "script.h"
+
+#include <lauxlib.h>
+#include <lualib.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "buf.h"
+#include "clock.h"
+
+/* generated from scripts/ by the Makefile */
+typedef struct jd_embedded {
+    const char *module;
+    const char *path;
+    const unsigned char *data;
+    size_t len;
+} jd_embedded;
+extern const jd_embedded jd_embedded_scripts[];
+
+struct jd_script {
+    lua_State *L;
+    char *dir;
+    void *owner;
+    jd_script_limits limits;
+    size_t mem_used;
+    size_t mem_cap; /* 0 while unlimited (setup) */
+    int64_t deadline_ns;
+    int timed_out;
+};
+
+/* The state's extra space holds the jd_script pointer (STYLE: never search a list). */
+static jd_script *self_of(lua_State *L) { return *(jd_script **)lua_getextraspace(L); }
+void *jd_script_owner(lua_State *L) { return self_of(L)->owner; }
+void jd_script_set_owner(jd_script *s, void *owner) { s->owner = owner; }
+lua_State *jd_script_L(jd_script *s) { return s->L; }
+size_t jd_script_memory(const jd_script *s) { return s->mem_used; }
+
+/* ---------------------------------------------------------------- errors */
+
+void jd_script_error_clear(jd_script_error *e)
+{
+    free(e->message);
+    free(e->where);
+    free(e->traceback);
+    memset(e, 0, sizeof *e);
+}
+
+void jd_script_error_set(jd_script_error *e, int kind, const char *msg, const char *tb)
+{
+    jd_script_error_clear(e);
+    e->kind = kind;
+    if (!msg)
+        msg = "(error object is not a string)";
+    /* "file:line: text" -> where + message; the file part has no ": " in practice */
+    const char *p = strstr(msg, ": ");
+    const char *colon = NULL;
+    if (p) {
+        for (const char *q = msg; q < p; q++)
+            if (*q == ':')
+                colon = q;
+    }
+    int numeric = colon && colon + 1 < p;
+    for (const char *q = colon ? colon + 1 : p; numeric && q < p; q++)
+        if (*q < '0' || *q > '9')
+            numeric = 0;
+    if (p && colon && numeric) {
+        e->where = jd_strndup(msg, (size_t)(p - msg));
+        e->message = jd_strndup(p + 2, strlen(p + 2));
+    } else {
+        e->where = jd_strndup("", 0);
+        e->message = jd_strndup(msg, strlen(msg));
+    }
+    e->traceback = jd_strndup(tb ? tb : "", tb ? strlen(tb) : 0);
+}
+
+const char *jd_script_error_text(const jd_script_error *e, char *out, size_t n)
+{
+    if (e->where && e->where[0])
+        snprintf(out, n, "%s: %s", e->where, e->message ? e->message : "");
+    else
+        snprintf(out, n, "%s", e->message ? e->message : "");
+    return out;
+}
+
+/* ---------------------------------------------------------------- limits */
+
+static void *counting_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
+{
+    jd_script *s = ud;
+    size_t old = ptr ? osize : 0;
+    if (nsize == 0) {
+        free(ptr);
+        s->mem_used -= old;
+        return NULL;
+    }
+    if (s->mem_cap && nsize > old && s->mem_used + (nsize - old) > s->mem_cap)
+        return NULL; /* Lua raises a memory error; the engine carries on */
+    void *p = realloc(ptr, nsize);
+    if (p)
+        s->mem_used = s->mem_used - old + nsize;
+    return p;
+}
+
+/* Checks the deadline every 1000 instructions. Once past it, re-arms to fire on every
+ * instruction, so a pcall inside the script cannot swallow the stop. */
+static void count_hook(lua_State *L, lua_Debug *ar)
+{
+    (void)ar;
+    jd_script *s = self_of(L);
+    if (s->deadline_ns && (s->timed_out || jd_monotonic_ns() > s->deadline_ns)) {
+        if (!s->timed_out) {
+            s->timed_out = 1;
+            lua_sethook(L, count_hook, LUA_MASKCOUNT, 1);
+        }
+        luaL_error(L, "script exceeded its time limit of %d ms", (int)(s->limits.call_ns / 1000000));
+    }
+}
+
+/* ---------------------------------------------------------------- sandbox */
+
+static int l_print(lua_State *L)
+{
+    int n = lua_gettop(L);
+    jd_buf b;
+    jd_buf_init(&b);
+    for (int i = 1; i <= n; i++) {
+        size_t len;
+        const char *s = luaL_tolstring(L, i, &len);
+        if (i > 1)
+            jd_buf_putc(&b, '\t');
+        jd_buf_append(&b, s, len);
+        lua_pop(L, 1);
+    }
+    fprintf(stderr, "lua: %s\n", jd_buf_cstr(&b));
+    jd_buf_free(&b);
+    return 0;
+}
+
+static int load_text(lua_State *L, const char *buf, size_t len, const char *chunkname)
+{
+    return luaL_loadbufferx(L, buf, len, chunkname, "t");
+}
+
+/* require: the loaded cache, then engine modules (C, then embedded Lua), then
+ * <script_dir>/<name with dots as slashes>.lua. Nothing else is reachable. */
+static int l_require(lua_State *L)
+{
+    size_t nlen;
+    const char *name = luaL_checklstring(L, 1, &nlen);
+    lua_getfield(L, LUA_REGISTRYINDEX, "jd.loaded");
+    if (lua_getfield(L, -1, name) != LUA_TNIL)
+        return 1;
+    lua_pop(L, 1);
+    int loaded = lua_gettop(L);
+    lua_getfield(L, LUA_REGISTRYINDEX, "jd.preload");
+    if (lua_getfield(L, -1, name) == LUA_TFUNCTION) {
+        lua_pushstring(L, name);
+        lua_call(L, 1, 1);
+    } else {
+        lua_pop(L, 2);
+        const jd_embedded *e = NULL;
+        for (const jd_embedded *x = jd_embedded_scripts; x->module; x++)
+            if (strcmp(x->module, name) == 0)
+                e = x;
+        if (e) {
+            char chunk[256];
+            snprintf(chunk, sizeof chunk, "@[journeyd]/%s", e->path);
+            if (load_text(L, (const char *)e->data, e->len, chunk) != LUA_OK)
+                return lua_error(L);
+        } else {
+            jd_script *s = self_of(L);
+            for (size_t i = 0; i < nlen; i++)
+                if (name[i] == '/' || name[i] == '\\' || (name[i] == '.' && i + 1 < nlen && name[i + 1] == '.'))
+                    return luaL_error(L, "module '%s' not found: bad module name", name);
+            if (!s->dir)
+                return luaL_error(L, "module '%s' not found", name);
+            jd_buf path;
+            jd_buf_init(&path);
+            jd_buf_printf(&path, "%s/", s->dir);
+            for (size_t i = 0; i < nlen; i++)
+                jd_buf_putc(&path, name[i] == '.' ? '/' : name[i]);
+            jd_buf_puts(&path, ".lua");
+            lua_pushstring(L, jd_buf_cstr(&path));
+            jd_buf_free(&path);
+            const char *p = lua_tostring(L, -1);
+            FILE *f = fopen(p, "rb");
+            if (!f)
+                return luaL_error(L, "module '%s' not found (looked for %s)", name, p);
+            fclose(f);
+            if (luaL_loadfilex(L, p, "t") != LUA_OK)
+                return lua_error(L);
+            lua_remove(L, -2);
+        }
+        lua_pushstring(L, name);
+        lua_call(L, 1, 1);
+    }
+    if (lua_isnil(L, -1)) {
+        lua_pop(L, 1);
+        lua_pushboolean(L, 1);
+    }
+    lua_pushvalue(L, -1);
+    lua_setfield(L, loaded, name);
+    return 1;
+}
+
+/* Runs in protected mode: an error while setting up never aborts (STYLE 5). */
+static int setup(lua_State *L)
+{
+    static const luaL_Reg libs[] = {
+        {LUA_GNAME, luaopen_base},        {LUA_TABLIBNAME, luaopen_table}, {LUA_STRLIBNAME, luaopen_string},
+        {LUA_MATHLIBNAME, luaopen_math},  {LUA_UTF8LIBNAME, luaopen_utf8}, {LUA_COLIBNAME, luaopen_coroutine},
+        {LUA_OSLIBNAME, luaopen_os},      {NULL, NULL},
+    };
+    for (const luaL_Reg *l = libs; l->func; l++) {
+        luaL_requiref(L, l->name, l->func, 1);
+        lua_pop(L, 1);
+    }
+    /* os: time, date, clock only */
+    lua_getglobal(L, "os");
+    lua_newtable(L);
+    static const char *const keep[] = {"time", "date", "clock", "difftime", NULL};
+    for (int i = 0; keep[i]; i++) {
+        lua_getfield(L, -2, keep[i]);
+        lua_setfield(L, -2, keep[i]);
+    }
+    lua_setglobal(L, "os");
+    lua_pop(L, 1);
+    static const char *const drop[] = {"load", "loadfile", "dofile", "collectgarbage", "require", NULL};
+    for (int i = 0; drop[i]; i++) {
+        lua_pushnil(L);
+        lua_setglobal(L, drop[i]);
+    }
+    lua_pushcfunction(L, l_print);
+    lua_setglobal(L, "print");
+    lua_newtable(L);
+    lua_setfield(L, LUA_REGISTRYINDEX, "jd.loaded");
+    lua_newtable(L);
+    lua_setfield(L, LUA_REGISTRYINDEX, "jd.preload");
+    lua_pushcfunction(L, l_require);
+    lua_setglobal(L, "require");
+    return 0;
+}
+
+static int msgh(lua_State *L)
+{
+    const char *msg = lua_tostring(L, 1);
+    if (!msg) {
+        if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING)
+            msg = lua_tostring(L, -1);
+        else
+            msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
+    }
+    luaL_traceback(L, L, msg, 1);
+    return 1;
+}
+
+jd_script *jd_script_new(const char *script_dir, const jd_script_limits *limits)
+{
+    jd_script *s = jd_xcalloc(1, sizeof *s);
+    if (limits)
+        s->limits = *limits;
+    s->dir = script_dir ? jd_strndup(script_dir, strlen(script_dir)) : NULL;
+    s->L = lua_newstate(counting_alloc, s);
+    if (!s->L) {
+        free(s->dir);
+        free(s);
+        return NULL;
+    }
+    *(jd_script **)lua_getextraspace(s->L) = s;
+    lua_pushcfunction(s->L, setup);
+    if (lua_pcall(s->L, 0, 0, 0) != LUA_OK) {
+        fprintf(stderr, "journeyd: cannot set up Lua: %s\n", lua_tostring(s->L, -1));
+        jd_script_free(s);
+        return NULL;
+    }
+    s->mem_cap = s->limits.memory_bytes;
+    return s;
+}
+
+void jd_script_free(jd_script *s)
+{
+    if (!s)
+        return;
+    if (s->L) {
+        s->mem_cap = 0;
+        lua_close(s->L);
+    }
+    free(s->dir);
+    free(s);
+}
+
+static int preload_set(lua_State *L)
+{
+    lua_getfield(L, LUA_REGISTRYINDEX, "jd.preload");
+    lua_pushvalue(L, 2);
+    lua_setfield(L, -2, lua_tostring(L, 1));
+    return 0;
+}
+
+void jd_script_preload(jd_script *s, const char *name, lua_CFunction open)
+{
+    lua_pushcfunction(s->L, preload_set);
+    lua_pushstring(s->L, name);
+    lua_pushcfunction(s->L, open);
+    lua_pcall(s->L, 2, 0, 0);
+}
+
+static int kind_of(jd_script *s, int status)
+{
+    if (s->timed_out)
+        return JD_SERR_TIMEOUT;
+    switch (status) {
+    case LUA_ERRMEM: return JD_SERR_MEMORY;
+    case LUA_ERRSYNTAX: return JD_SERR_SYNTAX;
+    case LUA_ERRFILE: return JD_SERR_FILE;
+    default: return JD_SERR_RUNTIME;
+    }
+}
+
+static void take_error(jd_script *s, int status, jd_script_error *err)
+{
+    lua_State *L = s->L;
+    const char *full = lua_tostring(L, -1);
+    if (!full)
+        full = status == LUA_ERRMEM ? "not enough memory (script memory limit)" : "(no message)";
+    const char *tb = strstr(full, "\nstack traceback:");
+    char *msg = tb ? jd_strndup(full, (size_t)(tb - full)) : jd_strndup(full, strlen(full));
+    if (status == LUA_ERRMEM && strcmp(msg, "not enough memory") == 0) {
+        free(msg);
+        msg = jd_strndup("not enough memory (script memory limit)", 39);
+    }
+    if (err)
+        jd_script_error_set(err, kind_of(s, status), msg, tb ? tb + 1 : "");
+    free(msg);
+}
+
+static int pcall_limited(jd_script *s, int nargs, int nres, int64_t limit_ns, jd_script_error *err)
+{
+    lua_State *L = s->L;
+    int base = lua_gettop(L) - nargs; /* the function's slot */
+    lua_pushcfunction(L, msgh);
+    lua_insert(L, base);
+    s->timed_out = 0;
+    s->deadline_ns = limit_ns ? jd_monotonic_ns() + limit_ns : 0;
+    if (limit_ns)
+        lua_sethook(L, count_hook, LUA_MASKCOUNT, 1000);
+    int status = lua_pcall(L, nargs, nres, base);
+    if (limit_ns)
+        lua_sethook(L, NULL, 0, 0);
+    s->deadline_ns = 0;
+    if (status != LUA_OK) {
+        take_error(s, status, err);
+        lua_settop(L, base - 1);
+        s->timed_out = 0;
+        return -1;
+    }
+    lua_remove(L, base);
+    return 0;
+}
+
+int jd_script_call(jd_script *s, int nargs, int nres, jd_script_error *err)
+{
+    return pcall_limited(s, nargs, nres, s->limits.call_ns, err);
+}
+
+int jd_script_call_ns(jd_script *s, int nargs, int nres, int64_t limit_ns, jd_script_error *err)
+{
+    return pcall_limited(s, nargs, nres, limit_ns, err);
+}
+
+int jd_script_run_file(jd_script *s, const char *path, jd_script_error *err)
+{
+    int status = luaL_loadfilex(s->L, path, "t");
+    if (status != LUA_OK) {
+        take_error(s, status, err);
+        lua_pop(s->L, 1);
+        return -1;
+    }
+    return pcall_limited(s, 0, 0, s->limits.load_ns, err);
+}
+
+int jd_script_run_string(jd_script *s, const char *code, const char *chunkname, jd_script_error *err)
+{
+    int status = load_text(s->L, code, strlen(code), chunkname);
+    if (status != LUA_OK) {
+        take_error(s, status, err);
+        lua_pop(s->L, 1);
+        return -1;
+    }
+    return pcall_limited(s, 0, 0, s->limits.load_ns, err);
+}
+
+static int global_guard(lua_State *L)
+{
+    const char *k = lua_tostring(L, 2);
+    return luaL_error(L, "assignment to undeclared global '%s' (use local)", k ? k : "?");
+}
+
+static int seal(lua_State *L)
+{
+    lua_pushglobaltable(L);
+    lua_newtable(L);
+    lua_pushcfunction(L, global_guard);
+    lua_setfield(L, -2, "__newindex");
+    lua_setmetatable(L, -2);
+    return 0;
+}
+
+void jd_script_seal_globals(jd_script *s)
+{
+    lua_pushcfunction(s->L, seal);
+    lua_pcall(s->L, 0, 0, 0);
+}

@@ -1,0 +1,179 @@
+#include "user.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+jd_user *jd_user_new(const char *id, size_t n)
+{
+    jd_user *u = jd_xcalloc(1, sizeof *u);
+    u->id = jd_strndup(id, n);
+    u->idlen = n;
+    jd_buf_init(&u->traits);
+    return u;
+}
+
+void jd_user_free(jd_user *u)
+{
+    if (!u)
+        return;
+    for (jd_instance *i = u->instances, *nx; i; i = nx) {
+        nx = i->next;
+        free(i->key);
+        free(i);
+    }
+    for (size_t i = 0; i < u->nsegments; i++)
+        free(u->segments[i]);
+    free(u->segments);
+    jd_buf_free(&u->traits);
+    free(u->id);
+    free(u);
+}
+
+static const msgpack_object empty_map = {.type = MSGPACK_OBJECT_MAP, .via.map = {0, NULL}};
+
+const msgpack_object *jd_user_traits(const jd_user *u, msgpack_zone *zone, msgpack_object *out)
+{
+    if (u->traits.len == 0)
+        return &empty_map;
+    size_t off = 0;
+    if (msgpack_unpack(u->traits.data, u->traits.len, &off, zone, out) != MSGPACK_UNPACK_SUCCESS ||
+        out->type != MSGPACK_OBJECT_MAP)
+        return &empty_map;
+    return out;
+}
+
+static int key_eq(const msgpack_object *a, const msgpack_object *b)
+{
+    return a->type == MSGPACK_OBJECT_STR && b->type == MSGPACK_OBJECT_STR && a->via.str.size == b->via.str.size &&
+           memcmp(a->via.str.ptr, b->via.str.ptr, a->via.str.size) == 0;
+}
+
+void jd_user_merge_traits(jd_user *u, const msgpack_object *m)
+{
+    if (!m || m->type != MSGPACK_OBJECT_MAP || m->via.map.size == 0)
+        return;
+    msgpack_zone zone;
+    msgpack_zone_init(&zone, 1024);
+    msgpack_object old_obj;
+    const msgpack_object *old = jd_user_traits(u, &zone, &old_obj);
+    jd_buf out;
+    jd_buf_init(&out);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &out, jd_buf_msgpack_write);
+    /* count survivors: old keys not overridden, new keys (last occurrence) not nil */
+    uint32_t count = 0;
+    for (uint32_t i = 0; i < old->via.map.size; i++) {
+        int overridden = 0;
+        for (uint32_t j = 0; j < m->via.map.size && !overridden; j++)
+            overridden = key_eq(&old->via.map.ptr[i].key, &m->via.map.ptr[j].key);
+        count += !overridden;
+    }
+    for (uint32_t j = 0; j < m->via.map.size; j++) {
+        int later = 0;
+        for (uint32_t k = j + 1; k < m->via.map.size && !later; k++)
+            later = key_eq(&m->via.map.ptr[j].key, &m->via.map.ptr[k].key);
+        if (!later && m->via.map.ptr[j].val.type != MSGPACK_OBJECT_NIL)
+            count++;
+    }
+    msgpack_pack_map(&pk, count);
+    for (uint32_t i = 0; i < old->via.map.size; i++) {
+        int overridden = 0;
+        for (uint32_t j = 0; j < m->via.map.size && !overridden; j++)
+            overridden = key_eq(&old->via.map.ptr[i].key, &m->via.map.ptr[j].key);
+        if (!overridden) {
+            msgpack_pack_object(&pk, old->via.map.ptr[i].key);
+            msgpack_pack_object(&pk, old->via.map.ptr[i].val);
+        }
+    }
+    for (uint32_t j = 0; j < m->via.map.size; j++) {
+        int later = 0;
+        for (uint32_t k = j + 1; k < m->via.map.size && !later; k++)
+            later = key_eq(&m->via.map.ptr[j].key, &m->via.map.ptr[k].key);
+        if (!later && m->via.map.ptr[j].val.type != MSGPACK_OBJECT_NIL) {
+            msgpack_pack_object(&pk, m->via.map.ptr[j].key);
+            msgpack_pack_object(&pk, m->via.map.ptr[j].val);
+        }
+    }
+    msgpack_zone_destroy(&zone);
+    jd_buf_free(&u->traits);
+    u->traits = out;
+}
+
+static size_t seg_find(const jd_user *u, const char *name, size_t n, int *found)
+{
+    size_t lo = 0, hi = u->nsegments;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        const char *s = u->segments[mid];
+        size_t sl = strlen(s);
+        size_t m = sl < n ? sl : n;
+        int c = memcmp(s, name, m);
+        if (c == 0)
+            c = sl < n ? -1 : sl > n;
+        if (c == 0) {
+            *found = 1;
+            return mid;
+        }
+        if (c < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    *found = 0;
+    return lo;
+}
+
+int jd_user_in_segment(const jd_user *u, const char *name, size_t n)
+{
+    int found;
+    seg_find(u, name, n, &found);
+    return found;
+}
+
+int jd_user_segment_add(jd_user *u, const char *name, size_t n)
+{
+    int found;
+    size_t at = seg_find(u, name, n, &found);
+    if (found)
+        return 0;
+    u->segments = jd_xrealloc(u->segments, (u->nsegments + 1) * sizeof *u->segments);
+    memmove(&u->segments[at + 1], &u->segments[at], (u->nsegments - at) * sizeof *u->segments);
+    u->segments[at] = jd_strndup(name, n);
+    u->nsegments++;
+    return 1;
+}
+
+int jd_user_segment_remove(jd_user *u, const char *name, size_t n)
+{
+    int found;
+    size_t at = seg_find(u, name, n, &found);
+    if (!found)
+        return 0;
+    free(u->segments[at]);
+    memmove(&u->segments[at], &u->segments[at + 1], (u->nsegments - at - 1) * sizeof *u->segments);
+    u->nsegments--;
+    return 1;
+}
+
+jd_instance *jd_user_instance(jd_user *u, int journey, const char *key, size_t keylen)
+{
+    for (jd_instance *i = u->instances; i; i = i->next)
+        if (i->journey == journey && i->keylen == keylen && memcmp(i->key, key, keylen) == 0)
+            return i;
+    return NULL;
+}
+
+jd_instance *jd_user_instance_add(jd_user *u, int journey, const char *key, size_t keylen)
+{
+    jd_instance *i = jd_xcalloc(1, sizeof *i);
+    i->journey = journey;
+    i->key = jd_strndup(key, keylen);
+    i->keylen = keylen;
+    i->status = JD_INST_EXITED;
+    /* append: instances are visited in creation order */
+    jd_instance **pp = &u->instances;
+    while (*pp)
+        pp = &(*pp)->next;
+    *pp = i;
+    return i;
+}

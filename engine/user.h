@@ -1,0 +1,59 @@
+/* user: a person's state — traits, score, segments, journey instances — and the
+ * in-memory table of users. Uses buf, map, msgpack-c. Owns everything it points to. */
+#ifndef JD_USER_H
+#define JD_USER_H
+
+#include <msgpack.h>
+#include <stdint.h>
+
+#include "buf.h"
+#include "map.h"
+
+typedef enum jd_inst_status { JD_INST_ACTIVE, JD_INST_CONVERTED, JD_INST_EXITED } jd_inst_status;
+
+/* One (journey, key) of a user: the running instance, or the memory of the last one
+ * (for re-entry rules) once it has left. */
+typedef struct jd_instance {
+    struct jd_instance *next;
+    int journey; /* index into the loaded defs */
+    char *key;   /* owned; "" when the journey is not keyed */
+    size_t keylen;
+    jd_inst_status status;
+    int stage;
+    uint32_t iid; /* per-user instance number, grows with every entry */
+    uint32_t gen; /* stage entries within the instance; timers carry it */
+    int64_t entered_at;
+    int64_t stage_entered_at;
+    int64_t left_at;
+    uint32_t entries; /* times entered, all time */
+    uint64_t touched; /* the event that last changed it (no re-entry on the event that left) */
+} jd_instance;
+
+typedef struct jd_user {
+    char *id;
+    size_t idlen;
+    jd_buf traits; /* packed msgpack map; empty buffer means {} */
+    double score;
+    char **segments; /* sorted, owned */
+    size_t nsegments;
+    jd_instance *instances;
+    uint32_t next_iid;
+} jd_user;
+
+jd_user *jd_user_new(const char *id, size_t n);
+void jd_user_free(jd_user *u);
+
+/* Merges a map into the user's traits: new keys win; a nil value removes the key. */
+void jd_user_merge_traits(jd_user *u, const msgpack_object *map);
+/* Unpacks the traits into zone; returns a map object (empty map when none). */
+const msgpack_object *jd_user_traits(const jd_user *u, msgpack_zone *zone, msgpack_object *out);
+
+int jd_user_in_segment(const jd_user *u, const char *name, size_t n);
+/* Returns 1 if changed. */
+int jd_user_segment_add(jd_user *u, const char *name, size_t n);
+int jd_user_segment_remove(jd_user *u, const char *name, size_t n);
+
+jd_instance *jd_user_instance(jd_user *u, int journey, const char *key, size_t keylen);
+jd_instance *jd_user_instance_add(jd_user *u, int journey, const char *key, size_t keylen);
+
+#endif

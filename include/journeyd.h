@@ -1,0 +1,84 @@
+/* journeyd.h — the journeyd engine as a library.
+ *
+ * An engine loads a journey script (Lua), takes events (Segment-spec JSON, or the
+ * internal msgpack record), keeps each person's state, runs timers on its clock, and
+ * hands every decided action to a callback. Handles are opaque; every pointer the
+ * engine gives a callback is valid only during that call. Not thread-safe: one engine
+ * per thread. */
+#ifndef JOURNEYD_H
+#define JOURNEYD_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define JOURNEYD_VERSION "0.1.0"
+
+typedef struct jd_engine jd_engine;
+typedef struct jd_action jd_action;
+
+typedef struct jd_options {
+    int virtual_clock;     /* 1: time moves only with events and jd_engine_advance */
+    int64_t call_limit_ms; /* per Lua call; 0: default (50 ms) */
+    size_t memory_limit;   /* bytes for the Lua state; 0: default (256 MiB) */
+    int64_t dedupe_ttl_ms; /* 0: remember messageIds forever (replay) */
+} jd_options;
+
+/* An error with a position: "file:line: message" in text. */
+typedef struct jd_error {
+    char text[1024];
+} jd_error;
+
+/* Called for every decided action, in decision order. */
+typedef void (*jd_action_fn)(const jd_action *a, void *ud);
+/* Called for diagnostics (Lua errors in hooks, dropped events); one line, no newline. */
+typedef void (*jd_log_fn)(const char *level, const char *line, void *ud);
+
+/* Creates an engine and loads the script at config_path. Returns NULL with err set on
+ * a script error (err->text is "file:line: message"). Free with jd_engine_free. */
+jd_engine *jd_engine_new(const char *config_path, const jd_options *opts, jd_error *err);
+void jd_engine_free(jd_engine *e);
+
+void jd_engine_on_action(jd_engine *e, jd_action_fn fn, void *ud);
+void jd_engine_on_log(jd_engine *e, jd_log_fn fn, void *ud);
+
+/* Normalises and processes one Segment JSON event. default_id names the event when it
+ * has no messageId (may be NULL: then one is required). Returns 0 (processed or
+ * dropped as a duplicate), or -1 with err set when the event is invalid. */
+int jd_engine_ingest_json(jd_engine *e, const char *json, size_t len, const char *default_id, jd_error *err);
+/* Processes one internal msgpack record (from jd_engine_normalize or the log). */
+int jd_engine_process(jd_engine *e, const void *record, size_t len, jd_error *err);
+/* Normalises one JSON event into a record appended to *out (malloc'd, caller frees).
+ * default_ts (ms) is used when the event has no timestamp. */
+int jd_engine_normalize(jd_engine *e, const char *json, size_t len, int64_t default_ts, const char *default_id,
+                        char **out, size_t *outlen, jd_error *err);
+/* Fires every timer due at or before t (virtual clock) and moves the clock to t. */
+void jd_engine_advance(jd_engine *e, int64_t t_ms);
+int64_t jd_engine_now(const jd_engine *e);
+
+/* Action accessors. */
+const char *jd_action_id(const jd_action *a);
+int64_t jd_action_time(const jd_action *a);
+const char *jd_action_channel(const jd_action *a);
+/* The action as one JSON object: time, user, journey, stage, channel, payload, id. */
+const char *jd_action_json(const jd_action *a, size_t *len);
+
+/* Funnel summary as text (per journey and stage), appended to a malloc'd string. */
+char *jd_engine_funnel_text(const jd_engine *e);
+/* Counters: events, duplicates, invalid, actions, lua_errors, timers_fired, ... */
+uint64_t jd_engine_stat(const jd_engine *e, const char *name);
+
+/* Lists journeys and stages (for `journeyd check`), malloc'd text. */
+char *jd_engine_describe(const jd_engine *e);
+
+/* Parses ISO 8601 into ms; 0 or -1. */
+int jd_parse_time(const char *s, int64_t *ms);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
