@@ -238,12 +238,18 @@ size_t jd_json_format_double(double d, char *out, size_t outlen)
 {
     if (!isfinite(d))
         return (size_t)snprintf(out, outlen, "null");
+    int n = 0;
     for (int prec = 15; prec <= 17; prec++) {
-        int n = snprintf(out, outlen, "%.*g", prec, d);
-        if (prec == 17 || strtod(out, NULL) == d)
-            return (size_t)n;
+        n = snprintf(out, outlen, "%.*g", prec, d);
+        if (strtod(out, NULL) == d)
+            break;
     }
-    return 0;
+    /* a float stays a float when read back: "25" would come back as an integer */
+    if (n > 0 && (size_t)n + 2 < outlen && !strpbrk(out, ".eE")) {
+        memcpy(out + n, ".0", 3);
+        n += 2;
+    }
+    return n > 0 ? (size_t)n : 0;
 }
 
 static void gen_value(yajl_gen g, const msgpack_object *o);

@@ -30,7 +30,8 @@ void jd_json_writer_free(jd_json_writer *w);
  * written as their JSON text in quotes; NaN and infinities as null. */
 void jd_json_write(jd_json_writer *w, const msgpack_object *obj, jd_buf *out);
 
-/* Shortest text that reads back as the same double ("0.1", "25", "1e+300"). */
+/* Shortest text that reads back as the same double, and as a double: "0.1", "25.0",
+ * "1e+300". */
 size_t jd_json_format_double(double d, char *out, size_t outlen);
 
 #endif

@@ -1,0 +1,51 @@
+#!/bin/sh
+# Runs every test layer and ends with one line "N passed, N failed".
+#   unit: the cmocka binaries in BUILD/tests (their own summaries are printed too)
+#   examples: each examples/*/ replayed and compared with its expected.jsonl
+#   cli: tests/integration/*.sh (black-box tests of the journeyd binary)
+#   fuzz: each fuzz target over its corpus plus a few seconds of mutation
+BUILD=${1:-build}
+passed=0
+failed=0
+failures=""
+add() { # name status
+  if [ "$2" = 0 ]; then passed=$((passed + 1)); else failed=$((failed + 1)); failures="$failures $1"; fi
+}
+
+for t in "$BUILD"/tests/test_*; do
+  [ -x "$t" ] || continue
+  out=$("$t" 2>&1); rc=$?
+  printf '%s\n' "$out" | grep -E '^\[  (PASSED|FAILED)  \]|^\[  FAILED  \]|^\[  ERROR   \]' | sed "s|^|$(basename "$t"): |"
+  p=$(printf '%s\n' "$out" | sed -n 's/^\[  PASSED  \] \([0-9]*\) test.*/\1/p' | tail -n 1)
+  f=$(printf '%s\n' "$out" | sed -n 's/^\[  FAILED  \] \([0-9]*\) test.*/\1/p' | tail -n 1)
+  passed=$((passed + ${p:-0})); failed=$((failed + ${f:-0}))
+  if [ "$rc" != 0 ]; then
+    printf '%s\n' "$out" | tail -n 40
+    [ -z "$f" ] && failed=$((failed + 1))
+    failures="$failures $(basename "$t")"
+  fi
+done
+
+for d in examples/*/; do
+  [ -f "$d/expected.jsonl" ] || continue
+  if sh tests/examples.sh "$BUILD" "$d"; then add "$d" 0; else add "$d" 1; fi
+done
+
+for s in tests/integration/*.sh; do
+  [ -f "$s" ] || continue
+  if sh "$s" "$BUILD"; then add "$s" 0; echo "ok   $s"; else add "$s" 1; echo "FAIL $s"; fi
+done
+
+for f in "$BUILD"/fuzz/fuzz_*; do
+  [ -x "$f" ] || continue
+  name=$(basename "$f")
+  if "$f" --seconds "${FUZZ_SMOKE_SECONDS:-5}" "tests/fuzz/corpus/$name" >/dev/null 2>"$BUILD/$name.log"; then
+    add "$name" 0; echo "ok   $name"
+  else
+    add "$name" 1; echo "FAIL $name"; tail -n 30 "$BUILD/$name.log"
+  fi
+done
+
+[ -n "$failures" ] && echo "failed:$failures"
+echo "$passed passed, $failed failed"
+[ "$failed" = 0 ]
