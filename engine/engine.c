@@ -18,6 +18,23 @@ static const char *const stat_names[JD_NSTATS] = {
     "lua_calls", "timers_scheduled", "timers_fired", "timers_dropped", "late", "transitions",
 };
 
+void jd_engine_decide(jd_engine *e, int kind, const jd_journey *j, int stage, const char *fmt, ...)
+{
+    if (e->opts.decisions_per_user <= 0 || !e->user)
+        return;
+    jd_decision d = {
+        .time = jd_clock_now(&e->clock),
+        .kind = (uint8_t)kind,
+        .journey = (int16_t)(j ? j->index : -1),
+        .stage = (int16_t)stage,
+    };
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(d.detail, sizeof d.detail, fmt, ap);
+    va_end(ap);
+    jd_user_decide(e->user, e->opts.decisions_per_user, &d);
+}
+
 void jd_engine_log(jd_engine *e, const char *level, const char *fmt, ...)
 {
     char line[4096];
@@ -65,6 +82,10 @@ jd_engine *jd_engine_new(const char *config_path, const jd_options *opts, jd_err
     msgpack_zone_init(&e->zone, 4096);
     msgpack_zone_init(&e->in_zone, 4096);
     msgpack_zone_init(&e->timer_zone, 1024);
+    msgpack_zone_init(&e->config_zone, 1024);
+    jd_buf_init(&e->config);
+    jd_buf_init(&e->config_text);
+    jd_map_init(&e->config_cache);
     jd_buf_init(&e->rec);
     jd_buf_init(&e->scratch);
     jd_buf_init(&e->trec);
@@ -101,7 +122,12 @@ jd_engine *jd_engine_new(const char *config_path, const jd_options *opts, jd_err
         jd_engine_free(e);
         return NULL;
     }
+    size_t off = 0;
+    if (!e->config.len || msgpack_unpack(e->config.data, e->config.len, &off, &e->config_zone, &e->config_obj) !=
+                              MSGPACK_UNPACK_SUCCESS)
+        e->config_obj.type = MSGPACK_OBJECT_NIL;
     jd_script_seal_globals(e->script);
+    e->channel_actions = jd_xcalloc(e->defs->nchannels + 1, sizeof *e->channel_actions);
     e->counts = jd_xcalloc(e->defs->njourneys ? e->defs->njourneys : 1, sizeof *e->counts);
     for (size_t i = 0; i < e->defs->njourneys; i++)
         e->counts[i].stages = jd_xcalloc(e->defs->journeys[i].nstages, sizeof(jd_stage_count));
@@ -121,6 +147,11 @@ void jd_engine_free(jd_engine *e)
         jd_defs_free(e->defs);
     }
     jd_script_free(e->script);
+    free(e->channel_actions);
+    jd_buf_free(&e->config);
+    jd_buf_free(&e->config_text);
+    jd_map_free(&e->config_cache, free);
+    msgpack_zone_destroy(&e->config_zone);
     jd_map_free(&e->users, free_user);
     jd_map_free(&e->aliases, free);
     jd_dedupe_free(&e->dedupe);
@@ -187,6 +218,7 @@ static void log_hook_error(jd_engine *e, const char *rule, jd_script_error *se)
     jd_script_error_text(se, text, sizeof text);
     jd_engine_log(e, "error", "lua error in %s (user %s, event %.*s): %s%s%s", rule, e->user->id,
                   (int)e->ev->message_id.n, e->ev->message_id.p, text, se->traceback[0] ? "\n" : "", se->traceback);
+    jd_engine_decide(e, JD_DEC_ERROR, e->call.journey, e->call.stage, "%s: %s", rule, text);
 }
 
 /* Pushes the shared ctx, stamped for a new call. */
@@ -423,6 +455,8 @@ static void apply(jd_engine *e, const char *rule, const jd_journey *j, int stage
         };
         action_id(e, a.id, rule, inst, repeat, i);
         e->stats[JD_STAT_ACTIONS]++;
+        e->channel_actions[s->channel]++;
+        jd_engine_decide(e, JD_DEC_ACTION, j, stage, "%s %s (%s)", a.channel->name, a.id, rule);
         if (e->on_action)
             e->on_action(&a, e->on_action_ud);
     }
@@ -447,6 +481,8 @@ static void leave(jd_engine *e, const jd_journey *j, jd_instance *inst, jd_inst_
         sc->exited++;
         jc->exited++;
     }
+    jd_engine_decide(e, status == JD_INST_CONVERTED ? JD_DEC_CONVERTED : JD_DEC_EXITED, j, inst->stage, "%.*s",
+                     (int)e->ev->name.n, e->ev->name.p);
     inst->status = status;
     inst->left_at = jd_clock_now(&e->clock);
     inst->touched = e->event_seq;
@@ -470,6 +506,8 @@ static void move(jd_engine *e, const jd_journey *j, jd_instance *inst, int targe
     else
         sc->moved_on++;
     e->stats[JD_STAT_TRANSITIONS]++;
+    jd_engine_decide(e, JD_DEC_MOVED, j, target, "%s -> %s on %.*s", j->stages[inst->stage].name,
+                     j->stages[target].name, (int)e->ev->name.n, e->ev->name.p);
     enter_stage(e, j, inst, target, at, depth + 1);
 }
 
@@ -563,6 +601,7 @@ static void enter_journey(jd_engine *e, const jd_journey *j, const char *key, si
     jd_journey_count *jc = &e->counts[j->index];
     jc->entered++;
     jc->active++;
+    jd_engine_decide(e, JD_DEC_ENTERED, j, j->entry_stage, "on %.*s", (int)e->ev->name.n, e->ev->name.p);
     int stage = j->entry_stage;
     inst->stage = stage;
     int go = -1, ex = 0;
@@ -755,6 +794,8 @@ static void timer_event(jd_engine *e)
     }
     e->stats[JD_STAT_TIMERS_FIRED]++;
     inst->touched = e->event_seq;
+    jd_engine_decide(e, JD_DEC_TIMER, j, inst->stage, "after %s",
+                     j->stages[inst->stage].after[aft->via.u64]->delay_text);
     fire(e, j, inst, j->stages[inst->stage].after[aft->via.u64], ev->timestamp);
 }
 
@@ -954,105 +995,3 @@ int jd_engine_ingest_json(jd_engine *e, const char *json, size_t len, const char
     return jd_engine_process(e, e->rec.data, e->rec.len, err);
 }
 
-/* ---------------------------------------------------------------- reports */
-
-char *jd_engine_funnel_text(const jd_engine *e)
-{
-    jd_buf b;
-    jd_buf_init(&b);
-    for (size_t i = 0; i < e->defs->njourneys; i++) {
-        const jd_journey *j = &e->defs->journeys[i];
-        const jd_journey_count *c = &e->counts[i];
-        double conv = c->entered ? 100.0 * (double)c->converted / (double)c->entered : 0;
-        jd_buf_printf(&b, "journey %s: entered %llu, active %llu, converted %llu (%.1f%%), exited %llu\n", j->name,
-                      (unsigned long long)c->entered, (unsigned long long)c->active,
-                      (unsigned long long)c->converted, conv, (unsigned long long)c->exited);
-        jd_buf_printf(&b, "  %-24s %9s %9s %9s %9s %9s %9s\n", "stage", "entered", "now", "moved_on", "timed_out",
-                      "converted", "exited");
-        for (size_t s = 0; s < j->nstages; s++) {
-            const jd_stage_count *sc = &c->stages[s];
-            jd_buf_printf(&b, "  %-24s %9llu %9llu %9llu %9llu %9llu %9llu\n", j->stages[s].name,
-                          (unsigned long long)sc->entered, (unsigned long long)sc->now,
-                          (unsigned long long)sc->moved_on, (unsigned long long)sc->timed_out,
-                          (unsigned long long)sc->converted, (unsigned long long)sc->exited);
-        }
-    }
-    jd_buf_cstr(&b);
-    return b.data;
-}
-
-static void describe_trigger(jd_buf *b, const jd_trigger *t, const jd_journey *j)
-{
-    if (t->is_after)
-        jd_buf_printf(b, "after %s", t->delay_text);
-    else if (t->type == JD_EV_TRACK)
-        jd_buf_printf(b, "on \"%s\"", t->name);
-    else
-        jd_buf_printf(b, "%s%s%s", jd_event_type_name(t->type), t->name ? " " : "", t->name ? t->name : "");
-    if (t->npreds)
-        jd_buf_printf(b, " where(%zu)", t->npreds);
-    if (t->when_ref != LUA_NOREF)
-        jd_buf_puts(b, " when()");
-    if (t->fn_ref != LUA_NOREF)
-        jd_buf_puts(b, " fn()");
-    if (t->action == JD_ACT_GO && j)
-        jd_buf_printf(b, " -> %s", j->stages[t->target].name);
-    else if (t->action == JD_ACT_EXIT)
-        jd_buf_puts(b, " -> exit");
-}
-
-char *jd_engine_describe(const jd_engine *e)
-{
-    jd_buf b;
-    jd_buf_init(&b);
-    const jd_defs *d = e->defs;
-    for (size_t i = 0; i < d->nchannels; i++)
-        jd_buf_printf(&b, "channel %s (%s)\n", d->channels[i].name, d->channels[i].type);
-    for (size_t i = 0; i < d->njourneys; i++) {
-        const jd_journey *j = &d->journeys[i];
-        jd_buf_printf(&b, "journey %s  version %016llx  %s\n", j->name, (unsigned long long)j->version, j->loc);
-        jd_buf_puts(&b, "  entry: ");
-        describe_trigger(&b, j->entry, j);
-        jd_buf_printf(&b, "  (starts in %s)\n", j->stages[j->entry_stage].name);
-        for (size_t k = 0; k < j->ngoals; k++) {
-            jd_buf_puts(&b, "  goal: ");
-            describe_trigger(&b, j->goals[k], j);
-            jd_buf_putc(&b, '\n');
-        }
-        for (size_t k = 0; k < j->nexits; k++) {
-            jd_buf_puts(&b, "  exit: ");
-            describe_trigger(&b, j->exits[k], j);
-            jd_buf_putc(&b, '\n');
-        }
-        if (j->reentry == JD_REENTRY_COOLDOWN)
-            jd_buf_printf(&b, "  reentry: after %lld ms\n", (long long)j->cooldown_ms);
-        else
-            jd_buf_printf(&b, "  reentry: %s\n", j->reentry == JD_REENTRY_NEVER ? "never" : "always");
-        if (j->key)
-            jd_buf_printf(&b, "  key: %s\n", j->key);
-        for (size_t s = 0; s < j->nstages; s++) {
-            const jd_stage *st = &j->stages[s];
-            jd_buf_printf(&b, "  stage %s%s\n", st->name, st->enter_ref != LUA_NOREF ? "  enter()" : "");
-            for (size_t k = 0; k < st->non; k++) {
-                jd_buf_puts(&b, "    ");
-                describe_trigger(&b, st->on[k], j);
-                jd_buf_putc(&b, '\n');
-            }
-            for (size_t k = 0; k < st->nafter; k++) {
-                jd_buf_puts(&b, "    ");
-                describe_trigger(&b, st->after[k], j);
-                jd_buf_putc(&b, '\n');
-            }
-        }
-    }
-    for (size_t i = 0; i < d->ntriggers; i++) {
-        const jd_trigger *t = d->triggers[i];
-        if (t->role != JD_ROLE_RULE)
-            continue;
-        jd_buf_puts(&b, "rule ");
-        describe_trigger(&b, t, NULL);
-        jd_buf_printf(&b, "  %s\n", t->loc);
-    }
-    jd_buf_cstr(&b);
-    return b.data;
-}

@@ -89,7 +89,13 @@ struct jd_engine {
     jd_dedupe dedupe;
     jd_timers timers;
     jd_journey_count *counts;
+    uint64_t *channel_actions; /* per channel */
     uint64_t stats[JD_NSTATS];
+    jd_buf config;          /* j.config packed as msgpack */
+    msgpack_zone config_zone;
+    msgpack_object config_obj;
+    jd_buf config_text;     /* scratch for jd_engine_config */
+    jd_map config_cache;    /* text -> the same text, owned: stable pointers to hand out */
 
     /* per event */
     msgpack_zone zone;      /* profile unpacking while processing */
@@ -128,6 +134,10 @@ void jd_effects_free(jd_effects *fx);
 /* lua_journey.c: compiles the journey module's registry; NULL with err set. */
 jd_defs *jd_compile(jd_engine *e, char *err, size_t errlen);
 void jd_defs_release_refs(lua_State *L, jd_defs *d);
+
+/* Records a decision in the current user's trace (when enabled). */
+void jd_engine_decide(jd_engine *e, int kind, const jd_journey *j, int stage, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
 
 void jd_engine_log(jd_engine *e, const char *level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "engine_internal.h"
+#include "lua_msgpack.h"
 
 typedef struct cstate {
     jd_engine *e;
@@ -505,6 +506,16 @@ static int compile_cf(lua_State *L)
     lua_getfield(L, -1, "_registry");
     lua_call(L, 0, 1);
     int reg = lua_gettop(L);
+
+    /* j.config, packed for the C side */
+    lua_getfield(L, reg, "config");
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &cs->e->config, jd_buf_msgpack_write);
+    const char *perr = NULL;
+    jd_buf_reset(&cs->e->config);
+    if (jd_lua_pack(L, -1, &pk, &perr))
+        luaL_error(L, "config: %s", perr);
+    lua_pop(L, 1);
 
     /* channels */
     lua_getfield(L, reg, "channel_list");

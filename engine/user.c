@@ -24,6 +24,7 @@ void jd_user_free(jd_user *u)
     for (size_t i = 0; i < u->nsegments; i++)
         free(u->segments[i]);
     free(u->segments);
+    free(u->decisions);
     jd_buf_free(&u->traits);
     free(u->id);
     free(u);
@@ -176,4 +177,24 @@ jd_instance *jd_user_instance_add(jd_user *u, int journey, const char *key, size
         pp = &(*pp)->next;
     *pp = i;
     return i;
+}
+
+const char *jd_decision_kind_name(int kind)
+{
+    static const char *const names[JD_DEC_NKINDS] = {
+        "entered", "moved", "timer", "action", "converted", "exited", "error",
+    };
+    return kind >= 0 && kind < JD_DEC_NKINDS ? names[kind] : "?";
+}
+
+void jd_user_decide(jd_user *u, int cap, const jd_decision *d)
+{
+    if (cap <= 0)
+        return;
+    if (!u->decisions)
+        u->decisions = jd_xcalloc((size_t)cap, sizeof *u->decisions);
+    u->decisions[u->dec_next] = *d;
+    u->dec_next = (uint16_t)((u->dec_next + 1) % cap);
+    if (u->ndecisions < cap)
+        u->ndecisions++;
 }

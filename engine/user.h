@@ -29,6 +29,20 @@ typedef struct jd_instance {
     uint64_t touched; /* the event that last changed it (no re-entry on the event that left) */
 } jd_instance;
 
+typedef enum jd_decision_kind {
+    JD_DEC_ENTERED, JD_DEC_MOVED, JD_DEC_TIMER, JD_DEC_ACTION, JD_DEC_CONVERTED, JD_DEC_EXITED, JD_DEC_ERROR,
+    JD_DEC_NKINDS
+} jd_decision_kind;
+
+/* One recent decision about a person, for "why did (or didn't) they get the email". */
+typedef struct jd_decision {
+    int64_t time;
+    uint8_t kind;
+    int16_t journey; /* -1: none */
+    int16_t stage;   /* -1: none */
+    char detail[104];
+} jd_decision;
+
 typedef struct jd_user {
     char *id;
     size_t idlen;
@@ -38,6 +52,8 @@ typedef struct jd_user {
     size_t nsegments;
     jd_instance *instances;
     uint32_t next_iid;
+    jd_decision *decisions; /* ring, allocated on first use */
+    uint16_t ndecisions, dec_next;
 } jd_user;
 
 jd_user *jd_user_new(const char *id, size_t n);
@@ -52,6 +68,10 @@ int jd_user_in_segment(const jd_user *u, const char *name, size_t n);
 /* Returns 1 if changed. */
 int jd_user_segment_add(jd_user *u, const char *name, size_t n);
 int jd_user_segment_remove(jd_user *u, const char *name, size_t n);
+
+const char *jd_decision_kind_name(int kind);
+/* Appends to the ring of the last cap decisions. */
+void jd_user_decide(jd_user *u, int cap, const jd_decision *d);
 
 jd_instance *jd_user_instance(jd_user *u, int journey, const char *key, size_t keylen);
 jd_instance *jd_user_instance_add(jd_user *u, int journey, const char *key, size_t keylen);

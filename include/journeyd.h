@@ -25,6 +25,7 @@ typedef struct jd_options {
     int64_t call_limit_ms; /* per Lua call; 0: default (50 ms) */
     size_t memory_limit;   /* bytes for the Lua state; 0: default (256 MiB) */
     int64_t dedupe_ttl_ms; /* 0: remember messageIds forever (replay) */
+    int decisions_per_user; /* recent decisions kept per person (admin API); 0: none */
 } jd_options;
 
 /* An error with a position: "file:line: message" in text. */
@@ -73,6 +74,19 @@ uint64_t jd_engine_stat(const jd_engine *e, const char *name);
 
 /* Lists journeys and stages (for `journeyd check`), malloc'd text. */
 char *jd_engine_describe(const jd_engine *e);
+
+/* Reports as JSON (malloc'd; NULL when the user or journey is unknown). */
+char *jd_engine_user_json(const jd_engine *e, const char *id, size_t n);
+char *jd_engine_journeys_json(const jd_engine *e);
+char *jd_engine_journey_json(const jd_engine *e, const char *name, size_t n);
+/* Prometheus text exposition of the engine's counters (malloc'd). */
+char *jd_engine_metrics(const jd_engine *e);
+
+/* A j.config value as text (strings, numbers, booleans), or NULL. Valid while e lives. */
+const char *jd_engine_config(const jd_engine *e, const char *key);
+/* The i-th element of a j.config list of strings (or a single string when i == 0), or
+ * NULL past the end. Valid while e lives. */
+const char *jd_engine_config_item(const jd_engine *e, const char *key, size_t i);
 
 /* Parses ISO 8601 into ms; 0 or -1. */
 int jd_parse_time(const char *s, int64_t *ms);

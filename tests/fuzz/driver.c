@@ -103,9 +103,8 @@ int main(int argc, char **argv)
     for (size_t i = 0; i < n; i++)
         run_one(corpus[i].data, corpus[i].len);
     if (n == 0) {
-        static uint8_t empty[1];
         corpus = malloc(sizeof *corpus);
-        corpus[0] = (input){empty, 0};
+        corpus[0] = (input){malloc(1), 0};
         n = 1;
     }
     struct timespec t0, t;
@@ -165,5 +164,9 @@ int main(int argc, char **argv)
         runs++;
     }
     fprintf(stderr, "%lu runs over %zu corpus entries\n", runs, n);
+    for (size_t i = 0; i < n; i++)
+        free(corpus[i].data);
+    free(corpus);
+    free(buf);
     return 0;
 }

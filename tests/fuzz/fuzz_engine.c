@@ -22,11 +22,16 @@ static void quiet(const char *level, const char *line, void *ud)
     (void)ud;
 }
 
+static jd_engine *e;
+
+static void cleanup(void) { jd_engine_free(e); }
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    static jd_engine *e;
     static unsigned long runs;
+    if (!e)
+        atexit(cleanup);
     if (!e || ++runs % 5000 == 0) {
         jd_engine_free(e);
         jd_options o = {.virtual_clock = 1};

@@ -7,14 +7,22 @@
 
 #include "json.h"
 
+static jd_json_reader *r;
+static jd_json_writer *w;
+
+static void cleanup(void)
+{
+    jd_json_reader_free(r);
+    jd_json_writer_free(w);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    static jd_json_reader *r;
-    static jd_json_writer *w;
     if (!r) {
         r = jd_json_reader_new();
         w = jd_json_writer_new();
+        atexit(cleanup);
     }
     jd_buf a, js, b;
     jd_buf_init(&a);

@@ -1,0 +1,467 @@
+/* report: read-only views of an engine — the funnel text, the script description for
+ * `check`, JSON for the admin API (a user, the journeys), Prometheus metrics, and
+ * j.config values. Uses engine_internal, json, msgpack-c. */
+#include <lauxlib.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine_internal.h"
+
+
+char *jd_engine_funnel_text(const jd_engine *e)
+{
+    jd_buf b;
+    jd_buf_init(&b);
+    for (size_t i = 0; i < e->defs->njourneys; i++) {
+        const jd_journey *j = &e->defs->journeys[i];
+        const jd_journey_count *c = &e->counts[i];
+        double conv = c->entered ? 100.0 * (double)c->converted / (double)c->entered : 0;
+        jd_buf_printf(&b, "journey %s: entered %llu, active %llu, converted %llu (%.1f%%), exited %llu\n", j->name,
+                      (unsigned long long)c->entered, (unsigned long long)c->active,
+                      (unsigned long long)c->converted, conv, (unsigned long long)c->exited);
+        jd_buf_printf(&b, "  %-24s %9s %9s %9s %9s %9s %9s\n", "stage", "entered", "now", "moved_on", "timed_out",
+                      "converted", "exited");
+        for (size_t s = 0; s < j->nstages; s++) {
+            const jd_stage_count *sc = &c->stages[s];
+            jd_buf_printf(&b, "  %-24s %9llu %9llu %9llu %9llu %9llu %9llu\n", j->stages[s].name,
+                          (unsigned long long)sc->entered, (unsigned long long)sc->now,
+                          (unsigned long long)sc->moved_on, (unsigned long long)sc->timed_out,
+                          (unsigned long long)sc->converted, (unsigned long long)sc->exited);
+        }
+    }
+    jd_buf_cstr(&b);
+    return b.data;
+}
+
+static void describe_trigger(jd_buf *b, const jd_trigger *t, const jd_journey *j)
+{
+    if (t->is_after)
+        jd_buf_printf(b, "after %s", t->delay_text);
+    else if (t->type == JD_EV_TRACK)
+        jd_buf_printf(b, "on \"%s\"", t->name);
+    else
+        jd_buf_printf(b, "%s%s%s", jd_event_type_name(t->type), t->name ? " " : "", t->name ? t->name : "");
+    if (t->npreds)
+        jd_buf_printf(b, " where(%zu)", t->npreds);
+    if (t->when_ref != LUA_NOREF)
+        jd_buf_puts(b, " when()");
+    if (t->fn_ref != LUA_NOREF)
+        jd_buf_puts(b, " fn()");
+    if (t->action == JD_ACT_GO && j)
+        jd_buf_printf(b, " -> %s", j->stages[t->target].name);
+    else if (t->action == JD_ACT_EXIT)
+        jd_buf_puts(b, " -> exit");
+}
+
+char *jd_engine_describe(const jd_engine *e)
+{
+    jd_buf b;
+    jd_buf_init(&b);
+    const jd_defs *d = e->defs;
+    for (size_t i = 0; i < d->nchannels; i++)
+        jd_buf_printf(&b, "channel %s (%s)\n", d->channels[i].name, d->channels[i].type);
+    for (size_t i = 0; i < d->njourneys; i++) {
+        const jd_journey *j = &d->journeys[i];
+        jd_buf_printf(&b, "journey %s  version %016llx  %s\n", j->name, (unsigned long long)j->version, j->loc);
+        jd_buf_puts(&b, "  entry: ");
+        describe_trigger(&b, j->entry, j);
+        jd_buf_printf(&b, "  (starts in %s)\n", j->stages[j->entry_stage].name);
+        for (size_t k = 0; k < j->ngoals; k++) {
+            jd_buf_puts(&b, "  goal: ");
+            describe_trigger(&b, j->goals[k], j);
+            jd_buf_putc(&b, '\n');
+        }
+        for (size_t k = 0; k < j->nexits; k++) {
+            jd_buf_puts(&b, "  exit: ");
+            describe_trigger(&b, j->exits[k], j);
+            jd_buf_putc(&b, '\n');
+        }
+        if (j->reentry == JD_REENTRY_COOLDOWN)
+            jd_buf_printf(&b, "  reentry: after %lld ms\n", (long long)j->cooldown_ms);
+        else
+            jd_buf_printf(&b, "  reentry: %s\n", j->reentry == JD_REENTRY_NEVER ? "never" : "always");
+        if (j->key)
+            jd_buf_printf(&b, "  key: %s\n", j->key);
+        for (size_t s = 0; s < j->nstages; s++) {
+            const jd_stage *st = &j->stages[s];
+            jd_buf_printf(&b, "  stage %s%s\n", st->name, st->enter_ref != LUA_NOREF ? "  enter()" : "");
+            for (size_t k = 0; k < st->non; k++) {
+                jd_buf_puts(&b, "    ");
+                describe_trigger(&b, st->on[k], j);
+                jd_buf_putc(&b, '\n');
+            }
+            for (size_t k = 0; k < st->nafter; k++) {
+                jd_buf_puts(&b, "    ");
+                describe_trigger(&b, st->after[k], j);
+                jd_buf_putc(&b, '\n');
+            }
+        }
+    }
+    for (size_t i = 0; i < d->ntriggers; i++) {
+        const jd_trigger *t = d->triggers[i];
+        if (t->role != JD_ROLE_RULE)
+            continue;
+        jd_buf_puts(&b, "rule ");
+        describe_trigger(&b, t, NULL);
+        jd_buf_printf(&b, "  %s\n", t->loc);
+    }
+    jd_buf_cstr(&b);
+    return b.data;
+}
+
+/* ---------------------------------------------------------------- JSON */
+
+static void pk_str(msgpack_packer *pk, const char *s, size_t n)
+{
+    msgpack_pack_str(pk, n);
+    msgpack_pack_str_body(pk, s, n);
+}
+
+static void pk_cstr(msgpack_packer *pk, const char *s) { pk_str(pk, s, strlen(s)); }
+
+static void pk_time(msgpack_packer *pk, int64_t ms)
+{
+    char t[40];
+    pk_str(pk, t, jd_time_format(ms, t));
+}
+
+/* Turns a packed msgpack value into malloc'd JSON text. */
+static char *to_json(const jd_engine *e, jd_buf *mp)
+{
+    msgpack_zone z;
+    msgpack_zone_init(&z, 4096);
+    msgpack_object o;
+    size_t off = 0;
+    jd_buf out;
+    jd_buf_init(&out);
+    if (msgpack_unpack(mp->data, mp->len, &off, &z, &o) == MSGPACK_UNPACK_SUCCESS)
+        jd_json_write(e->jw, &o, &out);
+    msgpack_zone_destroy(&z);
+    jd_buf_free(mp);
+    jd_buf_cstr(&out);
+    return out.data;
+}
+
+static const char *status_name(jd_inst_status s)
+{
+    return s == JD_INST_ACTIVE ? "active" : s == JD_INST_CONVERTED ? "converted" : "exited";
+}
+
+char *jd_engine_user_json(const jd_engine *e, const char *id, size_t n)
+{
+    const jd_user *u = jd_map_get(&e->users, id, n);
+    if (!u) {
+        const char *canon = jd_map_get(&e->aliases, id, n);
+        if (canon)
+            u = jd_map_get(&e->users, canon, strlen(canon));
+    }
+    if (!u)
+        return NULL;
+    const jd_defs *d = e->defs;
+    jd_buf mp;
+    jd_buf_init(&mp);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &mp, jd_buf_msgpack_write);
+    msgpack_pack_map(&pk, 7);
+    pk_cstr(&pk, "id");
+    pk_str(&pk, u->id, u->idlen);
+    pk_cstr(&pk, "traits");
+    if (u->traits.len)
+        jd_buf_append(&mp, u->traits.data, u->traits.len);
+    else
+        msgpack_pack_map(&pk, 0);
+    pk_cstr(&pk, "segments");
+    msgpack_pack_array(&pk, u->nsegments);
+    for (size_t i = 0; i < u->nsegments; i++)
+        pk_cstr(&pk, u->segments[i]);
+    pk_cstr(&pk, "score");
+    msgpack_pack_double(&pk, u->score);
+
+    size_t ninst = 0;
+    for (const jd_instance *i = u->instances; i; i = i->next)
+        ninst++;
+    pk_cstr(&pk, "journeys");
+    msgpack_pack_array(&pk, ninst);
+    for (const jd_instance *i = u->instances; i; i = i->next) {
+        const jd_journey *j = &d->journeys[i->journey];
+        msgpack_pack_map(&pk, 7);
+        pk_cstr(&pk, "journey");
+        pk_cstr(&pk, j->name);
+        pk_cstr(&pk, "key");
+        if (i->keylen)
+            pk_str(&pk, i->key, i->keylen);
+        else
+            msgpack_pack_nil(&pk);
+        pk_cstr(&pk, "status");
+        pk_cstr(&pk, status_name(i->status));
+        pk_cstr(&pk, "stage");
+        pk_cstr(&pk, j->stages[i->stage].name);
+        pk_cstr(&pk, "entered_at");
+        pk_time(&pk, i->entered_at);
+        pk_cstr(&pk, "stage_entered_at");
+        pk_time(&pk, i->stage_entered_at);
+        pk_cstr(&pk, "entries");
+        msgpack_pack_uint32(&pk, i->entries);
+    }
+    /* pending timers follow from the stage entry: each j.after of the current stage
+     * that has not fired yet */
+    int64_t now = jd_clock_now(&e->clock);
+    size_t npend = 0;
+    for (const jd_instance *i = u->instances; i; i = i->next) {
+        if (i->status != JD_INST_ACTIVE)
+            continue;
+        const jd_stage *st = &d->journeys[i->journey].stages[i->stage];
+        for (size_t k = 0; k < st->nafter; k++)
+            npend += i->stage_entered_at + st->after[k]->delay_ms > now;
+    }
+    pk_cstr(&pk, "pending_timers");
+    msgpack_pack_array(&pk, npend);
+    for (const jd_instance *i = u->instances; i; i = i->next) {
+        if (i->status != JD_INST_ACTIVE)
+            continue;
+        const jd_journey *j = &d->journeys[i->journey];
+        const jd_stage *st = &j->stages[i->stage];
+        for (size_t k = 0; k < st->nafter; k++) {
+            int64_t due = i->stage_entered_at + st->after[k]->delay_ms;
+            if (due <= now)
+                continue;
+            msgpack_pack_map(&pk, 5);
+            pk_cstr(&pk, "journey");
+            pk_cstr(&pk, j->name);
+            pk_cstr(&pk, "key");
+            if (i->keylen)
+                pk_str(&pk, i->key, i->keylen);
+            else
+                msgpack_pack_nil(&pk);
+            pk_cstr(&pk, "stage");
+            pk_cstr(&pk, st->name);
+            pk_cstr(&pk, "after");
+            pk_cstr(&pk, st->after[k]->delay_text);
+            pk_cstr(&pk, "due");
+            pk_time(&pk, due);
+        }
+    }
+    pk_cstr(&pk, "decisions");
+    msgpack_pack_array(&pk, u->ndecisions);
+    int cap = e->opts.decisions_per_user;
+    for (int k = 0; k < u->ndecisions; k++) {
+        /* oldest first */
+        int idx = (u->dec_next - u->ndecisions + k + cap) % (cap ? cap : 1);
+        const jd_decision *dc = &u->decisions[idx];
+        msgpack_pack_map(&pk, 5);
+        pk_cstr(&pk, "time");
+        pk_time(&pk, dc->time);
+        pk_cstr(&pk, "kind");
+        pk_cstr(&pk, jd_decision_kind_name(dc->kind));
+        pk_cstr(&pk, "journey");
+        if (dc->journey >= 0 && (size_t)dc->journey < d->njourneys)
+            pk_cstr(&pk, d->journeys[dc->journey].name);
+        else
+            msgpack_pack_nil(&pk);
+        pk_cstr(&pk, "stage");
+        if (dc->journey >= 0 && (size_t)dc->journey < d->njourneys && dc->stage >= 0)
+            pk_cstr(&pk, d->journeys[dc->journey].stages[dc->stage].name);
+        else
+            msgpack_pack_nil(&pk);
+        pk_cstr(&pk, "detail");
+        pk_cstr(&pk, dc->detail);
+    }
+    return to_json(e, &mp);
+}
+
+static void pack_journey_counts(msgpack_packer *pk, const jd_journey *j, const jd_journey_count *c)
+{
+    char v[24];
+    snprintf(v, sizeof v, "%016llx", (unsigned long long)j->version);
+    pk_cstr(pk, "name");
+    pk_cstr(pk, j->name);
+    pk_cstr(pk, "version");
+    pk_cstr(pk, v);
+    pk_cstr(pk, "entered");
+    msgpack_pack_uint64(pk, c->entered);
+    pk_cstr(pk, "active");
+    msgpack_pack_uint64(pk, c->active);
+    pk_cstr(pk, "converted");
+    msgpack_pack_uint64(pk, c->converted);
+    pk_cstr(pk, "exited");
+    msgpack_pack_uint64(pk, c->exited);
+}
+
+char *jd_engine_journeys_json(const jd_engine *e)
+{
+    jd_buf mp;
+    jd_buf_init(&mp);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &mp, jd_buf_msgpack_write);
+    msgpack_pack_map(&pk, 1);
+    pk_cstr(&pk, "journeys");
+    msgpack_pack_array(&pk, e->defs->njourneys);
+    for (size_t i = 0; i < e->defs->njourneys; i++) {
+        const jd_journey *j = &e->defs->journeys[i];
+        msgpack_pack_map(&pk, 7);
+        pack_journey_counts(&pk, j, &e->counts[i]);
+        pk_cstr(&pk, "stages");
+        msgpack_pack_array(&pk, j->nstages);
+        for (size_t s = 0; s < j->nstages; s++)
+            pk_cstr(&pk, j->stages[s].name);
+    }
+    return to_json(e, &mp);
+}
+
+char *jd_engine_journey_json(const jd_engine *e, const char *name, size_t n)
+{
+    const jd_journey *j = jd_defs_journey(e->defs, name, n);
+    if (!j)
+        return NULL;
+    const jd_journey_count *c = &e->counts[j->index];
+    jd_buf mp;
+    jd_buf_init(&mp);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &mp, jd_buf_msgpack_write);
+    msgpack_pack_map(&pk, 7);
+    pack_journey_counts(&pk, j, c);
+    pk_cstr(&pk, "stages");
+    msgpack_pack_array(&pk, j->nstages);
+    for (size_t s = 0; s < j->nstages; s++) {
+        const jd_stage_count *sc = &c->stages[s];
+        msgpack_pack_map(&pk, 7);
+        pk_cstr(&pk, "name");
+        pk_cstr(&pk, j->stages[s].name);
+        pk_cstr(&pk, "entered");
+        msgpack_pack_uint64(&pk, sc->entered);
+        pk_cstr(&pk, "now");
+        msgpack_pack_uint64(&pk, sc->now);
+        pk_cstr(&pk, "moved_on");
+        msgpack_pack_uint64(&pk, sc->moved_on);
+        pk_cstr(&pk, "timed_out");
+        msgpack_pack_uint64(&pk, sc->timed_out);
+        pk_cstr(&pk, "converted");
+        msgpack_pack_uint64(&pk, sc->converted);
+        pk_cstr(&pk, "exited");
+        msgpack_pack_uint64(&pk, sc->exited);
+    }
+    return to_json(e, &mp);
+}
+
+/* ---------------------------------------------------------------- metrics */
+
+/* Prometheus label values escape backslash, quote and newline. */
+static void label(jd_buf *b, const char *s)
+{
+    for (; *s; s++) {
+        if (*s == '\\' || *s == '"')
+            jd_buf_putc(b, '\\');
+        if (*s == '\n') {
+            jd_buf_puts(b, "\\n");
+            continue;
+        }
+        jd_buf_putc(b, *s);
+    }
+}
+
+static void counter(jd_buf *b, const char *name, const char *help, const char *type, uint64_t v)
+{
+    jd_buf_printf(b, "# HELP %s %s\n# TYPE %s %s\n%s %llu\n", name, help, name, type, name, (unsigned long long)v);
+}
+
+char *jd_engine_metrics(const jd_engine *e)
+{
+    jd_buf b;
+    jd_buf_init(&b);
+    const uint64_t *st = e->stats;
+    counter(&b, "journeyd_events_processed_total", "Events processed (after normalisation).", "counter",
+            st[JD_STAT_EVENTS] - st[JD_STAT_DUPLICATES]);
+    counter(&b, "journeyd_events_duplicate_total", "Events dropped as duplicate messageIds.", "counter",
+            st[JD_STAT_DUPLICATES]);
+    counter(&b, "journeyd_events_unmatched_total", "Events that matched no trigger (never entered Lua).", "counter",
+            st[JD_STAT_UNMATCHED]);
+    counter(&b, "journeyd_events_late_total", "Events older than the engine clock.", "counter", st[JD_STAT_LATE]);
+    counter(&b, "journeyd_lua_calls_total", "Calls into Lua (hooks and when predicates).", "counter",
+            st[JD_STAT_LUA_CALLS]);
+    counter(&b, "journeyd_lua_errors_total", "Lua errors in hooks (their actions were not taken).", "counter",
+            st[JD_STAT_LUA_ERRORS]);
+    counter(&b, "journeyd_lua_memory_bytes", "Memory used by the Lua state.", "gauge", jd_script_memory(e->script));
+    counter(&b, "journeyd_timers_pending", "Timers scheduled and not yet due.", "gauge", e->timers.n);
+    counter(&b, "journeyd_timers_fired_total", "Timers that fired.", "counter", st[JD_STAT_TIMERS_FIRED]);
+    counter(&b, "journeyd_timers_dropped_total", "Timers dropped because the person had moved on.", "counter",
+            st[JD_STAT_TIMERS_DROPPED]);
+    counter(&b, "journeyd_users", "People known to the engine.", "gauge", e->users.count);
+    jd_buf_puts(&b, "# HELP journeyd_actions_total Actions decided, by channel.\n# TYPE journeyd_actions_total counter\n");
+    for (size_t i = 0; i < e->defs->nchannels; i++) {
+        jd_buf_puts(&b, "journeyd_actions_total{channel=\"");
+        label(&b, e->defs->channels[i].name);
+        jd_buf_printf(&b, "\"} %llu\n", (unsigned long long)e->channel_actions[i]);
+    }
+    static const char *const jn[] = {"entered", "converted", "exited"};
+    for (int k = 0; k < 3; k++) {
+        jd_buf_printf(&b, "# HELP journeyd_journey_%s_total People who %s a journey.\n"
+                          "# TYPE journeyd_journey_%s_total counter\n",
+                      jn[k], jn[k], jn[k]);
+        for (size_t i = 0; i < e->defs->njourneys; i++) {
+            const jd_journey_count *c = &e->counts[i];
+            uint64_t v = k == 0 ? c->entered : k == 1 ? c->converted : c->exited;
+            jd_buf_printf(&b, "journeyd_journey_%s_total{journey=\"", jn[k]);
+            label(&b, e->defs->journeys[i].name);
+            jd_buf_printf(&b, "\"} %llu\n", (unsigned long long)v);
+        }
+    }
+    jd_buf_puts(&b, "# HELP journeyd_stage_people People in a stage now.\n# TYPE journeyd_stage_people gauge\n");
+    for (size_t i = 0; i < e->defs->njourneys; i++) {
+        const jd_journey *j = &e->defs->journeys[i];
+        for (size_t s = 0; s < j->nstages; s++) {
+            jd_buf_puts(&b, "journeyd_stage_people{journey=\"");
+            label(&b, j->name);
+            jd_buf_puts(&b, "\",stage=\"");
+            label(&b, j->stages[s].name);
+            jd_buf_printf(&b, "\"} %llu\n", (unsigned long long)e->counts[i].stages[s].now);
+        }
+    }
+    jd_buf_cstr(&b);
+    return b.data;
+}
+
+/* ---------------------------------------------------------------- config */
+
+static const char *config_text(const jd_engine *e, const msgpack_object *o)
+{
+    jd_buf *t = (jd_buf *)&e->config_text; /* a cache of returned strings; grows only */
+    size_t at = t->len;
+    switch (o->type) {
+    case MSGPACK_OBJECT_STR: jd_buf_append(t, o->via.str.ptr, o->via.str.size); break;
+    case MSGPACK_OBJECT_POSITIVE_INTEGER: jd_buf_printf(t, "%llu", (unsigned long long)o->via.u64); break;
+    case MSGPACK_OBJECT_NEGATIVE_INTEGER: jd_buf_printf(t, "%lld", (long long)o->via.i64); break;
+    case MSGPACK_OBJECT_FLOAT64:
+    case MSGPACK_OBJECT_FLOAT32: jd_buf_printf(t, "%g", o->via.f64); break;
+    case MSGPACK_OBJECT_BOOLEAN: jd_buf_puts(t, o->via.boolean ? "true" : "false"); break;
+    default: return NULL;
+    }
+    jd_buf_putc(t, '\0');
+    /* the buffer may move when it grows: hand out stable copies instead */
+    char *copy = jd_strndup(t->data + at, t->len - at - 1);
+    t->len = at;
+    jd_map *cache = (jd_map *)&e->config_cache;
+    char *old = jd_map_get(cache, copy, strlen(copy));
+    if (old) {
+        free(copy);
+        return old;
+    }
+    jd_map_put(cache, copy, strlen(copy), copy);
+    return copy;
+}
+
+const char *jd_engine_config(const jd_engine *e, const char *key)
+{
+    const msgpack_object *o = jd_mp_get(&e->config_obj, key, strlen(key));
+    return o ? config_text(e, o) : NULL;
+}
+
+const char *jd_engine_config_item(const jd_engine *e, const char *key, size_t i)
+{
+    const msgpack_object *o = jd_mp_get(&e->config_obj, key, strlen(key));
+    if (!o)
+        return NULL;
+    if (o->type == MSGPACK_OBJECT_ARRAY)
+        return i < o->via.array.size ? config_text(e, &o->via.array.ptr[i]) : NULL;
+    return i == 0 ? config_text(e, o) : NULL;
+}
