@@ -6,10 +6,11 @@ DESTDIR ?=
 CC      ?= cc
 BUILD   ?= build
 PKGS    := lua5.4 msgpack yajl
+SERVE_PKGS := libevent libcrypto
 DEB_PKGS := build-essential pkg-config liblua5.4-dev lua5.4 libevent-dev libmsgpack-dev libyajl-dev \
             libcmocka-dev liblmdb-dev libcurl4-openssl-dev libssl-dev clang-format
 
-PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) $(SERVE_PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
 WARN := -Wall -Wextra -Wshadow -Wundef -Wwrite-strings -Wmissing-prototypes -Wstrict-prototypes \
@@ -18,8 +19,8 @@ OPT  ?= -O2 -g
 CFLAGS_ALL = -std=c11 $(OPT) $(WARN) $(EXTRA_CFLAGS) $(PKG_CFLAGS) -Iinclude -Iengine
 LDLIBS_ALL = $(PKG_LIBS) -lm $(EXTRA_LDFLAGS)
 
-LIB_SRC  := $(filter-out engine/main.c engine/replay.c,$(wildcard engine/*.c))
-CLI_SRC  := engine/main.c engine/replay.c
+CLI_SRC  := engine/main.c engine/replay.c engine/serve.c engine/http.c
+LIB_SRC  := $(filter-out $(CLI_SRC),$(wildcard engine/*.c))
 SCRIPTS  := $(sort $(wildcard scripts/*.lua scripts/*/*.lua))
 LIB_OBJ  := $(LIB_SRC:engine/%.c=$(BUILD)/obj/%.o) $(BUILD)/obj/scripts_embed.o
 CLI_OBJ  := $(CLI_SRC:engine/%.c=$(BUILD)/obj/%.o)
@@ -45,7 +46,7 @@ $(BUILD)/libjourneyd.a: $(LIB_OBJ)
 	rm -f $@ && ar rcs $@ $^
 
 $(BUILD)/journeyd: $(CLI_OBJ) $(BUILD)/libjourneyd.a
-	$(CC) $(CFLAGS_ALL) -o $@ $(CLI_OBJ) $(BUILD)/libjourneyd.a $(LDLIBS_ALL)
+	$(CC) $(CFLAGS_ALL) -o $@ $(CLI_OBJ) $(BUILD)/libjourneyd.a $(LDLIBS_ALL) $(shell pkg-config --libs $(SERVE_PKGS))
 
 $(BUILD)/obj $(BUILD)/tests $(BUILD)/fuzz:
 	mkdir -p $@

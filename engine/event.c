@@ -101,9 +101,45 @@ static int is_present(const msgpack_object *o)
         goto fail;                                                                                                     \
     } while (0)
 
-int jd_event_normalize(const msgpack_object *in, int64_t default_ts, const char *default_id,
-                       jd_buf *out, char *err, size_t errlen)
+int jd_event_normalize(const msgpack_object *in, int64_t default_ts, const char *default_id, jd_buf *out, char *err,
+                       size_t errlen)
 {
+    jd_norm_opts o = {.default_ts = default_ts, .default_id = default_id};
+    return jd_event_normalize_ex(in, &o, out, err, errlen);
+}
+
+/* Packs the item's context with the batch context's keys it lacks. */
+static void pack_context(msgpack_packer *pk, const msgpack_object *ctx, const msgpack_object *batch)
+{
+    if (!batch || batch->type != MSGPACK_OBJECT_MAP || batch->via.map.size == 0) {
+        msgpack_pack_object(pk, ctx && ctx->type == MSGPACK_OBJECT_MAP ? *ctx : empty_map);
+        return;
+    }
+    const msgpack_object *c = ctx && ctx->type == MSGPACK_OBJECT_MAP ? ctx : &empty_map;
+    uint32_t extra = 0;
+    for (uint32_t i = 0; i < batch->via.map.size; i++) {
+        const msgpack_object *k = &batch->via.map.ptr[i].key;
+        if (k->type == MSGPACK_OBJECT_STR && !jd_mp_get(c, k->via.str.ptr, k->via.str.size))
+            extra++;
+    }
+    msgpack_pack_map(pk, c->via.map.size + extra);
+    for (uint32_t i = 0; i < batch->via.map.size; i++) {
+        const msgpack_object *k = &batch->via.map.ptr[i].key;
+        if (k->type == MSGPACK_OBJECT_STR && !jd_mp_get(c, k->via.str.ptr, k->via.str.size)) {
+            msgpack_pack_object(pk, *k);
+            msgpack_pack_object(pk, batch->via.map.ptr[i].val);
+        }
+    }
+    for (uint32_t i = 0; i < c->via.map.size; i++) {
+        msgpack_pack_object(pk, c->via.map.ptr[i].key);
+        msgpack_pack_object(pk, c->via.map.ptr[i].val);
+    }
+}
+
+int jd_event_normalize_ex(const msgpack_object *in, const jd_norm_opts *opt, jd_buf *out, char *err, size_t errlen)
+{
+    int64_t default_ts = opt->default_ts;
+    const char *default_id = opt->default_id;
     size_t start = out->len;
     msgpack_packer pk;
     msgpack_packer_init(&pk, out, jd_buf_msgpack_write);
@@ -113,7 +149,9 @@ int jd_event_normalize(const msgpack_object *in, int64_t default_ts, const char 
     const msgpack_object *type = jd_mp_get(in, "type", 4);
     const msgpack_object *event = jd_mp_get(in, "event", 5);
     jd_event_type t;
-    if (!is_present(type)) {
+    if (opt->force_type) {
+        t = opt->type;
+    } else if (!is_present(type)) {
         if (!is_present(event))
             FAIL("missing \"type\"");
         t = JD_EV_TRACK;
@@ -145,6 +183,16 @@ int jd_event_normalize(const msgpack_object *in, int64_t default_ts, const char 
     if (is_present(tso)) {
         if (tso->type != MSGPACK_OBJECT_STR || jd_time_parse(tso->via.str.ptr, tso->via.str.size, &ts))
             FAIL("\"timestamp\" must be an ISO 8601 date-time with a zone");
+        /* Segment's clock-skew rule: the sender's clock is off by sentAt - receivedAt */
+        const msgpack_object *sent = jd_mp_get(in, "sentAt", 6);
+        if (!is_present(sent))
+            sent = opt->sent_at;
+        int64_t sent_ms;
+        if (opt->received_ms > 0 && is_present(sent) && sent->type == MSGPACK_OBJECT_STR &&
+            jd_time_parse(sent->via.str.ptr, sent->via.str.size, &sent_ms) == 0)
+            ts += opt->received_ms - sent_ms;
+    } else if (opt->received_ms > 0) {
+        ts = opt->received_ms;
     }
 
     const msgpack_object *props = jd_mp_get(in, "properties", 10);
@@ -209,7 +257,7 @@ int jd_event_normalize(const msgpack_object *in, int64_t default_ts, const char 
     pack_key(&pk, "traits");
     msgpack_pack_object(&pk, traits && traits->type == MSGPACK_OBJECT_MAP ? *traits : empty_map);
     pack_key(&pk, "context");
-    msgpack_pack_object(&pk, ctx && ctx->type == MSGPACK_OBJECT_MAP ? *ctx : empty_map);
+    pack_context(&pk, ctx, opt->batch_context);
     pack_key(&pk, "groupId");
     if (pack_id(&pk, gid) <= 0)
         msgpack_pack_nil(&pk);

@@ -53,6 +53,19 @@ int jd_event_type_parse(const char *s, size_t n, jd_event_type *t);
 int jd_event_normalize(const msgpack_object *in, int64_t default_ts, const char *default_id,
                        jd_buf *out, char *err, size_t errlen);
 
+/* How the HTTP API adjusts events while normalising them. */
+typedef struct jd_norm_opts {
+    int64_t default_ts;                  /* when the event has no timestamp */
+    const char *default_id;              /* when it has no messageId (may be NULL) */
+    int force_type;                      /* 1: the event's type is `type` (the endpoint's) */
+    jd_event_type type;
+    int64_t received_ms;                 /* > 0: correct timestamps by sentAt (Segment's skew rule) */
+    const msgpack_object *sent_at;       /* batch-level sentAt when the item has none (may be NULL) */
+    const msgpack_object *batch_context; /* merged under the item's context (may be NULL) */
+} jd_norm_opts;
+
+int jd_event_normalize_ex(const msgpack_object *in, const jd_norm_opts *o, jd_buf *out, char *err, size_t errlen);
+
 /* Reads a record into a view. Returns 0 or -1 (not a record). */
 int jd_event_view(const msgpack_object *root, jd_event *ev);
 

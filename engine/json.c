@@ -2,6 +2,7 @@
 #include "json.h"
 
 #include <errno.h>
+#include <float.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,7 +23,24 @@ struct jd_json_reader {
     frame stack[JD_JSON_MAX_DEPTH];
     int depth;
     const char *fail; /* our own reason to stop, when not yajl's */
+    size_t fail_at;   /* ... and the byte it concerns */
+    yajl_handle h;    /* the parse in progress, for positions */
+    size_t len;       /* its text's length */
+    int finishing;    /* inside yajl_complete_parse: the last token ends the text */
+    size_t end;       /* where the last complete value ends */
+    int done;         /* it was the top-level value */
 };
+
+/* The offset just past the token being reported to a callback. During the final flush
+ * that token is the tail of the text (yajl buffered it waiting for a delimiter). */
+static size_t here(const jd_json_reader *r) { return r->finishing ? r->len : yajl_get_bytes_consumed(r->h); }
+
+/* Called after each complete value. */
+static void value_done(jd_json_reader *r)
+{
+    r->end = here(r);
+    r->done = r->depth == 0;
+}
 
 static void count_value(jd_json_reader *r)
 {
@@ -35,6 +53,7 @@ static int on_null(void *ctx)
     jd_json_reader *r = ctx;
     count_value(r);
     msgpack_pack_nil(&r->pk);
+    value_done(r);
     return 1;
 }
 
@@ -46,6 +65,7 @@ static int on_bool(void *ctx, int b)
         msgpack_pack_true(&r->pk);
     else
         msgpack_pack_false(&r->pk);
+    value_done(r);
     return 1;
 }
 
@@ -81,6 +101,7 @@ static int on_number(void *ctx, const char *s, size_t n)
     double d = strtod(num, NULL);
     if (isinf(d)) {
         r->fail = "number out of range";
+        r->fail_at = here(r) - n;
         ok = 0;
         goto done;
     }
@@ -88,6 +109,8 @@ static int on_number(void *ctx, const char *s, size_t n)
 done:
     if (num != tmp)
         free(num);
+    if (ok)
+        value_done(r);
     return ok;
 }
 
@@ -97,6 +120,7 @@ static int on_string(void *ctx, const unsigned char *s, size_t n)
     count_value(r);
     msgpack_pack_str(&r->pk, n);
     msgpack_pack_str_body(&r->pk, s, n);
+    value_done(r);
     return 1;
 }
 
@@ -114,6 +138,7 @@ static int open_container(jd_json_reader *r, int is_map)
     count_value(r);
     if (r->depth == JD_JSON_MAX_DEPTH) {
         r->fail = "nesting too deep";
+        r->fail_at = here(r) - 1;
         return 0;
     }
     frame *f = &r->stack[r->depth++];
@@ -154,6 +179,7 @@ static int close_container(jd_json_reader *r)
         memmove(base + hl, base + 5, body);
     memcpy(base, hdr, hl);
     r->out->len -= 5 - hl;
+    value_done(r);
     return 1;
 }
 
@@ -169,36 +195,139 @@ jd_json_reader *jd_json_reader_new(void) { return jd_xcalloc(1, sizeof(jd_json_r
 
 void jd_json_reader_free(jd_json_reader *r) { free(r); }
 
+static int is_ws(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
+
+static int is_digit(char c) { return c >= '0' && c <= '9'; }
+
+static int is_atom_char(char c)
+{
+    return is_digit(c) || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '+' || c == '-' || c == '.';
+}
+
+/* Length of the number or literal that starts p[0..n): the longest JSON number, or 4/5
+ * bytes for true/null/false. At least 1. */
+static size_t atom_len(const char *p, size_t n)
+{
+    if (p[0] == 't' || p[0] == 'n')
+        return n < 4 ? n : 4;
+    if (p[0] == 'f')
+        return n < 5 ? n : 5;
+    size_t i = p[0] == '-';
+    if (i < n && p[i] == '0')
+        i++;
+    else
+        while (i < n && is_digit(p[i]))
+            i++;
+    if (i + 1 < n && p[i] == '.' && is_digit(p[i + 1]))
+        for (i++; i < n && is_digit(p[i]); i++)
+            ;
+    if (i + 1 < n && (p[i] == 'e' || p[i] == 'E')) {
+        size_t k = i + 1;
+        if (k < n && (p[k] == '+' || p[k] == '-'))
+            k++;
+        if (k < n && is_digit(p[k]))
+            for (i = k; i < n && is_digit(p[i]); i++)
+                ;
+    }
+    return i ? i : 1;
+}
+
+/* Where the token that ends just before `end` begins (the token yajl complained about). */
+static size_t token_start(const char *text, size_t end)
+{
+    if (end == 0)
+        return 0;
+    char c = text[end - 1];
+    if (strchr("{}[],:", c))
+        return end - 1;
+    size_t i = end - 1;
+    if (c == '"') {
+        /* back to the opening quote: the first one not escaped by an odd run of '\' */
+        while (i > 0) {
+            i--;
+            if (text[i] != '"')
+                continue;
+            size_t bs = 0;
+            while (bs < i && text[i - 1 - bs] == '\\')
+                bs++;
+            if (bs % 2 == 0)
+                return i;
+        }
+        return 0;
+    }
+    /* a number or literal: back to the start of the run of such tokens, then lex the
+     * run forward as yajl does ("01" is "0" then "1") */
+    while (i > 0 && is_atom_char(text[i - 1]))
+        i--;
+    for (;;) {
+        size_t k = i + atom_len(text + i, end - i);
+        if (k >= end)
+            return i;
+        i = k;
+    }
+}
+
 int jd_json_to_msgpack(jd_json_reader *r, const char *text, size_t len, jd_buf *out, char *err,
                        size_t errlen)
 {
     size_t start = out->len;
-    /* yajl takes form feed as whitespace; RFC 8259 does not, and a raw 0x0C is never
-     * valid inside a string either, so any 0x0C byte makes the text invalid. */
-    const char *ff = memchr(text, '\f', len);
-    if (ff) {
-        snprintf(err, errlen, "byte %zu: form feed is not JSON whitespace", (size_t)(ff - text));
+    /* yajl takes form feed and vertical tab as whitespace; RFC 8259 does not, and a raw
+     * control byte is never valid inside a string either, so either makes the text
+     * invalid. */
+    const char *ff = memchr(text, '\f', len), *vt = memchr(text, '\v', len);
+    if (ff || vt) {
+        const char *at = ff && (!vt || ff < vt) ? ff : vt;
+        snprintf(err, errlen, "byte %zu: %s is not JSON whitespace", (size_t)(at - text),
+                 at == ff ? "form feed" : "vertical tab");
         return -1;
     }
     r->out = out;
     r->depth = 0;
     r->fail = NULL;
+    r->len = len;
+    r->finishing = 0;
+    r->done = 0;
+    r->end = 0;
     msgpack_packer_init(&r->pk, out, jd_buf_msgpack_write);
     yajl_handle h = yajl_alloc(&reader_callbacks, NULL, r);
+    r->h = h;
     yajl_status st = yajl_parse(h, (const unsigned char *)text, len);
-    if (st == yajl_status_ok)
+    if (st == yajl_status_ok) {
+        r->finishing = 1;
         st = yajl_complete_parse(h);
+    }
+    /* yajl leaves an unterminated string after a complete value unreported */
+    size_t garbage = r->end;
+    while (r->done && garbage < len && is_ws(text[garbage]))
+        garbage++;
     int rc = 0;
-    if (st != yajl_status_ok) {
-        size_t at = yajl_get_bytes_consumed(h);
+    if (st != yajl_status_ok || (r->done && garbage < len)) {
+        /* Report the first byte where the text stops being JSON (its length when it
+         * ends early). yajl's own offset is past the offending token, or relative to
+         * the final flush, so it is only a starting point. */
         if (r->fail) {
-            snprintf(err, errlen, "byte %zu: %s", at, r->fail);
+            snprintf(err, errlen, "byte %zu: %s", r->fail_at, r->fail);
+        } else if (r->done) {
+            snprintf(err, errlen, "byte %zu: parse error: trailing garbage", garbage);
         } else {
             unsigned char *msg = yajl_get_error(h, 0, (const unsigned char *)text, len);
             /* yajl says "lexical error: invalid char in json text.\n"; keep one line */
             char *nl = strchr((char *)msg, '\n');
             if (nl)
                 *nl = '\0';
+            size_t at = yajl_get_bytes_consumed(h);
+            if (r->finishing) {
+                at = len; /* premature end, or a last token the end left unfinished */
+            } else if (strstr((char *)msg, "after key and value")) {
+                /* yajl rewinds this one by part of the token: use the end of the value */
+                for (at = r->end; at < len && is_ws(text[at]); at++)
+                    ;
+            } else if (strncmp((char *)msg, "parse error", 11) == 0) {
+                at = token_start(text, at);
+            } else if (at > 0 && (strstr((char *)msg, "invalid char in json text") ||
+                                strstr((char *)msg, "invalid bytes in UTF8 string"))) {
+                at--; /* the lexer consumed the offending byte */
+            }
             snprintf(err, errlen, "byte %zu: %s", at, (char *)msg);
             yajl_free_error(h, msg);
         }
@@ -208,6 +337,7 @@ int jd_json_to_msgpack(jd_json_reader *r, const char *text, size_t len, jd_buf *
         snprintf(err, errlen, "byte 0: empty input");
         rc = -1;
     }
+    r->h = NULL;
     yajl_free(h);
     return rc;
 }
@@ -239,7 +369,9 @@ size_t jd_json_format_double(double d, char *out, size_t outlen)
     if (!isfinite(d))
         return (size_t)snprintf(out, outlen, "null");
     int n = 0;
-    for (int prec = 15; prec <= 17; prec++) {
+    /* 15 digits suffice for any double that has a shorter form, except subnormals,
+     * which carry fewer digits */
+    for (int prec = d != 0 && fabs(d) < DBL_MIN ? 1 : 15; prec <= 17; prec++) {
         n = snprintf(out, outlen, "%.*g", prec, d);
         if (strtod(out, NULL) == d)
             break;

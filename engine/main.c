@@ -4,6 +4,7 @@
 
 #include "../include/journeyd.h"
 #include "cli.h"
+#include "serve.h"
 
 static void help(FILE *f)
 {
@@ -14,6 +15,8 @@ static void help(FILE *f)
             "  journeyd replay -c CONFIG.lua EVENTS.jsonl [--until ISO8601] [--report FILE]\n"
             "      deterministic dry run on a virtual clock: decided actions as JSON lines,\n"
             "      then a funnel per journey and stage (stderr or FILE). Nothing is delivered.\n"
+            "  journeyd serve -c CONFIG.lua [--listen HOST:PORT] [--data-dir DIR]\n"
+            "      the sidecar: Segment HTTP API, admin API, /metrics; logs JSON lines on stdout\n"
             "  journeyd check CONFIG.lua\n"
             "      validate scripts and list journeys and stages; errors as file:line: message\n"
             "  journeyd --help | --version\n",
@@ -37,6 +40,8 @@ int main(int argc, char **argv)
     }
     if (strcmp(cmd, "replay") == 0)
         return jd_cmd_replay(argc - 1, argv + 1);
+    if (strcmp(cmd, "serve") == 0)
+        return jd_cmd_serve(argc - 1, argv + 1);
     if (strcmp(cmd, "check") == 0)
         return jd_cmd_check(argc - 1, argv + 1);
     fprintf(stderr, "journeyd: unknown command '%s'\n\n", cmd);

@@ -59,6 +59,8 @@ int jd_engine_normalize(jd_engine *e, const char *json, size_t len, int64_t defa
 /* Fires every timer due at or before t (virtual clock) and moves the clock to t. */
 void jd_engine_advance(jd_engine *e, int64_t t_ms);
 int64_t jd_engine_now(const jd_engine *e);
+/* When the earliest pending timer is due (ms), or -1 when none is pending. */
+int64_t jd_engine_next_due(const jd_engine *e);
 
 /* Action accessors. */
 const char *jd_action_id(const jd_action *a);

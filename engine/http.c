@@ -1,0 +1,475 @@
+/* http: the HTTP surface of `journeyd serve` — the Segment Tracking API
+ * (/v1/track|identify|page|screen|group|alias|batch), the admin API (/v1/users/ID,
+ * /v1/journeys[/NAME]) and /metrics, /livez, /readyz. Auth, size limits and JSON error
+ * bodies live here. Uses serve, event, json, the engine API, libevent, OpenSSL
+ * (base64, constant-time compare). */
+#define _POSIX_C_SOURCE 200809L
+#include <event2/buffer.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "clock.h"
+#include "event.h"
+#include "serve.h"
+
+/* ---------------------------------------------------------------- replies */
+
+static void reply(struct evhttp_request *req, int code, const char *reason, const char *ctype, const char *body,
+                  size_t n)
+{
+    struct evbuffer *out = evbuffer_new();
+    evbuffer_add(out, body, n);
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", ctype);
+    evhttp_send_reply(req, code, reason, out);
+    evbuffer_free(out);
+}
+
+static void reply_json(struct evhttp_request *req, int code, const char *reason, const char *json)
+{
+    reply(req, code, reason, "application/json", json, strlen(json));
+}
+
+/* {"success":false,"code":code,"error":message} with the message escaped by yajl. */
+static void reply_error(jd_server *s, struct evhttp_request *req, int status, const char *reason, const char *code,
+                        const char *msg)
+{
+    jd_buf mp;
+    jd_buf_init(&mp);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &mp, jd_buf_msgpack_write);
+    msgpack_pack_map(&pk, 3);
+    msgpack_pack_str(&pk, 7);
+    msgpack_pack_str_body(&pk, "success", 7);
+    msgpack_pack_false(&pk);
+    msgpack_pack_str(&pk, 4);
+    msgpack_pack_str_body(&pk, "code", 4);
+    msgpack_pack_str(&pk, strlen(code));
+    msgpack_pack_str_body(&pk, code, strlen(code));
+    msgpack_pack_str(&pk, 5);
+    msgpack_pack_str_body(&pk, "error", 5);
+    msgpack_pack_str(&pk, strlen(msg));
+    msgpack_pack_str_body(&pk, msg, strlen(msg));
+    msgpack_zone z;
+    msgpack_zone_init(&z, 512);
+    msgpack_object o;
+    size_t off = 0;
+    jd_buf_reset(&s->tmp);
+    if (msgpack_unpack(mp.data, mp.len, &off, &z, &o) == MSGPACK_UNPACK_SUCCESS)
+        jd_json_write(s->jw, &o, &s->tmp);
+    msgpack_zone_destroy(&z);
+    jd_buf_free(&mp);
+    reply_json(req, status, reason, jd_buf_cstr(&s->tmp));
+}
+
+/* ---------------------------------------------------------------- auth */
+
+static int is_loopback(struct evhttp_request *req)
+{
+    char *addr = NULL;
+    ev_uint16_t port = 0;
+    evhttp_connection_get_peer(evhttp_request_get_connection(req), &addr, &port);
+    if (!addr)
+        return 0;
+    return strncmp(addr, "127.", 4) == 0 || strcmp(addr, "::1") == 0 || strncmp(addr, "::ffff:127.", 11) == 0;
+}
+
+static int key_in(char **keys, size_t n, const char *k, size_t kn)
+{
+    int found = 0;
+    for (size_t i = 0; i < n; i++) {
+        size_t l = strlen(keys[i]);
+        /* compare every key in constant time per key; no early exit on a match */
+        if (l == kn && CRYPTO_memcmp(keys[i], k, kn) == 0)
+            found = 1;
+    }
+    return found;
+}
+
+/* The credential in Authorization: "Basic base64(key:)" (Segment) or "Bearer key".
+ * Returns its length (0: none) and copies it into out. */
+static size_t credential(struct evhttp_request *req, char *out, size_t cap)
+{
+    const char *h = evhttp_find_header(evhttp_request_get_input_headers(req), "Authorization");
+    if (!h)
+        return 0;
+    if (strncasecmp(h, "Bearer ", 7) == 0) {
+        size_t n = strlen(h + 7);
+        if (n >= cap)
+            return 0;
+        memcpy(out, h + 7, n + 1);
+        return n;
+    }
+    if (strncasecmp(h, "Basic ", 6) == 0) {
+        const char *b64 = h + 6;
+        size_t n = strlen(b64);
+        if (n == 0 || n % 4 || n / 4 * 3 >= cap)
+            return 0;
+        int len = EVP_DecodeBlock((unsigned char *)out, (const unsigned char *)b64, (int)n);
+        if (len < 0)
+            return 0;
+        while (n && b64[n - 1] == '=') { /* EVP_DecodeBlock counts padding as zero bytes */
+            len--;
+            n--;
+        }
+        out[len] = '\0';
+        char *colon = memchr(out, ':', (size_t)len);
+        if (colon) {
+            *colon = '\0';
+            return (size_t)(colon - out);
+        }
+        return (size_t)len;
+    }
+    return 0;
+}
+
+/* Write access: a configured write key (header or body writeKey); with no keys
+ * configured, loopback clients only. */
+static int write_allowed(jd_server *s, struct evhttp_request *req, const char *body_key, size_t body_key_len)
+{
+    char cred[512];
+    size_t n = credential(req, cred, sizeof cred);
+    if (s->nwrite_keys == 0)
+        return is_loopback(req);
+    if (n && key_in(s->write_keys, s->nwrite_keys, cred, n))
+        return 1;
+    return body_key && key_in(s->write_keys, s->nwrite_keys, body_key, body_key_len);
+}
+
+/* Admin access: a configured admin key as Bearer; with none configured, loopback
+ * clients only. A write key never reads data. */
+static int admin_allowed(jd_server *s, struct evhttp_request *req)
+{
+    if (s->nadmin_keys == 0)
+        return is_loopback(req);
+    char cred[512];
+    size_t n = credential(req, cred, sizeof cred);
+    return n && key_in(s->admin_keys, s->nadmin_keys, cred, n);
+}
+
+/* ---------------------------------------------------------------- ingest */
+
+static void new_message_id(char out[40])
+{
+    unsigned char r[16];
+    if (RAND_bytes(r, sizeof r) != 1)
+        memset(r, 0, sizeof r);
+    static const char hx[] = "0123456789abcdef";
+    memcpy(out, "jd-", 3);
+    for (int i = 0; i < 16; i++) {
+        out[3 + 2 * i] = hx[r[i] >> 4];
+        out[4 + 2 * i] = hx[r[i] & 15];
+    }
+    out[35] = '\0';
+}
+
+static void observe_latency(jd_server *s, int64_t start_ns)
+{
+    static const double bounds[JD_LATENCY_BUCKETS] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005,
+                                                      0.01,   0.025,   0.05,   0.1,   0.5,    1.0};
+    double sec = (double)(jd_monotonic_ns() - start_ns) / 1e9;
+    s->latency_count++;
+    s->latency_sum += sec;
+    for (int i = 0; i < JD_LATENCY_BUCKETS; i++)
+        if (sec <= bounds[i]) {
+            s->latency_bucket[i]++;
+            break;
+        }
+}
+
+/* Normalises and processes one item; on failure writes the reason into err. */
+static int ingest_one(jd_server *s, const msgpack_object *item, const jd_norm_opts *base, char *err, size_t errlen)
+{
+    char id[40];
+    jd_norm_opts o = *base;
+    new_message_id(id);
+    o.default_id = id;
+    jd_buf_reset(&s->recs);
+    if (jd_event_normalize_ex(item, &o, &s->recs, err, errlen))
+        return -1;
+    jd_error e;
+    if (jd_engine_process(s->engine, s->recs.data, s->recs.len, &e)) {
+        snprintf(err, errlen, "%s", e.text);
+        return -1;
+    }
+    return 0;
+}
+
+static const msgpack_object *body_write_key(const msgpack_object *root, size_t *n)
+{
+    const msgpack_object *k = jd_mp_get(root, "writeKey", 8);
+    if (k && k->type == MSGPACK_OBJECT_STR) {
+        *n = k->via.str.size;
+        return k;
+    }
+    return NULL;
+}
+
+/* POST /v1/<type> and /v1/batch. */
+static void handle_ingest(jd_server *s, struct evhttp_request *req, const char *kind)
+{
+    int64_t t0 = jd_monotonic_ns();
+    int is_batch = strcmp(kind, "batch") == 0;
+    struct evbuffer *in = evhttp_request_get_input_buffer(req);
+    size_t len = evbuffer_get_length(in);
+    size_t limit = is_batch ? JD_MAX_BATCH_BYTES : JD_MAX_EVENT_BYTES;
+    if (len > limit) {
+        s->rejected[JD_REJ_TOO_LARGE]++;
+        char msg[128];
+        snprintf(msg, sizeof msg, "body of %zu bytes is over the limit of %zu bytes", len, limit);
+        reply_error(s, req, 413, "Payload Too Large", "too_large", msg);
+        return;
+    }
+    jd_buf_reset(&s->body);
+    jd_buf_reserve(&s->body, len);
+    evbuffer_remove(in, s->body.data, len);
+    s->body.len = len;
+    jd_buf_reset(&s->tmp);
+    char err[512];
+    if (jd_json_to_msgpack(s->jr, s->body.data, len, &s->tmp, err, sizeof err)) {
+        /* auth first: an unauthenticated client learns nothing about parsing */
+        if (!write_allowed(s, req, NULL, 0)) {
+            s->rejected[JD_REJ_UNAUTHORIZED]++;
+            reply_error(s, req, 401, "Unauthorized", "unauthorized", "missing or wrong write key");
+            return;
+        }
+        s->rejected[JD_REJ_MALFORMED]++;
+        char msg[600];
+        snprintf(msg, sizeof msg, "malformed JSON at %s", err);
+        reply_error(s, req, 400, "Bad Request", "malformed_json", msg);
+        return;
+    }
+    msgpack_zone z;
+    msgpack_zone_init(&z, 8192);
+    msgpack_object root;
+    size_t off = 0;
+    msgpack_unpack(s->tmp.data, s->tmp.len, &off, &z, &root);
+    size_t bkn = 0;
+    const msgpack_object *bk = root.type == MSGPACK_OBJECT_MAP ? body_write_key(&root, &bkn) : NULL;
+    if (!write_allowed(s, req, bk ? bk->via.str.ptr : NULL, bkn)) {
+        s->rejected[JD_REJ_UNAUTHORIZED]++;
+        reply_error(s, req, 401, "Unauthorized", "unauthorized", "missing or wrong write key");
+        goto done;
+    }
+    jd_norm_opts o = {.received_ms = jd_engine_now(s->engine), .default_ts = jd_engine_now(s->engine)};
+    if (!is_batch) {
+        o.force_type = 1;
+        jd_event_type_parse(kind, strlen(kind), &o.type);
+        s->received++;
+        if (ingest_one(s, &root, &o, err, sizeof err)) {
+            s->rejected[JD_REJ_INVALID]++;
+            reply_error(s, req, 400, "Bad Request", "invalid_event", err);
+            goto done;
+        }
+        observe_latency(s, t0);
+        reply_json(req, 200, "OK", "{\"success\":true}");
+        jd_serve_arm_timer(s);
+        goto done;
+    }
+    const msgpack_object *batch = jd_mp_get(&root, "batch", 5);
+    if (root.type != MSGPACK_OBJECT_MAP || !batch || batch->type != MSGPACK_OBJECT_ARRAY) {
+        s->rejected[JD_REJ_INVALID]++;
+        reply_error(s, req, 400, "Bad Request", "invalid_batch", "a batch is an object with a \"batch\" array");
+        goto done;
+    }
+    o.batch_context = jd_mp_get(&root, "context", 7);
+    o.sent_at = jd_mp_get(&root, "sentAt", 6);
+    /* Valid items are processed; invalid ones are reported by index and counted. A
+     * batch with no valid item is a 400: re-sending it cannot succeed. */
+    jd_buf rej;
+    jd_buf_init(&rej);
+    size_t accepted = 0, nrej = 0;
+    for (uint32_t i = 0; i < batch->via.array.size; i++) {
+        const msgpack_object *item = &batch->via.array.ptr[i];
+        s->received++;
+        jd_buf_reset(&s->recs);
+        msgpack_packer pk;
+        msgpack_packer_init(&pk, &s->recs, jd_buf_msgpack_write);
+        msgpack_pack_object(&pk, *item);
+        if (s->recs.len > JD_MAX_EVENT_BYTES) {
+            snprintf(err, sizeof err, "event of about %zu bytes is over the limit of %d bytes", s->recs.len,
+                     JD_MAX_EVENT_BYTES);
+            s->rejected[JD_REJ_TOO_LARGE]++;
+        } else if (ingest_one(s, item, &o, err, sizeof err) == 0) {
+            accepted++;
+            observe_latency(s, t0);
+            continue;
+        } else {
+            s->rejected[JD_REJ_INVALID]++;
+        }
+        /* {"index":i,"error":err} */
+        jd_buf mp;
+        jd_buf_init(&mp);
+        msgpack_packer_init(&pk, &mp, jd_buf_msgpack_write);
+        msgpack_pack_map(&pk, 2);
+        msgpack_pack_str(&pk, 5);
+        msgpack_pack_str_body(&pk, "index", 5);
+        msgpack_pack_uint32(&pk, i);
+        msgpack_pack_str(&pk, 5);
+        msgpack_pack_str_body(&pk, "error", 5);
+        msgpack_pack_str(&pk, strlen(err));
+        msgpack_pack_str_body(&pk, err, strlen(err));
+        msgpack_zone z2;
+        msgpack_zone_init(&z2, 512);
+        msgpack_object ro;
+        size_t roff = 0;
+        msgpack_unpack(mp.data, mp.len, &roff, &z2, &ro);
+        if (nrej++)
+            jd_buf_putc(&rej, ',');
+        jd_json_write(s->jw, &ro, &rej);
+        msgpack_zone_destroy(&z2);
+        jd_buf_free(&mp);
+    }
+    jd_buf_reset(&s->tmp);
+    if (accepted == 0 && nrej > 0)
+        jd_buf_printf(&s->tmp, "{\"success\":false,\"code\":\"invalid_batch\",\"error\":\"no valid event in the "
+                               "batch\",\"accepted\":0,\"rejected\":[%.*s]}",
+                      (int)rej.len, rej.data);
+    else
+        jd_buf_printf(&s->tmp, "{\"success\":true,\"accepted\":%zu,\"rejected\":[%.*s]}", accepted, (int)rej.len,
+                      rej.data ? rej.data : "");
+    reply_json(req, accepted == 0 && nrej > 0 ? 400 : 200, accepted == 0 && nrej > 0 ? "Bad Request" : "OK",
+               jd_buf_cstr(&s->tmp));
+    jd_buf_free(&rej);
+    jd_serve_arm_timer(s);
+done:
+    msgpack_zone_destroy(&z);
+}
+
+/* ---------------------------------------------------------------- admin */
+
+static void handle_user(jd_server *s, struct evhttp_request *req, const char *enc_id)
+{
+    size_t n = 0;
+    char *id = evhttp_uridecode(enc_id, 0, &n);
+    char *json = id ? jd_engine_user_json(s->engine, id, n) : NULL;
+    if (!json)
+        reply_error(s, req, 404, "Not Found", "not_found", "no such user");
+    else
+        reply_json(req, 200, "OK", json);
+    free(json);
+    free(id);
+}
+
+static void handle_journey(jd_server *s, struct evhttp_request *req, const char *enc_name)
+{
+    size_t n = 0;
+    char *name = evhttp_uridecode(enc_name, 0, &n);
+    char *json = name ? jd_engine_journey_json(s->engine, name, n) : NULL;
+    if (!json)
+        reply_error(s, req, 404, "Not Found", "not_found", "no such journey");
+    else
+        reply_json(req, 200, "OK", json);
+    free(json);
+    free(name);
+}
+
+static void handle_metrics(jd_server *s, struct evhttp_request *req)
+{
+    static const char *const bounds[JD_LATENCY_BUCKETS] = {"0.0001", "0.00025", "0.0005", "0.001",
+                                                           "0.0025", "0.005",   "0.01",   "0.025",
+                                                           "0.05",   "0.1",     "0.5",    "1"};
+    static const char *const reasons[JD_REJ_NREASONS] = {"malformed_json", "invalid_event", "too_large",
+                                                         "unauthorized"};
+    char *engine = jd_engine_metrics(s->engine);
+    jd_buf b;
+    jd_buf_init(&b);
+    jd_buf_puts(&b, engine);
+    free(engine);
+    jd_buf_printf(&b, "# HELP journeyd_events_received_total Events received over HTTP.\n"
+                      "# TYPE journeyd_events_received_total counter\njourneyd_events_received_total %llu\n",
+                  (unsigned long long)s->received);
+    jd_buf_puts(&b, "# HELP journeyd_events_rejected_total Events or requests rejected, by reason.\n"
+                    "# TYPE journeyd_events_rejected_total counter\n");
+    for (int i = 0; i < JD_REJ_NREASONS; i++)
+        jd_buf_printf(&b, "journeyd_events_rejected_total{reason=\"%s\"} %llu\n", reasons[i],
+                      (unsigned long long)s->rejected[i]);
+    jd_buf_puts(&b, "# HELP journeyd_processing_seconds Time from receiving a request to an event being "
+                    "processed.\n# TYPE journeyd_processing_seconds histogram\n");
+    uint64_t cum = 0;
+    for (int i = 0; i < JD_LATENCY_BUCKETS; i++) {
+        cum += s->latency_bucket[i];
+        jd_buf_printf(&b, "journeyd_processing_seconds_bucket{le=\"%s\"} %llu\n", bounds[i], (unsigned long long)cum);
+    }
+    jd_buf_printf(&b,
+                  "journeyd_processing_seconds_bucket{le=\"+Inf\"} %llu\njourneyd_processing_seconds_sum %.9f\n"
+                  "journeyd_processing_seconds_count %llu\n",
+                  (unsigned long long)s->latency_count, s->latency_sum, (unsigned long long)s->latency_count);
+    reply(req, 200, "OK", "text/plain; version=0.0.4", b.data, b.len);
+    jd_buf_free(&b);
+}
+
+/* ---------------------------------------------------------------- routing */
+
+static int is_event_kind(const char *k)
+{
+    static const char *const kinds[] = {"track", "identify", "page", "screen", "group", "alias", "batch", NULL};
+    for (int i = 0; kinds[i]; i++)
+        if (strcmp(k, kinds[i]) == 0)
+            return 1;
+    return 0;
+}
+
+static void on_request(struct evhttp_request *req, void *arg)
+{
+    jd_server *s = arg;
+    s->requests++;
+    const char *path = evhttp_uri_get_path(evhttp_request_get_evhttp_uri(req));
+    enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
+    if (!path)
+        path = "/";
+    if (strcmp(path, "/livez") == 0) {
+        reply_json(req, 200, "OK", "{\"status\":\"ok\"}");
+        return;
+    }
+    if (strcmp(path, "/readyz") == 0) {
+        if (s->ready)
+            reply_json(req, 200, "OK", "{\"status\":\"ready\"}");
+        else
+            reply_json(req, 503, "Service Unavailable", "{\"status\":\"not ready\"}");
+        return;
+    }
+    if (strcmp(path, "/metrics") == 0) {
+        handle_metrics(s, req);
+        return;
+    }
+    if (strncmp(path, "/v1/", 4) == 0 && is_event_kind(path + 4)) {
+        if (cmd != EVHTTP_REQ_POST) {
+            reply_error(s, req, 405, "Method Not Allowed", "method_not_allowed", "use POST");
+            return;
+        }
+        handle_ingest(s, req, path + 4);
+        return;
+    }
+    int admin = strncmp(path, "/v1/users/", 10) == 0 || strcmp(path, "/v1/journeys") == 0 ||
+                strncmp(path, "/v1/journeys/", 13) == 0;
+    if (admin) {
+        if (!admin_allowed(s, req)) {
+            reply_error(s, req, 401, "Unauthorized", "unauthorized", "an admin key is required");
+            return;
+        }
+        if (cmd != EVHTTP_REQ_GET) {
+            reply_error(s, req, 405, "Method Not Allowed", "method_not_allowed", "use GET");
+            return;
+        }
+        if (strncmp(path, "/v1/users/", 10) == 0 && path[10])
+            handle_user(s, req, path + 10);
+        else if (strcmp(path, "/v1/journeys") == 0) {
+            char *json = jd_engine_journeys_json(s->engine);
+            reply_json(req, 200, "OK", json);
+            free(json);
+        } else if (path[13])
+            handle_journey(s, req, path + 13);
+        else
+            reply_error(s, req, 404, "Not Found", "not_found", "no such resource");
+        return;
+    }
+    reply_error(s, req, 404, "Not Found", "not_found", "no such resource");
+}
+
+void jd_http_routes(jd_server *s) { evhttp_set_gencb(s->http, on_request, s); }

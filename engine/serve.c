@@ -1,0 +1,292 @@
+/* serve: `journeyd serve -c journeyd.lua` — the sidecar daemon. Resolves config
+ * (j.config, then the environment, then flags), runs the libevent loop with the HTTP
+ * surface, arms one libevent timer for the engine's earliest timer, logs JSON lines on
+ * stdout, and handles SIGTERM/SIGINT (drain and exit) and SIGHUP.
+ * Uses serve, http, the engine API, libevent. */
+#define _POSIX_C_SOURCE 200809L
+#include <event2/event.h>
+#include <event2/http.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "clock.h"
+#include "serve.h"
+
+/* ---------------------------------------------------------------- logging */
+
+static void json_string(jd_server *s, jd_buf *out, const char *str)
+{
+    msgpack_object o = {.type = MSGPACK_OBJECT_STR, .via.str = {(uint32_t)strlen(str), str}};
+    jd_json_write(s->jw, &o, out);
+}
+
+void jd_serve_log(jd_server *s, const char *level, const char *msg, const char *extra_json)
+{
+    char t[40];
+    jd_time_format(jd_engine_now(s->engine), t);
+    jd_buf b;
+    jd_buf_init(&b);
+    jd_buf_printf(&b, "{\"time\":\"%s\",\"level\":\"%s\",\"msg\":", t, level);
+    json_string(s, &b, msg);
+    if (extra_json && extra_json[0]) {
+        jd_buf_putc(&b, ',');
+        jd_buf_puts(&b, extra_json);
+    }
+    jd_buf_puts(&b, "}\n");
+    fwrite(b.data, 1, b.len, stdout);
+    fflush(stdout);
+    jd_buf_free(&b);
+}
+
+static void on_engine_log(const char *level, const char *line, void *ud)
+{
+    jd_serve_log(ud, level, line, NULL);
+}
+
+/* Until delivery exists, a decided action is logged as a JSON line. */
+static void on_action(const jd_action *a, void *ud)
+{
+    jd_server *s = ud;
+    size_t n;
+    const char *j = jd_action_json(a, &n);
+    jd_buf b;
+    jd_buf_init(&b);
+    jd_buf_puts(&b, "\"action\":");
+    jd_buf_append(&b, j, n);
+    jd_serve_log(s, "info", "action decided", jd_buf_cstr(&b));
+    jd_buf_free(&b);
+}
+
+/* ---------------------------------------------------------------- timers */
+
+static void on_timer(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    jd_server *s = arg;
+    jd_engine_advance(s->engine, jd_engine_now(s->engine));
+    jd_serve_arm_timer(s);
+}
+
+void jd_serve_arm_timer(jd_server *s)
+{
+    int64_t due = jd_engine_next_due(s->engine);
+    if (due < 0) {
+        evtimer_del(s->timer);
+        return;
+    }
+    int64_t wait = due - jd_engine_now(s->engine);
+    if (wait < 0)
+        wait = 0;
+    struct timeval tv = {.tv_sec = (time_t)(wait / 1000), .tv_usec = (suseconds_t)(wait % 1000) * 1000};
+    evtimer_add(s->timer, &tv);
+}
+
+/* ---------------------------------------------------------------- signals */
+
+static void on_stop(evutil_socket_t sig, short what, void *arg)
+{
+    (void)what;
+    jd_server *s = arg;
+    char extra[64];
+    snprintf(extra, sizeof extra, "\"signal\":%d", (int)sig);
+    jd_serve_log(s, "info", "stopping", extra);
+    s->ready = 0;
+    /* finish the requests in flight, then leave the loop */
+    event_base_loopexit(s->base, NULL);
+}
+
+static void on_hup(evutil_socket_t sig, short what, void *arg)
+{
+    (void)sig;
+    (void)what;
+    jd_serve_log(arg, "warn", "SIGHUP: script reload is not available yet; restart to load new scripts", NULL);
+}
+
+/* ---------------------------------------------------------------- config */
+
+/* Splits a comma-separated list (environment variables) or reads a j.config list. */
+static void load_keys(jd_server *s, const char *env, const char *cfg, char ***out, size_t *n)
+{
+    const char *v = getenv(env);
+    *out = NULL;
+    *n = 0;
+    if (v && *v) {
+        char *copy = jd_strndup(v, strlen(v)), *save = NULL;
+        for (char *tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+            while (*tok == ' ')
+                tok++;
+            if (!*tok)
+                continue;
+            *out = jd_xrealloc(*out, (*n + 1) * sizeof **out);
+            (*out)[(*n)++] = jd_strndup(tok, strlen(tok));
+        }
+        free(copy);
+        return;
+    }
+    const char *k;
+    for (size_t i = 0; (k = jd_engine_config_item(s->engine, cfg, i)); i++) {
+        *out = jd_xrealloc(*out, (*n + 1) * sizeof **out);
+        (*out)[(*n)++] = jd_strndup(k, strlen(k));
+    }
+}
+
+static void free_keys(char **k, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(k[i]);
+    free(k);
+}
+
+/* "host:port", "[v6]:port" or ":port" (loopback). */
+static int parse_listen(const char *v, char *host, size_t hn, int *port)
+{
+    const char *colon = strrchr(v, ':');
+    if (!colon)
+        return -1;
+    char *end;
+    long p = strtol(colon + 1, &end, 10);
+    if (*end || p < 0 || p > 65535)
+        return -1;
+    size_t l = (size_t)(colon - v);
+    if (l >= 2 && v[0] == '[' && v[l - 1] == ']') {
+        v++;
+        l -= 2;
+    }
+    if (l == 0) {
+        snprintf(host, hn, "127.0.0.1");
+    } else {
+        if (l >= hn)
+            return -1;
+        memcpy(host, v, l);
+        host[l] = '\0';
+    }
+    *port = (int)p;
+    return 0;
+}
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: journeyd serve -c CONFIG.lua [--listen HOST:PORT] [--data-dir DIR]\n");
+}
+
+int jd_cmd_serve(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"config", required_argument, 0, 'c'},
+        {"listen", required_argument, 0, 'l'},
+        {"data-dir", required_argument, 0, 'd'},
+        {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0},
+    };
+    const char *config = NULL, *listen_flag = NULL, *data_flag = NULL;
+    int c;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "c:l:d:h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'c': config = optarg; break;
+        case 'l': listen_flag = optarg; break;
+        case 'd': data_flag = optarg; break;
+        case 'h': usage(stdout); return 0;
+        default: usage(stderr); return 2;
+        }
+    }
+    if (!config || optind != argc) {
+        usage(stderr);
+        return 2;
+    }
+    jd_server srv;
+    memset(&srv, 0, sizeof srv);
+    jd_server *s = &srv;
+    jd_options o = {.decisions_per_user = 20, .dedupe_ttl_ms = 24LL * 3600 * 1000};
+    jd_error err;
+    s->engine = jd_engine_new(config, &o, &err);
+    if (!s->engine) {
+        fprintf(stderr, "%s\n", err.text);
+        return 2;
+    }
+    int rc = 1;
+    s->jr = jd_json_reader_new();
+    s->jw = jd_json_writer_new();
+    jd_buf_init(&s->body);
+    jd_buf_init(&s->tmp);
+    jd_buf_init(&s->recs);
+    jd_engine_on_log(s->engine, on_engine_log, s);
+    jd_engine_on_action(s->engine, on_action, s);
+
+    /* flags win over the environment, which wins over j.config */
+    const char *listen = listen_flag ? listen_flag : getenv("JOURNEYD_LISTEN");
+    if (!listen || !*listen)
+        listen = jd_engine_config(s->engine, "listen");
+    if (!listen)
+        listen = "127.0.0.1:8080";
+    const char *data_dir = data_flag ? data_flag : getenv("JOURNEYD_DATA_DIR");
+    if (!data_dir || !*data_dir)
+        data_dir = jd_engine_config(s->engine, "data_dir");
+    if (!data_dir)
+        data_dir = "./data";
+    if (parse_listen(listen, s->listen_host, sizeof s->listen_host, &s->listen_port)) {
+        fprintf(stderr, "journeyd: listen: expected HOST:PORT, got '%s'\n", listen);
+        goto done;
+    }
+    load_keys(s, "JOURNEYD_WRITE_KEYS", "write_keys", &s->write_keys, &s->nwrite_keys);
+    load_keys(s, "JOURNEYD_ADMIN_KEYS", "admin_keys", &s->admin_keys, &s->nadmin_keys);
+
+    signal(SIGPIPE, SIG_IGN);
+    s->base = event_base_new();
+    s->http = evhttp_new(s->base);
+    /* beyond this evhttp answers 413 itself; below it, the handlers apply the API's limits
+     * with JSON errors */
+    evhttp_set_max_body_size(s->http, 4 * 1024 * 1024);
+    evhttp_set_max_headers_size(s->http, 64 * 1024);
+    evhttp_set_timeout(s->http, 30);
+    evhttp_set_allowed_methods(s->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD);
+    jd_http_routes(s);
+    if (!evhttp_bind_socket_with_handle(s->http, s->listen_host, (ev_uint16_t)s->listen_port)) {
+        fprintf(stderr, "journeyd: cannot listen on %s:%d\n", s->listen_host, s->listen_port);
+        goto done;
+    }
+    s->timer = evtimer_new(s->base, on_timer, s);
+    s->sigterm = evsignal_new(s->base, SIGTERM, on_stop, s);
+    s->sigint = evsignal_new(s->base, SIGINT, on_stop, s);
+    s->sighup = evsignal_new(s->base, SIGHUP, on_hup, s);
+    evsignal_add(s->sigterm, NULL);
+    evsignal_add(s->sigint, NULL);
+    evsignal_add(s->sighup, NULL);
+    s->ready = 1;
+    char extra[1024];
+    snprintf(extra, sizeof extra,
+             "\"listen\":\"%s:%d\",\"config\":\"%s\",\"data_dir\":\"%s\",\"write_keys\":%zu,\"admin_keys\":%zu,"
+             "\"version\":\"%s\"",
+             s->listen_host, s->listen_port, config, data_dir, s->nwrite_keys, s->nadmin_keys, JOURNEYD_VERSION);
+    jd_serve_log(s, "info", "listening", extra);
+    jd_serve_arm_timer(s);
+    event_base_dispatch(s->base);
+    jd_serve_log(s, "info", "stopped", NULL);
+    rc = 0;
+done:
+    if (s->timer)
+        event_free(s->timer);
+    if (s->sigterm)
+        event_free(s->sigterm);
+    if (s->sigint)
+        event_free(s->sigint);
+    if (s->sighup)
+        event_free(s->sighup);
+    if (s->http)
+        evhttp_free(s->http);
+    if (s->base)
+        event_base_free(s->base);
+    free_keys(s->write_keys, s->nwrite_keys);
+    free_keys(s->admin_keys, s->nadmin_keys);
+    jd_json_reader_free(s->jr);
+    jd_json_writer_free(s->jw);
+    jd_buf_free(&s->body);
+    jd_buf_free(&s->tmp);
+    jd_buf_free(&s->recs);
+    jd_engine_free(s->engine);
+    return rc;
+}

@@ -1,0 +1,56 @@
+/* serve: the sidecar daemon (`journeyd serve`) — shared state of the HTTP surface
+ * (http.c) and the daemon around it (serve.c). Uses the public engine API, json, event,
+ * libevent. */
+#ifndef JD_SERVE_H
+#define JD_SERVE_H
+
+#include <event2/event.h>
+#include <event2/http.h>
+#include <stdint.h>
+
+#include "../include/journeyd.h"
+#include "buf.h"
+#include "json.h"
+
+#define JD_MAX_EVENT_BYTES (32 * 1024)
+#define JD_MAX_BATCH_BYTES (500 * 1024)
+#define JD_LATENCY_BUCKETS 12
+
+enum { JD_REJ_MALFORMED, JD_REJ_INVALID, JD_REJ_TOO_LARGE, JD_REJ_UNAUTHORIZED, JD_REJ_NREASONS };
+
+typedef struct jd_server {
+    jd_engine *engine;
+    struct event_base *base;
+    struct evhttp *http;
+    struct event *timer;   /* armed for the engine's earliest timer */
+    struct event *sigterm, *sigint, *sighup;
+    char listen_host[256];
+    int listen_port;
+    char **write_keys;
+    size_t nwrite_keys;
+    char **admin_keys;
+    size_t nadmin_keys;
+    jd_json_reader *jr;
+    jd_json_writer *jw;
+    jd_buf body, tmp, recs; /* per request scratch */
+    int ready;
+    /* metrics kept by the HTTP layer */
+    uint64_t received;
+    uint64_t rejected[JD_REJ_NREASONS];
+    uint64_t requests;
+    uint64_t latency_count;
+    double latency_sum;
+    uint64_t latency_bucket[JD_LATENCY_BUCKETS]; /* cumulative at exposition */
+} jd_server;
+
+/* http.c */
+void jd_http_routes(jd_server *s);
+/* One JSON object per line on stdout: {"time", "level", "msg", ...extra}. extra_json is
+ * a JSON object's members without braces (may be NULL). */
+void jd_serve_log(jd_server *s, const char *level, const char *msg, const char *extra_json);
+/* Arms the timer event for the engine's earliest pending timer. */
+void jd_serve_arm_timer(jd_server *s);
+
+int jd_cmd_serve(int argc, char **argv);
+
+#endif
