@@ -7,10 +7,11 @@ CC      ?= cc
 BUILD   ?= build
 PKGS    := lua5.4 msgpack yajl
 SERVE_PKGS := libevent libcrypto
+TEST_PKGS := cmocka libcurl
 DEB_PKGS := build-essential pkg-config liblua5.4-dev lua5.4 libevent-dev libmsgpack-dev libyajl-dev \
             libcmocka-dev liblmdb-dev libcurl4-openssl-dev libssl-dev clang-format
 
-PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) $(SERVE_PKGS) 2>/dev/null)
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) $(SERVE_PKGS) $(TEST_PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
 WARN := -Wall -Wextra -Wshadow -Wundef -Wwrite-strings -Wmissing-prototypes -Wstrict-prototypes \
@@ -26,6 +27,8 @@ LIB_OBJ  := $(LIB_SRC:engine/%.c=$(BUILD)/obj/%.o) $(BUILD)/obj/scripts_embed.o
 CLI_OBJ  := $(CLI_SRC:engine/%.c=$(BUILD)/obj/%.o)
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
+INTEG_SRC := $(wildcard tests/integration/test_*.c)
+INTEG_BIN := $(INTEG_SRC:tests/integration/%.c=$(BUILD)/tests/%)
 FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_BIN := $(FUZZ_SRC:tests/fuzz/%.c=$(BUILD)/fuzz/%)
 
@@ -54,6 +57,10 @@ $(BUILD)/obj $(BUILD)/tests $(BUILD)/fuzz:
 $(BUILD)/tests/%: tests/unit/%.c tests/unit/testutil.h $(BUILD)/libjourneyd.a | $(BUILD)/tests
 	$(CC) $(CFLAGS_ALL) -Wno-missing-prototypes -o $@ $< $(BUILD)/libjourneyd.a $(LDLIBS_ALL) $(shell pkg-config --libs cmocka)
 
+# black-box tests of the daemon: they run build/journeyd; libcurl is the HTTP client
+$(BUILD)/tests/test_%: tests/integration/test_%.c $(BUILD)/journeyd | $(BUILD)/tests
+	$(CC) $(CFLAGS_ALL) -Wno-missing-prototypes -o $@ $< $(shell pkg-config --libs cmocka libcurl)
+
 $(BUILD)/fuzz/%: tests/fuzz/%.c tests/fuzz/driver.c $(BUILD)/libjourneyd.a | $(BUILD)/fuzz
 	$(CC) $(CFLAGS_ALL) -Wno-missing-prototypes -o $@ $< tests/fuzz/driver.c $(BUILD)/libjourneyd.a $(LDLIBS_ALL)
 
@@ -74,7 +81,7 @@ run: deps all
 	$(BUILD)/journeyd replay -c examples/trial-onboarding/journeyd.lua examples/trial-onboarding/events.jsonl \
 	  $$(cat examples/trial-onboarding/replay.args 2>/dev/null)
 
-test: deps all $(UNIT_BIN) $(FUZZ_BIN)
+test: deps all $(UNIT_BIN) $(INTEG_BIN) $(FUZZ_BIN)
 	@sh tests/run.sh $(BUILD)
 
 asan:

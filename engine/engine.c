@@ -812,11 +812,18 @@ static void timer_event(jd_engine *e)
         e->stats[JD_STAT_TIMERS_DROPPED]++;
         return;
     }
+    const jd_trigger *t = j->stages[inst->stage].after[aft->via.u64];
+    /* j.after(...):when(fn): a timer whose condition is false does nothing; the person
+     * stays in the stage */
+    if (t->when_ref != LUA_NOREF && !when_ok(e, t, j, inst)) {
+        e->stats[JD_STAT_TIMERS_DROPPED]++;
+        return;
+    }
     e->stats[JD_STAT_TIMERS_FIRED]++;
     inst->touched = e->event_seq;
     jd_engine_decide(e, JD_DEC_TIMER, j, inst->stage, "after %s",
                      j->stages[inst->stage].after[aft->via.u64]->delay_text);
-    fire(e, j, inst, j->stages[inst->stage].after[aft->via.u64], ev->timestamp);
+    fire(e, j, inst, t, ev->timestamp);
 }
 
 static void process_view(jd_engine *e, const jd_event *ev)

@@ -1,0 +1,331 @@
+/* Black-box tests of `journeyd serve`: the real binary on a loopback port, driven by
+ * libcurl. Covers auth, limits, malformed input, batches, the admin API, metrics,
+ * timers on the real clock and a clean SIGTERM. */
+#define _DEFAULT_SOURCE
+#include <arpa/inet.h>
+#include <curl/curl.h>
+#include <netinet/in.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+static char bin[512];
+static int port;
+static pid_t daemon_pid;
+static char logpath[] = "/tmp/jd-serve-test-XXXXXX";
+
+typedef struct resp {
+    long status;
+    char body[65536];
+    size_t n;
+} resp;
+
+static size_t on_body(char *p, size_t sz, size_t nm, void *ud)
+{
+    resp *r = ud;
+    size_t n = sz * nm;
+    if (r->n + n >= sizeof r->body)
+        n = sizeof r->body - 1 - r->n;
+    memcpy(r->body + r->n, p, n);
+    r->n += n;
+    r->body[r->n] = '\0';
+    return sz * nm;
+}
+
+/* method "GET"/"POST"; auth is a full Authorization header value or NULL. */
+static void http(resp *r, const char *method, const char *path, const char *auth, const char *body, size_t blen)
+{
+    memset(r, 0, sizeof *r);
+    CURL *c = curl_easy_init();
+    char url[256];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d%s", port, path);
+    struct curl_slist *h = curl_slist_append(NULL, "Content-Type: application/json");
+    char ah[1024];
+    if (auth) {
+        snprintf(ah, sizeof ah, "Authorization: %s", auth);
+        h = curl_slist_append(h, ah);
+    }
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, r);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT, 10L);
+    if (strcmp(method, "POST") == 0) {
+        curl_easy_setopt(c, CURLOPT_POSTFIELDS, body ? body : "");
+        curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, (long)(body ? blen : 0));
+    }
+    CURLcode rc = curl_easy_perform(c);
+    if (rc == CURLE_OK)
+        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &r->status);
+    else
+        r->status = -1;
+    curl_slist_free_all(h);
+    curl_easy_cleanup(c);
+}
+
+static void post(resp *r, const char *path, const char *auth, const char *body)
+{
+    http(r, "POST", path, auth, body, strlen(body));
+}
+
+static int free_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t l = sizeof a;
+    bind(fd, (struct sockaddr *)&a, sizeof a);
+    getsockname(fd, (struct sockaddr *)&a, &l);
+    close(fd);
+    return ntohs(a.sin_port);
+}
+
+static int start(void **state)
+{
+    (void)state;
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    port = free_port();
+    int lfd = mkstemp(logpath);
+    char listen[64];
+    snprintf(listen, sizeof listen, "127.0.0.1:%d", port);
+    daemon_pid = fork();
+    if (daemon_pid == 0) {
+        dup2(lfd, 1);
+        dup2(lfd, 2);
+        setenv("JOURNEYD_WRITE_KEYS", "wk1, wk2", 1);
+        setenv("JOURNEYD_ADMIN_KEYS", "ak1", 1);
+        execl(bin, bin, "serve", "-c", "tests/integration/serve/journeyd.lua", "--listen", listen, (char *)NULL);
+        _exit(127);
+    }
+    close(lfd);
+    for (int i = 0; i < 100; i++) { /* up to 5 s for the daemon to listen */
+        resp r;
+        http(&r, "GET", "/livez", NULL, NULL, 0);
+        if (r.status == 200)
+            return 0;
+        usleep(50000);
+    }
+    return -1;
+}
+
+static int stop(void **state)
+{
+    (void)state;
+    if (daemon_pid > 0) {
+        kill(daemon_pid, SIGKILL);
+        waitpid(daemon_pid, NULL, 0);
+    }
+    unlink(logpath);
+    curl_global_cleanup();
+    return 0;
+}
+
+static const char *basic(const char *key)
+{
+    /* base64("wk1:") = d2sxOg== ; base64("nope:") = bm9wZTo= */
+    if (strcmp(key, "wk1") == 0)
+        return "Basic d2sxOg==";
+    return "Basic bm9wZTo=";
+}
+
+static void test_health(void **state)
+{
+    (void)state;
+    resp r;
+    http(&r, "GET", "/livez", NULL, NULL, 0);
+    assert_int_equal(r.status, 200);
+    http(&r, "GET", "/readyz", NULL, NULL, 0);
+    assert_int_equal(r.status, 200);
+    http(&r, "GET", "/nope", NULL, NULL, 0);
+    assert_int_equal(r.status, 404);
+    assert_non_null(strstr(r.body, "\"success\":false"));
+}
+
+static void test_auth(void **state)
+{
+    (void)state;
+    const char *ev = "{\"userId\":\"auth-1\",\"event\":\"Viewed\"}";
+    resp r;
+    post(&r, "/v1/track", NULL, ev);
+    assert_int_equal(r.status, 401);
+    post(&r, "/v1/track", basic("nope"), ev);
+    assert_int_equal(r.status, 401);
+    post(&r, "/v1/track", "Bearer wk3", ev);
+    assert_int_equal(r.status, 401);
+    post(&r, "/v1/track", basic("wk1"), ev);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(r.body, "{\"success\":true}");
+    post(&r, "/v1/track", "Bearer wk2", ev);
+    assert_int_equal(r.status, 200);
+    post(&r, "/v1/track", NULL, "{\"writeKey\":\"wk2\",\"userId\":\"auth-1\",\"event\":\"Viewed\"}");
+    assert_int_equal(r.status, 200);
+    /* the environment replaced j.config's keys */
+    post(&r, "/v1/track", "Bearer from-config", ev);
+    assert_int_equal(r.status, 401);
+    /* a write key never reads data; the admin key does */
+    http(&r, "GET", "/v1/journeys", "Bearer wk1", NULL, 0);
+    assert_int_equal(r.status, 401);
+    http(&r, "GET", "/v1/journeys", NULL, NULL, 0);
+    assert_int_equal(r.status, 401);
+    http(&r, "GET", "/v1/journeys", "Bearer ak1", NULL, 0);
+    assert_int_equal(r.status, 200);
+    assert_non_null(strstr(r.body, "\"name\":\"onboarding\""));
+    /* metrics and probes need no key */
+    http(&r, "GET", "/metrics", NULL, NULL, 0);
+    assert_int_equal(r.status, 200);
+    assert_non_null(strstr(r.body, "journeyd_events_rejected_total{reason=\"unauthorized\"} 4"));
+}
+
+static void test_bad_input(void **state)
+{
+    (void)state;
+    resp r;
+    post(&r, "/v1/track", "Bearer wk1", "{\"userId\":\"x\",\"event\":");
+    assert_int_equal(r.status, 400);
+    assert_non_null(strstr(r.body, "malformed JSON at byte"));
+    post(&r, "/v1/track", "Bearer wk1", "{\"userId\":\"x\"}");
+    assert_int_equal(r.status, 400);
+    assert_non_null(strstr(r.body, "needs a non-empty string \\\"event\\\""));
+    post(&r, "/v1/identify", "Bearer wk1", "{\"traits\":{}}");
+    assert_int_equal(r.status, 400);
+    assert_non_null(strstr(r.body, "userId"));
+    post(&r, "/v1/track", "Bearer wk1", "[1,2]");
+    assert_int_equal(r.status, 400);
+    http(&r, "GET", "/v1/track", "Bearer wk1", NULL, 0);
+    assert_int_equal(r.status, 405);
+    /* 32 KB per event, 500 KB per batch: 413 with a JSON body */
+    size_t big = 40 * 1024;
+    char *b = malloc(big + 128);
+    int n = snprintf(b, 128, "{\"userId\":\"x\",\"event\":\"E\",\"properties\":{\"pad\":\"");
+    memset(b + n, 'a', big);
+    strcpy(b + n + big, "\"}}");
+    post(&r, "/v1/track", "Bearer wk1", b);
+    assert_int_equal(r.status, 413);
+    assert_non_null(strstr(r.body, "\"code\":\"too_large\""));
+    free(b);
+    big = 600 * 1024;
+    b = malloc(big + 128);
+    n = snprintf(b, 128, "{\"batch\":[],\"pad\":\"");
+    memset(b + n, 'a', big);
+    strcpy(b + n + big, "\"}");
+    post(&r, "/v1/batch", "Bearer wk1", b);
+    assert_int_equal(r.status, 413);
+    free(b);
+}
+
+static void test_batch(void **state)
+{
+    (void)state;
+    resp r;
+    post(&r, "/v1/batch", "Bearer wk1",
+         "{\"batch\":[{\"type\":\"identify\",\"userId\":\"b-1\",\"traits\":{\"email\":\"b1@example.com\"}},"
+         "{\"type\":\"nonsense\",\"userId\":\"b-1\"},"
+         "{\"type\":\"track\",\"userId\":\"b-1\",\"event\":\"Signed Up\",\"messageId\":\"batch-m1\"},"
+         "{\"type\":\"track\",\"userId\":\"b-1\",\"event\":\"Signed Up\",\"messageId\":\"batch-m1\"}],"
+         "\"context\":{\"library\":{\"name\":\"analytics-node\"}}}");
+    assert_int_equal(r.status, 200);
+    assert_non_null(strstr(r.body, "\"accepted\":3"));
+    assert_non_null(strstr(r.body, "{\"index\":1,\"error\":"));
+    post(&r, "/v1/batch", "Bearer wk1", "{\"batch\":[{\"type\":\"nonsense\"}]}");
+    assert_int_equal(r.status, 400);
+    post(&r, "/v1/batch", "Bearer wk1", "{\"batch\":{}}");
+    assert_int_equal(r.status, 400);
+    /* the profile shows traits, the journey, pending timers and the decisions */
+    http(&r, "GET", "/v1/users/b-1", "Bearer ak1", NULL, 0);
+    assert_int_equal(r.status, 200);
+    assert_non_null(strstr(r.body, "\"email\":\"b1@example.com\""));
+    assert_non_null(strstr(r.body, "\"journey\":\"onboarding\""));
+    assert_non_null(strstr(r.body, "\"kind\":\"entered\""));
+    assert_non_null(strstr(r.body, "\"kind\":\"action\""));
+    http(&r, "GET", "/v1/users/nobody", "Bearer ak1", NULL, 0);
+    assert_int_equal(r.status, 404);
+    http(&r, "GET", "/metrics", NULL, NULL, 0);
+    assert_non_null(strstr(r.body, "journeyd_events_duplicate_total 1"));
+    assert_non_null(strstr(r.body, "journeyd_events_rejected_total{reason=\"invalid_event\"}"));
+}
+
+static void test_timer_fires_on_real_clock(void **state)
+{
+    (void)state;
+    resp r;
+    post(&r, "/v1/track", "Bearer wk1", "{\"userId\":\"t-1\",\"event\":\"Signed Up\"}");
+    assert_int_equal(r.status, 200);
+    /* the 1 s timer moves t-1 to "nudged"; poll for up to 10 s (behaviour, not timing) */
+    int moved = 0;
+    for (int i = 0; i < 100 && !moved; i++) {
+        http(&r, "GET", "/v1/users/t-1", "Bearer ak1", NULL, 0);
+        moved = strstr(r.body, "\"stage\":\"nudged\"") != NULL;
+        if (!moved)
+            usleep(100000);
+    }
+    assert_true(moved);
+    assert_non_null(strstr(r.body, "\"kind\":\"timer\""));
+    http(&r, "GET", "/v1/journeys/onboarding", "Bearer ak1", NULL, 0);
+    assert_int_equal(r.status, 200);
+    assert_non_null(strstr(r.body, "\"timed_out\":"));
+    http(&r, "GET", "/v1/journeys/none", "Bearer ak1", NULL, 0);
+    assert_int_equal(r.status, 404);
+}
+
+static void test_sigterm_exits_cleanly(void **state)
+{
+    (void)state;
+    assert_int_equal(kill(daemon_pid, SIGTERM), 0);
+    int status = 0;
+    pid_t w = 0;
+    for (int i = 0; i < 100 && w == 0; i++) {
+        w = waitpid(daemon_pid, &status, WNOHANG);
+        if (w == 0)
+            usleep(50000);
+    }
+    assert_int_equal(w, daemon_pid);
+    daemon_pid = 0;
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+    FILE *f = fopen(logpath, "r");
+    assert_non_null(f);
+    char line[4096];
+    int listening = 0, stopped = 0, actions = 0;
+    while (fgets(line, sizeof line, f)) {
+        assert_true(line[0] == '{'); /* every log line is a JSON object */
+        listening |= strstr(line, "\"msg\":\"listening\"") != NULL;
+        stopped |= strstr(line, "\"msg\":\"stopped\"") != NULL;
+        actions += strstr(line, "\"msg\":\"action decided\"") != NULL;
+    }
+    fclose(f);
+    assert_true(listening);
+    assert_true(stopped);
+    assert_true(actions >= 3);
+}
+
+int main(int argc, char **argv)
+{
+    (void)argc;
+    /* build/tests/test_serve -> build/journeyd */
+    snprintf(bin, sizeof bin, "%s", argv[0]);
+    char *slash = strrchr(bin, '/');
+    if (slash)
+        *slash = '\0';
+    slash = strrchr(bin, '/');
+    if (slash)
+        *slash = '\0';
+    strncat(bin, "/journeyd", sizeof bin - strlen(bin) - 1);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_health),
+        cmocka_unit_test(test_auth),
+        cmocka_unit_test(test_bad_input),
+        cmocka_unit_test(test_batch),
+        cmocka_unit_test(test_timer_fires_on_real_clock),
+        cmocka_unit_test(test_sigterm_exits_cleanly),
+    };
+    return cmocka_run_group_tests_name("serve", tests, start, stop);
+}
