@@ -5,8 +5,8 @@ PREFIX  ?= /usr/local
 DESTDIR ?=
 CC      ?= cc
 BUILD   ?= build
-PKGS    := lua5.4 msgpack yajl
-SERVE_PKGS := libevent libcrypto
+PKGS    := lua5.4 msgpack yajl libcrypto
+SERVE_PKGS := libevent
 TEST_PKGS := cmocka libcurl
 DEB_PKGS := build-essential pkg-config liblua5.4-dev lua5.4 libevent-dev libmsgpack-dev libyajl-dev \
             libcmocka-dev liblmdb-dev libcurl4-openssl-dev libssl-dev clang-format
@@ -22,7 +22,7 @@ LDLIBS_ALL = $(PKG_LIBS) -lm $(EXTRA_LDFLAGS)
 
 CLI_SRC  := engine/main.c engine/replay.c engine/serve.c engine/http.c
 LIB_SRC  := $(filter-out $(CLI_SRC),$(wildcard engine/*.c))
-SCRIPTS  := $(sort $(wildcard scripts/*.lua scripts/*/*.lua))
+SCRIPTS  := $(sort $(wildcard scripts/*.lua scripts/*/*.lua scripts/*/*/*.lua))
 LIB_OBJ  := $(LIB_SRC:engine/%.c=$(BUILD)/obj/%.o) $(BUILD)/obj/scripts_embed.o
 CLI_OBJ  := $(CLI_SRC:engine/%.c=$(BUILD)/obj/%.o)
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
@@ -59,7 +59,7 @@ $(BUILD)/tests/%: tests/unit/%.c tests/unit/testutil.h $(BUILD)/libjourneyd.a | 
 
 # black-box tests of the daemon: they run build/journeyd; libcurl is the HTTP client
 $(BUILD)/tests/test_%: tests/integration/test_%.c $(BUILD)/journeyd | $(BUILD)/tests
-	$(CC) $(CFLAGS_ALL) -Wno-missing-prototypes -o $@ $< $(shell pkg-config --libs cmocka libcurl)
+	$(CC) $(CFLAGS_ALL) -Wno-missing-prototypes -o $@ $< $(shell pkg-config --libs cmocka libcurl libcrypto)
 
 $(BUILD)/fuzz/%: tests/fuzz/%.c tests/fuzz/driver.c $(BUILD)/libjourneyd.a | $(BUILD)/fuzz
 	$(CC) $(CFLAGS_ALL) -Wno-missing-prototypes -o $@ $< tests/fuzz/driver.c $(BUILD)/libjourneyd.a $(LDLIBS_ALL)

@@ -150,10 +150,14 @@ int jd_time_parse(const char *s, size_t n, int64_t *ms)
 
 size_t jd_time_format(int64_t ms, char *out)
 {
-    int64_t secs = ms >= 0 ? ms / 1000 : -((-ms + 999) / 1000);
-    int msec = (int)(ms - secs * 1000);
-    int64_t days = secs >= 0 ? secs / 86400 : -((-secs + 86399) / 86400);
-    int64_t rem = secs - days * 86400;
+    /* floor division by remainders: negating or re-multiplying would overflow near
+     * INT64_MIN */
+    int msec = (int)(ms % 1000);
+    int64_t secs = ms / 1000 - (msec < 0);
+    msec += msec < 0 ? 1000 : 0;
+    int64_t rem = secs % 86400;
+    int64_t days = secs / 86400 - (rem < 0);
+    rem += rem < 0 ? 86400 : 0;
     int64_t y;
     int m, d;
     civil_from_days(days, &y, &m, &d);
@@ -192,9 +196,14 @@ int jd_duration_parse(const char *s, size_t n, int64_t *ms)
             default: return -1;
             }
         }
+        /* over a century is a typo, not a journey (checked before multiplying: a
+         * large count of weeks would overflow) */
+        const int64_t century = 100LL * 365 * 86400 * 1000;
+        if (v > century / unit)
+            return -1;
         total += v * unit;
-        if (total > 100LL * 365 * 86400 * 1000)
-            return -1; /* over a century is a typo, not a journey */
+        if (total > century)
+            return -1;
     }
     if (total <= 0)
         return -1;

@@ -1,5 +1,6 @@
 /* dedupe: the set of messageIds already seen, as 128-bit hashes (a false "seen" needs
- * a 128-bit collision), with an optional time-to-live in event time. Uses map (hash). */
+ * a 128-bit collision), with an optional time-to-live counted from when an id was seen
+ * (the caller passes the engine clock). Uses map (hash). */
 #ifndef JD_DEDUPE_H
 #define JD_DEDUPE_H
 

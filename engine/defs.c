@@ -138,6 +138,11 @@ void jd_defs_free(jd_defs *d)
         free(d->channels[i].type);
     }
     free(d->channels);
+    for (size_t i = 0; i < d->nsources; i++) {
+        free(d->sources[i].name);
+        free(d->sources[i].loc);
+    }
+    free(d->sources);
     jd_map_free(&d->channel_by_name, NULL);
     jd_map_free(&d->journey_by_name, NULL);
     jd_map_free(&d->index, free_tlist);
@@ -154,4 +159,12 @@ const jd_journey *jd_defs_journey(const jd_defs *d, const char *name, size_t n)
 const jd_channel *jd_defs_channel(const jd_defs *d, const char *name, size_t n)
 {
     return jd_map_get(&d->channel_by_name, name, n);
+}
+
+const jd_source *jd_defs_source(const jd_defs *d, const char *name)
+{
+    for (size_t i = 0; i < d->nsources; i++)
+        if (strcmp(d->sources[i].name, name) == 0)
+            return &d->sources[i];
+    return NULL;
 }

@@ -80,6 +80,14 @@ typedef struct jd_channel {
     int index;
 } jd_channel;
 
+/* A CRM webhook source: Lua functions that verify a request and map it to events. */
+typedef struct jd_source {
+    char *name;
+    char *loc;
+    int verify_ref; /* LUA_NOREF: none (then a write key is required) */
+    int map_ref;
+} jd_source;
+
 /* The triggers an event of one (type, name) could fire, ordered by (unit, role). */
 typedef struct jd_tlist {
     jd_trigger **t;
@@ -93,6 +101,8 @@ typedef struct jd_defs {
     size_t ntriggers;
     jd_channel *channels;
     size_t nchannels;
+    jd_source *sources;
+    size_t nsources;
     jd_map channel_by_name; /* name -> jd_channel* */
     jd_map journey_by_name; /* name -> jd_journey* */
     jd_map index;           /* "<type>\0<name>" -> jd_tlist* */
@@ -108,5 +118,6 @@ void jd_defs_build_index(jd_defs *d);
 void jd_defs_free(jd_defs *d);
 const jd_journey *jd_defs_journey(const jd_defs *d, const char *name, size_t n);
 const jd_channel *jd_defs_channel(const jd_defs *d, const char *name, size_t n);
+const jd_source *jd_defs_source(const jd_defs *d, const char *name);
 
 #endif

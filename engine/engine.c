@@ -109,6 +109,7 @@ jd_engine *jd_engine_new(const char *config_path, const jd_options *opts, jd_err
     }
     jd_script_set_owner(e->script, e);
     jd_script_preload(e->script, "journey.core", jd_journey_core_open);
+    jd_script_preload(e->script, "journey.crypto", jd_crypto_open);
     e->ctx_ref = jd_ctx_create(e);
     jd_script_error se = {0};
     if (jd_script_run_file(e->script, config_path, &se)) {
@@ -830,7 +831,9 @@ static void process_view(jd_engine *e, const jd_event *ev)
 {
     if (ev->type != JD_EV_TIMER)
         e->stats[JD_STAT_EVENTS]++;
-    if (jd_dedupe_check(&e->dedupe, ev->message_id.p, ev->message_id.n, ev->timestamp)) {
+    /* the time-to-live counts from when an id was seen on the engine clock, not from the
+     * event's own timestamp: a late retry of an old event is still a duplicate */
+    if (jd_dedupe_check(&e->dedupe, ev->message_id.p, ev->message_id.n, jd_clock_now(&e->clock))) {
         e->stats[JD_STAT_DUPLICATES]++;
         return;
     }

@@ -128,6 +128,7 @@ struct jd_engine {
 /* lua_ctx.c */
 int jd_ctx_create(jd_engine *e);          /* registers the ctx metatable, returns a ref */
 int jd_journey_core_open(lua_State *L);   /* require "journey.core" */
+int jd_crypto_open(lua_State *L);         /* require "journey.crypto" (lua_crypto.c) */
 void jd_effects_reset(jd_effects *fx);
 void jd_effects_free(jd_effects *fx);
 

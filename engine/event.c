@@ -258,11 +258,18 @@ int jd_event_normalize_ex(const msgpack_object *in, const jd_norm_opts *opt, jd_
     msgpack_pack_object(&pk, traits && traits->type == MSGPACK_OBJECT_MAP ? *traits : empty_map);
     pack_key(&pk, "context");
     pack_context(&pk, ctx, opt->batch_context);
+    /* the id a group or alias call is about must be usable; elsewhere it is ignored */
     pack_key(&pk, "groupId");
-    if (pack_id(&pk, gid) <= 0)
+    r = pack_id(&pk, gid);
+    if (r < 0 && t == JD_EV_GROUP)
+        FAIL("\"groupId\" must be a string");
+    if (r <= 0)
         msgpack_pack_nil(&pk);
     pack_key(&pk, "previousId");
-    if (pack_id(&pk, pid) <= 0)
+    r = pack_id(&pk, pid);
+    if (r < 0 && t == JD_EV_ALIAS)
+        FAIL("\"previousId\" must be a string");
+    if (r <= 0)
         msgpack_pack_nil(&pk);
     pack_key(&pk, "v");
     msgpack_pack_uint8(&pk, 1); /* record format version */

@@ -194,7 +194,7 @@ static int ingest_one(jd_server *s, const msgpack_object *item, const jd_norm_op
         return -1;
     jd_error e;
     if (jd_engine_process(s->engine, s->recs.data, s->recs.len, &e)) {
-        snprintf(err, errlen, "%s", e.text);
+        snprintf(err, errlen, "%.400s", e.text);
         return -1;
     }
     return 0;
@@ -341,6 +341,82 @@ done:
     msgpack_zone_destroy(&z);
 }
 
+/* POST /v1/sources/NAME: a CRM webhook through the source's Lua verify and map. A
+ * source without its own verify needs a write key like the tracking API. */
+static void handle_source(jd_server *s, struct evhttp_request *req, const char *enc_name)
+{
+    int64_t t0 = jd_monotonic_ns();
+    size_t n = 0;
+    char *name = evhttp_uridecode(enc_name, 0, &n);
+    struct evbuffer *in = evhttp_request_get_input_buffer(req);
+    size_t len = evbuffer_get_length(in);
+    if (!name || strchr(name, '/')) {
+        reply_error(s, req, 404, "Not Found", "not_found", "no such source");
+        free(name);
+        return;
+    }
+    if (len > JD_MAX_BATCH_BYTES) {
+        s->rejected[JD_REJ_TOO_LARGE]++;
+        reply_error(s, req, 413, "Payload Too Large", "too_large", "webhook body over 500 KB");
+        free(name);
+        return;
+    }
+    if (!jd_engine_source_verifies(s->engine, name) && !write_allowed(s, req, NULL, 0)) {
+        s->rejected[JD_REJ_UNAUTHORIZED]++;
+        reply_error(s, req, 401, "Unauthorized", "unauthorized", "missing or wrong write key");
+        free(name);
+        return;
+    }
+    jd_buf_reset(&s->body);
+    jd_buf_reserve(&s->body, len);
+    evbuffer_remove(in, s->body.data, len);
+    s->body.len = len;
+    struct evkeyvalq *hq = evhttp_request_get_input_headers(req);
+    size_t nh = 0;
+    for (struct evkeyval *kv = hq->tqh_first; kv; kv = kv->next.tqe_next)
+        nh++;
+    jd_header *hs = jd_xcalloc(nh ? nh : 1, sizeof *hs);
+    nh = 0;
+    for (struct evkeyval *kv = hq->tqh_first; kv; kv = kv->next.tqe_next)
+        hs[nh++] = (jd_header){kv->key, kv->value};
+    jd_source_request sr = {
+        .method = "POST",
+        .uri = evhttp_request_get_uri(req),
+        .body = s->body.data,
+        .body_len = len,
+        .headers = hs,
+        .nheaders = nh,
+    };
+    jd_source_result res;
+    jd_engine_source(s->engine, name, &sr, &res);
+    free(hs);
+    s->received += (uint64_t)(res.accepted + res.rejected);
+    if (res.status == 401)
+        s->rejected[JD_REJ_UNAUTHORIZED]++;
+    else if (res.rejected)
+        s->rejected[JD_REJ_INVALID] += (uint64_t)res.rejected;
+    if (res.status == 200) {
+        observe_latency(s, t0);
+        jd_buf_reset(&s->tmp);
+        jd_buf_printf(&s->tmp, "{\"success\":true,\"accepted\":%d,\"rejected\":%d}", res.accepted, res.rejected);
+        reply_json(req, 200, "OK", jd_buf_cstr(&s->tmp));
+        jd_serve_arm_timer(s);
+    } else {
+        static const struct {
+            int status;
+            const char *reason, *code;
+        } m[] = {{400, "Bad Request", "invalid_webhook"},
+                 {401, "Unauthorized", "verification_failed"},
+                 {404, "Not Found", "not_found"},
+                 {500, "Internal Server Error", "source_error"}};
+        size_t k = 0;
+        while (k < 3 && m[k].status != res.status)
+            k++;
+        reply_error(s, req, m[k].status, m[k].reason, m[k].code, res.error);
+    }
+    free(name);
+}
+
 /* ---------------------------------------------------------------- admin */
 
 static void handle_user(jd_server *s, struct evhttp_request *req, const char *enc_id)
@@ -444,6 +520,14 @@ static void on_request(struct evhttp_request *req, void *arg)
             return;
         }
         handle_ingest(s, req, path + 4);
+        return;
+    }
+    if (strncmp(path, "/v1/sources/", 12) == 0 && path[12]) {
+        if (cmd != EVHTTP_REQ_POST) {
+            reply_error(s, req, 405, "Method Not Allowed", "method_not_allowed", "use POST");
+            return;
+        }
+        handle_source(s, req, path + 12);
         return;
     }
     int admin = strncmp(path, "/v1/users/", 10) == 0 || strcmp(path, "/v1/journeys") == 0 ||

@@ -424,10 +424,31 @@ static int core_env(lua_State *L)
     return 1;
 }
 
+static int core_iso(lua_State *L)
+{
+    char t[40];
+    lua_Integer ms = luaL_checkinteger(L, 1);
+    lua_pushlstring(L, t, jd_time_format((int64_t)ms, t));
+    return 1;
+}
+
+static int core_parse_time(lua_State *L)
+{
+    size_t n;
+    const char *s = luaL_checklstring(L, 1, &n);
+    int64_t ms;
+    if (jd_time_parse(s, n, &ms))
+        lua_pushnil(L);
+    else
+        lua_pushinteger(L, (lua_Integer)ms);
+    return 1;
+}
+
 int jd_journey_core_open(lua_State *L)
 {
     static const luaL_Reg fns[] = {
-        {"where", core_where}, {"duration", core_duration}, {"env", core_env}, {NULL, NULL},
+        {"where", core_where}, {"duration", core_duration}, {"env", core_env},
+        {"iso", core_iso},     {"parse_time", core_parse_time}, {NULL, NULL},
     };
     luaL_newlib(L, fns);
     luaL_newmetatable(L, JD_ARRAY_MT);

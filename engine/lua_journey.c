@@ -538,6 +538,36 @@ static int compile_cf(lua_State *L)
     }
     lua_pop(L, 1);
 
+    /* CRM sources */
+    lua_getfield(L, reg, "source_list");
+    int sl = lua_gettop(L);
+    size_t ns = (size_t)lua_rawlen(L, sl);
+    d->sources = jd_xcalloc(ns ? ns : 1, sizeof *d->sources);
+    for (size_t i = 0; i < ns; i++) {
+        lua_rawgeti(L, sl, (lua_Integer)i + 1);
+        jd_source *src = &d->sources[d->nsources++];
+        src->verify_ref = src->map_ref = LUA_NOREF;
+        src->name = field_str(L, -1, "name");
+        src->loc = field_str(L, -1, "loc");
+        lua_getfield(L, -1, "verify");
+        if (!lua_isnil(L, -1) && !lua_isfunction(L, -1))
+            luaL_error(L, "%s: source '%s': verify must be a function", src->loc, src->name);
+        lua_pop(L, 1);
+        lua_getfield(L, -1, "map");
+        if (!lua_isfunction(L, -1))
+            luaL_error(L, "%s: source '%s': needs map = function(body, req) ... end", src->loc, src->name);
+        lua_pop(L, 1);
+        for (const char *c = src->name; *c; c++)
+            if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9') || *c == '-' ||
+                  *c == '_'))
+                luaL_error(L, "%s: source '%s': names are letters, digits, - and _ (they appear in URLs)", src->loc,
+                           src->name);
+        src->verify_ref = field_ref(L, lua_gettop(L), "verify");
+        src->map_ref = field_ref(L, lua_gettop(L), "map");
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+
     /* journeys */
     lua_getfield(L, reg, "journeys");
     int jl = lua_gettop(L);
@@ -596,6 +626,10 @@ void jd_defs_release_refs(lua_State *L, jd_defs *d)
     for (size_t i = 0; i < d->njourneys; i++)
         for (size_t s = 0; s < d->journeys[i].nstages; s++)
             luaL_unref(L, LUA_REGISTRYINDEX, d->journeys[i].stages[s].enter_ref);
+    for (size_t i = 0; i < d->nsources; i++) {
+        luaL_unref(L, LUA_REGISTRYINDEX, d->sources[i].verify_ref);
+        luaL_unref(L, LUA_REGISTRYINDEX, d->sources[i].map_ref);
+    }
 }
 
 jd_defs *jd_compile(jd_engine *e, char *err, size_t errlen)

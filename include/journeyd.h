@@ -77,6 +77,35 @@ uint64_t jd_engine_stat(const jd_engine *e, const char *name);
 /* Lists journeys and stages (for `journeyd check`), malloc'd text. */
 char *jd_engine_describe(const jd_engine *e);
 
+/* A CRM webhook for a j.source: the request as received. */
+typedef struct jd_header {
+    const char *name;
+    const char *value;
+} jd_header;
+
+typedef struct jd_source_request {
+    const char *method;
+    const char *uri; /* path and query as received */
+    const char *body;
+    size_t body_len;
+    const jd_header *headers;
+    size_t nheaders;
+} jd_source_request;
+
+typedef struct jd_source_result {
+    int status;   /* HTTP-like: 200, 400 (bad body or mapping), 401 (verify failed), 404 (no such source), 500 */
+    int accepted; /* events processed */
+    int rejected; /* events the mapper produced that were invalid */
+    int verified; /* the source has a verify function and it passed */
+    char error[512];
+} jd_source_result;
+
+/* Runs source `name`'s verify and map functions on a request and processes the events
+ * map returns. Returns 0 when status is 200. */
+int jd_engine_source(jd_engine *e, const char *name, const jd_source_request *req, jd_source_result *res);
+/* 1 if the source exists and declares its own verify function. */
+int jd_engine_source_verifies(const jd_engine *e, const char *name);
+
 /* Reports as JSON (malloc'd; NULL when the user or journey is unknown). */
 char *jd_engine_user_json(const jd_engine *e, const char *id, size_t n);
 char *jd_engine_journeys_json(const jd_engine *e);

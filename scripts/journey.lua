@@ -238,6 +238,11 @@ function M.duration(text)
   return ms
 end
 
+--- `j.iso_time(ms)`: milliseconds since the epoch as ISO 8601 UTC.
+function M.iso_time(ms) return core.iso(math.tointeger(ms) or error("iso_time: expects integer milliseconds", 2)) end
+--- `j.parse_time(text)`: ISO 8601 to milliseconds, or nil.
+function M.parse_time(text) return core.parse_time(text) end
+
 local array_mt = core.array_mt
 --- `j.array {}`: marks a table as a JSON array (an empty table is otherwise an object).
 function M.array(t)

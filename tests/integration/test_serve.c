@@ -18,6 +18,8 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
 
 static char bin[512];
 static int port;
@@ -42,6 +44,8 @@ static size_t on_body(char *p, size_t sz, size_t nm, void *ud)
     return sz * nm;
 }
 
+static struct curl_slist *extra_headers; /* added to the next request only */
+
 /* method "GET"/"POST"; auth is a full Authorization header value or NULL. */
 static void http(resp *r, const char *method, const char *path, const char *auth, const char *body, size_t blen)
 {
@@ -50,6 +54,10 @@ static void http(resp *r, const char *method, const char *path, const char *auth
     char url[256];
     snprintf(url, sizeof url, "http://127.0.0.1:%d%s", port, path);
     struct curl_slist *h = curl_slist_append(NULL, "Content-Type: application/json");
+    for (struct curl_slist *x = extra_headers; x; x = x->next)
+        h = curl_slist_append(h, x->data);
+    curl_slist_free_all(extra_headers);
+    extra_headers = NULL;
     char ah[1024];
     if (auth) {
         snprintf(ah, sizeof ah, "Authorization: %s", auth);
@@ -276,6 +284,115 @@ static void test_timer_fires_on_real_clock(void **state)
     assert_int_equal(r.status, 404);
 }
 
+/* HubSpot v3: base64(HMAC-SHA256(secret, method + uri + body + timestamp)), computed
+ * here with OpenSSL directly, independently of the Lua mapper. */
+static void hubspot_sign(char *out, const char *secret, const char *uri, const char *body, const char *ts)
+{
+    char msg[8192];
+    snprintf(msg, sizeof msg, "POST%s%s%s", uri, body, ts);
+    unsigned char mac[32];
+    unsigned int n = 0;
+    HMAC(EVP_sha256(), secret, (int)strlen(secret), (unsigned char *)msg, strlen(msg), mac, &n);
+    EVP_EncodeBlock((unsigned char *)out, mac, (int)n);
+}
+
+static void send_hubspot(resp *r, const char *body, long long ts_ms, const char *secret)
+{
+    char ts[32], sig[128], h1[200], h2[200];
+    snprintf(ts, sizeof ts, "%lld", ts_ms);
+    hubspot_sign(sig, secret, "https://hooks.example.com/v1/sources/hubspot", body, ts);
+    snprintf(h1, sizeof h1, "X-HubSpot-Signature-v3: %s", sig);
+    snprintf(h2, sizeof h2, "X-HubSpot-Request-Timestamp: %s", ts);
+    extra_headers = curl_slist_append(curl_slist_append(NULL, h1), h2);
+    post(r, "/v1/sources/hubspot", NULL, body);
+}
+
+static long long now_ms(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_REALTIME, &t);
+    return (long long)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
+
+static void test_hubspot_source(void **state)
+{
+    (void)state;
+    FILE *f = fopen("examples/crm-sidecar/hubspot-sample.json", "r");
+    assert_non_null(f);
+    char body[8192];
+    size_t n = fread(body, 1, sizeof body - 1, f);
+    fclose(f);
+    while (n && (body[n - 1] == '\n' || body[n - 1] == '\r'))
+        n--;
+    body[n] = '\0';
+    resp r;
+    send_hubspot(&r, body, now_ms() - 1000, "wrong-secret");
+    assert_int_equal(r.status, 401);
+    assert_non_null(strstr(r.body, "signature mismatch"));
+    send_hubspot(&r, body, now_ms() - 6 * 60 * 1000, "hs-secret");
+    assert_int_equal(r.status, 401);
+    assert_non_null(strstr(r.body, "older than 5 minutes"));
+    post(&r, "/v1/sources/hubspot", "Bearer wk1", body); /* a write key is no HubSpot signature */
+    assert_int_equal(r.status, 401);
+    send_hubspot(&r, body, now_ms() - 1000, "hs-secret");
+    assert_int_equal(r.status, 200);
+    assert_non_null(strstr(r.body, "\"accepted\":5"));
+    /* HubSpot retries the same delivery: its event ids make it a duplicate */
+    send_hubspot(&r, body, now_ms() - 500, "hs-secret");
+    assert_int_equal(r.status, 200);
+    http(&r, "GET", "/v1/users/hubspot-contact-101", "Bearer ak1", NULL, 0);
+    assert_int_equal(r.status, 200);
+    assert_non_null(strstr(r.body, "\"email\":\"lin@example.com\""));
+    if (!strstr(r.body, "\"score\":1.0"))
+        fail_msg("%s", r.body); /* once, not twice */
+    http(&r, "GET", "/v1/users/hubspot-deal-501", "Bearer ak1", NULL, 0);
+    assert_int_equal(r.status, 200);
+}
+
+static void test_other_sources(void **state)
+{
+    (void)state;
+    resp r;
+    FILE *f = fopen("examples/crm-sidecar/pipedrive-sample.json", "r");
+    assert_non_null(f);
+    char body[8192];
+    size_t n = fread(body, 1, sizeof body - 1, f);
+    fclose(f);
+    body[n] = '\0';
+    post(&r, "/v1/sources/pipedrive", "Basic cGQ6bm9wZQ==", body); /* pd:nope */
+    assert_int_equal(r.status, 401);
+    post(&r, "/v1/sources/pipedrive", "Basic cGQ6cGQtcGFzcw==", body); /* pd:pd-pass */
+    assert_int_equal(r.status, 200);
+    http(&r, "GET", "/v1/users/pipedrive-person-7", "Bearer ak1", NULL, 0);
+    assert_int_equal(r.status, 200);
+
+    /* generic JSON with a hex HMAC of the body */
+    const char *ev = "{\"type\":\"track\",\"userId\":\"app-1\",\"event\":\"Hook\"}";
+    unsigned char mac[32];
+    unsigned int ml = 0;
+    HMAC(EVP_sha256(), "app-secret", 10, (const unsigned char *)ev, strlen(ev), mac, &ml);
+    char hdr[128] = "X-Signature: sha256=";
+    for (unsigned i = 0; i < ml; i++)
+        snprintf(hdr + strlen(hdr), 3, "%02x", mac[i]);
+    extra_headers = curl_slist_append(NULL, hdr);
+    post(&r, "/v1/sources/app", NULL, ev);
+    assert_int_equal(r.status, 200);
+    extra_headers = curl_slist_append(NULL, "X-Signature: sha256=00");
+    post(&r, "/v1/sources/app", NULL, ev);
+    assert_int_equal(r.status, 401);
+    /* a source without verify needs a write key */
+    post(&r, "/v1/sources/open", NULL, ev);
+    assert_int_equal(r.status, 401);
+    post(&r, "/v1/sources/open", "Bearer wk1", "[{\"type\":\"track\",\"userId\":\"o\",\"event\":\"A\"},{\"x\":1}]");
+    assert_int_equal(r.status, 200);
+    assert_non_null(strstr(r.body, "\"accepted\":1,\"rejected\":1"));
+    post(&r, "/v1/sources/broken", "Bearer wk1", "{}");
+    assert_int_equal(r.status, 500);
+    assert_non_null(strstr(r.body, "mapper bug"));
+    post(&r, "/v1/sources/nosuch", "Bearer wk1", "{}");
+    assert_int_equal(r.status, 404);
+}
+
 static void test_sigterm_exits_cleanly(void **state)
 {
     (void)state;
@@ -325,6 +442,8 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_bad_input),
         cmocka_unit_test(test_batch),
         cmocka_unit_test(test_timer_fires_on_real_clock),
+        cmocka_unit_test(test_hubspot_source),
+        cmocka_unit_test(test_other_sources),
         cmocka_unit_test(test_sigterm_exits_cleanly),
     };
     return cmocka_run_group_tests_name("serve", tests, start, stop);

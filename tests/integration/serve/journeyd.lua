@@ -13,3 +13,14 @@ j.journey "onboarding" {
   },
   j.stage "nudged" {},
 }
+
+local hubspot = require "journey.sources.hubspot"
+local pipedrive = require "journey.sources.pipedrive"
+local json = require "journey.sources.json"
+j.source "hubspot" (hubspot { secret = "hs-secret", url = "https://hooks.example.com" })
+j.source "pipedrive" (pipedrive { user = "pd", password = "pd-pass" })
+j.source "app" (json { secret = "app-secret", header = "X-Signature" })
+j.source "open" (json {})
+j.source "broken" { map = function(body) error("mapper bug") end }
+
+j.on("CRM Contact Property Changed", function(ctx) ctx:score(1) end)
