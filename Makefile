@@ -20,7 +20,7 @@ OPT  ?= -O2 -g
 CFLAGS_ALL = -std=c11 $(OPT) $(WARN) $(EXTRA_CFLAGS) $(PKG_CFLAGS) -Iinclude -Iengine
 LDLIBS_ALL = $(PKG_LIBS) -lm $(EXTRA_LDFLAGS)
 
-CLI_SRC  := engine/main.c engine/replay.c engine/serve.c engine/http.c
+CLI_SRC  := engine/main.c engine/replay.c engine/serve.c engine/http.c engine/stream.c
 LIB_SRC  := $(filter-out $(CLI_SRC),$(wildcard engine/*.c))
 SCRIPTS  := $(sort $(wildcard scripts/*.lua scripts/*/*.lua scripts/*/*/*.lua))
 LIB_OBJ  := $(LIB_SRC:engine/%.c=$(BUILD)/obj/%.o) $(BUILD)/obj/scripts_embed.o
@@ -34,7 +34,7 @@ FUZZ_BIN := $(FUZZ_SRC:tests/fuzz/%.c=$(BUILD)/fuzz/%)
 
 .PHONY: all deps run test unit examples fuzz-smoke asan bench fuzz format format-check install clean
 
-all: $(BUILD)/journeyd $(BUILD)/libjourneyd.a
+all: $(BUILD)/journeyd $(BUILD)/libjourneyd.a $(BUILD)/jd-stream-send
 
 $(BUILD)/obj/%.o: engine/%.c $(wildcard engine/*.h include/*.h) | $(BUILD)/obj
 	$(CC) $(CFLAGS_ALL) -c $< -o $@
@@ -51,6 +51,9 @@ $(BUILD)/libjourneyd.a: $(LIB_OBJ)
 $(BUILD)/journeyd: $(CLI_OBJ) $(BUILD)/libjourneyd.a
 	$(CC) $(CFLAGS_ALL) -o $@ $(CLI_OBJ) $(BUILD)/libjourneyd.a $(LDLIBS_ALL) $(shell pkg-config --libs $(SERVE_PKGS))
 
+$(BUILD)/jd-stream-send: examples/stream-client/jd_stream_send.c $(BUILD)/libjourneyd.a
+	$(CC) $(CFLAGS_ALL) -o $@ $< $(BUILD)/libjourneyd.a $(LDLIBS_ALL)
+
 $(BUILD)/obj $(BUILD)/tests $(BUILD)/fuzz:
 	mkdir -p $@
 
@@ -58,7 +61,7 @@ $(BUILD)/tests/%: tests/unit/%.c tests/unit/testutil.h $(BUILD)/libjourneyd.a | 
 	$(CC) $(CFLAGS_ALL) -Wno-missing-prototypes -o $@ $< $(BUILD)/libjourneyd.a $(LDLIBS_ALL) $(shell pkg-config --libs cmocka)
 
 # black-box tests of the daemon: they run build/journeyd; libcurl is the HTTP client
-$(BUILD)/tests/test_%: tests/integration/test_%.c $(BUILD)/journeyd | $(BUILD)/tests
+$(BUILD)/tests/test_%: tests/integration/test_%.c $(BUILD)/journeyd $(BUILD)/jd-stream-send | $(BUILD)/tests
 	$(CC) $(CFLAGS_ALL) -Wno-missing-prototypes -o $@ $< $(shell pkg-config --libs cmocka libcurl libcrypto)
 
 $(BUILD)/fuzz/%: tests/fuzz/%.c tests/fuzz/driver.c $(BUILD)/libjourneyd.a | $(BUILD)/fuzz
@@ -106,6 +109,7 @@ install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include \
 	  $(DESTDIR)$(PREFIX)/share/journeyd/scripts $(DESTDIR)$(PREFIX)/share/journeyd/examples
 	install -m 755 $(BUILD)/journeyd $(DESTDIR)$(PREFIX)/bin/journeyd
+	install -m 755 $(BUILD)/jd-stream-send $(DESTDIR)$(PREFIX)/bin/jd-stream-send
 	install -m 644 $(BUILD)/libjourneyd.a $(DESTDIR)$(PREFIX)/lib/libjourneyd.a
 	install -m 644 include/journeyd.h $(DESTDIR)$(PREFIX)/include/journeyd.h
 	cp -r scripts/. $(DESTDIR)$(PREFIX)/share/journeyd/scripts/

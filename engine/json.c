@@ -1,6 +1,8 @@
 #define _POSIX_C_SOURCE 200809L
 #include "json.h"
 
+#include "../include/journeyd.h"
+
 #include <errno.h>
 #include <float.h>
 #include <math.h>
@@ -458,4 +460,20 @@ void jd_json_write(jd_json_writer *w, const msgpack_object *obj, jd_buf *out)
     yajl_gen_get_buf(w->g, &p, &n);
     jd_buf_append(out, p, n);
     yajl_gen_clear(w->g);
+}
+
+int jd_json_to_msgpack_alloc(const char *json, size_t len, char **out, size_t *outlen, char *err, size_t errlen)
+{
+    jd_json_reader *r = jd_json_reader_new();
+    jd_buf b;
+    jd_buf_init(&b);
+    int rc = jd_json_to_msgpack(r, json, len, &b, err, errlen);
+    jd_json_reader_free(r);
+    if (rc) {
+        jd_buf_free(&b);
+        return -1;
+    }
+    *out = b.data ? b.data : jd_xmalloc(1);
+    *outlen = b.len;
+    return 0;
 }

@@ -1,5 +1,6 @@
 #include "match.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -85,6 +86,38 @@ void jd_pred_free(jd_pred *p)
     free(p->set);
 }
 
+/* Integers against doubles by exact value, as Lua does (converting the integer would
+ * make 2^53 + 1 equal 2^53). Returns -1/0/1, or 2 for NaN. */
+static int cmp_i64_d(int64_t a, double b)
+{
+    if (b != b)
+        return 2;
+    if (b >= 9223372036854775808.0)
+        return -1;
+    if (b < -9223372036854775808.0)
+        return 1;
+    double fb = floor(b); /* in [-2^63, 2^63): exact as an int64 */
+    int64_t ib = (int64_t)fb;
+    if (a != ib)
+        return a < ib ? -1 : 1;
+    return fb < b ? -1 : 0;
+}
+
+static int cmp_u64_d(uint64_t a, double b)
+{
+    if (b != b)
+        return 2;
+    if (b < 0)
+        return 1;
+    if (b >= 18446744073709551616.0)
+        return -1;
+    double fb = floor(b);
+    uint64_t ib = (uint64_t)fb;
+    if (a != ib)
+        return a < ib ? -1 : 1;
+    return fb < b ? -1 : 0;
+}
+
 /* Compares a msgpack scalar with a value: returns -1/0/1, or 2 when incomparable. */
 static int cmp(const msgpack_object *o, const jd_val *v)
 {
@@ -96,29 +129,26 @@ static int cmp(const msgpack_object *o, const jd_val *v)
             uint64_t a = o->via.u64, b = (uint64_t)v->i;
             return a < b ? -1 : a > b;
         }
-        if (v->kind == JD_V_NUM) {
-            double a = (double)o->via.u64;
-            return a < v->d ? -1 : a > v->d ? 1 : 0;
-        }
+        if (v->kind == JD_V_NUM)
+            return cmp_u64_d(o->via.u64, v->d);
         return 2;
     case MSGPACK_OBJECT_NEGATIVE_INTEGER:
         if (v->kind == JD_V_INT)
             return o->via.i64 < v->i ? -1 : o->via.i64 > v->i;
-        if (v->kind == JD_V_NUM) {
-            double a = (double)o->via.i64;
-            return a < v->d ? -1 : a > v->d ? 1 : 0;
-        }
+        if (v->kind == JD_V_NUM)
+            return cmp_i64_d(o->via.i64, v->d);
         return 2;
     case MSGPACK_OBJECT_FLOAT32:
     case MSGPACK_OBJECT_FLOAT64: {
-        double b;
-        if (v->kind == JD_V_INT)
-            b = (double)v->i;
-        else if (v->kind == JD_V_NUM)
+        double a = o->via.f64, b;
+        if (v->kind == JD_V_INT) {
+            int c = cmp_i64_d(v->i, a);
+            return c == 2 ? 2 : -c;
+        }
+        if (v->kind == JD_V_NUM)
             b = v->d;
         else
             return 2;
-        double a = o->via.f64;
         if (a != a || b != b)
             return 2;
         return a < b ? -1 : a > b ? 1 : 0;

@@ -6,6 +6,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include <event2/event.h>
 #include <event2/http.h>
+#include <event2/listener.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
@@ -170,7 +171,9 @@ static int parse_listen(const char *v, char *host, size_t hn, int *port)
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: journeyd serve -c CONFIG.lua [--listen HOST:PORT] [--data-dir DIR]\n");
+    fprintf(f, "usage: journeyd serve -c CONFIG.lua [--listen HOST:PORT] [--data-dir DIR]\n"
+               "  environment: JOURNEYD_LISTEN, JOURNEYD_DATA_DIR, JOURNEYD_WRITE_KEYS, JOURNEYD_ADMIN_KEYS,\n"
+               "               JOURNEYD_STREAM_LISTEN (HOST:PORT or a unix socket path)\n");
 }
 
 int jd_cmd_serve(int argc, char **argv)
@@ -249,6 +252,17 @@ int jd_cmd_serve(int argc, char **argv)
         fprintf(stderr, "journeyd: cannot listen on %s:%d\n", s->listen_host, s->listen_port);
         goto done;
     }
+    const char *stream = getenv("JOURNEYD_STREAM_LISTEN");
+    if (!stream || !*stream)
+        stream = jd_engine_config(s->engine, "stream_listen");
+    if (stream && *stream) {
+        char serr[256];
+        s->stream = jd_stream_listen(s, stream, serr, sizeof serr);
+        if (!s->stream) {
+            fprintf(stderr, "journeyd: %s\n", serr);
+            goto done;
+        }
+    }
     s->timer = evtimer_new(s->base, on_timer, s);
     s->sigterm = evsignal_new(s->base, SIGTERM, on_stop, s);
     s->sigint = evsignal_new(s->base, SIGINT, on_stop, s);
@@ -259,9 +273,10 @@ int jd_cmd_serve(int argc, char **argv)
     s->ready = 1;
     char extra[1024];
     snprintf(extra, sizeof extra,
-             "\"listen\":\"%s:%d\",\"config\":\"%s\",\"data_dir\":\"%s\",\"write_keys\":%zu,\"admin_keys\":%zu,"
-             "\"version\":\"%s\"",
-             s->listen_host, s->listen_port, config, data_dir, s->nwrite_keys, s->nadmin_keys, JOURNEYD_VERSION);
+             "\"listen\":\"%s:%d\",\"stream\":\"%s\",\"config\":\"%s\",\"data_dir\":\"%s\",\"write_keys\":%zu,"
+             "\"admin_keys\":%zu,\"version\":\"%s\"",
+             s->listen_host, s->listen_port, stream ? stream : "", config, data_dir, s->nwrite_keys, s->nadmin_keys,
+             JOURNEYD_VERSION);
     jd_serve_log(s, "info", "listening", extra);
     jd_serve_arm_timer(s);
     event_base_dispatch(s->base);
@@ -276,6 +291,8 @@ done:
         event_free(s->sigint);
     if (s->sighup)
         event_free(s->sighup);
+    if (s->stream)
+        evconnlistener_free(s->stream);
     if (s->http)
         evhttp_free(s->http);
     if (s->base)

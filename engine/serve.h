@@ -24,6 +24,7 @@ typedef struct jd_server {
     struct evhttp *http;
     struct event *timer;   /* armed for the engine's earliest timer */
     struct event *sigterm, *sigint, *sighup;
+    struct evconnlistener *stream;
     char listen_host[256];
     int listen_port;
     char **write_keys;
@@ -50,6 +51,10 @@ void jd_http_routes(jd_server *s);
 void jd_serve_log(jd_server *s, const char *level, const char *msg, const char *extra_json);
 /* Arms the timer event for the engine's earliest pending timer. */
 void jd_serve_arm_timer(jd_server *s);
+
+/* stream.c: listens for msgpack stream clients on HOST:PORT or a unix socket path. */
+struct evconnlistener;
+struct evconnlistener *jd_stream_listen(jd_server *s, const char *spec, char *err, size_t errlen);
 
 int jd_cmd_serve(int argc, char **argv);
 

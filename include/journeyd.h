@@ -119,6 +119,10 @@ const char *jd_engine_config(const jd_engine *e, const char *key);
  * NULL past the end. Valid while e lives. */
 const char *jd_engine_config_item(const jd_engine *e, const char *key, size_t i);
 
+/* Converts one JSON value to msgpack (strict; 64-bit integers exact). *out is malloc'd.
+ * Returns 0, or -1 with "byte N: reason" in err. */
+int jd_json_to_msgpack_alloc(const char *json, size_t len, char **out, size_t *outlen, char *err, size_t errlen);
+
 /* Parses ISO 8601 into ms; 0 or -1. */
 int jd_parse_time(const char *s, int64_t *ms);
 

@@ -22,7 +22,7 @@
 #include <openssl/hmac.h>
 
 static char bin[512];
-static int port;
+static int port, stream_port;
 static pid_t daemon_pid;
 static char logpath[] = "/tmp/jd-serve-test-XXXXXX";
 
@@ -102,6 +102,7 @@ static int start(void **state)
     (void)state;
     curl_global_init(CURL_GLOBAL_DEFAULT);
     port = free_port();
+    stream_port = free_port();
     int lfd = mkstemp(logpath);
     char listen[64];
     snprintf(listen, sizeof listen, "127.0.0.1:%d", port);
@@ -111,6 +112,9 @@ static int start(void **state)
         dup2(lfd, 2);
         setenv("JOURNEYD_WRITE_KEYS", "wk1, wk2", 1);
         setenv("JOURNEYD_ADMIN_KEYS", "ak1", 1);
+        char sl[64];
+        snprintf(sl, sizeof sl, "127.0.0.1:%d", stream_port);
+        setenv("JOURNEYD_STREAM_LISTEN", sl, 1);
         execl(bin, bin, "serve", "-c", "tests/integration/serve/journeyd.lua", "--listen", listen, (char *)NULL);
         _exit(127);
     }
@@ -393,6 +397,119 @@ static void test_other_sources(void **state)
     assert_int_equal(r.status, 404);
 }
 
+/* Raw stream protocol: send frames, read one answer frame. */
+static int stream_connect(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)stream_port),
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
+    return fd;
+}
+
+static void stream_send(int fd, const void *p, uint32_t n)
+{
+    unsigned char h[4] = {(unsigned char)(n >> 24), (unsigned char)(n >> 16), (unsigned char)(n >> 8),
+                          (unsigned char)n};
+    assert_int_equal(write(fd, h, 4), 4);
+    if (n)
+        assert_int_equal(write(fd, p, n), (ssize_t)n);
+}
+
+/* Reads one answer; returns its bytes (msgpack) as text-searchable memory. */
+static size_t stream_answer(int fd, char *out, size_t cap)
+{
+    unsigned char h[4];
+    size_t got = 0;
+    while (got < 4) {
+        ssize_t r = read(fd, h + got, 4 - got);
+        if (r <= 0)
+            return 0;
+        got += (size_t)r;
+    }
+    size_t n = (size_t)h[0] << 24 | (size_t)h[1] << 16 | (size_t)h[2] << 8 | h[3];
+    assert_true(n < cap);
+    got = 0;
+    while (got < n) {
+        ssize_t r = read(fd, out + got, n - got);
+        if (r <= 0)
+            return 0;
+        got += (size_t)r;
+    }
+    out[n] = '\0';
+    return n;
+}
+
+static int mem_has(const char *hay, size_t n, const char *needle)
+{
+    size_t k = strlen(needle);
+    for (size_t i = 0; i + k <= n; i++)
+        if (memcmp(hay + i, needle, k) == 0)
+            return 1;
+    return 0;
+}
+
+static void test_stream(void **state)
+{
+    (void)state;
+    /* the example client: JSON lines in, acknowledged batches out */
+    char cmd[1024], client[600];
+    snprintf(client, sizeof client, "%s", bin);
+    char *slash = strrchr(client, '/');
+    strcpy(slash + 1, "jd-stream-send");
+    snprintf(cmd, sizeof cmd, "%s 127.0.0.1:%d --key wk1 --batch 2 2>&1", client, stream_port);
+    FILE *p = popen(cmd, "w");
+    /* reopen reading isn't possible with popen "w": write events, then check effects */
+    fputs("{\"type\":\"track\",\"userId\":\"s-1\",\"event\":\"Signed Up\",\"messageId\":\"st-1\"}\n", p);
+    fputs("{\"type\":\"identify\",\"userId\":\"s-1\",\"traits\":{\"email\":\"s1@example.com\"}}\n", p);
+    fputs("{\"type\":\"track\",\"userId\":\"s-1\"}\n", p);
+    fputs("{\"type\":\"track\",\"userId\":\"s-1\",\"event\":\"Signed Up\",\"messageId\":\"st-1\"}\n", p);
+    assert_int_equal(pclose(p), 0);
+    resp r;
+    http(&r, "GET", "/v1/users/s-1", "Bearer ak1", NULL, 0);
+    assert_int_equal(r.status, 200);
+    assert_non_null(strstr(r.body, "\"email\":\"s1@example.com\""));
+    assert_non_null(strstr(r.body, "\"entries\":1"));
+
+    char ans[4096];
+    size_t n;
+    /* a wrong key: a fatal answer, then the connection closes */
+    int fd = stream_connect();
+    const unsigned char badkey[] = {0x81, 0xa8, 'w', 'r', 'i', 't', 'e', 'K', 'e', 'y', 0xa3, 'n', 'o', 'p'};
+    stream_send(fd, badkey, sizeof badkey);
+    n = stream_answer(fd, ans, sizeof ans);
+    assert_true(mem_has(ans, n, "fatal"));
+    assert_int_equal(stream_answer(fd, ans, sizeof ans), 0);
+    close(fd);
+    /* the right key, then a batch with one good and one bad event */
+    fd = stream_connect();
+    const unsigned char key[] = {0x81, 0xa8, 'w', 'r', 'i', 't', 'e', 'K', 'e', 'y', 0xa3, 'w', 'k', '2'};
+    stream_send(fd, key, sizeof key);
+    n = stream_answer(fd, ans, sizeof ans);
+    assert_true(mem_has(ans, n, "ok"));
+    /* [{"userId":"s-2","event":"E"}, 7] */
+    const unsigned char b1[] = {0x92, 0x82, 0xa6, 'u', 's', 'e', 'r', 'I', 'd', 0xa3, 's', '-', '2',
+                                0xa5, 'e', 'v', 'e', 'n', 't', 0xa1, 'E', 0x07};
+    stream_send(fd, b1, sizeof b1);
+    n = stream_answer(fd, ans, sizeof ans);
+    assert_true(mem_has(ans, n, "accepted"));
+    assert_true(mem_has(ans, n, "an event must be a JSON object"));
+    /* garbage: not one msgpack value */
+    stream_send(fd, "\xc1\xc1", 2);
+    n = stream_answer(fd, ans, sizeof ans);
+    assert_true(mem_has(ans, n, "exactly one msgpack value"));
+    close(fd);
+    /* a frame announced over 1 MiB is refused before it is read */
+    fd = stream_connect();
+    stream_send(fd, key, sizeof key);
+    stream_answer(fd, ans, sizeof ans);
+    unsigned char huge[4] = {0x7f, 0xff, 0xff, 0xff};
+    assert_int_equal(write(fd, huge, 4), 4);
+    n = stream_answer(fd, ans, sizeof ans);
+    assert_true(mem_has(ans, n, "over 1 MiB"));
+    close(fd);
+}
+
 static void test_sigterm_exits_cleanly(void **state)
 {
     (void)state;
@@ -444,6 +561,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_timer_fires_on_real_clock),
         cmocka_unit_test(test_hubspot_source),
         cmocka_unit_test(test_other_sources),
+        cmocka_unit_test(test_stream),
         cmocka_unit_test(test_sigterm_exits_cleanly),
     };
     return cmocka_run_group_tests_name("serve", tests, start, stop);

@@ -1,0 +1,303 @@
+/* stream: the msgpack stream socket of `journeyd serve` for high-volume producers, on
+ * TCP (stream_listen / JOURNEYD_STREAM_LISTEN) or a unix socket (stream_socket).
+ *
+ * Framing, both directions: a 4-byte big-endian length, then that many bytes of one
+ * msgpack value. Frames from the client:
+ *   1. {"writeKey": "..."}                 (only when write keys are configured)
+ *   2. [event, event, ...]                 a batch: Segment-shaped maps, at most 5000 or 1 MiB
+ *      or {"batch": [...], "context": {...}, "sentAt": "..."}
+ * The server answers each frame with one frame, in order:
+ *   {"ok": true}                           for the auth frame
+ *   {"seq": n, "accepted": k, "rejected": [{"index": i, "error": "..."}]}
+ *   {"error": "...", "fatal": true}        then closes (bad frame, bad key, too large)
+ * `seq` counts batch frames on the connection from 1; a client resends the batches it has
+ * no ack for (duplicates are dropped by messageId). Uses serve, event, engine API,
+ * libevent bufferevents. */
+#define _POSIX_C_SOURCE 200809L
+#include <arpa/inet.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/listener.h>
+#include <openssl/crypto.h>
+#include <openssl/rand.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "clock.h"
+#include "event.h"
+#include "serve.h"
+
+#define MAX_FRAME (1u << 20)
+#define MAX_BATCH 5000
+
+typedef struct conn {
+    jd_server *s;
+    struct bufferevent *bev;
+    int authed;
+    uint64_t seq;
+    int closing;
+} conn;
+
+static void send_frame(conn *c, const jd_buf *payload)
+{
+    unsigned char len[4] = {(unsigned char)(payload->len >> 24), (unsigned char)(payload->len >> 16),
+                            (unsigned char)(payload->len >> 8), (unsigned char)payload->len};
+    bufferevent_write(c->bev, len, 4);
+    bufferevent_write(c->bev, payload->data, payload->len);
+}
+
+static void pk_cstr(msgpack_packer *pk, const char *s)
+{
+    size_t n = strlen(s);
+    msgpack_pack_str(pk, n);
+    msgpack_pack_str_body(pk, s, n);
+}
+
+static void fatal(conn *c, const char *msg)
+{
+    jd_buf b;
+    jd_buf_init(&b);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &b, jd_buf_msgpack_write);
+    msgpack_pack_map(&pk, 2);
+    pk_cstr(&pk, "error");
+    pk_cstr(&pk, msg);
+    pk_cstr(&pk, "fatal");
+    msgpack_pack_true(&pk);
+    send_frame(c, &b);
+    jd_buf_free(&b);
+    c->closing = 1;
+    bufferevent_disable(c->bev, EV_READ);
+}
+
+static void close_conn(conn *c)
+{
+    bufferevent_free(c->bev);
+    free(c);
+}
+
+static int authorize(conn *c, const msgpack_object *o)
+{
+    jd_server *s = c->s;
+    const msgpack_object *k = jd_mp_get(o, "writeKey", 8);
+    if (!k || k->type != MSGPACK_OBJECT_STR)
+        return 0;
+    int found = 0;
+    for (size_t i = 0; i < s->nwrite_keys; i++)
+        if (strlen(s->write_keys[i]) == k->via.str.size &&
+            CRYPTO_memcmp(s->write_keys[i], k->via.str.ptr, k->via.str.size) == 0)
+            found = 1;
+    return found;
+}
+
+static void new_id(char out[40])
+{
+    unsigned char r[16];
+    if (RAND_bytes(r, sizeof r) != 1)
+        memset(r, 0, sizeof r);
+    static const char hx[] = "0123456789abcdef";
+    memcpy(out, "jd-", 3);
+    for (int i = 0; i < 16; i++) {
+        out[3 + 2 * i] = hx[r[i] >> 4];
+        out[4 + 2 * i] = hx[r[i] & 15];
+    }
+    out[35] = '\0';
+}
+
+static void batch(conn *c, const msgpack_object *o)
+{
+    jd_server *s = c->s;
+    int64_t t0 = jd_monotonic_ns();
+    const msgpack_object *items = o;
+    jd_norm_opts no = {.received_ms = jd_engine_now(s->engine), .default_ts = jd_engine_now(s->engine)};
+    if (o->type == MSGPACK_OBJECT_MAP) {
+        items = jd_mp_get(o, "batch", 5);
+        no.batch_context = jd_mp_get(o, "context", 7);
+        no.sent_at = jd_mp_get(o, "sentAt", 6);
+    }
+    if (!items || items->type != MSGPACK_OBJECT_ARRAY) {
+        fatal(c, "a batch frame is an array of events or {\"batch\": [...]}");
+        return;
+    }
+    if (items->via.array.size > MAX_BATCH) {
+        fatal(c, "more than 5000 events in one frame");
+        return;
+    }
+    c->seq++;
+    jd_buf ack, rej;
+    jd_buf_init(&ack);
+    jd_buf_init(&rej);
+    msgpack_packer rk;
+    msgpack_packer_init(&rk, &rej, jd_buf_msgpack_write);
+    uint32_t accepted = 0, nrej = 0;
+    char err[512], id[40];
+    for (uint32_t i = 0; i < items->via.array.size; i++) {
+        s->received++;
+        new_id(id);
+        no.default_id = id;
+        jd_buf_reset(&s->recs);
+        int bad = jd_event_normalize_ex(&items->via.array.ptr[i], &no, &s->recs, err, sizeof err);
+        if (!bad && s->recs.len > JD_MAX_EVENT_BYTES) {
+            snprintf(err, sizeof err, "event over the limit of %d bytes", JD_MAX_EVENT_BYTES);
+            bad = 1;
+        }
+        jd_error je;
+        if (!bad && jd_engine_process(s->engine, s->recs.data, s->recs.len, &je)) {
+            snprintf(err, sizeof err, "%.400s", je.text);
+            bad = 1;
+        }
+        if (!bad) {
+            accepted++;
+            continue;
+        }
+        s->rejected[JD_REJ_INVALID]++;
+        nrej++;
+        msgpack_pack_map(&rk, 2);
+        pk_cstr(&rk, "index");
+        msgpack_pack_uint32(&rk, i);
+        pk_cstr(&rk, "error");
+        pk_cstr(&rk, err);
+    }
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &ack, jd_buf_msgpack_write);
+    msgpack_pack_map(&pk, 3);
+    pk_cstr(&pk, "seq");
+    msgpack_pack_uint64(&pk, c->seq);
+    pk_cstr(&pk, "accepted");
+    msgpack_pack_uint32(&pk, accepted);
+    pk_cstr(&pk, "rejected");
+    msgpack_pack_array(&pk, nrej);
+    jd_buf_append(&ack, rej.data, rej.len);
+    send_frame(c, &ack);
+    jd_buf_free(&ack);
+    jd_buf_free(&rej);
+    if (accepted) {
+        double sec = (double)(jd_monotonic_ns() - t0) / 1e9;
+        s->latency_count += accepted;
+        s->latency_sum += sec * accepted;
+    }
+    jd_serve_arm_timer(s);
+}
+
+static void on_read(struct bufferevent *bev, void *arg)
+{
+    conn *c = arg;
+    struct evbuffer *in = bufferevent_get_input(bev);
+    while (!c->closing) {
+        unsigned char hdr[4];
+        if (evbuffer_copyout(in, hdr, 4) < 4)
+            return;
+        uint32_t len = (uint32_t)hdr[0] << 24 | (uint32_t)hdr[1] << 16 | (uint32_t)hdr[2] << 8 | hdr[3];
+        if (len > MAX_FRAME) {
+            c->s->rejected[JD_REJ_TOO_LARGE]++;
+            fatal(c, "frame over 1 MiB");
+            return;
+        }
+        if (evbuffer_get_length(in) < 4 + (size_t)len)
+            return;
+        evbuffer_drain(in, 4);
+        unsigned char *p = evbuffer_pullup(in, len);
+        msgpack_zone z;
+        msgpack_zone_init(&z, 8192);
+        msgpack_object o;
+        size_t off = 0;
+        int ok = len > 0 && msgpack_unpack((const char *)p, len, &off, &z, &o) == MSGPACK_UNPACK_SUCCESS &&
+                 off == len;
+        if (!ok) {
+            c->s->rejected[JD_REJ_MALFORMED]++;
+            fatal(c, "a frame must hold exactly one msgpack value");
+        } else if (!c->authed) {
+            if (authorize(c, &o)) {
+                c->authed = 1;
+                jd_buf b;
+                jd_buf_init(&b);
+                msgpack_packer pk;
+                msgpack_packer_init(&pk, &b, jd_buf_msgpack_write);
+                msgpack_pack_map(&pk, 1);
+                pk_cstr(&pk, "ok");
+                msgpack_pack_true(&pk);
+                send_frame(c, &b);
+                jd_buf_free(&b);
+            } else {
+                c->s->rejected[JD_REJ_UNAUTHORIZED]++;
+                fatal(c, "the first frame must be {\"writeKey\": KEY} with a configured write key");
+            }
+        } else {
+            batch(c, &o);
+        }
+        msgpack_zone_destroy(&z);
+        evbuffer_drain(in, len);
+    }
+}
+
+static void on_write(struct bufferevent *bev, void *arg)
+{
+    conn *c = arg;
+    if (c->closing && evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+        close_conn(c);
+}
+
+static void on_event(struct bufferevent *bev, short what, void *arg)
+{
+    (void)bev;
+    if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR))
+        close_conn(arg);
+}
+
+static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *addr, int len, void *arg)
+{
+    (void)l;
+    (void)len;
+    jd_server *s = arg;
+    conn *c = jd_xcalloc(1, sizeof *c);
+    c->s = s;
+    /* with no write keys, loopback TCP and unix sockets need no auth frame */
+    int local = addr->sa_family == AF_UNIX ||
+                (addr->sa_family == AF_INET &&
+                 (ntohl(((struct sockaddr_in *)addr)->sin_addr.s_addr) >> 24) == 127);
+    c->authed = s->nwrite_keys == 0 && local;
+    if (s->nwrite_keys == 0 && !local) {
+        close(fd);
+        free(c);
+        return;
+    }
+    c->bev = bufferevent_socket_new(s->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    bufferevent_setcb(c->bev, on_read, on_write, on_event, c);
+    bufferevent_setwatermark(c->bev, EV_READ, 0, 4 + MAX_FRAME);
+    bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+}
+
+struct evconnlistener *jd_stream_listen(jd_server *s, const char *spec, char *err, size_t errlen)
+{
+    struct sockaddr_storage ss;
+    memset(&ss, 0, sizeof ss);
+    socklen_t sl;
+    if (spec[0] == '/' || strncmp(spec, "unix:", 5) == 0) {
+        const char *path = spec[0] == '/' ? spec : spec + 5;
+        struct sockaddr_un *un = (struct sockaddr_un *)&ss;
+        if (strlen(path) >= sizeof un->sun_path) {
+            snprintf(err, errlen, "unix socket path too long");
+            return NULL;
+        }
+        un->sun_family = AF_UNIX;
+        strcpy(un->sun_path, path);
+        unlink(path);
+        sl = sizeof *un;
+    } else {
+        int len = (int)sizeof ss;
+        if (evutil_parse_sockaddr_port(spec, (struct sockaddr *)&ss, &len)) {
+            snprintf(err, errlen, "stream listen: expected HOST:PORT or a socket path, got '%s'", spec);
+            return NULL;
+        }
+        sl = (socklen_t)len;
+    }
+    struct evconnlistener *l = evconnlistener_new_bind(s->base, on_accept, s, LEV_OPT_CLOSE_ON_FREE |
+                                                       LEV_OPT_REUSEABLE, 128, (struct sockaddr *)&ss, (int)sl);
+    if (!l)
+        snprintf(err, errlen, "cannot listen on %s", spec);
+    return l;
+}
