@@ -32,7 +32,7 @@ INTEG_BIN := $(INTEG_SRC:tests/integration/%.c=$(BUILD)/tests/%)
 FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_BIN := $(FUZZ_SRC:tests/fuzz/%.c=$(BUILD)/fuzz/%)
 
-.PHONY: all deps run test unit examples fuzz-smoke asan bench fuzz format format-check install clean
+.PHONY: all deps run demo test unit examples fuzz-smoke asan bench fuzz format format-check install clean
 
 all: $(BUILD)/journeyd $(BUILD)/libjourneyd.a $(BUILD)/jd-stream-send
 
@@ -79,8 +79,16 @@ deps:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
 	else echo "deps: all present"; fi
 
+# The main job: the daemon with the trial-onboarding example on ./data (Ctrl-C stops it).
+RUN_LISTEN ?= 127.0.0.1:8080
 run: deps all
-	@echo "== journeyd replay examples/trial-onboarding (actions on stdout, funnel below) =="
+	@echo "journeyd serve on http://$(RUN_LISTEN) with examples/trial-onboarding; send an event with:"
+	@echo "  curl -s http://$(RUN_LISTEN)/v1/track -d '{\"userId\":\"ada\",\"event\":\"Signed Up\",\"properties\":{\"plan\":\"trial\"}}'"
+	@echo "  curl -s http://$(RUN_LISTEN)/v1/users/ada"
+	$(BUILD)/journeyd serve -c examples/trial-onboarding/journeyd.lua --listen $(RUN_LISTEN) --data-dir ./data
+
+# A dry run of the same example on a virtual clock: its actions, then its funnel.
+demo: all
 	$(BUILD)/journeyd replay -c examples/trial-onboarding/journeyd.lua examples/trial-onboarding/events.jsonl \
 	  $$(cat examples/trial-onboarding/replay.args 2>/dev/null)
 

@@ -62,6 +62,74 @@ static char *dir_of(const char *path)
 
 static void free_user(void *p) { jd_user_free(p); }
 
+/* Creates a Lua state, runs config_path in it and compiles the registry into defs. On
+ * success the engine's script, ctx and defs are the new ones and *old_script / *old_defs
+ * hold the previous ones (the caller frees them); on failure nothing changed. */
+static int load_scripts(jd_engine *e, const char *config_path, jd_script **old_script, jd_defs **old_defs,
+                        jd_error *err)
+{
+    char *dir = dir_of(config_path);
+    jd_script_limits lim = {
+        .call_ns = e->opts.call_limit_ms * 1000000,
+        .load_ns = 10LL * 1000000000,
+        .memory_bytes = e->opts.memory_limit,
+    };
+    jd_script *sc = jd_script_new(dir, &lim);
+    free(dir);
+    if (!sc) {
+        snprintf(err->text, sizeof err->text, "cannot create a Lua state");
+        return -1;
+    }
+    jd_script *prev_script = e->script;
+    int prev_ctx = e->ctx_ref;
+    e->script = sc;
+    jd_script_set_owner(sc, e);
+    jd_script_preload(sc, "journey.core", jd_journey_core_open);
+    jd_script_preload(sc, "journey.crypto", jd_crypto_open);
+    e->ctx_ref = jd_ctx_create(e);
+    jd_script_error se = {0};
+    jd_defs *d = NULL;
+    if (jd_script_run_file(sc, config_path, &se)) {
+        jd_script_error_text(&se, err->text, sizeof err->text);
+        jd_script_error_clear(&se);
+    } else {
+        d = jd_compile(e, err->text, sizeof err->text);
+    }
+    if (!d) {
+        jd_script_free(sc);
+        e->script = prev_script;
+        e->ctx_ref = prev_ctx;
+        return -1;
+    }
+    jd_script_seal_globals(sc);
+    *old_script = prev_script;
+    *old_defs = e->defs;
+    e->defs = d;
+    msgpack_zone_clear(&e->config_zone);
+    size_t off = 0;
+    if (!e->config.len || msgpack_unpack(e->config.data, e->config.len, &off, &e->config_zone, &e->config_obj) !=
+                              MSGPACK_UNPACK_SUCCESS)
+        e->config_obj.type = MSGPACK_OBJECT_NIL;
+    return 0;
+}
+
+static jd_journey_count *new_counts(const jd_defs *d)
+{
+    jd_journey_count *c = jd_xcalloc(d->njourneys ? d->njourneys : 1, sizeof *c);
+    for (size_t i = 0; i < d->njourneys; i++)
+        c[i].stages = jd_xcalloc(d->journeys[i].nstages ? d->journeys[i].nstages : 1, sizeof(jd_stage_count));
+    return c;
+}
+
+static void free_counts(jd_journey_count *c, size_t n)
+{
+    if (!c)
+        return;
+    for (size_t i = 0; i < n; i++)
+        free(c[i].stages);
+    free(c);
+}
+
 jd_engine *jd_engine_new(const char *config_path, const jd_options *opts, jd_error *err)
 {
     jd_engine *e = jd_xcalloc(1, sizeof *e);
@@ -93,46 +161,129 @@ jd_engine *jd_engine_new(const char *config_path, const jd_options *opts, jd_err
     e->jr = jd_json_reader_new();
     e->jw = jd_json_writer_new();
     e->ctx_ref = LUA_NOREF;
-
-    char *dir = dir_of(config_path);
-    jd_script_limits lim = {
-        .call_ns = e->opts.call_limit_ms * 1000000,
-        .load_ns = 10LL * 1000000000,
-        .memory_bytes = e->opts.memory_limit,
-    };
-    e->script = jd_script_new(dir, &lim);
-    free(dir);
-    if (!e->script) {
-        snprintf(err->text, sizeof err->text, "cannot create a Lua state");
+    jd_script *none_s = NULL;
+    jd_defs *none_d = NULL;
+    if (load_scripts(e, config_path, &none_s, &none_d, err)) {
         jd_engine_free(e);
         return NULL;
     }
-    jd_script_set_owner(e->script, e);
-    jd_script_preload(e->script, "journey.core", jd_journey_core_open);
-    jd_script_preload(e->script, "journey.crypto", jd_crypto_open);
-    e->ctx_ref = jd_ctx_create(e);
-    jd_script_error se = {0};
-    if (jd_script_run_file(e->script, config_path, &se)) {
-        jd_script_error_text(&se, err->text, sizeof err->text);
-        jd_script_error_clear(&se);
-        jd_engine_free(e);
-        return NULL;
-    }
-    e->defs = jd_compile(e, err->text, sizeof err->text);
-    if (!e->defs) {
-        jd_engine_free(e);
-        return NULL;
-    }
-    size_t off = 0;
-    if (!e->config.len || msgpack_unpack(e->config.data, e->config.len, &off, &e->config_zone, &e->config_obj) !=
-                              MSGPACK_UNPACK_SUCCESS)
-        e->config_obj.type = MSGPACK_OBJECT_NIL;
-    jd_script_seal_globals(e->script);
     e->channel_actions = jd_xcalloc(e->defs->nchannels + 1, sizeof *e->channel_actions);
-    e->counts = jd_xcalloc(e->defs->njourneys ? e->defs->njourneys : 1, sizeof *e->counts);
-    for (size_t i = 0; i < e->defs->njourneys; i++)
-        e->counts[i].stages = jd_xcalloc(e->defs->journeys[i].nstages, sizeof(jd_stage_count));
+    e->counts = new_counts(e->defs);
     return e;
+}
+
+/* Carries state from the old defs to the new by name: instances (removed journeys are
+ * forgotten, removed stages make an active person leave), counters, timers. */
+static void carry_over(jd_engine *e, const jd_defs *od, jd_journey_count *ocounts, uint64_t *ochan)
+{
+    const jd_defs *nd = e->defs;
+    int *jmap = jd_xcalloc(od->njourneys ? od->njourneys : 1, sizeof *jmap);
+    int **smap = jd_xcalloc(od->njourneys ? od->njourneys : 1, sizeof *smap);
+    for (size_t i = 0; i < od->njourneys; i++) {
+        const jd_journey *oj = &od->journeys[i];
+        const jd_journey *nj = jd_defs_journey(nd, oj->name, strlen(oj->name));
+        jmap[i] = nj ? nj->index : -1;
+        smap[i] = jd_xcalloc(oj->nstages ? oj->nstages : 1, sizeof **smap);
+        for (size_t s = 0; s < oj->nstages; s++) {
+            smap[i][s] = -1;
+            for (size_t k = 0; nj && k < nj->nstages; k++)
+                if (strcmp(nj->stages[k].name, oj->stages[s].name) == 0)
+                    smap[i][s] = (int)k;
+        }
+        if (nj) {
+            e->counts[nj->index].entered = ocounts[i].entered;
+            e->counts[nj->index].converted = ocounts[i].converted;
+            e->counts[nj->index].exited = ocounts[i].exited;
+            for (size_t s = 0; s < oj->nstages; s++)
+                if (smap[i][s] >= 0) {
+                    jd_stage_count now = e->counts[nj->index].stages[smap[i][s]];
+                    e->counts[nj->index].stages[smap[i][s]] = ocounts[i].stages[s];
+                    e->counts[nj->index].stages[smap[i][s]].now = now.now;
+                }
+        }
+    }
+    for (size_t c = 0; c < od->nchannels; c++) {
+        const jd_channel *ch = jd_defs_channel(nd, od->channels[c].name, strlen(od->channels[c].name));
+        if (ch)
+            e->channel_actions[ch->index] = ochan[c];
+    }
+    /* instances; `now` and `active` are recounted from them */
+    size_t it = 0;
+    const jd_map_slot *slot;
+    while (jd_map_next(&e->users, &it, &slot)) {
+        jd_user *u = slot->value;
+        for (jd_instance **pp = &u->instances; *pp;) {
+            jd_instance *in = *pp;
+            int nj = jmap[in->journey];
+            if (nj < 0) { /* the journey is gone: forget the instance */
+                if (in->status == JD_INST_ACTIVE)
+                    jd_engine_log(e, "warn", "reload: journey '%s' removed; user %s leaves it",
+                                  od->journeys[in->journey].name, u->id);
+                *pp = in->next;
+                free(in->key);
+                free(in);
+                continue;
+            }
+            int ns = smap[in->journey][in->stage];
+            if (ns < 0) {
+                if (in->status == JD_INST_ACTIVE) {
+                    jd_engine_log(e, "warn", "reload: stage '%s' of journey '%s' removed; user %s leaves the journey",
+                                  od->journeys[in->journey].stages[in->stage].name, od->journeys[in->journey].name,
+                                  u->id);
+                    in->status = JD_INST_EXITED;
+                    e->counts[nj].exited++;
+                }
+                ns = 0;
+            }
+            in->journey = nj;
+            in->stage = ns;
+            if (in->status == JD_INST_ACTIVE) {
+                e->counts[nj].active++;
+                e->counts[nj].stages[ns].now++;
+            }
+            pp = &in->next;
+        }
+    }
+    /* timers: drop those whose instance is gone, point the rest at the new indexes */
+    jd_timers old = e->timers;
+    jd_timers_init(&e->timers);
+    e->timers.next_seq = old.next_seq;
+    for (size_t i = 0; i < old.n; i++) {
+        jd_timer t = old.heap[i];
+        int nj = jmap[t.journey];
+        if (nj < 0 || t.inst->status != JD_INST_ACTIVE || t.inst->iid != t.iid || t.inst->gen != t.gen)
+            continue; /* (instances of removed journeys are freed: never dereference them) */
+        t.journey = (uint16_t)nj;
+        uint64_t seq = t.seq;
+        jd_timers_push(&e->timers, t);
+        e->timers.heap[e->timers.n - 1].seq = seq; /* keep the original order among equals */
+    }
+    e->timers.next_seq = old.next_seq;
+    jd_timers_free(&old);
+    for (size_t i = 0; i < od->njourneys; i++)
+        free(smap[i]);
+    free(smap);
+    free(jmap);
+}
+
+int jd_engine_reload(jd_engine *e, const char *config_path, jd_error *err)
+{
+    jd_script *old_script = NULL;
+    jd_defs *old_defs = NULL;
+    if (load_scripts(e, config_path, &old_script, &old_defs, err))
+        return -1;
+    jd_journey_count *ocounts = e->counts;
+    uint64_t *ochan = e->channel_actions;
+    e->channel_actions = jd_xcalloc(e->defs->nchannels + 1, sizeof *e->channel_actions);
+    e->counts = new_counts(e->defs);
+    carry_over(e, old_defs, ocounts, ochan);
+    free_counts(ocounts, old_defs->njourneys);
+    free(ochan);
+    jd_defs_release_refs(jd_script_L(old_script), old_defs);
+    jd_defs_free(old_defs);
+    jd_script_free(old_script);
+    jd_engine_log(e, "info", "scripts reloaded from %s: %zu journeys", config_path, e->defs->njourneys);
+    return 0;
 }
 
 void jd_engine_free(jd_engine *e)
@@ -140,9 +291,7 @@ void jd_engine_free(jd_engine *e)
     if (!e)
         return;
     if (e->defs) {
-        for (size_t i = 0; i < e->defs->njourneys; i++)
-            free(e->counts[i].stages);
-        free(e->counts);
+        free_counts(e->counts, e->defs->njourneys);
         if (e->script)
             jd_defs_release_refs(jd_script_L(e->script), e->defs);
         jd_defs_free(e->defs);

@@ -495,6 +495,7 @@ static void on_request(struct evhttp_request *req, void *arg)
 {
     jd_server *s = arg;
     s->requests++;
+    s->last_activity_ns = jd_monotonic_ns();
     const char *path = evhttp_uri_get_path(evhttp_request_get_evhttp_uri(req));
     enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
     if (!path)
@@ -531,10 +532,27 @@ static void on_request(struct evhttp_request *req, void *arg)
         return;
     }
     int admin = strncmp(path, "/v1/users/", 10) == 0 || strcmp(path, "/v1/journeys") == 0 ||
-                strncmp(path, "/v1/journeys/", 13) == 0;
+                strncmp(path, "/v1/journeys/", 13) == 0 || strcmp(path, "/v1/admin/reload") == 0;
     if (admin) {
         if (!admin_allowed(s, req)) {
             reply_error(s, req, 401, "Unauthorized", "unauthorized", "an admin key is required");
+            return;
+        }
+        if (strcmp(path, "/v1/admin/reload") == 0) {
+            if (cmd != EVHTTP_REQ_POST) {
+                reply_error(s, req, 405, "Method Not Allowed", "method_not_allowed", "use POST");
+                return;
+            }
+            char why[1024];
+            if (jd_serve_reload(s, why, sizeof why)) {
+                reply_error(s, req, 400, "Bad Request", "reload_failed", why);
+                return;
+            }
+            char *json = jd_engine_journeys_json(s->engine);
+            jd_buf_reset(&s->tmp);
+            jd_buf_printf(&s->tmp, "{\"success\":true,\"loaded\":%s}", json);
+            free(json);
+            reply_json(req, 200, "OK", jd_buf_cstr(&s->tmp));
             return;
         }
         if (cmd != EVHTTP_REQ_GET) {

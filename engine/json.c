@@ -279,8 +279,11 @@ int jd_json_to_msgpack(jd_json_reader *r, const char *text, size_t len, jd_buf *
     const char *ff = memchr(text, '\f', len), *vt = memchr(text, '\v', len);
     if (ff || vt) {
         const char *at = ff && (!vt || ff < vt) ? ff : vt;
-        snprintf(err, errlen, "byte %zu: %s is not JSON whitespace", (size_t)(at - text),
-                 at == ff ? "form feed" : "vertical tab");
+        size_t k = (size_t)(at - text);
+        /* unless the text before it has an error of its own, which comes first */
+        if (jd_json_to_msgpack(r, text, k, out, err, errlen) == 0 || strtoul(err + 5, NULL, 10) >= k)
+            snprintf(err, errlen, "byte %zu: %s is not JSON whitespace", k, at == ff ? "form feed" : "vertical tab");
+        out->len = start;
         return -1;
     }
     r->out = out;

@@ -13,7 +13,8 @@
 typedef struct cstate {
     jd_engine *e;
     jd_defs *d;
-    jd_buf desc; /* canonical text of the journey being compiled, for its version */
+    jd_buf desc;   /* canonical text of the journey being compiled, for its version */
+    jd_buf config; /* j.config packed; handed to the engine only when compiling succeeds */
 } cstate;
 
 static char *field_str(lua_State *L, int idx, const char *f)
@@ -510,9 +511,8 @@ static int compile_cf(lua_State *L)
     /* j.config, packed for the C side */
     lua_getfield(L, reg, "config");
     msgpack_packer pk;
-    msgpack_packer_init(&pk, &cs->e->config, jd_buf_msgpack_write);
+    msgpack_packer_init(&pk, &cs->config, jd_buf_msgpack_write);
     const char *perr = NULL;
-    jd_buf_reset(&cs->e->config);
     if (jd_lua_pack(L, -1, &pk, &perr))
         luaL_error(L, "config: %s", perr);
     lua_pop(L, 1);
@@ -636,6 +636,7 @@ jd_defs *jd_compile(jd_engine *e, char *err, size_t errlen)
 {
     cstate cs = {.e = e, .d = jd_xcalloc(1, sizeof(jd_defs))};
     jd_buf_init(&cs.desc);
+    jd_buf_init(&cs.config);
     jd_map_init(&cs.d->channel_by_name);
     jd_map_init(&cs.d->journey_by_name);
     jd_map_init(&cs.d->index);
@@ -649,8 +650,11 @@ jd_defs *jd_compile(jd_engine *e, char *err, size_t errlen)
         jd_defs_release_refs(L, cs.d);
         jd_defs_free(cs.d);
         jd_buf_free(&cs.desc);
+        jd_buf_free(&cs.config);
         return NULL;
     }
     jd_buf_free(&cs.desc);
+    jd_buf_free(&e->config);
+    e->config = cs.config;
     return cs.d;
 }

@@ -88,23 +88,68 @@ void jd_serve_arm_timer(jd_server *s)
 
 /* ---------------------------------------------------------------- signals */
 
+#define DRAIN_QUIET_NS 1000000000LL /* exit after this long without a completed request */
+#define DRAIN_MAX_NS 10000000000LL  /* or after this long in any case */
+
+static void on_drain(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    jd_server *s = arg;
+    int64_t now = jd_monotonic_ns();
+    int64_t quiet_since = s->last_activity_ns > s->draining_since_ns ? s->last_activity_ns : s->draining_since_ns;
+    if (now - quiet_since >= DRAIN_QUIET_NS || now - s->draining_since_ns >= DRAIN_MAX_NS)
+        event_base_loopexit(s->base, NULL);
+}
+
+/* SIGTERM/SIGINT: stop accepting, let connections in flight finish their requests, then
+ * leave the loop. */
 static void on_stop(evutil_socket_t sig, short what, void *arg)
 {
     (void)what;
     jd_server *s = arg;
+    if (s->drain)
+        return;
     char extra[64];
     snprintf(extra, sizeof extra, "\"signal\":%d", (int)sig);
-    jd_serve_log(s, "info", "stopping", extra);
+    jd_serve_log(s, "info", "stopping: no new connections, draining", extra);
     s->ready = 0;
-    /* finish the requests in flight, then leave the loop */
-    event_base_loopexit(s->base, NULL);
+    if (s->bound) {
+        evhttp_del_accept_socket(s->http, s->bound);
+        s->bound = NULL;
+    }
+    if (s->stream)
+        evconnlistener_disable(s->stream);
+    s->draining_since_ns = jd_monotonic_ns();
+    s->drain = event_new(s->base, -1, EV_PERSIST, on_drain, s);
+    struct timeval tv = {0, 50000};
+    event_add(s->drain, &tv);
 }
 
+int jd_serve_reload(jd_server *s, char *why, size_t n)
+{
+    jd_error err;
+    if (jd_engine_reload(s->engine, s->config_path, &err)) {
+        jd_buf b;
+        jd_buf_init(&b);
+        jd_buf_puts(&b, "\"error\":");
+        json_string(s, &b, err.text);
+        jd_serve_log(s, "error", "reload failed; the previous scripts stay", jd_buf_cstr(&b));
+        jd_buf_free(&b);
+        snprintf(why, n, "%s", err.text);
+        return -1;
+    }
+    jd_serve_arm_timer(s);
+    return 0;
+}
+
+/* Between events: the loop runs one callback at a time, so the swap never splits one. */
 static void on_hup(evutil_socket_t sig, short what, void *arg)
 {
     (void)sig;
     (void)what;
-    jd_serve_log(arg, "warn", "SIGHUP: script reload is not available yet; restart to load new scripts", NULL);
+    char why[1024];
+    jd_serve_reload(arg, why, sizeof why);
 }
 
 /* ---------------------------------------------------------------- config */
@@ -176,6 +221,69 @@ static void usage(FILE *f)
                "               JOURNEYD_STREAM_LISTEN (HOST:PORT or a unix socket path)\n");
 }
 
+int jd_server_open(jd_server *s, const char *config, const jd_options *opts, char *err, size_t errlen)
+{
+    memset(s, 0, sizeof *s);
+    jd_error e;
+    s->engine = jd_engine_new(config, opts, &e);
+    if (!s->engine) {
+        snprintf(err, errlen, "%s", e.text);
+        return -1;
+    }
+    s->config_path = jd_strndup(config, strlen(config));
+    s->jr = jd_json_reader_new();
+    s->jw = jd_json_writer_new();
+    jd_buf_init(&s->body);
+    jd_buf_init(&s->tmp);
+    jd_buf_init(&s->recs);
+    jd_engine_on_log(s->engine, on_engine_log, s);
+    jd_engine_on_action(s->engine, on_action, s);
+    load_keys(s, "JOURNEYD_WRITE_KEYS", "write_keys", &s->write_keys, &s->nwrite_keys);
+    load_keys(s, "JOURNEYD_ADMIN_KEYS", "admin_keys", &s->admin_keys, &s->nadmin_keys);
+    s->base = event_base_new();
+    s->http = evhttp_new(s->base);
+    /* beyond this evhttp answers 413 itself; below it, the handlers apply the API's limits
+     * with JSON errors */
+    evhttp_set_max_body_size(s->http, 4 * 1024 * 1024);
+    evhttp_set_max_headers_size(s->http, 64 * 1024);
+    evhttp_set_timeout(s->http, 30);
+    evhttp_set_allowed_methods(s->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD);
+    jd_http_routes(s);
+    s->timer = evtimer_new(s->base, on_timer, s);
+    s->ready = 1;
+    return 0;
+}
+
+void jd_server_close(jd_server *s)
+{
+    if (s->timer)
+        event_free(s->timer);
+    if (s->sigterm)
+        event_free(s->sigterm);
+    if (s->sigint)
+        event_free(s->sigint);
+    if (s->sighup)
+        event_free(s->sighup);
+    if (s->drain)
+        event_free(s->drain);
+    if (s->stream)
+        evconnlistener_free(s->stream);
+    if (s->http)
+        evhttp_free(s->http);
+    if (s->base)
+        event_base_free(s->base);
+    free_keys(s->write_keys, s->nwrite_keys);
+    free_keys(s->admin_keys, s->nadmin_keys);
+    jd_json_reader_free(s->jr);
+    jd_json_writer_free(s->jw);
+    jd_buf_free(&s->body);
+    jd_buf_free(&s->tmp);
+    jd_buf_free(&s->recs);
+    jd_engine_free(s->engine);
+    free(s->config_path);
+    memset(s, 0, sizeof *s);
+}
+
 int jd_cmd_serve(int argc, char **argv)
 {
     static const struct option opts[] = {
@@ -202,24 +310,14 @@ int jd_cmd_serve(int argc, char **argv)
         return 2;
     }
     jd_server srv;
-    memset(&srv, 0, sizeof srv);
     jd_server *s = &srv;
     jd_options o = {.decisions_per_user = 20, .dedupe_ttl_ms = 24LL * 3600 * 1000};
-    jd_error err;
-    s->engine = jd_engine_new(config, &o, &err);
-    if (!s->engine) {
-        fprintf(stderr, "%s\n", err.text);
+    char err[1024];
+    if (jd_server_open(s, config, &o, err, sizeof err)) {
+        fprintf(stderr, "%s\n", err);
         return 2;
     }
     int rc = 1;
-    s->jr = jd_json_reader_new();
-    s->jw = jd_json_writer_new();
-    jd_buf_init(&s->body);
-    jd_buf_init(&s->tmp);
-    jd_buf_init(&s->recs);
-    jd_engine_on_log(s->engine, on_engine_log, s);
-    jd_engine_on_action(s->engine, on_action, s);
-
     /* flags win over the environment, which wins over j.config */
     const char *listen = listen_flag ? listen_flag : getenv("JOURNEYD_LISTEN");
     if (!listen || !*listen)
@@ -235,20 +333,9 @@ int jd_cmd_serve(int argc, char **argv)
         fprintf(stderr, "journeyd: listen: expected HOST:PORT, got '%s'\n", listen);
         goto done;
     }
-    load_keys(s, "JOURNEYD_WRITE_KEYS", "write_keys", &s->write_keys, &s->nwrite_keys);
-    load_keys(s, "JOURNEYD_ADMIN_KEYS", "admin_keys", &s->admin_keys, &s->nadmin_keys);
-
     signal(SIGPIPE, SIG_IGN);
-    s->base = event_base_new();
-    s->http = evhttp_new(s->base);
-    /* beyond this evhttp answers 413 itself; below it, the handlers apply the API's limits
-     * with JSON errors */
-    evhttp_set_max_body_size(s->http, 4 * 1024 * 1024);
-    evhttp_set_max_headers_size(s->http, 64 * 1024);
-    evhttp_set_timeout(s->http, 30);
-    evhttp_set_allowed_methods(s->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD);
-    jd_http_routes(s);
-    if (!evhttp_bind_socket_with_handle(s->http, s->listen_host, (ev_uint16_t)s->listen_port)) {
+    s->bound = evhttp_bind_socket_with_handle(s->http, s->listen_host, (ev_uint16_t)s->listen_port);
+    if (!s->bound) {
         fprintf(stderr, "journeyd: cannot listen on %s:%d\n", s->listen_host, s->listen_port);
         goto done;
     }
@@ -263,14 +350,12 @@ int jd_cmd_serve(int argc, char **argv)
             goto done;
         }
     }
-    s->timer = evtimer_new(s->base, on_timer, s);
     s->sigterm = evsignal_new(s->base, SIGTERM, on_stop, s);
     s->sigint = evsignal_new(s->base, SIGINT, on_stop, s);
     s->sighup = evsignal_new(s->base, SIGHUP, on_hup, s);
     evsignal_add(s->sigterm, NULL);
     evsignal_add(s->sigint, NULL);
     evsignal_add(s->sighup, NULL);
-    s->ready = 1;
     char extra[1024];
     snprintf(extra, sizeof extra,
              "\"listen\":\"%s:%d\",\"stream\":\"%s\",\"config\":\"%s\",\"data_dir\":\"%s\",\"write_keys\":%zu,"
@@ -283,27 +368,6 @@ int jd_cmd_serve(int argc, char **argv)
     jd_serve_log(s, "info", "stopped", NULL);
     rc = 0;
 done:
-    if (s->timer)
-        event_free(s->timer);
-    if (s->sigterm)
-        event_free(s->sigterm);
-    if (s->sigint)
-        event_free(s->sigint);
-    if (s->sighup)
-        event_free(s->sighup);
-    if (s->stream)
-        evconnlistener_free(s->stream);
-    if (s->http)
-        evhttp_free(s->http);
-    if (s->base)
-        event_base_free(s->base);
-    free_keys(s->write_keys, s->nwrite_keys);
-    free_keys(s->admin_keys, s->nadmin_keys);
-    jd_json_reader_free(s->jr);
-    jd_json_writer_free(s->jw);
-    jd_buf_free(&s->body);
-    jd_buf_free(&s->tmp);
-    jd_buf_free(&s->recs);
-    jd_engine_free(s->engine);
+    jd_server_close(s);
     return rc;
 }

@@ -20,11 +20,15 @@ enum { JD_REJ_MALFORMED, JD_REJ_INVALID, JD_REJ_TOO_LARGE, JD_REJ_UNAUTHORIZED, 
 
 typedef struct jd_server {
     jd_engine *engine;
+    char *config_path;
     struct event_base *base;
     struct evhttp *http;
     struct event *timer;   /* armed for the engine's earliest timer */
     struct event *sigterm, *sigint, *sighup;
     struct evconnlistener *stream;
+    struct evhttp_bound_socket *bound;
+    struct event *drain;   /* after SIGTERM: polls for quiet */
+    int64_t draining_since_ns, last_activity_ns;
     char listen_host[256];
     int listen_port;
     char **write_keys;
@@ -55,6 +59,13 @@ void jd_serve_arm_timer(jd_server *s);
 /* stream.c: listens for msgpack stream clients on HOST:PORT or a unix socket path. */
 struct evconnlistener;
 struct evconnlistener *jd_stream_listen(jd_server *s, const char *spec, char *err, size_t errlen);
+
+/* Creates a server around a freshly loaded engine: routes on a new event base, keys from
+ * the environment or j.config. Binds nothing (jd_cmd_serve does). 0, or -1 with err. */
+int jd_server_open(jd_server *s, const char *config, const jd_options *opts, char *err, size_t errlen);
+void jd_server_close(jd_server *s);
+/* Reloads the scripts (SIGHUP, POST /v1/admin/reload). 0, or -1 with the reason. */
+int jd_serve_reload(jd_server *s, char *why, size_t n);
 
 int jd_cmd_serve(int argc, char **argv);
 

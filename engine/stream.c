@@ -111,6 +111,7 @@ static void new_id(char out[40])
 static void batch(conn *c, const msgpack_object *o)
 {
     jd_server *s = c->s;
+    s->last_activity_ns = jd_monotonic_ns();
     int64_t t0 = jd_monotonic_ns();
     const msgpack_object *items = o;
     jd_norm_opts no = {.received_ms = jd_engine_now(s->engine), .default_ts = jd_engine_now(s->engine)};

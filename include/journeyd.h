@@ -43,6 +43,12 @@ typedef void (*jd_log_fn)(const char *level, const char *line, void *ud);
 jd_engine *jd_engine_new(const char *config_path, const jd_options *opts, jd_error *err);
 void jd_engine_free(jd_engine *e);
 
+/* Loads config_path into a fresh Lua state, validates and compiles it, and swaps it in:
+ * people, timers and counters carry over by journey and stage name (a person in a
+ * journey or stage that no longer exists leaves it, logged). On failure the old scripts
+ * stay and err says why ("file:line: message"). Call between events. */
+int jd_engine_reload(jd_engine *e, const char *config_path, jd_error *err);
+
 void jd_engine_on_action(jd_engine *e, jd_action_fn fn, void *ud);
 void jd_engine_on_log(jd_engine *e, jd_log_fn fn, void *ud);
 

@@ -4,6 +4,7 @@
 #define _DEFAULT_SOURCE
 #include <arpa/inet.h>
 #include <curl/curl.h>
+#include <dirent.h>
 #include <netinet/in.h>
 #include <setjmp.h>
 #include <signal.h>
@@ -25,6 +26,17 @@ static char bin[512];
 static int port, stream_port;
 static pid_t daemon_pid;
 static char logpath[] = "/tmp/jd-serve-test-XXXXXX";
+static char cfgdir[] = "/tmp/jd-serve-cfg-XXXXXX";
+static char cfgpath[600];
+static char original_cfg[16384];
+
+static void write_config(const char *text)
+{
+    FILE *f = fopen(cfgpath, "w");
+    assert_non_null(f);
+    fputs(text, f);
+    fclose(f);
+}
 
 typedef struct resp {
     long status;
@@ -101,6 +113,19 @@ static int start(void **state)
 {
     (void)state;
     curl_global_init(CURL_GLOBAL_DEFAULT);
+    /* the daemon runs a copy of the config, so the reload test can rewrite it */
+    if (!mkdtemp(cfgdir))
+        return -1;
+    snprintf(cfgpath, sizeof cfgpath, "%s/journeyd.lua", cfgdir);
+    FILE *src = fopen("tests/integration/serve/journeyd.lua", "r");
+    if (!src)
+        return -1;
+    size_t cn = fread(original_cfg, 1, sizeof original_cfg - 1, src);
+    original_cfg[cn] = '\0';
+    fclose(src);
+    FILE *dst = fopen(cfgpath, "w");
+    fputs(original_cfg, dst);
+    fclose(dst);
     port = free_port();
     stream_port = free_port();
     int lfd = mkstemp(logpath);
@@ -115,7 +140,7 @@ static int start(void **state)
         char sl[64];
         snprintf(sl, sizeof sl, "127.0.0.1:%d", stream_port);
         setenv("JOURNEYD_STREAM_LISTEN", sl, 1);
-        execl(bin, bin, "serve", "-c", "tests/integration/serve/journeyd.lua", "--listen", listen, (char *)NULL);
+        execl(bin, bin, "serve", "-c", cfgpath, "--listen", listen, (char *)NULL);
         _exit(127);
     }
     close(lfd);
@@ -137,6 +162,8 @@ static int stop(void **state)
         waitpid(daemon_pid, NULL, 0);
     }
     unlink(logpath);
+    unlink(cfgpath);
+    rmdir(cfgdir);
     curl_global_cleanup();
     return 0;
 }
@@ -510,10 +537,115 @@ static void test_stream(void **state)
     close(fd);
 }
 
+/* Every n_ file of the JSON conformance suite is a 400, and the daemon stays up. */
+static void test_conformance_bodies(void **state)
+{
+    (void)state;
+    const char *dir = getenv("JD_SHARED") ? getenv("JD_SHARED") : "../shared";
+    char path[1024];
+    snprintf(path, sizeof path, "%s/testdata/json-conformance", dir);
+    DIR *d = opendir(path);
+    if (!d)
+        fail_msg("cannot open %s (set JD_SHARED)", path);
+    struct dirent *de;
+    int n = 0;
+    static char body[600 * 1024];
+    while ((de = readdir(d))) {
+        if (strncmp(de->d_name, "n_", 2) != 0)
+            continue;
+        char f[2048];
+        snprintf(f, sizeof f, "%s/%s", path, de->d_name);
+        FILE *fp = fopen(f, "rb");
+        assert_non_null(fp);
+        size_t len = fread(body, 1, sizeof body, fp);
+        fclose(fp);
+        resp r;
+        http(&r, "POST", "/v1/batch", "Bearer wk1", body, len);
+        if (r.status != 400)
+            fail_msg("%s: status %ld, body %s", de->d_name, r.status, r.body);
+        n++;
+    }
+    closedir(d);
+    assert_true(n > 100);
+    resp r;
+    http(&r, "GET", "/livez", NULL, NULL, 0);
+    assert_int_equal(r.status, 200);
+}
+
+static void test_reload(void **state)
+{
+    (void)state;
+    resp r;
+    /* a broken script: the reload fails, the old rules stay */
+    write_config("local j = require \"journey\"\nj.journey \"x\" {\n  entry = j.on(\"A\"),\n  j.stage \"s\" { "
+                 "j.on(\"B\"):go \"nowhere\" },\n}\n");
+    http(&r, "POST", "/v1/admin/reload", "Bearer ak1", "", 0);
+    assert_int_equal(r.status, 400);
+    assert_non_null(strstr(r.body, "journeyd.lua:4:"));
+    assert_non_null(strstr(r.body, "nowhere"));
+    kill(daemon_pid, SIGHUP);
+    usleep(300000);
+    post(&r, "/v1/track", "Bearer wk1", "{\"userId\":\"r-1\",\"event\":\"Signed Up\"}");
+    assert_int_equal(r.status, 200);
+    http(&r, "GET", "/v1/users/r-1", "Bearer ak1", NULL, 0);
+    assert_non_null(strstr(r.body, "\"journey\":\"onboarding\""));
+    FILE *f = fopen(logpath, "r");
+    char line[4096];
+    int failed_logged = 0;
+    while (fgets(line, sizeof line, f))
+        failed_logged |= strstr(line, "reload failed") != NULL && strstr(line, "nowhere") != NULL;
+    fclose(f);
+    assert_true(failed_logged);
+    /* a good script with a new rule: it takes effect; people keep their journeys */
+    char cfg[20000];
+    snprintf(cfg, sizeof cfg, "%s\nj.on(\"Reloaded\", function(ctx) ctx:score(100) end)\n", original_cfg);
+    write_config(cfg);
+    kill(daemon_pid, SIGHUP);
+    int done = 0;
+    for (int i = 0; i < 50 && !done; i++) {
+        usleep(100000);
+        post(&r, "/v1/track", "Bearer wk1", "{\"userId\":\"r-1\",\"event\":\"Reloaded\"}");
+        http(&r, "GET", "/v1/users/r-1", "Bearer ak1", NULL, 0);
+        done = strstr(r.body, "\"score\":100.0") != NULL;
+    }
+    assert_true(done);
+    assert_non_null(strstr(r.body, "\"journey\":\"onboarding\""));
+    http(&r, "POST", "/v1/admin/reload", "Bearer ak1", "", 0);
+    assert_int_equal(r.status, 200);
+    assert_non_null(strstr(r.body, "\"success\":true"));
+    http(&r, "POST", "/v1/admin/reload", "Bearer wk1", "", 0);
+    assert_int_equal(r.status, 401);
+}
+
 static void test_sigterm_exits_cleanly(void **state)
 {
     (void)state;
+    /* a request in flight: headers and half the body sent before SIGTERM */
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
+    const char *ev = "{\"userId\":\"late-1\",\"event\":\"Signed Up\"}";
+    char req[512];
+    int n = snprintf(req, sizeof req,
+                     "POST /v1/track HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer wk1\r\nContent-Length: %zu\r\n\r\n%.10s",
+                     strlen(ev), ev);
+    assert_int_equal(write(fd, req, (size_t)n), n);
+    usleep(100000);
     assert_int_equal(kill(daemon_pid, SIGTERM), 0);
+    usleep(200000);
+    /* no new connections once stopping */
+    resp r;
+    http(&r, "GET", "/livez", NULL, NULL, 0);
+    assert_int_equal(r.status, -1);
+    assert_int_equal(write(fd, ev + 10, strlen(ev) - 10), (ssize_t)(strlen(ev) - 10));
+    char ans[1024];
+    ssize_t got = read(fd, ans, sizeof ans - 1);
+    assert_true(got > 0);
+    ans[got] = '\0';
+    assert_non_null(strstr(ans, "200 OK"));
+    assert_non_null(strstr(ans, "{\"success\":true}"));
+    close(fd);
     int status = 0;
     pid_t w = 0;
     for (int i = 0; i < 100 && w == 0; i++) {
@@ -562,6 +694,8 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_hubspot_source),
         cmocka_unit_test(test_other_sources),
         cmocka_unit_test(test_stream),
+        cmocka_unit_test(test_conformance_bodies),
+        cmocka_unit_test(test_reload),
         cmocka_unit_test(test_sigterm_exits_cleanly),
     };
     return cmocka_run_group_tests_name("serve", tests, start, stop);
