@@ -9,7 +9,6 @@
 #include <event2/keyvalq_struct.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
-#include <openssl/rand.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -154,19 +153,6 @@ static int admin_allowed(jd_server *s, struct evhttp_request *req)
 
 /* ---------------------------------------------------------------- ingest */
 
-static void new_message_id(char out[40])
-{
-    unsigned char r[16];
-    if (RAND_bytes(r, sizeof r) != 1)
-        memset(r, 0, sizeof r);
-    static const char hx[] = "0123456789abcdef";
-    memcpy(out, "jd-", 3);
-    for (int i = 0; i < 16; i++) {
-        out[3 + 2 * i] = hx[r[i] >> 4];
-        out[4 + 2 * i] = hx[r[i] & 15];
-    }
-    out[35] = '\0';
-}
 
 static void observe_latency(jd_server *s, int64_t start_ns)
 {
@@ -187,7 +173,7 @@ static int ingest_one(jd_server *s, const msgpack_object *item, const jd_norm_op
 {
     char id[40];
     jd_norm_opts o = *base;
-    new_message_id(id);
+    jd_serve_message_id(s, id);
     o.default_id = id;
     jd_buf_reset(&s->recs);
     if (jd_event_normalize_ex(item, &o, &s->recs, err, errlen))

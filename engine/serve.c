@@ -9,8 +9,11 @@
 #include <event2/listener.h>
 #include <getopt.h>
 #include <signal.h>
+#include <sys/random.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
+#include <unistd.h>
 #include <string.h>
 
 #include "clock.h"
@@ -59,6 +62,28 @@ static void on_action(const jd_action *a, void *ud)
     jd_buf_append(&b, j, n);
     jd_serve_log(s, "info", "action decided", jd_buf_cstr(&b));
     jd_buf_free(&b);
+}
+
+/* ---------------------------------------------------------------- ids */
+
+static uint64_t splitmix(uint64_t *x)
+{
+    uint64_t z = (*x += 0x9E3779B97F4A7C15ULL);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    return z ^ (z >> 31);
+}
+
+void jd_serve_message_id(jd_server *s, char out[40])
+{
+    static const char hx[] = "0123456789abcdef";
+    uint64_t a = splitmix(&s->id_state[0]), b = splitmix(&s->id_state[1]);
+    memcpy(out, "jd-", 3);
+    for (int i = 0; i < 16; i++) {
+        out[3 + i] = hx[(a >> (60 - 4 * i)) & 15];
+        out[19 + i] = hx[(b >> (60 - 4 * i)) & 15];
+    }
+    out[35] = '\0';
 }
 
 /* ---------------------------------------------------------------- timers */
@@ -240,7 +265,16 @@ int jd_server_open(jd_server *s, const char *config, const jd_options *opts, cha
     jd_engine_on_action(s->engine, on_action, s);
     load_keys(s, "JOURNEYD_WRITE_KEYS", "write_keys", &s->write_keys, &s->nwrite_keys);
     load_keys(s, "JOURNEYD_ADMIN_KEYS", "admin_keys", &s->admin_keys, &s->nadmin_keys);
-    s->base = event_base_new();
+    if (getrandom(s->id_state, sizeof s->id_state, 0) != (ssize_t)sizeof s->id_state) {
+        s->id_state[0] = (uint64_t)jd_monotonic_ns();
+        s->id_state[1] = (uint64_t)getpid() << 32 ^ (uint64_t)time(NULL);
+    }
+    /* the epoll changelist folds the add/del pairs evhttp makes per request into one
+     * epoll_ctl, which matters where syscalls are expensive (VMs) */
+    struct event_config *cfg = event_config_new();
+    event_config_set_flag(cfg, EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST);
+    s->base = event_base_new_with_config(cfg);
+    event_config_free(cfg);
     s->http = evhttp_new(s->base);
     /* beyond this evhttp answers 413 itself; below it, the handlers apply the API's limits
      * with JSON errors */

@@ -39,6 +39,7 @@ typedef struct jd_server {
     jd_json_writer *jw;
     jd_buf body, tmp, recs; /* per request scratch */
     int ready;
+    uint64_t id_state[2]; /* message id generator */
     /* metrics kept by the HTTP layer */
     uint64_t received;
     uint64_t rejected[JD_REJ_NREASONS];
@@ -47,6 +48,10 @@ typedef struct jd_server {
     double latency_sum;
     uint64_t latency_bucket[JD_LATENCY_BUCKETS]; /* cumulative at exposition */
 } jd_server;
+
+/* A messageId for an event that came without one: "jd-" and 32 hex digits from a
+ * per-process generator seeded from the kernel (unique, not secret; no syscall per id). */
+void jd_serve_message_id(jd_server *s, char out[40]);
 
 /* http.c */
 void jd_http_routes(jd_server *s);

@@ -19,7 +19,6 @@
 #include <event2/bufferevent.h>
 #include <event2/listener.h>
 #include <openssl/crypto.h>
-#include <openssl/rand.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -94,19 +93,6 @@ static int authorize(conn *c, const msgpack_object *o)
     return found;
 }
 
-static void new_id(char out[40])
-{
-    unsigned char r[16];
-    if (RAND_bytes(r, sizeof r) != 1)
-        memset(r, 0, sizeof r);
-    static const char hx[] = "0123456789abcdef";
-    memcpy(out, "jd-", 3);
-    for (int i = 0; i < 16; i++) {
-        out[3 + 2 * i] = hx[r[i] >> 4];
-        out[4 + 2 * i] = hx[r[i] & 15];
-    }
-    out[35] = '\0';
-}
 
 static void batch(conn *c, const msgpack_object *o)
 {
@@ -138,7 +124,7 @@ static void batch(conn *c, const msgpack_object *o)
     char err[512], id[40];
     for (uint32_t i = 0; i < items->via.array.size; i++) {
         s->received++;
-        new_id(id);
+        jd_serve_message_id(s, id);
         no.default_id = id;
         jd_buf_reset(&s->recs);
         int bad = jd_event_normalize_ex(&items->via.array.ptr[i], &no, &s->recs, err, sizeof err);

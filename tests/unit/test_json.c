@@ -37,34 +37,45 @@ static int teardown(void **state)
     return 0;
 }
 
-/* Parses text and unpacks the single msgpack value it produced; the caller destroys u. */
-static int parse_unpack(const char *text, size_t len, msgpack_unpacked *u, char *err, size_t errlen)
+/* A parsed value: the unpacked object points into buf, so both live together. */
+typedef struct parsed {
+    jd_buf buf;
+    msgpack_unpacked u;
+} parsed;
+
+static void parsed_free(parsed *p)
 {
-    jd_buf b;
-    jd_buf_init(&b);
-    int rc = jd_json_to_msgpack(rd, text, len, &b, err, errlen);
-    msgpack_unpacked_init(u);
+    msgpack_unpacked_destroy(&p->u);
+    jd_buf_free(&p->buf);
+}
+
+/* Parses text and unpacks the single msgpack value it produced; the caller frees p
+ * (also after a failure). */
+static int parse_unpack(const char *text, size_t len, parsed *p, char *err, size_t errlen)
+{
+    jd_buf_init(&p->buf);
+    msgpack_unpacked_init(&p->u);
+    int rc = jd_json_to_msgpack(rd, text, len, &p->buf, err, errlen);
     if (rc == 0) {
         size_t off = 0;
-        msgpack_unpack_return ur = msgpack_unpack_next(u, b.data, b.len, &off);
-        if (ur != MSGPACK_UNPACK_SUCCESS || off != b.len)
+        msgpack_unpack_return ur = msgpack_unpack_next(&p->u, p->buf.data, p->buf.len, &off);
+        if (ur != MSGPACK_UNPACK_SUCCESS || off != p->buf.len)
             fail_msg("reader produced bad msgpack for %.*s", (int)len, text);
     }
-    jd_buf_free(&b);
     return rc;
 }
 
 /* JSON text -> msgpack -> JSON text; returns a malloc'd string or fails the test. */
 static char *roundtrip(const char *text)
 {
-    msgpack_unpacked u;
+    parsed p;
     char err[256];
-    if (parse_unpack(text, strlen(text), &u, err, sizeof err))
+    if (parse_unpack(text, strlen(text), &p, err, sizeof err))
         fail_msg("rejected %s: %s", text, err);
     jd_buf out;
     jd_buf_init(&out);
-    jd_json_write(wr, &u.data, &out);
-    msgpack_unpacked_destroy(&u);
+    jd_json_write(wr, &p.u.data, &out);
+    parsed_free(&p);
     char *s = jd_strndup(out.data ? out.data : "", out.len);
     jd_buf_free(&out);
     return s;
@@ -126,7 +137,7 @@ static void test_conformance_suite(void **state)
             continue;
         char path[2048];
         snprintf(path, sizeof path, "%s/%s", dir, name);
-        size_t len;
+        size_t len = 0;
         char *text = read_file(path, &len);
         if (!text)
             fail_msg("cannot read %s", path);
@@ -164,9 +175,17 @@ static void test_conformance_suite(void **state)
             if (rc == 0) {
                 print_error("n_ file accepted: %s\n", name);
                 bad++;
-            } else if (strncmp(err, "byte ", 5) != 0 || out.len != 0) {
+            } else if (strncmp(err, "byte ", 5) != 0 || strtoul(err + 5, NULL, 10) > len || out.len != 0) {
                 print_error("n_ file %s: bad error report \"%s\" (out.len %zu)\n", name, err, out.len);
                 bad++;
+            } else {
+                /* the text before the reported byte has no error of its own before its end */
+                size_t at = strtoul(err + 5, NULL, 10);
+                char perr[256] = "";
+                if (jd_json_to_msgpack(rd, text, at, &out, perr, sizeof perr) != 0 && strtoul(perr + 5, NULL, 10) != at) {
+                    print_error("n_ file %s: \"%s\", but its prefix has \"%s\"\n", name, err, perr);
+                    bad++;
+                }
             }
         } else {
             ni++;
@@ -181,6 +200,63 @@ static void test_conformance_suite(void **state)
     assert_true(ny > 0);
     assert_true(nn > 0);
     assert_int_equal(bad, 0);
+}
+
+/* Every error names a byte inside the text (or its end), whatever the damage: valid
+ * texts truncated, or with one byte replaced or removed. */
+static void test_error_offsets_mutated(void **state)
+{
+    (void)state;
+    static const char *const texts[] = {
+        "{\"type\":\"track\",\"userId\":\"u1\",\"event\":\"Signed Up\",\"properties\":{\"plan\":\"pro\","
+        "\"seats\":12,\"price\":-9.5e2,\"tags\":[\"a\\\"b\",true,false,null]}}",
+        "[0,-0,1.5e+10,\"\\u00e9\\n\",{\"\":[]},[[{}]],18446744073709551615]",
+    };
+    static const char repl[] = "{}[],:\"\\ 0-1.eEtfnx\x01\xff\f\v";
+    uint32_t x = 12345;
+    size_t errors = 0;
+    for (size_t t = 0; t < sizeof texts / sizeof texts[0]; t++) {
+        size_t n = strlen(texts[t]);
+        for (size_t pos = 0; pos <= n; pos++) {
+            for (int kind = 0; kind < 4; kind++) {
+                char buf[512];
+                size_t len;
+                memcpy(buf, texts[t], n);
+                if (kind == 0) { /* truncated */
+                    len = pos;
+                } else if (kind == 1) { /* byte removed */
+                    if (pos == n)
+                        continue;
+                    memmove(buf + pos, buf + pos + 1, n - pos - 1);
+                    len = n - 1;
+                } else { /* byte replaced */
+                    if (pos == n)
+                        continue;
+                    x = x * 1103515245u + 12345u;
+                    buf[pos] = repl[(x >> 16) % (sizeof repl - 1)];
+                    len = n;
+                }
+                jd_buf out;
+                jd_buf_init(&out);
+                char err[256] = "";
+                if (jd_json_to_msgpack(rd, buf, len, &out, err, sizeof err) != 0) {
+                    errors++;
+                    char *endp;
+                    unsigned long at = strncmp(err, "byte ", 5) == 0 ? strtoul(err + 5, &endp, 10) : 0;
+                    if (strncmp(err, "byte ", 5) != 0 || *endp != ':' || at > len || out.len != 0)
+                        fail_msg("bad error \"%s\" for %.*s", err, (int)len, buf);
+                    /* the text before that byte has no error of its own before its end */
+                    char perr[256] = "";
+                    jd_buf_reset(&out);
+                    if (jd_json_to_msgpack(rd, buf, at, &out, perr, sizeof perr) != 0 &&
+                        strtoul(perr + 5, NULL, 10) != at)
+                        fail_msg("error \"%s\" for %.*s, but its prefix has \"%s\"", err, (int)len, buf, perr);
+                }
+                jd_buf_free(&out);
+            }
+        }
+    }
+    assert_true(errors > 100);
 }
 
 /* Cases the suite does not cover, or covers only by accident of another check. */
@@ -287,19 +363,19 @@ static void test_int64_exact(void **state)
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         const char *t = cases[i].text;
-        msgpack_unpacked u;
+        parsed p;
         char err[256];
-        assert_int_equal(parse_unpack(t, strlen(t), &u, err, sizeof err), 0);
+        assert_int_equal(parse_unpack(t, strlen(t), &p, err, sizeof err), 0);
         if (cases[i].negative) {
-            if (u.data.type != MSGPACK_OBJECT_NEGATIVE_INTEGER)
-                fail_msg("%s: type %d, want negative integer", t, (int)u.data.type);
-            assert_true(u.data.via.i64 == cases[i].i);
+            if (p.u.data.type != MSGPACK_OBJECT_NEGATIVE_INTEGER)
+                fail_msg("%s: type %d, want negative integer", t, (int)p.u.data.type);
+            assert_true(p.u.data.via.i64 == cases[i].i);
         } else {
-            if (u.data.type != MSGPACK_OBJECT_POSITIVE_INTEGER)
-                fail_msg("%s: type %d, want positive integer", t, (int)u.data.type);
-            assert_true(u.data.via.u64 == cases[i].u);
+            if (p.u.data.type != MSGPACK_OBJECT_POSITIVE_INTEGER)
+                fail_msg("%s: type %d, want positive integer", t, (int)p.u.data.type);
+            assert_true(p.u.data.via.u64 == cases[i].u);
         }
-        msgpack_unpacked_destroy(&u);
+        parsed_free(&p);
         char *back = roundtrip(t);
         assert_string_equal(back, t);
         free(back);
@@ -335,13 +411,13 @@ static void test_numbers_become_doubles(void **state)
         {"123e-10000000", 0.0}, /* underflow is zero, not an error */
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        msgpack_unpacked u;
+        parsed p;
         char err[256];
-        assert_int_equal(parse_unpack(cases[i].text, strlen(cases[i].text), &u, err, sizeof err), 0);
-        if (u.data.type != MSGPACK_OBJECT_FLOAT64)
-            fail_msg("%s: type %d, want float64", cases[i].text, (int)u.data.type);
-        assert_memory_equal(&u.data.via.f64, &cases[i].d, sizeof(double));
-        msgpack_unpacked_destroy(&u);
+        assert_int_equal(parse_unpack(cases[i].text, strlen(cases[i].text), &p, err, sizeof err), 0);
+        if (p.u.data.type != MSGPACK_OBJECT_FLOAT64)
+            fail_msg("%s: type %d, want float64", cases[i].text, (int)p.u.data.type);
+        assert_memory_equal(&p.u.data.via.f64, &cases[i].d, sizeof(double));
+        parsed_free(&p);
     }
 }
 
@@ -367,6 +443,17 @@ static void test_error_offsets(void **state)
         {"   [1,2,x]", 0, 8, NULL},
         {"{\"a\":01}", 0, 6, NULL},     /* "0" is a number, the "1" is the error */
         {"[01]", 0, 2, NULL},
+        {"{\"a\":\"x\" \"b\"}", 0, 9, NULL}, /* a value where ',' or '}' must be */
+        {"{\"a\":\"\"1}", 0, 7, NULL},
+        {"{\"a\":true1}", 0, 9, NULL},
+        {"{\"a\":1 :}", 0, 7, NULL},
+        {"{\"a\":[1] 2}", 0, 9, NULL},
+        {"{1:2}", 0, 1, NULL},
+        {"[1 2]", 0, 3, NULL},
+        {"[1,2,]", 0, 5, NULL},
+        {"[true false]", 0, 6, NULL},
+        {"[\"a\" \"b\\\"c\"]", 0, 5, NULL},  /* an escaped quote inside the offending string */
+        {"[\"a\\\"b\" \"c\\\\\"]", 0, 8, NULL}, /* an escaped backslash before its closing quote */
         {"[\"\\x\"]", 0, 3, NULL},      /* the escape letter */
         {"[\"b\x01\"]", 0, 3, NULL},    /* raw control character */
         {"[\"\xff\"]", 0, 2, "UTF8"},   /* invalid UTF-8 lead byte */
@@ -377,7 +464,11 @@ static void test_error_offsets(void **state)
         {"", 0, 0, NULL},
         {"   ", 0, 3, NULL},
         {"[1,\f2]", 0, 3, "form feed"},
-        {"[1,\v2]", 0, 3, NULL},
+        {"[1,\v2]", 0, 3, "vertical tab"},
+        {"\f", 0, 0, "form feed"},
+        {"x\f", 0, 0, "invalid"},  /* the earlier error comes first */
+        {"[1] \v", 0, 4, NULL},
+        {"[1] x\v", 0, 4, "trailing garbage"},
         {"[1e999]", 0, 1, "out of range"}, /* the start of the number */
         {"1e999", 0, 0, "out of range"},
         {"[1]\0", 4, 3, "trailing garbage"},
@@ -437,7 +528,7 @@ static void test_write_strings(void **state)
         {"\"plain\"", "\"plain\""},
         {"\"q\\\"b\\\\s\\/\"", "\"q\\\"b\\\\s/\""},
         {"\"\\b\\f\\n\\r\\t\"", "\"\\b\\f\\n\\r\\t\""},
-        {"\"\\u0001\\u001f\"", "\"\\u0001\\u001f\""},
+        {"\"\\u0001\\u001f\"", "\"\\u0001\\u001F\""}, /* yajl writes upper-case hex */
         {"\"a\\u0000b\"", "\"a\\u0000b\""},
         {"\"\\u00e9\xc3\xa9\"", "\"\xc3\xa9\xc3\xa9\""},                    /* é both ways */
         {"\"\\u20ac\"", "\"\xe2\x82\xac\""},                                /* € */
@@ -495,13 +586,13 @@ static void test_write_containers(void **state)
         for (size_t k = 0; k < n; k++)
             jd_buf_printf(&t, "%s%zu", k ? "," : "", k % 10);
         jd_buf_putc(&t, ']');
-        msgpack_unpacked u;
+        parsed p;
         char err[256];
-        assert_int_equal(parse_unpack(t.data, t.len, &u, err, sizeof err), 0);
-        assert_int_equal(u.data.type, MSGPACK_OBJECT_ARRAY);
-        assert_int_equal(u.data.via.array.size, n);
-        assert_int_equal(u.data.via.array.ptr[n - 1].via.u64, (n - 1) % 10);
-        msgpack_unpacked_destroy(&u);
+        assert_int_equal(parse_unpack(t.data, t.len, &p, err, sizeof err), 0);
+        assert_int_equal(p.u.data.type, MSGPACK_OBJECT_ARRAY);
+        assert_int_equal(p.u.data.via.array.size, n);
+        assert_int_equal(p.u.data.via.array.ptr[n - 1].via.u64, (n - 1) % 10);
+        parsed_free(&p);
         char *back = roundtrip(jd_buf_cstr(&t));
         assert_string_equal(back, t.data);
         free(back);
@@ -533,16 +624,16 @@ static void check_double_text(double d, const char *text)
     double back = strtod(text, NULL);
     if (memcmp(&back, &d, sizeof d) != 0)
         fail_msg("%s does not read back as %.17g", text, d);
-    msgpack_unpacked u;
+    parsed p;
     char err[256];
-    if (parse_unpack(text, strlen(text), &u, err, sizeof err))
+    if (parse_unpack(text, strlen(text), &p, err, sizeof err))
         fail_msg("%s rejected by the reader: %s", text, err);
-    if (u.data.type != MSGPACK_OBJECT_FLOAT64 || memcmp(&u.data.via.f64, &d, sizeof d) != 0)
-        fail_msg("%s reads back as type %d", text, (int)u.data.type);
-    msgpack_unpacked_destroy(&u);
+    if (p.u.data.type != MSGPACK_OBJECT_FLOAT64 || memcmp(&p.u.data.via.f64, &d, sizeof d) != 0)
+        fail_msg("%s reads back as type %d", text, (int)p.u.data.type);
+    parsed_free(&p);
     int k = sig_digits(text);
     if (k > 1) {
-        char shorter[64];
+        char shorter[80];
         snprintf(shorter, sizeof shorter, "%.*g", k - 1, d);
         if (strtod(shorter, NULL) == d)
             fail_msg("%s is not shortest: %s also reads back", text, shorter);
@@ -672,12 +763,12 @@ static void test_write_nonstring_keys(void **state)
     assert_string_equal(s, "{\"1\":\"a\",\"-2\":2,\"1.5\":true,\"3.0\":null,\"true\":false,\"null\":[],"
                            "\"18446744073709551615\":-9223372036854775808}");
     /* what comes out is JSON */
-    msgpack_unpacked u;
+    parsed p;
     char err[256];
-    assert_int_equal(parse_unpack(s, strlen(s), &u, err, sizeof err), 0);
-    assert_int_equal(u.data.type, MSGPACK_OBJECT_MAP);
-    assert_int_equal(u.data.via.map.size, 7);
-    msgpack_unpacked_destroy(&u);
+    assert_int_equal(parse_unpack(s, strlen(s), &p, err, sizeof err), 0);
+    assert_int_equal(p.u.data.type, MSGPACK_OBJECT_MAP);
+    assert_int_equal(p.u.data.via.map.size, 7);
+    parsed_free(&p);
     free(s);
     jd_buf_free(&b);
 }
@@ -712,6 +803,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_conformance_suite),
         cmocka_unit_test(test_conformance_extra),
+        cmocka_unit_test(test_error_offsets_mutated),
         cmocka_unit_test(test_depth_limit),
         cmocka_unit_test(test_int64_exact),
         cmocka_unit_test(test_numbers_become_doubles),

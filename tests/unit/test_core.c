@@ -1,0 +1,505 @@
+/* test_core: engine/map.h (hash map, jd_hash), engine/dedupe.h (messageId set with a
+ * ttl in event time) and engine/timer.h (the (due, seq) min-heap). */
+#define _POSIX_C_SOURCE 200809L
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "dedupe.h"
+#include "map.h"
+#include "timer.h"
+
+/* A small deterministic PRNG (xorshift64). */
+static uint64_t rng_state;
+static void rng_seed(uint64_t s) { rng_state = s ? s : 1; }
+static uint64_t rng(void)
+{
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return rng_state;
+}
+
+#define VAL(i) ((void *)(uintptr_t)((i) + 1)) /* never NULL */
+
+static size_t key_of(char *buf, size_t i) { return (size_t)snprintf(buf, 32, "key-%zu", i); }
+
+/* ---------------------------------------------------------------- map */
+
+static void test_map_empty(void **state)
+{
+    (void)state;
+    jd_map m;
+    jd_map_init(&m);
+    assert_null(jd_map_get(&m, "a", 1));
+    assert_null(jd_map_del(&m, "a", 1));
+    size_t it = 0;
+    const jd_map_slot *s;
+    assert_int_equal(jd_map_next(&m, &it, &s), 0);
+    jd_map_free(&m, NULL);
+    jd_map_free(&m, NULL); /* freeing resets: a second free is harmless */
+}
+
+static void test_map_100k(void **state)
+{
+    (void)state;
+    enum { N = 100000 };
+    jd_map m;
+    jd_map_init(&m);
+    char k[32];
+    for (size_t i = 0; i < N; i++) {
+        size_t n = key_of(k, i);
+        assert_null(jd_map_put(&m, k, n, VAL(i)));
+    }
+    assert_int_equal(m.count, N);
+    assert_true((m.cap & (m.cap - 1)) == 0);
+    assert_true(m.count * 4 < m.cap * 3);
+    for (size_t i = 0; i < N; i++) {
+        size_t n = key_of(k, i);
+        assert_ptr_equal(jd_map_get(&m, k, n), VAL(i));
+    }
+    assert_null(jd_map_get(&m, "key-100000", 10));
+    assert_null(jd_map_get(&m, "key-", 4));
+
+    /* replacing returns the old value and keeps the count */
+    for (size_t i = 0; i < N; i += 7) {
+        size_t n = key_of(k, i);
+        assert_ptr_equal(jd_map_put(&m, k, n, VAL(i + N)), VAL(i));
+        assert_ptr_equal(jd_map_get(&m, k, n), VAL(i + N));
+        assert_ptr_equal(jd_map_put(&m, k, n, VAL(i)), VAL(i + N));
+    }
+    assert_int_equal(m.count, N);
+
+    /* delete the even keys */
+    size_t cap = m.cap;
+    for (size_t i = 0; i < N; i += 2) {
+        size_t n = key_of(k, i);
+        assert_ptr_equal(jd_map_del(&m, k, n), VAL(i));
+        assert_null(jd_map_del(&m, k, n)); /* gone */
+    }
+    assert_int_equal(m.count, N / 2);
+    assert_int_equal(m.tombs, N / 2);
+    for (size_t i = 0; i < N; i++) {
+        size_t n = key_of(k, i);
+        if (i % 2)
+            assert_ptr_equal(jd_map_get(&m, k, n), VAL(i));
+        else
+            assert_null(jd_map_get(&m, k, n));
+    }
+
+    /* iteration visits each live key once, with its value */
+    unsigned char *seen = calloc(N, 1);
+    size_t it = 0, visited = 0;
+    const jd_map_slot *s;
+    while (jd_map_next(&m, &it, &s)) {
+        assert_true(s->klen > 4 && memcmp(s->key, "key-", 4) == 0);
+        char tmp[32];
+        memcpy(tmp, s->key + 4, s->klen - 4);
+        tmp[s->klen - 4] = '\0';
+        size_t i = (size_t)strtoul(tmp, NULL, 10);
+        assert_true(i < N && i % 2 == 1);
+        assert_int_equal(seen[i], 0);
+        seen[i] = 1;
+        assert_ptr_equal(s->value, VAL(i));
+        visited++;
+    }
+    assert_int_equal(visited, N / 2);
+    free(seen);
+
+    /* putting the deleted keys back reuses their tombstones: no growth, none left */
+    for (size_t i = 0; i < N; i += 2) {
+        size_t n = key_of(k, i);
+        assert_null(jd_map_put(&m, k, n, VAL(i)));
+    }
+    assert_int_equal(m.count, N);
+    assert_int_equal(m.tombs, 0);
+    assert_int_equal(m.cap, cap);
+    for (size_t i = 0; i < N; i++) {
+        size_t n = key_of(k, i);
+        assert_ptr_equal(jd_map_get(&m, k, n), VAL(i));
+    }
+    jd_map_free(&m, NULL);
+    assert_int_equal(m.count, 0);
+    assert_null(m.slots);
+}
+
+/* A rolling window of live keys: tombstones are cleaned up, the table stays small. */
+static void test_map_churn(void **state)
+{
+    (void)state;
+    enum { LIVE = 1000, TOTAL = 200000 };
+    jd_map m;
+    jd_map_init(&m);
+    char k[32];
+    size_t maxcap = 0;
+    for (size_t i = 0; i < TOTAL; i++) {
+        size_t n = key_of(k, i);
+        assert_null(jd_map_put(&m, k, n, VAL(i)));
+        if (i >= LIVE) {
+            n = key_of(k, i - LIVE);
+            assert_ptr_equal(jd_map_del(&m, k, n), VAL(i - LIVE));
+        }
+        if (m.cap > maxcap)
+            maxcap = m.cap;
+        assert_true(m.count + m.tombs < m.cap); /* always an empty slot to end a probe */
+    }
+    assert_int_equal(m.count, LIVE);
+    assert_true(maxcap <= 4096);
+    for (size_t i = TOTAL - LIVE; i < TOTAL; i++) {
+        size_t n = key_of(k, i);
+        assert_ptr_equal(jd_map_get(&m, k, n), VAL(i));
+    }
+    assert_null(jd_map_get(&m, "key-0", 5));
+    jd_map_free(&m, NULL);
+}
+
+static int freed;
+static void count_free(void *v)
+{
+    freed++;
+    free(v);
+}
+
+/* Keys are bytes, not C strings; values are freed by jd_map_free's callback. */
+static void test_map_keys(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *k;
+        size_t n;
+    } keys[] = {
+        {"", 0}, {"a", 1}, {"a\0", 2}, {"a\0b", 3}, {"a\0c", 3}, {"\0", 1}, {"\0\0", 2}, {"A", 1}, {"ab", 2},
+        {"ba", 2}, {"12345678", 8}, {"12345679", 8}, {"123456789", 9}, {"1234567\xff", 8},
+    };
+    size_t nk = sizeof keys / sizeof keys[0];
+    jd_map m;
+    jd_map_init(&m);
+    for (size_t i = 0; i < nk; i++) {
+        int *v = malloc(sizeof *v);
+        *v = (int)i;
+        assert_null(jd_map_put(&m, keys[i].k, keys[i].n, v));
+    }
+    /* a long key */
+    char *big = malloc(1000);
+    memset(big, 'x', 1000);
+    int *bv = malloc(sizeof *bv);
+    *bv = -1;
+    assert_null(jd_map_put(&m, big, 1000, bv));
+    big[999] = 'y';
+    assert_null(jd_map_get(&m, big, 1000));
+    big[999] = 'x';
+    assert_ptr_equal(jd_map_get(&m, big, 1000), bv);
+    free(big); /* the map owns a copy */
+    assert_int_equal(m.count, nk + 1);
+    for (size_t i = 0; i < nk; i++) {
+        int *v = jd_map_get(&m, keys[i].k, keys[i].n);
+        assert_non_null(v);
+        assert_int_equal(*v, (int)i);
+    }
+    /* deleting one of two keys that differ after a NUL leaves the other */
+    free(jd_map_del(&m, "a\0b", 3));
+    assert_null(jd_map_get(&m, "a\0b", 3));
+    assert_int_equal(*(int *)jd_map_get(&m, "a\0c", 3), 4);
+    freed = 0;
+    jd_map_free(&m, count_free);
+    assert_int_equal(freed, (int)nk);
+}
+
+static void test_hash(void **state)
+{
+    (void)state;
+    /* the same bytes hash the same, wherever they are */
+    char a[64], b[80];
+    for (size_t n = 0; n <= 40; n++) {
+        for (size_t i = 0; i < n; i++)
+            a[i] = (char)('a' + i % 26);
+        memcpy(b + 3, a, n); /* unaligned */
+        assert_true(jd_hash(a, n, 0) == jd_hash(b + 3, n, 0));
+        assert_true(jd_hash(a, n, 7) == jd_hash(b + 3, n, 7));
+        assert_true(jd_hash(a, n, 0) != jd_hash(a, n, 1)); /* the seed matters */
+    }
+    /* lengths and trailing zero bytes matter */
+    memset(a, 0, sizeof a);
+    uint64_t hs[33];
+    for (size_t n = 0; n <= 32; n++) {
+        hs[n] = jd_hash(a, n, 0);
+        for (size_t j = 0; j < n; j++)
+            assert_true(hs[j] != hs[n]);
+    }
+    /* stable across runs and builds: action ids and shard choice depend on it (the
+     * reference values assume a little-endian machine) */
+    uint16_t one = 1;
+    unsigned char lo;
+    memcpy(&lo, &one, 1);
+    if (lo == 1) {
+        static const struct {
+            const char *s;
+            uint64_t seed, h;
+        } golden[] = {
+            {"", 0, 0x0a3f46e79293b578ULL},
+            {"a", 0, 0xc1c732196149fb5cULL},
+            {"user-1", 0, 0x4377aa4b56fb43d4ULL},
+            {"0123456789abcdef", 0, 0x469cb564191f83d3ULL},
+            {"hello world, this is a longer key!", 0, 0x0bb25736427c70d8ULL},
+            {"a", 42, 0x3d72b7b35500d700ULL},
+        };
+        for (size_t i = 0; i < sizeof golden / sizeof golden[0]; i++)
+            if (jd_hash(golden[i].s, strlen(golden[i].s), golden[i].seed) != golden[i].h)
+                fail_msg("jd_hash(\"%s\", %llu) changed", golden[i].s, (unsigned long long)golden[i].seed);
+    }
+    /* similar keys spread over buckets (a fixed input: no flakiness) */
+    enum { KEYS = 100000, BUCKETS = 1024 };
+    unsigned *count = calloc(BUCKETS, sizeof *count);
+    char k[32];
+    for (size_t i = 0; i < KEYS; i++) {
+        size_t n = key_of(k, i);
+        count[jd_hash(k, n, 0) & (BUCKETS - 1)]++;
+    }
+    unsigned max = 0, min = KEYS;
+    for (size_t i = 0; i < BUCKETS; i++) {
+        if (count[i] > max)
+            max = count[i];
+        if (count[i] < min)
+            min = count[i];
+    }
+    free(count);
+    assert_true(max < 160); /* the mean is ~98 */
+    assert_true(min > 40);
+}
+
+/* ---------------------------------------------------------------- dedupe */
+
+static void test_dedupe_basic(void **state)
+{
+    (void)state;
+    jd_dedupe d;
+    jd_dedupe_init(&d, 0);
+    static const struct {
+        const char *id;
+        size_t n;
+        int want;
+    } steps[] = {
+        {"m1", 2, 0}, {"m1", 2, 1}, {"m2", 2, 0}, {"m1", 2, 1}, {"m2", 2, 1}, {"", 0, 0}, {"", 0, 1},
+        {"m1\0", 3, 0}, {"m1\0", 3, 1}, {"M1", 2, 0}, {"m10", 3, 0}, {"m1", 2, 1},
+    };
+    for (size_t i = 0; i < sizeof steps / sizeof steps[0]; i++)
+        if (jd_dedupe_check(&d, steps[i].id, steps[i].n, 1000) != steps[i].want)
+            fail_msg("step %zu (%.*s): want %d", i, (int)steps[i].n, steps[i].id, steps[i].want);
+    jd_dedupe_free(&d);
+}
+
+static void test_dedupe_many(void **state)
+{
+    (void)state;
+    enum { N = 200000 };
+    jd_dedupe d;
+    jd_dedupe_init(&d, 0);
+    char k[32];
+    for (size_t i = 0; i < N; i++) {
+        size_t n = (size_t)snprintf(k, sizeof k, "msg-%zu", i);
+        assert_int_equal(jd_dedupe_check(&d, k, n, (int64_t)i), 0);
+    }
+    assert_int_equal(d.count, N);
+    /* with no ttl nothing expires, however far event time moves */
+    for (size_t i = 0; i < N; i++) {
+        size_t n = (size_t)snprintf(k, sizeof k, "msg-%zu", i);
+        assert_int_equal(jd_dedupe_check(&d, k, n, INT64_MAX / 2), 1);
+    }
+    for (size_t i = N; i < N + 1000; i++) {
+        size_t n = (size_t)snprintf(k, sizeof k, "msg-%zu", i);
+        assert_int_equal(jd_dedupe_check(&d, k, n, 0), 0);
+    }
+    jd_dedupe_free(&d);
+}
+
+static void test_dedupe_ttl(void **state)
+{
+    (void)state;
+    jd_dedupe d;
+    jd_dedupe_init(&d, 1000);
+    static const struct {
+        const char *id;
+        int64_t ts;
+        int want;
+    } steps[] = {
+        {"x", 0, 0},
+        {"x", 500, 1},
+        {"x", 1000, 1}, /* exactly ttl old: still seen */
+        {"y", 1000, 0},
+        {"x", 1001, 0}, /* newest is now 1001: x (ts 0) is more than ttl old */
+        {"x", 1002, 1}, /* recorded again at 1001 */
+        {"y", 1500, 1},
+        {"z", 5000, 0}, /* event time jumps: everything before 4000 expires */
+        {"y", 5000, 0},
+        {"x", 4000, 0},
+        {"x", 4001, 1},
+        {"w", 100, 0},  /* an event older than the ttl ... */
+        {"w", 100, 0},  /* ... cannot be remembered */
+        {"v", 4500, 0}, /* out of order but within the ttl: fine */
+        {"v", 4600, 1},
+        {"z", 3000, 1}, /* a late duplicate of something recent */
+    };
+    for (size_t i = 0; i < sizeof steps / sizeof steps[0]; i++)
+        if (jd_dedupe_check(&d, steps[i].id, strlen(steps[i].id), steps[i].ts) != steps[i].want)
+            fail_msg("step %zu (%s at %lld): want %d", i, steps[i].id, (long long)steps[i].ts, steps[i].want);
+    jd_dedupe_free(&d);
+}
+
+/* Expired entries make room: a steady stream with a short ttl never grows the table. */
+static void test_dedupe_expiry_bounds_memory(void **state)
+{
+    (void)state;
+    enum { N = 100000, TTL = 100 };
+    jd_dedupe d;
+    jd_dedupe_init(&d, TTL);
+    char k[32];
+    for (size_t i = 0; i < N; i++) {
+        size_t n = (size_t)snprintf(k, sizeof k, "e-%zu", i);
+        assert_int_equal(jd_dedupe_check(&d, k, n, (int64_t)i), 0);
+        if (i >= 50) {
+            n = (size_t)snprintf(k, sizeof k, "e-%zu", i - 50);
+            assert_int_equal(jd_dedupe_check(&d, k, n, (int64_t)i), 1); /* recent: still seen */
+        }
+    }
+    assert_true(d.cap <= 1024);
+    size_t n = (size_t)snprintf(k, sizeof k, "e-%d", 0);
+    assert_int_equal(jd_dedupe_check(&d, k, n, N), 0); /* long expired */
+    jd_dedupe_free(&d);
+}
+
+/* ---------------------------------------------------------------- timers */
+
+static void test_timers_empty(void **state)
+{
+    (void)state;
+    jd_timers t;
+    jd_timers_init(&t);
+    assert_null(jd_timers_peek(&t));
+    jd_timers_free(&t);
+    assert_null(jd_timers_peek(&t));
+}
+
+/* Pops come out in (due, seq) order, and seq is the push order. */
+static void test_timers_random(void **state)
+{
+    (void)state;
+    enum { N = 10000 };
+    for (int round = 0; round < 3; round++) {
+        rng_seed(0x1234 + (uint64_t)round);
+        jd_timers t;
+        jd_timers_init(&t);
+        /* round 0: many ties; round 1: wide range with extremes; round 2: all equal */
+        for (uint32_t i = 0; i < N; i++) {
+            jd_timer tm;
+            memset(&tm, 0, sizeof tm);
+            uint64_t r = rng();
+            if (round == 0)
+                tm.due = (int64_t)(r % 500);
+            else if (round == 1)
+                tm.due = i % 97 == 0 ? (i % 2 ? INT64_MAX : INT64_MIN) : (int64_t)r;
+            else
+                tm.due = 42;
+            tm.iid = i;
+            tm.gen = (uint32_t)(r >> 32);
+            tm.after = (uint16_t)(i & 0xffff);
+            tm.journey = (uint16_t)(i % 7);
+            tm.user = (struct jd_user *)(uintptr_t)(0x1000 + i);
+            jd_timers_push(&t, tm);
+        }
+        assert_int_equal(t.n, N);
+        int64_t prev_due = INT64_MIN;
+        uint64_t prev_seq = 0;
+        for (uint32_t k = 0; k < N; k++) {
+            const jd_timer *top = jd_timers_peek(&t);
+            assert_non_null(top);
+            jd_timer peeked = *top, tm;
+            jd_timers_pop(&t, &tm);
+            assert_memory_equal(&peeked, &tm, sizeof tm);
+            assert_true(tm.seq == tm.iid); /* seq numbers pushes from 0 */
+            if (k > 0 && (tm.due < prev_due || (tm.due == prev_due && tm.seq <= prev_seq)))
+                fail_msg("round %d pop %u: (%lld, %llu) after (%lld, %llu)", round, k, (long long)tm.due,
+                         (unsigned long long)tm.seq, (long long)prev_due, (unsigned long long)prev_seq);
+            /* the payload travels with its timer */
+            assert_true(tm.user == (struct jd_user *)(uintptr_t)(0x1000 + tm.iid));
+            assert_int_equal(tm.after, tm.iid & 0xffff);
+            assert_int_equal(tm.journey, tm.iid % 7);
+            prev_due = tm.due;
+            prev_seq = tm.seq;
+        }
+        assert_null(jd_timers_peek(&t));
+        assert_int_equal(t.n, 0);
+        jd_timers_free(&t);
+    }
+}
+
+/* Pushes and pops interleaved, checked against a plain array. */
+static void test_timers_interleaved(void **state)
+{
+    (void)state;
+    enum { OPS = 20000 };
+    rng_seed(99);
+    jd_timers t;
+    jd_timers_init(&t);
+    jd_timer *ref = malloc(OPS * sizeof *ref);
+    size_t nref = 0;
+    uint64_t pushed = 0;
+    for (int op = 0; op < OPS; op++) {
+        uint64_t r = rng();
+        if (nref == 0 || r % 3 != 0) {
+            jd_timer tm;
+            memset(&tm, 0, sizeof tm);
+            tm.due = (int64_t)(r % 1000) + op / 10; /* time moves on, with ties */
+            tm.iid = (uint32_t)pushed;
+            jd_timers_push(&t, tm);
+            tm.seq = pushed++;
+            ref[nref++] = tm;
+        } else {
+            size_t best = 0;
+            for (size_t i = 1; i < nref; i++)
+                if (ref[i].due < ref[best].due || (ref[i].due == ref[best].due && ref[i].seq < ref[best].seq))
+                    best = i;
+            jd_timer got;
+            jd_timers_pop(&t, &got);
+            if (got.iid != ref[best].iid || got.due != ref[best].due || got.seq != ref[best].seq)
+                fail_msg("op %d: popped iid %u due %lld, want iid %u due %lld", op, got.iid, (long long)got.due,
+                         ref[best].iid, (long long)ref[best].due);
+            ref[best] = ref[--nref];
+        }
+        assert_int_equal(t.n, nref);
+    }
+    free(ref);
+    jd_timers_free(&t);
+    /* usable again after free */
+    jd_timers_init(&t);
+    jd_timer tm;
+    memset(&tm, 0, sizeof tm);
+    tm.due = 5;
+    jd_timers_push(&t, tm);
+    assert_int_equal(jd_timers_peek(&t)->due, 5);
+    jd_timers_free(&t);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_map_empty),
+        cmocka_unit_test(test_map_100k),
+        cmocka_unit_test(test_map_churn),
+        cmocka_unit_test(test_map_keys),
+        cmocka_unit_test(test_hash),
+        cmocka_unit_test(test_dedupe_basic),
+        cmocka_unit_test(test_dedupe_many),
+        cmocka_unit_test(test_dedupe_ttl),
+        cmocka_unit_test(test_dedupe_expiry_bounds_memory),
+        cmocka_unit_test(test_timers_empty),
+        cmocka_unit_test(test_timers_random),
+        cmocka_unit_test(test_timers_interleaved),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
