@@ -62,6 +62,8 @@ void jd_buf_reserve(jd_buf *b, size_t extra)
 
 void jd_buf_append(jd_buf *b, const void *p, size_t n)
 {
+    if (n == 0)
+        return; /* p may be NULL (an empty buffer's data) */
     jd_buf_reserve(b, n);
     memcpy(b->data + b->len, p, n);
     b->len += n;

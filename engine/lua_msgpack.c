@@ -134,7 +134,8 @@ static int pack_table(lua_State *L, int idx, msgpack_packer *pk, int depth, cons
         }
     }
     /* tmp-backed keys must point at their own storage after qsort moves them */
-    qsort(keys, count, sizeof *keys, keycmp);
+    if (count)
+        qsort(keys, count, sizeof *keys, keycmp);
     for (size_t i = 0; i < count; i++)
         if (keys[i].is_num)
             keys[i].s = keys[i].tmp;
