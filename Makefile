@@ -5,11 +5,11 @@ PREFIX  ?= /usr/local
 DESTDIR ?=
 CC      ?= cc
 BUILD   ?= build
-PKGS    := lua5.4 msgpack yajl libcrypto
+PKGS    := lua5.4 msgpack yajl libcrypto zlib
 SERVE_PKGS := libevent
 TEST_PKGS := cmocka libcurl
 DEB_PKGS := build-essential pkg-config liblua5.4-dev lua5.4 libevent-dev libmsgpack-dev libyajl-dev \
-            libcmocka-dev liblmdb-dev libcurl4-openssl-dev libssl-dev clang-format
+            libcmocka-dev liblmdb-dev libcurl4-openssl-dev libssl-dev zlib1g-dev clang-format clang libclang-rt-14-dev
 
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) $(SERVE_PKGS) $(TEST_PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
@@ -18,7 +18,7 @@ WARN := -Wall -Wextra -Wshadow -Wundef -Wwrite-strings -Wmissing-prototypes -Wst
         -Wpointer-arith -Wformat=2 -Wno-format-nonliteral -Wimplicit-fallthrough
 OPT  ?= -O2 -g
 CFLAGS_ALL = -std=c11 $(OPT) $(WARN) $(EXTRA_CFLAGS) $(PKG_CFLAGS) -Iinclude -Iengine
-LDLIBS_ALL = $(PKG_LIBS) -lm $(EXTRA_LDFLAGS)
+LDLIBS_ALL = $(PKG_LIBS) -lm -lpthread $(EXTRA_LDFLAGS)
 
 CLI_SRC  := engine/main.c engine/replay.c engine/serve.c engine/http.c engine/stream.c
 LIB_SRC  := $(filter-out $(CLI_SRC),$(wildcard engine/*.c))
@@ -29,10 +29,18 @@ UNIT_SRC := $(wildcard tests/unit/test_*.c)
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 INTEG_SRC := $(wildcard tests/integration/test_*.c)
 INTEG_BIN := $(INTEG_SRC:tests/integration/%.c=$(BUILD)/tests/%)
-FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
-FUZZ_BIN := $(FUZZ_SRC:tests/fuzz/%.c=$(BUILD)/fuzz/%)
+# libFuzzer targets: clang builds an instrumented copy of the library (and of the serve
+# objects the stream and HTTP targets drive) in $(FUZZ_BUILD), by running this Makefile
+# again with BUILD=$(FUZZ_BUILD) CC=clang (see fuzz-build).
+FUZZ_BUILD ?= build-fuzz
+FUZZ_CC    ?= clang
+FUZZ_SAN   := -fsanitize=address,undefined -fno-sanitize-recover=all
+FUZZ_SRC   := $(wildcard tests/fuzz/fuzz_*.c)
+FUZZ_NAMES := $(FUZZ_SRC:tests/fuzz/%.c=%)
+FUZZ_SERVE := $(BUILD)/fuzz/fuzz_http $(BUILD)/fuzz/fuzz_stream
+FUZZ_SERVE_OBJ := $(BUILD)/obj/serve.o $(BUILD)/obj/http.o $(BUILD)/obj/stream.o
 
-.PHONY: all deps run demo test unit examples fuzz-smoke asan bench fuzz format format-check install clean
+.PHONY: all deps run demo test unit examples fuzz-smoke fuzz-build asan bench fuzz format format-check install clean
 
 all: $(BUILD)/journeyd $(BUILD)/libjourneyd.a $(BUILD)/jd-stream-send
 
@@ -64,8 +72,18 @@ $(BUILD)/tests/%: tests/unit/%.c tests/unit/testutil.h $(BUILD)/libjourneyd.a | 
 $(BUILD)/tests/test_%: tests/integration/test_%.c $(BUILD)/journeyd $(BUILD)/jd-stream-send | $(BUILD)/tests
 	$(CC) $(CFLAGS_ALL) -Wno-missing-prototypes -o $@ $< $(shell pkg-config --libs cmocka libcurl libcrypto)
 
-$(BUILD)/fuzz/%: tests/fuzz/%.c tests/fuzz/driver.c $(BUILD)/libjourneyd.a | $(BUILD)/fuzz
-	$(CC) $(CFLAGS_ALL) -Wno-missing-prototypes -o $@ $< tests/fuzz/driver.c $(BUILD)/libjourneyd.a $(LDLIBS_ALL)
+# only with BUILD=$(FUZZ_BUILD) CC=clang (fuzz-build); the stream and HTTP targets also
+# link the serve objects and libevent
+$(BUILD)/fuzz/%: tests/fuzz/%.c $(wildcard tests/fuzz/*.h) $(BUILD)/libjourneyd.a | $(BUILD)/fuzz
+	$(CC) $(CFLAGS_ALL) -Wno-missing-prototypes -fsanitize=fuzzer $(FUZZ_SAN) -o $@ $< $(FUZZ_OBJ) \
+	  $(BUILD)/libjourneyd.a $(LDLIBS_ALL) $(FUZZ_LIBS)
+$(FUZZ_SERVE): $(FUZZ_SERVE_OBJ)
+$(FUZZ_SERVE): FUZZ_OBJ = $(FUZZ_SERVE_OBJ)
+$(FUZZ_SERVE): FUZZ_LIBS = $(shell pkg-config --libs $(SERVE_PKGS))
+
+fuzz-build:
+	@$(MAKE) --no-print-directory BUILD=$(FUZZ_BUILD) CC=$(FUZZ_CC) OPT="-O1 -g -fno-omit-frame-pointer" \
+	  EXTRA_CFLAGS="-fsanitize=fuzzer-no-link $(FUZZ_SAN)" EXTRA_LDFLAGS= $(FUZZ_NAMES:%=$(FUZZ_BUILD)/fuzz/%)
 
 # Installs the Debian packages the build, tests and benchmarks need; a no-op when all
 # are present.
@@ -92,8 +110,8 @@ demo: all
 	$(BUILD)/journeyd replay -c examples/trial-onboarding/journeyd.lua examples/trial-onboarding/events.jsonl \
 	  $$(cat examples/trial-onboarding/replay.args 2>/dev/null)
 
-test: deps all $(UNIT_BIN) $(INTEG_BIN) $(FUZZ_BIN)
-	@sh tests/run.sh $(BUILD)
+test: deps all $(UNIT_BIN) $(INTEG_BIN) fuzz-build
+	@sh tests/run.sh $(BUILD) $(FUZZ_BUILD)
 
 asan:
 	$(MAKE) BUILD=build-asan OPT="-O1 -g -fno-omit-frame-pointer" \
@@ -103,14 +121,22 @@ asan:
 bench: deps all
 	@sh tests/bench/run.sh $(BUILD)
 
-fuzz: deps all $(FUZZ_BIN)
-	@for f in $(FUZZ_BIN); do echo "== $$f"; $$f --seconds $${FUZZ_SECONDS:-120} tests/fuzz/corpus || exit 1; done
+# Each target for FUZZ_SECONDS; new inputs go to $(FUZZ_BUILD)/corpus/NAME (kept between
+# runs), crashes to $(FUZZ_BUILD)/artifacts/NAME/. The seeds in tests/fuzz/corpus/NAME are
+# read, never written.
+fuzz: deps fuzz-build
+	@for f in $(FUZZ_NAMES); do \
+	  echo "== $$f"; mkdir -p $(FUZZ_BUILD)/corpus/$$f $(FUZZ_BUILD)/artifacts/$$f; \
+	  $(FUZZ_BUILD)/fuzz/$$f -max_total_time=$${FUZZ_SECONDS:-120} -timeout=10 \
+	    -artifact_prefix=$(FUZZ_BUILD)/artifacts/$$f/ $(FUZZ_BUILD)/corpus/$$f tests/fuzz/corpus/$$f || exit 1; \
+	done
 
 format:
-	clang-format -i engine/*.c engine/*.h include/*.h tests/unit/*.c tests/unit/*.h tests/fuzz/*.c
+	clang-format -i engine/*.c engine/*.h include/*.h tests/unit/*.c tests/unit/*.h tests/fuzz/*.c tests/fuzz/*.h
 
 format-check:
 	@clang-format --dry-run --Werror engine/*.c engine/*.h include/*.h tests/unit/*.c tests/unit/*.h tests/fuzz/*.c \
+	  tests/fuzz/*.h \
 	  && echo "format: ok"
 
 install: all
@@ -124,4 +150,4 @@ install: all
 	cp -r examples/. $(DESTDIR)$(PREFIX)/share/journeyd/examples/
 
 clean:
-	rm -rf build build-asan
+	rm -rf build build-asan $(FUZZ_BUILD)
