@@ -9,7 +9,8 @@ PKGS    := lua5.4 msgpack yajl libcrypto zlib
 SERVE_PKGS := libevent
 TEST_PKGS := cmocka libcurl
 DEB_PKGS := build-essential pkg-config liblua5.4-dev lua5.4 libevent-dev libmsgpack-dev libyajl-dev \
-            libcmocka-dev liblmdb-dev libcurl4-openssl-dev libssl-dev zlib1g-dev clang-format clang libclang-rt-14-dev
+            libcmocka-dev liblmdb-dev libcurl4-openssl-dev libssl-dev zlib1g-dev clang-format \
+            libjansson-dev libcjson-dev wrk time clang libclang-rt-14-dev
 
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) $(SERVE_PKGS) $(TEST_PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
