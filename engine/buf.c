@@ -98,8 +98,14 @@ const char *jd_buf_cstr(jd_buf *b)
     return b->data;
 }
 
+/* Called for every msgpack token: the common case (room left) stays a bounds check and a
+ * copy. */
 int jd_buf_msgpack_write(void *data, const char *buf, size_t len)
 {
-    jd_buf_append(data, buf, len);
+    jd_buf *b = data;
+    if (b->cap - b->len <= len)
+        jd_buf_reserve(b, len);
+    memcpy(b->data + b->len, buf, len);
+    b->len += len;
     return 0;
 }

@@ -161,9 +161,24 @@ size_t jd_time_format(int64_t ms, char *out)
     int64_t y;
     int m, d;
     civil_from_days(days, &y, &m, &d);
-    int n = snprintf(out, 32, "%04lld-%02d-%02dT%02d:%02d:%02d.%03dZ", (long long)y, m, d,
-                     (int)(rem / 3600), (int)(rem / 60 % 60), (int)(rem % 60), msec);
-    return n > 0 ? (size_t)n : 0;
+    if (y < 0 || y > 9999) { /* rare: let printf handle signs and wide years */
+        int n = snprintf(out, 32, "%04lld-%02d-%02dT%02d:%02d:%02d.%03dZ", (long long)y, m, d, (int)(rem / 3600),
+                         (int)(rem / 60 % 60), (int)(rem % 60), msec);
+        return n > 0 ? (size_t)n : 0;
+    }
+    /* the common case, written digit by digit: this runs for every action */
+    int parts[7] = {(int)y, m, d, (int)(rem / 3600), (int)(rem / 60 % 60), (int)(rem % 60), msec};
+    static const int width[7] = {4, 2, 2, 2, 2, 2, 3};
+    static const char sep[7] = {'-', '-', 'T', ':', ':', '.', 'Z'};
+    char *p = out;
+    for (int i = 0; i < 7; i++) {
+        for (int k = width[i] - 1, v = parts[i]; k >= 0; k--, v /= 10)
+            p[k] = (char)('0' + v % 10);
+        p += width[i];
+        *p++ = sep[i];
+    }
+    *p = '\0';
+    return (size_t)(p - out);
 }
 
 int jd_duration_parse(const char *s, size_t n, int64_t *ms)

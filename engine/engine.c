@@ -495,6 +495,15 @@ static void action_id(jd_engine *e, char out[33], const char *rule, const jd_ins
     jd_buf_putc(b, '\0');
     jd_buf_append(b, e->user->id, e->user->idlen);
     jd_buf_putc(b, '\0');
+    /* journey and stage names on their own: the rule text joins them with '/', which
+     * names may contain ("a/b" + "c" vs "a" + "b/c") */
+    if (e->call.journey) {
+        jd_buf_puts(b, e->call.journey->name);
+        jd_buf_putc(b, '\0');
+        if (e->call.stage >= 0)
+            jd_buf_puts(b, e->call.journey->stages[e->call.stage].name);
+    }
+    jd_buf_putc(b, '\0');
     jd_buf_puts(b, rule);
     jd_buf_putc(b, '\0');
     if (inst)
@@ -927,8 +936,11 @@ static void link_alias(jd_engine *e, jd_str from, jd_str to)
 static jd_user *resolve_user(jd_engine *e, const jd_event *ev)
 {
     jd_str id = ev->user_id;
-    /* an event with only an anonymousId belongs to whoever that id was linked to */
-    if (ev->user_id.p == ev->anonymous_id.p || ev->type == JD_EV_TIMER) {
+    /* An event with only an anonymousId belongs to whoever that id was linked to. A timer
+     * is not resolved: it belongs to the stage entry of the exact profile that made it
+     * (instances stay with the profile that entered; identify folds traits, not
+     * journeys). */
+    if (ev->user_id.p == ev->anonymous_id.p && ev->type != JD_EV_TIMER) {
         const char *canon = jd_map_get(&e->aliases, id.p, id.n);
         if (canon) {
             id.p = canon;

@@ -1,5 +1,6 @@
 #include "event.h"
 
+#include <stddef.h>
 #include <stdio.h>
 
 #include "clock.h"
@@ -95,6 +96,39 @@ static int is_present(const msgpack_object *o)
     return o && o->type != MSGPACK_OBJECT_NIL && !(o->type == MSGPACK_OBJECT_STR && o->via.str.size == 0);
 }
 
+/* The top-level fields normalisation reads, found in one pass (last occurrence wins, as
+ * in JSON objects). */
+typedef struct fields {
+    const msgpack_object *type, *event, *userId, *anonymousId, *name, *timestamp, *originalTimestamp, *sentAt,
+        *properties, *traits, *context, *groupId, *previousId, *messageId;
+} fields;
+
+static void scan_fields(const msgpack_object *in, fields *f)
+{
+    memset(f, 0, sizeof *f);
+    static const struct {
+        const char *k;
+        size_t n;
+        size_t off;
+    } known[] = {
+#define F(name) {#name, sizeof(#name) - 1, offsetof(fields, name)}
+        F(type),     F(event),      F(userId),  F(anonymousId), F(name),    F(timestamp),  F(originalTimestamp),
+        F(sentAt),   F(properties), F(traits),  F(context),     F(groupId), F(previousId), F(messageId),
+#undef F
+    };
+    for (uint32_t i = 0; i < in->via.map.size; i++) {
+        const msgpack_object *k = &in->via.map.ptr[i].key;
+        if (k->type != MSGPACK_OBJECT_STR)
+            continue;
+        for (size_t j = 0; j < sizeof known / sizeof known[0]; j++) {
+            if (known[j].n == k->via.str.size && memcmp(known[j].k, k->via.str.ptr, known[j].n) == 0) {
+                *(const msgpack_object **)((char *)f + known[j].off) = &in->via.map.ptr[i].val;
+                break;
+            }
+        }
+    }
+}
+
 #define FAIL(...)                                                                                                      \
     do {                                                                                                               \
         snprintf(err, errlen, __VA_ARGS__);                                                                            \
@@ -145,9 +179,11 @@ int jd_event_normalize_ex(const msgpack_object *in, const jd_norm_opts *opt, jd_
     msgpack_packer_init(&pk, out, jd_buf_msgpack_write);
     if (in->type != MSGPACK_OBJECT_MAP)
         FAIL("an event must be a JSON object");
+    fields f;
+    scan_fields(in, &f);
 
-    const msgpack_object *type = jd_mp_get(in, "type", 4);
-    const msgpack_object *event = jd_mp_get(in, "event", 5);
+    const msgpack_object *type = f.type;
+    const msgpack_object *event = f.event;
     jd_event_type t;
     if (opt->force_type) {
         t = opt->type;
@@ -160,8 +196,8 @@ int jd_event_normalize_ex(const msgpack_object *in, const jd_norm_opts *opt, jd_
         FAIL("\"type\" must be one of track, identify, page, screen, group, alias");
     }
 
-    const msgpack_object *uid = jd_mp_get(in, "userId", 6);
-    const msgpack_object *aid = jd_mp_get(in, "anonymousId", 11);
+    const msgpack_object *uid = f.userId;
+    const msgpack_object *aid = f.anonymousId;
     if (!is_present(uid) && !is_present(aid))
         FAIL("missing \"userId\" or \"anonymousId\"");
 
@@ -171,20 +207,20 @@ int jd_event_normalize_ex(const msgpack_object *in, const jd_norm_opts *opt, jd_
             FAIL("a track event needs a non-empty string \"event\"");
         name = event;
     } else if (t == JD_EV_PAGE || t == JD_EV_SCREEN) {
-        name = jd_mp_get(in, "name", 4);
+        name = f.name;
         if (name && name->type != MSGPACK_OBJECT_STR && name->type != MSGPACK_OBJECT_NIL)
             FAIL("\"name\" must be a string");
     }
 
     int64_t ts = default_ts;
-    const msgpack_object *tso = jd_mp_get(in, "timestamp", 9);
+    const msgpack_object *tso = f.timestamp;
     if (!is_present(tso))
-        tso = jd_mp_get(in, "originalTimestamp", 17);
+        tso = f.originalTimestamp;
     if (is_present(tso)) {
         if (tso->type != MSGPACK_OBJECT_STR || jd_time_parse(tso->via.str.ptr, tso->via.str.size, &ts))
             FAIL("\"timestamp\" must be an ISO 8601 date-time with a zone");
         /* Segment's clock-skew rule: the sender's clock is off by sentAt - receivedAt */
-        const msgpack_object *sent = jd_mp_get(in, "sentAt", 6);
+        const msgpack_object *sent = f.sentAt;
         if (!is_present(sent))
             sent = opt->sent_at;
         int64_t sent_ms;
@@ -195,9 +231,9 @@ int jd_event_normalize_ex(const msgpack_object *in, const jd_norm_opts *opt, jd_
         ts = opt->received_ms;
     }
 
-    const msgpack_object *props = jd_mp_get(in, "properties", 10);
-    const msgpack_object *traits = jd_mp_get(in, "traits", 6);
-    const msgpack_object *ctx = jd_mp_get(in, "context", 7);
+    const msgpack_object *props = f.properties;
+    const msgpack_object *traits = f.traits;
+    const msgpack_object *ctx = f.context;
     if (props && props->type != MSGPACK_OBJECT_MAP && props->type != MSGPACK_OBJECT_NIL)
         FAIL("\"properties\" must be an object");
     if (traits && traits->type != MSGPACK_OBJECT_MAP && traits->type != MSGPACK_OBJECT_NIL)
@@ -211,14 +247,14 @@ int jd_event_normalize_ex(const msgpack_object *in, const jd_norm_opts *opt, jd_
             traits = ct;
     }
 
-    const msgpack_object *gid = jd_mp_get(in, "groupId", 7);
-    const msgpack_object *pid = jd_mp_get(in, "previousId", 10);
+    const msgpack_object *gid = f.groupId;
+    const msgpack_object *pid = f.previousId;
     if (t == JD_EV_GROUP && !is_present(gid))
         FAIL("a group event needs \"groupId\"");
     if (t == JD_EV_ALIAS && (!is_present(pid) || !is_present(uid)))
         FAIL("an alias event needs \"previousId\" and \"userId\"");
 
-    const msgpack_object *mid = jd_mp_get(in, "messageId", 9);
+    const msgpack_object *mid = f.messageId;
     if (!is_present(mid) && !default_id)
         FAIL("missing \"messageId\"");
 

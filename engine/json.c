@@ -19,7 +19,58 @@ typedef struct frame {
     int is_map;
 } frame;
 
+/* yajl allocates a handle, a lexer and buffers for every parse; a bump arena reset after
+ * each parse makes that free. Blocks carry their size (for realloc); anything that does
+ * not fit goes to malloc. */
+#define ARENA_BYTES (64 * 1024)
+
+typedef struct arena {
+    unsigned char mem[ARENA_BYTES];
+    size_t used;
+} arena;
+
+static int in_arena(const arena *a, const void *p)
+{
+    return (const unsigned char *)p >= a->mem && (const unsigned char *)p < a->mem + ARENA_BYTES;
+}
+
+static void *ar_malloc(void *ctx, size_t sz)
+{
+    arena *a = ctx;
+    size_t need = 16 + ((sz + 15) & ~(size_t)15);
+    if (a->used + need > ARENA_BYTES)
+        return malloc(sz);
+    unsigned char *p = a->mem + a->used;
+    memcpy(p, &sz, sizeof sz);
+    a->used += need;
+    return p + 16;
+}
+
+static void ar_free(void *ctx, void *p)
+{
+    if (p && !in_arena(ctx, p))
+        free(p);
+}
+
+static void *ar_realloc(void *ctx, void *p, size_t sz)
+{
+    if (!p)
+        return ar_malloc(ctx, sz);
+    if (!in_arena(ctx, p))
+        return realloc(p, sz);
+    size_t old;
+    memcpy(&old, (unsigned char *)p - 16, sizeof old);
+    if (sz <= old)
+        return p;
+    void *q = ar_malloc(ctx, sz);
+    if (q)
+        memcpy(q, p, old);
+    return q;
+}
+
 struct jd_json_reader {
+    arena mem;
+    yajl_alloc_funcs afs;
     jd_buf *out;
     msgpack_packer pk;
     frame stack[JD_JSON_MAX_DEPTH];
@@ -294,7 +345,9 @@ int jd_json_to_msgpack(jd_json_reader *r, const char *text, size_t len, jd_buf *
     r->done = 0;
     r->end = 0;
     msgpack_packer_init(&r->pk, out, jd_buf_msgpack_write);
-    yajl_handle h = yajl_alloc(&reader_callbacks, NULL, r);
+    r->mem.used = 0;
+    r->afs = (yajl_alloc_funcs){ar_malloc, ar_realloc, ar_free, &r->mem};
+    yajl_handle h = yajl_alloc(&reader_callbacks, &r->afs, r);
     r->h = h;
     yajl_status st = yajl_parse(h, (const unsigned char *)text, len);
     if (st == yajl_status_ok) {
@@ -391,10 +444,47 @@ size_t jd_json_format_double(double d, char *out, size_t outlen)
 
 static void gen_value(yajl_gen g, const msgpack_object *o);
 
+/* Length of the UTF-8 sequence at p[0..n) as our reader (yajl) accepts it: a lead byte
+ * and its continuation bytes; 0 when there is none. */
+static size_t utf8_len(const unsigned char *p, size_t n)
+{
+    size_t len = p[0] < 0x80 ? 1 : (p[0] >> 5) == 0x6 ? 2 : (p[0] >> 4) == 0xe ? 3 : (p[0] >> 3) == 0x1e ? 4 : 0;
+    if (len > n)
+        return 0;
+    for (size_t i = 1; i < len; i++)
+        if ((p[i] & 0xc0) != 0x80)
+            return 0;
+    return len;
+}
+
+/* JSON text is UTF-8, but strings can hold any bytes (stream clients, URLs, Lua): each
+ * byte that does not begin a sequence is written as U+FFFD. */
+static void gen_string(yajl_gen g, const char *s, size_t n)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    size_t i = 0, l;
+    while (i < n && (l = utf8_len(p + i, n - i)))
+        i += l;
+    if (i == n) {
+        yajl_gen_string(g, p, n);
+        return;
+    }
+    jd_buf b;
+    jd_buf_init(&b);
+    jd_buf_append(&b, s, i);
+    while (i < n) {
+        l = utf8_len(p + i, n - i);
+        jd_buf_append(&b, l ? s + i : "\xef\xbf\xbd", l ? l : 3);
+        i += l ? l : 1;
+    }
+    yajl_gen_string(g, (const unsigned char *)b.data, b.len);
+    jd_buf_free(&b);
+}
+
 static void gen_key(yajl_gen g, const msgpack_object *k)
 {
     if (k->type == MSGPACK_OBJECT_STR) {
-        yajl_gen_string(g, (const unsigned char *)k->via.str.ptr, k->via.str.size);
+        gen_string(g, k->via.str.ptr, k->via.str.size);
         return;
     }
     char tmp[64];
@@ -434,8 +524,8 @@ static void gen_value(yajl_gen g, const msgpack_object *o)
         n = (int)jd_json_format_double(o->via.f64, tmp, sizeof tmp);
         yajl_gen_number(g, tmp, (size_t)n);
         break;
-    case MSGPACK_OBJECT_STR: yajl_gen_string(g, (const unsigned char *)o->via.str.ptr, o->via.str.size); break;
-    case MSGPACK_OBJECT_BIN: yajl_gen_string(g, (const unsigned char *)o->via.bin.ptr, o->via.bin.size); break;
+    case MSGPACK_OBJECT_STR: gen_string(g, o->via.str.ptr, o->via.str.size); break;
+    case MSGPACK_OBJECT_BIN: gen_string(g, o->via.bin.ptr, o->via.bin.size); break;
     case MSGPACK_OBJECT_ARRAY:
         yajl_gen_array_open(g);
         for (uint32_t i = 0; i < o->via.array.size; i++)

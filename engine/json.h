@@ -27,7 +27,8 @@ typedef struct jd_json_writer jd_json_writer;
 jd_json_writer *jd_json_writer_new(void);
 void jd_json_writer_free(jd_json_writer *w);
 /* Appends the JSON text of obj to out (compact, no newline). Non-string map keys are
- * written as their JSON text in quotes; NaN and infinities as null. */
+ * written as their JSON text in quotes; NaN and infinities as null; a string byte that
+ * does not begin a UTF-8 sequence as U+FFFD. */
 void jd_json_write(jd_json_writer *w, const msgpack_object *obj, jd_buf *out);
 
 /* Shortest text that reads back as the same double, and as a double: "0.1", "25.0",

@@ -26,6 +26,21 @@ static void print_log(const char *level, const char *line, void *ud)
     fprintf(stderr, "%s: %s\n", level, line);
 }
 
+/* "replay-line-N": the name of a line without messageId (no printf per line) */
+static void line_id(char out[64], unsigned long n)
+{
+    char digits[24];
+    int k = 0;
+    do {
+        digits[k++] = (char)('0' + n % 10);
+        n /= 10;
+    } while (n);
+    memcpy(out, "replay-line-", 12);
+    for (int i = 0; i < k; i++)
+        out[12 + i] = digits[k - 1 - i];
+    out[12 + k] = '\0';
+}
+
 static void usage(FILE *f)
 {
     fprintf(f, "usage: journeyd replay -c CONFIG.lua EVENTS.jsonl [--until ISO8601] [--report FILE]\n");
@@ -96,7 +111,7 @@ int jd_cmd_replay(int argc, char **argv)
         if (i == (size_t)n)
             continue;
         read++;
-        snprintf(id, sizeof id, "replay-line-%lu", lineno);
+        line_id(id, lineno);
         if (jd_engine_ingest_json(e, line, (size_t)n, id, &err)) {
             invalid++;
             fflush(stdout);

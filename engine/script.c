@@ -113,6 +113,10 @@ static void count_hook(lua_State *L, lua_Debug *ar)
         if (!s->timed_out) {
             s->timed_out = 1;
             lua_sethook(L, count_hook, LUA_MASKCOUNT, 1);
+            /* L may be a coroutine: its error can be caught by resume in the main thread,
+             * so the main thread must stop on its next instruction too */
+            if (L != s->L)
+                lua_sethook(s->L, count_hook, LUA_MASKCOUNT, 1);
         }
         luaL_error(L, "script exceeded its time limit of %d ms", (int)(s->limits.call_ns / 1000000));
     }
@@ -136,6 +140,19 @@ static int l_print(lua_State *L)
     fprintf(stderr, "lua: %s\n", jd_buf_cstr(&b));
     jd_buf_free(&b);
     return 0;
+}
+
+static int l_setmetatable(lua_State *L)
+{
+    if (lua_istable(L, 2)) {
+        if (lua_getfield(L, 2, "__gc") != LUA_TNIL)
+            return luaL_error(L, "__gc metamethods are not allowed in journey scripts");
+        lua_pop(L, 1);
+    }
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_insert(L, 1);
+    lua_call(L, lua_gettop(L) - 1, 1);
+    return 1;
 }
 
 static int load_text(lua_State *L, const char *buf, size_t len, const char *chunkname)
@@ -234,6 +251,11 @@ static int setup(lua_State *L)
     }
     lua_pushcfunction(L, l_print);
     lua_setglobal(L, "print");
+    /* setmetatable without finalizers: a __gc runs whenever the collector decides,
+     * outside any hook's deadline */
+    lua_getglobal(L, "setmetatable");
+    lua_pushcclosure(L, l_setmetatable, 1);
+    lua_setglobal(L, "setmetatable");
     lua_newtable(L);
     lua_setfield(L, LUA_REGISTRYINDEX, "jd.loaded");
     lua_newtable(L);
@@ -285,6 +307,10 @@ void jd_script_free(jd_script *s)
         return;
     if (s->L) {
         s->mem_cap = 0;
+        /* finalizers run in lua_close; whatever slipped past the sandbox gets a deadline */
+        s->timed_out = 0;
+        s->deadline_ns = jd_monotonic_ns() + 100 * 1000000LL;
+        lua_sethook(s->L, count_hook, LUA_MASKCOUNT, 1000);
         lua_close(s->L);
     }
     free(s->dir);
@@ -350,6 +376,13 @@ static int pcall_limited(jd_script *s, int nargs, int nres, int64_t limit_ns, jd
     if (limit_ns)
         lua_sethook(L, NULL, 0, 0);
     s->deadline_ns = 0;
+    if (status == LUA_OK && s->timed_out) {
+        /* the stop was swallowed (a coroutine's error returned by resume, say) and the
+         * function returned anyway: a call past its deadline fails all the same */
+        lua_settop(L, base);
+        lua_pushfstring(L, "script exceeded its time limit of %d ms", (int)(limit_ns / 1000000));
+        status = LUA_ERRRUN;
+    }
     if (status != LUA_OK) {
         take_error(s, status, err);
         lua_settop(L, base - 1);

@@ -64,6 +64,10 @@ void jd_serve_arm_timer(jd_server *s);
 /* stream.c: listens for msgpack stream clients on HOST:PORT or a unix socket path. */
 struct evconnlistener;
 struct evconnlistener *jd_stream_listen(jd_server *s, const char *spec, char *err, size_t errlen);
+/* Serves a connected socket as a stream client, as the listener does for an accepted one
+ * (local: loopback or unix socket, which needs no auth frame when no write keys are
+ * configured; otherwise, with no write keys, the socket is closed). Takes fd. */
+void jd_stream_accept_fd(jd_server *s, evutil_socket_t fd, int local);
 
 /* Creates a server around a freshly loaded engine: routes on a new event base, keys from
  * the environment or j.config. Binds nothing (jd_cmd_serve does). 0, or -1 with err. */

@@ -170,6 +170,80 @@ static void batch(conn *c, const msgpack_object *o)
     jd_serve_arm_timer(s);
 }
 
+/* msgpack-c allocates a container's elements as declared, before reading them: a frame
+ * of a few bytes could claim 2^32 entries and make it reserve tens of GiB. Walks the
+ * frame's value without allocating and refuses containers that declare more elements
+ * than the bytes left could hold (each takes at least one), so unpacking a frame costs
+ * memory in proportion to its length. 1 when p[0..len) is one value with sane sizes. */
+static int frame_sizes_ok(const unsigned char *p, size_t len)
+{
+    size_t at = 0, pending = 1; /* values still to read */
+    while (pending-- > 0) {
+        if (at >= len)
+            return 0;
+        unsigned b = p[at++];
+        size_t n = 0, skip = 0; /* n: elements that follow; skip: payload bytes */
+        int k = 0;              /* bytes of a big-endian length or count */
+        if ((b & 0xf0) == 0x80)
+            n = 2 * (size_t)(b & 0x0f);
+        else if ((b & 0xf0) == 0x90)
+            n = b & 0x0f;
+        else if ((b & 0xe0) == 0xa0)
+            skip = b & 0x1f;
+        else
+            switch (b) {
+            case 0xc1: return 0;
+            case 0xc4:
+            case 0xd9: k = 1; break; /* bin8, str8 */
+            case 0xc5:
+            case 0xda: k = 2; break;
+            case 0xc6:
+            case 0xdb: k = 4; break;
+            case 0xc7: k = 1, skip = 1; break; /* ext8: length, type, data */
+            case 0xc8: k = 2, skip = 1; break;
+            case 0xc9: k = 4, skip = 1; break;
+            case 0xcc:
+            case 0xd0: skip = 1; break;
+            case 0xcd:
+            case 0xd1: skip = 2; break;
+            case 0xca:
+            case 0xce:
+            case 0xd2: skip = 4; break;
+            case 0xcb:
+            case 0xcf:
+            case 0xd3: skip = 8; break;
+            case 0xd4: skip = 2; break; /* fixext: type, data */
+            case 0xd5: skip = 3; break;
+            case 0xd6: skip = 5; break;
+            case 0xd7: skip = 9; break;
+            case 0xd8: skip = 17; break;
+            case 0xdc:
+            case 0xde: k = 2; break; /* array16, map16 */
+            case 0xdd:
+            case 0xdf: k = 4; break;
+            default: break; /* fixints, nil, booleans */
+            }
+        if (k) {
+            if (len - at < (size_t)k)
+                return 0;
+            size_t v = 0;
+            for (int i = 0; i < k; i++)
+                v = v << 8 | p[at++];
+            if (b >= 0xdc)
+                n = b >= 0xde ? 2 * v : v;
+            else
+                skip += v;
+        }
+        if (len - at < skip)
+            return 0;
+        at += skip;
+        if (len - at < pending || len - at - pending < n)
+            return 0;
+        pending += n;
+    }
+    return at == len;
+}
+
 static void on_read(struct bufferevent *bev, void *arg)
 {
     conn *c = arg;
@@ -192,8 +266,8 @@ static void on_read(struct bufferevent *bev, void *arg)
         msgpack_zone_init(&z, 8192);
         msgpack_object o;
         size_t off = 0;
-        int ok = len > 0 && msgpack_unpack((const char *)p, len, &off, &z, &o) == MSGPACK_UNPACK_SUCCESS &&
-                 off == len;
+        int ok = len > 0 && frame_sizes_ok(p, len) &&
+                 msgpack_unpack((const char *)p, len, &off, &z, &o) == MSGPACK_UNPACK_SUCCESS && off == len;
         if (!ok) {
             c->s->rejected[JD_REJ_MALFORMED]++;
             fatal(c, "a frame must hold exactly one msgpack value");
@@ -235,27 +309,29 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
         close_conn(arg);
 }
 
-static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *addr, int len, void *arg)
+void jd_stream_accept_fd(jd_server *s, evutil_socket_t fd, int local)
 {
-    (void)l;
-    (void)len;
-    jd_server *s = arg;
-    conn *c = jd_xcalloc(1, sizeof *c);
-    c->s = s;
     /* with no write keys, loopback TCP and unix sockets need no auth frame */
-    int local = addr->sa_family == AF_UNIX ||
-                (addr->sa_family == AF_INET &&
-                 (ntohl(((struct sockaddr_in *)addr)->sin_addr.s_addr) >> 24) == 127);
-    c->authed = s->nwrite_keys == 0 && local;
     if (s->nwrite_keys == 0 && !local) {
         close(fd);
-        free(c);
         return;
     }
+    conn *c = jd_xcalloc(1, sizeof *c);
+    c->s = s;
+    c->authed = s->nwrite_keys == 0 && local;
     c->bev = bufferevent_socket_new(s->base, fd, BEV_OPT_CLOSE_ON_FREE);
     bufferevent_setcb(c->bev, on_read, on_write, on_event, c);
     bufferevent_setwatermark(c->bev, EV_READ, 0, 4 + MAX_FRAME);
     bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+}
+
+static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *addr, int len, void *arg)
+{
+    (void)l;
+    (void)len;
+    int local = addr->sa_family == AF_UNIX ||
+                (addr->sa_family == AF_INET && (ntohl(((struct sockaddr_in *)addr)->sin_addr.s_addr) >> 24) == 127);
+    jd_stream_accept_fd(arg, fd, local);
 }
 
 struct evconnlistener *jd_stream_listen(jd_server *s, const char *spec, char *err, size_t errlen)

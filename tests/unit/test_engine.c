@@ -9,54 +9,54 @@
 #include <ctype.h>
 
 /* Two channels every script below declares (3 lines). */
-#define HDR                                                                                                            \
-    "local j = require \"journey\"\n"                                                                                  \
-    "j.channel \"email\" { type = \"webhook\", url = \"http://127.0.0.1:9/email\" }\n"                                 \
+#define HDR                                                                            \
+    "local j = require \"journey\"\n"                                                  \
+    "j.channel \"email\" { type = \"webhook\", url = \"http://127.0.0.1:9/email\" }\n" \
     "j.channel \"team\" { type = \"slack\", url = \"http://127.0.0.1:9/team\" }\n"
 
 /* ---------------------------------------------------------------- helpers */
 
-#define EXPECT_COUNT(r, n, ...)                                                                                        \
-    do {                                                                                                               \
-        size_t got_ = tu_count((r), __VA_ARGS__, NULL);                                                                \
-        if (got_ != (size_t)(n)) {                                                                                     \
-            tu_dump(r);                                                                                                \
-            fail_msg("%s:%d: expected %zu action(s) matching [%s], got %zu", __FILE__, __LINE__, (size_t)(n),         \
-                     #__VA_ARGS__, got_);                                                                              \
-        }                                                                                                              \
+#define EXPECT_COUNT(r, n, ...)                                                                               \
+    do {                                                                                                      \
+        size_t got_ = tu_count((r), __VA_ARGS__, NULL);                                                       \
+        if (got_ != (size_t)(n)) {                                                                            \
+            tu_dump(r);                                                                                       \
+            fail_msg("%s:%d: expected %zu action(s) matching [%s], got %zu", __FILE__, __LINE__, (size_t)(n), \
+                     #__VA_ARGS__, got_);                                                                     \
+        }                                                                                                     \
     } while (0)
 
-#define EXPECT_NACTIONS(r, n)                                                                                          \
-    do {                                                                                                               \
-        if ((r)->nactions != (size_t)(n)) {                                                                            \
-            tu_dump(r);                                                                                                \
-            fail_msg("%s:%d: expected %zu action(s), got %zu", __FILE__, __LINE__, (size_t)(n), (r)->nactions);       \
-        }                                                                                                              \
+#define EXPECT_NACTIONS(r, n)                                                                                   \
+    do {                                                                                                        \
+        if ((r)->nactions != (size_t)(n)) {                                                                     \
+            tu_dump(r);                                                                                         \
+            fail_msg("%s:%d: expected %zu action(s), got %zu", __FILE__, __LINE__, (size_t)(n), (r)->nactions); \
+        }                                                                                                       \
     } while (0)
 
 /* action i contains every given substring */
-#define EXPECT_ACTION(r, i, ...)                                                                                       \
-    do {                                                                                                               \
-        const char *subs_[] = {__VA_ARGS__, NULL};                                                                     \
-        if ((size_t)(i) >= (r)->nactions) {                                                                            \
-            tu_dump(r);                                                                                                \
-            fail_msg("%s:%d: no action %zu (have %zu)", __FILE__, __LINE__, (size_t)(i), (r)->nactions);              \
-        }                                                                                                              \
-        for (const char **s_ = subs_; *s_; s_++)                                                                       \
-            if (!strstr((r)->actions[i], *s_)) {                                                                       \
-                tu_dump(r);                                                                                            \
-                fail_msg("%s:%d: action %zu lacks %s", __FILE__, __LINE__, (size_t)(i), *s_);                         \
-            }                                                                                                          \
+#define EXPECT_ACTION(r, i, ...)                                                                         \
+    do {                                                                                                 \
+        const char *subs_[] = {__VA_ARGS__, NULL};                                                       \
+        if ((size_t)(i) >= (r)->nactions) {                                                              \
+            tu_dump(r);                                                                                  \
+            fail_msg("%s:%d: no action %zu (have %zu)", __FILE__, __LINE__, (size_t)(i), (r)->nactions); \
+        }                                                                                                \
+        for (const char **s_ = subs_; *s_; s_++)                                                         \
+            if (!strstr((r)->actions[i], *s_)) {                                                         \
+                tu_dump(r);                                                                              \
+                fail_msg("%s:%d: action %zu lacks %s", __FILE__, __LINE__, (size_t)(i), *s_);            \
+            }                                                                                            \
     } while (0)
 
-#define EXPECT_STAT(r, name, n)                                                                                        \
-    do {                                                                                                               \
-        uint64_t v_ = jd_engine_stat((r)->e, name);                                                                    \
-        if (v_ != (uint64_t)(n)) {                                                                                     \
-            tu_dump(r);                                                                                                \
-            fail_msg("%s:%d: stat %s: expected %llu, got %llu", __FILE__, __LINE__, name, (unsigned long long)(n),     \
-                     (unsigned long long)v_);                                                                          \
-        }                                                                                                              \
+#define EXPECT_STAT(r, name, n)                                                                                    \
+    do {                                                                                                           \
+        uint64_t v_ = jd_engine_stat((r)->e, name);                                                                \
+        if (v_ != (uint64_t)(n)) {                                                                                 \
+            tu_dump(r);                                                                                            \
+            fail_msg("%s:%d: stat %s: expected %llu, got %llu", __FILE__, __LINE__, name, (unsigned long long)(n), \
+                     (unsigned long long)v_);                                                                      \
+        }                                                                                                          \
     } while (0)
 
 /* Number of log lines containing every substring (NULL-terminated). */
@@ -77,14 +77,14 @@ static size_t nlogs(const tu_run *r, ...)
     return n;
 }
 
-#define EXPECT_LOGS(r, n, ...)                                                                                         \
-    do {                                                                                                               \
-        size_t got_ = nlogs((r), __VA_ARGS__, NULL);                                                                   \
-        if (got_ != (size_t)(n)) {                                                                                     \
-            tu_dump(r);                                                                                                \
-            fail_msg("%s:%d: expected %zu log line(s) matching [%s], got %zu", __FILE__, __LINE__, (size_t)(n),       \
-                     #__VA_ARGS__, got_);                                                                              \
-        }                                                                                                              \
+#define EXPECT_LOGS(r, n, ...)                                                                                  \
+    do {                                                                                                        \
+        size_t got_ = nlogs((r), __VA_ARGS__, NULL);                                                            \
+        if (got_ != (size_t)(n)) {                                                                              \
+            tu_dump(r);                                                                                         \
+            fail_msg("%s:%d: expected %zu log line(s) matching [%s], got %zu", __FILE__, __LINE__, (size_t)(n), \
+                     #__VA_ARGS__, got_);                                                                       \
+        }                                                                                                       \
     } while (0)
 
 /* A track event with an explicit messageId. */
@@ -164,18 +164,17 @@ static void action_id(const char *action, char out[33])
 
 /* ---------------------------------------------------------------- journeys and stages */
 
-static const char *onboarding_src = HDR
-    "j.journey \"onb\" {\n"
-    "  entry = j.on(\"Signed Up\"),\n"
-    "  j.stage \"new\" {\n"
-    "    enter = function(ctx) ctx:send(\"email\", { tpl = \"welcome\" }) end,\n"
-    "    j.on(\"Project Created\"):go \"active\",\n"
-    "  },\n"
-    "  j.stage \"active\" {\n"
-    "    enter = function(ctx) ctx:send(\"email\", { tpl = \"congrats\" }) end,\n"
-    "  },\n"
-    "}\n"
-    "j.on(\"Pricing Viewed\", function(ctx) ctx:send(\"team\", \"looked\") end)\n";
+static const char *onboarding_src = HDR "j.journey \"onb\" {\n"
+                                        "  entry = j.on(\"Signed Up\"),\n"
+                                        "  j.stage \"new\" {\n"
+                                        "    enter = function(ctx) ctx:send(\"email\", { tpl = \"welcome\" }) end,\n"
+                                        "    j.on(\"Project Created\"):go \"active\",\n"
+                                        "  },\n"
+                                        "  j.stage \"active\" {\n"
+                                        "    enter = function(ctx) ctx:send(\"email\", { tpl = \"congrats\" }) end,\n"
+                                        "  },\n"
+                                        "}\n"
+                                        "j.on(\"Pricing Viewed\", function(ctx) ctx:send(\"team\", \"looked\") end)\n";
 
 static void test_action_json_shape(void **state)
 {
@@ -291,21 +290,21 @@ static void test_endless_go_chain_is_stopped(void **state)
     tu_free(&r);
 }
 
-static const char *trial_src = HDR
-    "j.journey \"trial\" {\n"
-    "  entry = j.on(\"Signed Up\"),\n"
-    "  goal = { j.on(\"Subscribed\", function(ctx) ctx:send(\"team\", { won = ctx.user.id, in_stage = ctx.stage }) "
-    "end), j.on(\"Done\") },\n"
-    "  exit = { j.on(\"Deleted\", function(ctx) ctx:send(\"team\", { bye = ctx.user.id }) end), j.on(\"Done\", { "
-    "reason = \"cancel\" }) },\n"
-    "  j.stage \"s1\" {\n"
-    "    j.on(\"Next\"):go \"s2\",\n"
-    "    j.on(\"Done\", function(ctx) ctx:send(\"email\", \"transition-ran\") end),\n"
-    "  },\n"
-    "  j.stage \"s2\" {\n"
-    "    j.on(\"Subscribed\", function(ctx) ctx:send(\"email\", \"transition-ran\") end),\n"
-    "  },\n"
-    "}\n";
+static const char *trial_src =
+    HDR "j.journey \"trial\" {\n"
+        "  entry = j.on(\"Signed Up\"),\n"
+        "  goal = { j.on(\"Subscribed\", function(ctx) ctx:send(\"team\", { won = ctx.user.id, in_stage = ctx.stage }) "
+        "end), j.on(\"Done\") },\n"
+        "  exit = { j.on(\"Deleted\", function(ctx) ctx:send(\"team\", { bye = ctx.user.id }) end), j.on(\"Done\", { "
+        "reason = \"cancel\" }) },\n"
+        "  j.stage \"s1\" {\n"
+        "    j.on(\"Next\"):go \"s2\",\n"
+        "    j.on(\"Done\", function(ctx) ctx:send(\"email\", \"transition-ran\") end),\n"
+        "  },\n"
+        "  j.stage \"s2\" {\n"
+        "    j.on(\"Subscribed\", function(ctx) ctx:send(\"email\", \"transition-ran\") end),\n"
+        "  },\n"
+        "}\n";
 
 static void test_goals_and_exits(void **state)
 {
@@ -316,9 +315,9 @@ static void test_goals_and_exits(void **state)
     for (int i = 0; i < 5; i++)
         tu_track(&r, users[i], "Signed Up", "2024-01-01T00:00:00Z", NULL);
     tu_track(&r, "u1", "Next", "2024-01-01T01:00:00Z", NULL);
-    tu_track(&r, "u1", "Subscribed", "2024-01-01T02:00:00Z", NULL);         /* goal (beats s2's transition) */
-    tu_track(&r, "u2", "Deleted", "2024-01-01T02:00:00Z", NULL);            /* exit */
-    tu_track(&r, "u3", "Done", "2024-01-01T02:00:00Z", "{\"reason\":\"cancel\"}"); /* exit beats goal */
+    tu_track(&r, "u1", "Subscribed", "2024-01-01T02:00:00Z", NULL);                  /* goal (beats s2's transition) */
+    tu_track(&r, "u2", "Deleted", "2024-01-01T02:00:00Z", NULL);                     /* exit */
+    tu_track(&r, "u3", "Done", "2024-01-01T02:00:00Z", "{\"reason\":\"cancel\"}");   /* exit beats goal */
     tu_track(&r, "u4", "Done", "2024-01-01T02:00:00Z", "{\"reason\":\"finished\"}"); /* goal beats transition */
     EXPECT_COUNT(&r, 1, "\"won\":\"u1\"", "\"in_stage\":\"s2\"", "\"stage\":\"s2\"", "\"journey\":\"trial\"");
     EXPECT_COUNT(&r, 1, "\"bye\":\"u2\"");
@@ -351,17 +350,18 @@ static void test_one_trigger_per_instance_per_event(void **state)
 {
     (void)state;
     tu_run r;
-    tu_start(&r, HDR "j.journey \"steps\" {\n"
-                     "  entry = j.on(\"Start\"),\n"
-                     "  j.stage \"a\" {\n"
-                     "    j.on(\"Step\", { size = \"big\" }, function(ctx) ctx:send(\"email\", \"a-big\") end):go \"c\",\n"
-                     "    j.on(\"Step\", function(ctx) ctx:send(\"email\", \"a-any\") end):go \"b\",\n"
-                     "    j.on(\"Step\", function(ctx) ctx:send(\"email\", \"a-third\") end),\n"
-                     "    j.on(\"Start\", function(ctx) ctx:send(\"email\", \"a-start\") end),\n"
-                     "  },\n"
-                     "  j.stage \"b\" { j.on(\"Step\", function(ctx) ctx:send(\"email\", \"b-step\") end):go \"c\" },\n"
-                     "  j.stage \"c\" { enter = function(ctx) ctx:send(\"email\", \"in-c\") end },\n"
-                     "}\n");
+    tu_start(&r,
+             HDR "j.journey \"steps\" {\n"
+                 "  entry = j.on(\"Start\"),\n"
+                 "  j.stage \"a\" {\n"
+                 "    j.on(\"Step\", { size = \"big\" }, function(ctx) ctx:send(\"email\", \"a-big\") end):go \"c\",\n"
+                 "    j.on(\"Step\", function(ctx) ctx:send(\"email\", \"a-any\") end):go \"b\",\n"
+                 "    j.on(\"Step\", function(ctx) ctx:send(\"email\", \"a-third\") end),\n"
+                 "    j.on(\"Start\", function(ctx) ctx:send(\"email\", \"a-start\") end),\n"
+                 "  },\n"
+                 "  j.stage \"b\" { j.on(\"Step\", function(ctx) ctx:send(\"email\", \"b-step\") end):go \"c\" },\n"
+                 "  j.stage \"c\" { enter = function(ctx) ctx:send(\"email\", \"in-c\") end },\n"
+                 "}\n");
     /* the entering event does not also fire the new stage's transition */
     tu_track(&r, "u1", "Start", "2024-01-01T00:00:00Z", NULL);
     EXPECT_NACTIONS(&r, 0);
@@ -422,7 +422,7 @@ static void test_ctx_go_and_exit_override_trigger(void **state)
     tu_track(&r, "u4", "Move", "2024-01-01T00:10:00Z", NULL);
     tu_track(&r, "u6", "Start", "2024-01-01T00:11:00Z", NULL);
     tu_track(&r, "u6", "Bail", "2024-01-01T00:12:00Z", NULL); /* d's enter hook exits */
-    tu_advance(&r, "2024-01-01T02:00:00Z"); /* u5: the timer's ctx:exit beats its :go */
+    tu_advance(&r, "2024-01-01T02:00:00Z");                   /* u5: the timer's ctx:exit beats its :go */
     EXPECT_COUNT(&r, 1, "\"user\":\"u1\"", "in-c");
     EXPECT_COUNT(&r, 0, "\"user\":\"u1\"", "in-b");
     EXPECT_COUNT(&r, 0, "\"user\":\"u2\"");
@@ -451,7 +451,7 @@ static void test_ctx_go_and_exit_override_trigger(void **state)
 /* ---------------------------------------------------------------- reentry */
 
 typedef struct reentry_case {
-    const char *reentry; /* Lua expression */
+    const char *reentry;   /* Lua expression */
     const char *events[8]; /* "Start|2024-..." or "Stop|..." */
     int entered;
     int active;
@@ -466,22 +466,25 @@ static void test_reentry(void **state)
         {"\"always\"",
          {"Start|2024-01-01T00:00:00Z", "Start|2024-01-01T01:00:00Z", "Stop|2024-01-02T00:00:00Z",
           "Start|2024-01-02T00:00:01Z"},
-         2, 1},
+         2,
+         1},
         {"\"always\"",
          {"Start|2024-01-01T00:00:00Z", "Stop|2024-01-02T00:00:00Z", "Start|2024-01-03T00:00:00Z",
           "Stop|2024-01-04T00:00:00Z", "Start|2024-01-05T00:00:00Z"},
-         3, 1},
+         3,
+         1},
         /* cooldown from the previous entry (not from leaving) */
-        {"\"30d\"",
-         {"Start|2024-01-01T00:00:00Z", "Stop|2024-01-21T00:00:00Z", "Start|2024-01-30T00:00:00Z"}, 1, 0},
+        {"\"30d\"", {"Start|2024-01-01T00:00:00Z", "Stop|2024-01-21T00:00:00Z", "Start|2024-01-30T00:00:00Z"}, 1, 0},
         {"\"30d\"",
          {"Start|2024-01-01T00:00:00Z", "Stop|2024-01-21T00:00:00Z", "Start|2024-01-30T00:00:00Z",
           "Start|2024-02-01T00:00:00Z"},
-         2, 1},
+         2,
+         1},
         {"\"30d\"",
          {"Start|2024-01-01T00:00:00Z", "Stop|2024-01-21T00:00:00Z", "Start|2024-02-01T00:00:00Z",
           "Stop|2024-02-02T00:00:00Z", "Start|2024-02-10T00:00:00Z", "Start|2024-03-03T00:00:00Z"},
-         3, 1},
+         3,
+         1},
         /* a cooldown does not start a second instance while one is active */
         {"\"1h\"", {"Start|2024-01-01T00:00:00Z", "Start|2024-01-02T00:00:00Z"}, 1, 1},
     };
@@ -547,22 +550,22 @@ static void test_reentry_not_on_the_leaving_event(void **state)
 
 /* ---------------------------------------------------------------- keyed journeys */
 
-static const char *cart_src = HDR
-    "j.journey \"cart\" {\n"
-    "  key = \"cart_id\",\n"
-    "  entry = j.on(\"Cart Created\"),\n"
-    "  goal = j.on(\"Checkout\"),\n"
-    "  exit = j.on(\"Account Deleted\"),\n"
-    "  j.stage \"open\" {\n"
-    "    enter = function(ctx) ctx:send(\"email\", { open = ctx.instance }) end,\n"
-    "    j.on(\"Item Added\", function(ctx) ctx:send(\"email\", { item = ctx.instance, sku = "
-    "ctx.event.properties.sku }) end),\n"
-    "    j.after(\"1h\", function(ctx) ctx:send(\"email\", { remind = ctx.instance }) end):go \"reminded\",\n"
-    "  },\n"
-    "  j.stage \"reminded\" {\n"
-    "    j.after(\"1d\", function(ctx) ctx:send(\"email\", { last = ctx.instance }) end),\n"
-    "  },\n"
-    "}\n";
+static const char *cart_src =
+    HDR "j.journey \"cart\" {\n"
+        "  key = \"cart_id\",\n"
+        "  entry = j.on(\"Cart Created\"),\n"
+        "  goal = j.on(\"Checkout\"),\n"
+        "  exit = j.on(\"Account Deleted\"),\n"
+        "  j.stage \"open\" {\n"
+        "    enter = function(ctx) ctx:send(\"email\", { open = ctx.instance }) end,\n"
+        "    j.on(\"Item Added\", function(ctx) ctx:send(\"email\", { item = ctx.instance, sku = "
+        "ctx.event.properties.sku }) end),\n"
+        "    j.after(\"1h\", function(ctx) ctx:send(\"email\", { remind = ctx.instance }) end):go \"reminded\",\n"
+        "  },\n"
+        "  j.stage \"reminded\" {\n"
+        "    j.after(\"1d\", function(ctx) ctx:send(\"email\", { last = ctx.instance }) end),\n"
+        "  },\n"
+        "}\n";
 
 static void test_keyed_instances_are_independent(void **state)
 {
@@ -679,7 +682,7 @@ static void test_timers_fire_at_exact_times(void **state)
                   "\"tpl\":\"dormant\"");
     EXPECT_ACTION(&r, 3, "\"user\":\"u2\"", "\"time\":\"2024-01-09T00:00:00.000Z\"", "\"stage\":\"activated\"",
                   "upgrade");
-    EXPECT_STAT(&r, "timers_fired", 4);  /* u1: 2d, 5d, 9d; u2: 7d */
+    EXPECT_STAT(&r, "timers_fired", 4);   /* u1: 2d, 5d, 9d; u2: 7d */
     EXPECT_STAT(&r, "timers_dropped", 2); /* u2's 2d and 5d */
     expect_journey(&r, "trial", 2, 1, 0, 1);
     assert_int_equal(stage_count(&r, "trial", "signed_up", C_TIMED_OUT), 1);
@@ -932,28 +935,30 @@ static int line_of(const char *src, const char *marker)
     return line;
 }
 
-static const char *err_src = HDR
-    "j.journey \"err\" {\n"
-    "  entry = j.on(\"Start\"),\n"
-    "  j.stage \"a\" {\n"
-    "    enter = function(ctx)\n"
-    "      ctx:send(\"email\", { before = \"error\" }); ctx:set(\"tainted\", true); ctx:score(100)\n"
-    "      ctx:segment_add(\"bad\"); ctx:log(\"never logged\")\n"
-    "      local x = nil\n"
-    "      return x.field --@E1\n"
-    "    end,\n"
-    "    j.on(\"Go\", function(ctx) ctx:send(\"email\", \"go-hook\"); error(\"go failed\") end):go \"b\", --@E2\n"
-    "  },\n"
-    "  j.stage \"b\" {\n"
-    "    enter = function(ctx)\n"
-    "      ctx:send(\"email\", { stage = \"b\", clean = ctx.user.traits.tainted == nil, score = ctx.user.score,\n"
-    "        bad = ctx.user.segments.bad == true })\n"
-    "    end,\n"
-    "    j.after(\"1h\", function(ctx) ctx:send(\"email\", \"b-timer\"); ctx:send(\"nowhere\", {}) end):go \"c\", --@E3\n"
-    "  },\n"
-    "  j.stage \"c\" { enter = function(ctx) ctx:send(\"email\", \"in-c\") end },\n"
-    "}\n"
-    "j.on(\"Other\", function(ctx) ctx:send(\"team\", \"fine\") end)\n";
+static const char *err_src =
+    HDR "j.journey \"err\" {\n"
+        "  entry = j.on(\"Start\"),\n"
+        "  j.stage \"a\" {\n"
+        "    enter = function(ctx)\n"
+        "      ctx:send(\"email\", { before = \"error\" }); ctx:set(\"tainted\", true); ctx:score(100)\n"
+        "      ctx:segment_add(\"bad\"); ctx:log(\"never logged\"); ctx:exit()\n"
+        "      local x = nil\n"
+        "      return x.field --@E1\n"
+        "    end,\n"
+        "    j.on(\"Go\", function(ctx) ctx:send(\"email\", \"go-hook\"); ctx:go \"c\"; error(\"go failed\") end):go "
+        "\"b\", --@E2\n"
+        "  },\n"
+        "  j.stage \"b\" {\n"
+        "    enter = function(ctx)\n"
+        "      ctx:send(\"email\", { stage = \"b\", clean = ctx.user.traits.tainted == nil, score = ctx.user.score,\n"
+        "        bad = ctx.user.segments.bad == true })\n"
+        "    end,\n"
+        "    j.after(\"1h\", function(ctx) ctx:send(\"email\", \"b-timer\"); ctx:send(\"nowhere\", {}) end):go \"c\", "
+        "--@E3\n"
+        "  },\n"
+        "  j.stage \"c\" { enter = function(ctx) ctx:send(\"email\", \"in-c\") end },\n"
+        "}\n"
+        "j.on(\"Other\", function(ctx) ctx:send(\"team\", \"fine\") end)\n";
 
 static void test_failing_hook_is_isolated(void **state)
 {
@@ -972,7 +977,8 @@ static void test_failing_hook_is_isolated(void **state)
     EXPECT_LOGS(&r, 0, "never logged");
     expect_journey(&r, "err", 1, 1, 0, 0);
 
-    /* the Go hook fails, the :go still happens; b's hook sees no effect of a's */
+    /* the Go hook fails: its ctx:go is ignored, the trigger's :go still happens; b's
+     * hook sees no effect of a's */
     tu_track(&r, "u1", "Go", "2024-01-01T00:10:00Z", NULL);
     EXPECT_STAT(&r, "lua_errors", 2);
     EXPECT_LOGS(&r, 1, "error: lua error in err/a/", "Go", r.path, l2, "go failed", "stack traceback");
@@ -998,12 +1004,13 @@ static void test_failing_rule_and_entry_hook(void **state)
 {
     (void)state;
     tu_run r;
-    tu_start(&r, HDR "j.journey \"e\" {\n"
-                     "  entry = j.on(\"Start\", function(ctx) ctx:send(\"email\", \"entry\"); error({}) end),\n"
-                     "  j.stage \"s\" { enter = function(ctx) ctx:send(\"email\", \"entered-s\") end },\n"
-                     "}\n"
-                     "j.on(\"Start\", function(ctx) ctx:score(1); ctx:send(\"team\", \"rule-a\"); error(\"rule a\") end)\n"
-                     "j.on(\"Start\", function(ctx) ctx:send(\"team\", { score = ctx.user.score }) end)\n");
+    tu_start(&r,
+             HDR "j.journey \"e\" {\n"
+                 "  entry = j.on(\"Start\", function(ctx) ctx:send(\"email\", \"entry\"); error({}) end),\n"
+                 "  j.stage \"s\" { enter = function(ctx) ctx:send(\"email\", \"entered-s\") end },\n"
+                 "}\n"
+                 "j.on(\"Start\", function(ctx) ctx:score(1); ctx:send(\"team\", \"rule-a\"); error(\"rule a\") end)\n"
+                 "j.on(\"Start\", function(ctx) ctx:send(\"team\", { score = ctx.user.score }) end)\n");
     tu_track(&r, "u1", "Start", "2024-01-01T00:00:00Z", NULL);
     EXPECT_STAT(&r, "lua_errors", 2);
     EXPECT_COUNT(&r, 0, "\"payload\":\"entry\"");
@@ -1077,20 +1084,21 @@ static void test_rules_interleave_in_definition_order(void **state)
 {
     (void)state;
     tu_run r;
-    tu_start(&r, HDR "j.on(\"Go\", function(ctx) ctx:set(\"step\", 1); ctx:send(\"team\", { r = \"R1\", seg = "
-                     "ctx.user.segments.j1 == true }) end)\n"
-                     "j.journey \"J1\" {\n"
-                     "  entry = j.on(\"Go\", { [\"user.traits.step\"] = 1 }),\n"
-                     "  j.stage \"s\" { enter = function(ctx) ctx:segment_add \"j1\"; ctx:send(\"team\", { r = \"J1\" }) "
-                     "end },\n"
-                     "}\n"
-                     "j.on(\"Go\", { [\"user.segments\"] = \"j1\" }, function(ctx) ctx:send(\"team\", { r = \"R2\" }) "
-                     "end)\n"
-                     "j.journey \"J2\" {\n"
-                     "  entry = j.on(\"Go\", { [\"user.segments\"] = \"j1\" }),\n"
-                     "  j.stage \"s\" { enter = function(ctx) ctx:send(\"team\", { r = \"J2\" }) end },\n"
-                     "}\n"
-                     "j.on(\"Go\", function(ctx) ctx:send(\"team\", { r = \"R3\" }) end)\n");
+    tu_start(&r,
+             HDR "j.on(\"Go\", function(ctx) ctx:set(\"step\", 1); ctx:send(\"team\", { r = \"R1\", seg = "
+                 "ctx.user.segments.j1 == true }) end)\n"
+                 "j.journey \"J1\" {\n"
+                 "  entry = j.on(\"Go\", { [\"user.traits.step\"] = 1 }),\n"
+                 "  j.stage \"s\" { enter = function(ctx) ctx:segment_add \"j1\"; ctx:send(\"team\", { r = \"J1\" }) "
+                 "end },\n"
+                 "}\n"
+                 "j.on(\"Go\", { [\"user.segments\"] = \"j1\" }, function(ctx) ctx:send(\"team\", { r = \"R2\" }) "
+                 "end)\n"
+                 "j.journey \"J2\" {\n"
+                 "  entry = j.on(\"Go\", { [\"user.segments\"] = \"j1\" }),\n"
+                 "  j.stage \"s\" { enter = function(ctx) ctx:send(\"team\", { r = \"J2\" }) end },\n"
+                 "}\n"
+                 "j.on(\"Go\", function(ctx) ctx:send(\"team\", { r = \"R3\" }) end)\n");
     tu_track(&r, "u1", "Go", "2024-01-01T00:00:00Z", NULL);
     EXPECT_NACTIONS(&r, 5);
     EXPECT_ACTION(&r, 0, "\"r\":\"R1\"", "\"seg\":false", "\"journey\":null");
@@ -1170,11 +1178,11 @@ static void test_identify_merges_traits(void **state)
     tu_free(&r);
 }
 
-static const char *identity_src = HDR
-    "j.on(\"Pricing Viewed\", function(ctx) ctx:score(5); ctx:segment_add(\"curious\") end)\n"
-    "j.on(\"Check\", function(ctx) local u = ctx.user\n"
-    "  ctx:send(\"email\", { who = u.id, email = u.traits.email or \"-\", name = u.traits.name or \"-\",\n"
-    "    score = u.score, curious = u.segments.curious == true }) end)\n";
+static const char *identity_src =
+    HDR "j.on(\"Pricing Viewed\", function(ctx) ctx:score(5); ctx:segment_add(\"curious\") end)\n"
+        "j.on(\"Check\", function(ctx) local u = ctx.user\n"
+        "  ctx:send(\"email\", { who = u.id, email = u.traits.email or \"-\", name = u.traits.name or \"-\",\n"
+        "    score = u.score, curious = u.segments.curious == true }) end)\n";
 
 static void test_identify_links_anonymous_id(void **state)
 {
@@ -1193,8 +1201,8 @@ static void test_identify_links_anonymous_id(void **state)
     tu_event(&r, "{\"type\":\"track\",\"anonymousId\":\"anon-1\",\"event\":\"Check\",\"messageId\":\"a5\","
                  "\"timestamp\":\"2024-01-01T00:04:00Z\"}");
     EXPECT_NACTIONS(&r, 2);
-    EXPECT_ACTION(&r, 1, "\"user\":\"u1\"", "\"who\":\"u1\"", "\"name\":\"Bo\"", "\"email\":\"b@x.io\"",
-                  "\"score\":5", "\"curious\":true");
+    EXPECT_ACTION(&r, 1, "\"user\":\"u1\"", "\"who\":\"u1\"", "\"name\":\"Bo\"", "\"email\":\"b@x.io\"", "\"score\":5",
+                  "\"curious\":true");
     tu_track(&r, "u1", "Check", "2024-01-01T00:05:00Z", NULL);
     EXPECT_ACTION(&r, 2, "\"user\":\"u1\"", "\"name\":\"Bo\"", "\"email\":\"b@x.io\"");
     tu_free(&r);
@@ -1224,21 +1232,20 @@ static void test_alias_links_previous_id(void **state)
 
 /* An anonymous person's journey timers after identify links them to a userId that has
  * its own instance of the same journey. */
-static const char *anon_journey_src = HDR
-    "j.journey \"J\" {\n"
-    "  entry = j.on(\"Signed Up\"),\n"
-    "  j.stage \"a\" {\n"
-    "    j.after(\"2d\", function(ctx) ctx:send(\"email\", { nudge = ctx.user.id }) end),\n"
-    "  },\n"
-    "}\n";
+static const char *anon_journey_src =
+    HDR "j.journey \"J\" {\n"
+        "  entry = j.on(\"Signed Up\"),\n"
+        "  j.stage \"a\" {\n"
+        "    j.after(\"2d\", function(ctx) ctx:send(\"email\", { nudge = ctx.user.id }) end),\n"
+        "  },\n"
+        "}\n";
 
-#if 0
-/* ENGINE BUG (engine.c resolve_user/timer_event): a timer's record carries the id of the
+/* Regression (was an engine bug; engine.c resolve_user/timer_event): a timer's record carries the id of the
  * profile that scheduled it; resolve_user maps it through the alias table, so after
  * identify links anon-1 -> u1, anon-1's stage timer is looked up in u1's instances and,
  * because iid/gen are per-user counters (both 1), fires u1's j.after at anon-1's due
  * time. u1 then gets the nudge twice (01-03T00:00 and again at its own 01-03T01:00). */
-static void test_bug_alias_timer_fires_other_profiles_instance(void **state)
+static void test_alias_timer_fires_other_profiles_instance(void **state)
 {
     (void)state;
     tu_run r;
@@ -1255,11 +1262,11 @@ static void test_bug_alias_timer_fires_other_profiles_instance(void **state)
     tu_free(&r);
 }
 
-/* ENGINE BUG (same cause): the anonymous person's instance is still active (funnel:
+/* Regression (was an engine bug; same cause): the anonymous person's instance is still active (funnel:
  * active 1) but its j.after is dropped (timers_dropped 1) at its due time because the
  * timer is looked up in u1's profile, which has no instance. Expected: the 2d timer
  * fires (timers_fired 1) — the person never left the stage. */
-static void test_bug_identify_drops_anonymous_instance_timers(void **state)
+static void test_identify_drops_anonymous_instance_timers(void **state)
 {
     (void)state;
     tu_run r;
@@ -1274,7 +1281,6 @@ static void test_bug_identify_drops_anonymous_instance_timers(void **state)
     EXPECT_NACTIONS(&r, 1);
     tu_free(&r);
 }
-#endif
 
 static void test_anonymous_journey_before_identify(void **state)
 {
@@ -1320,25 +1326,25 @@ static void test_duplicate_message_ids_are_dropped(void **state)
 
 /* ---------------------------------------------------------------- action ids */
 
-static const char *ids_src = HDR
-    "j.journey \"k\" {\n"
-    "  key = \"cart_id\",\n"
-    "  entry = j.on(\"Cart Created\", function(ctx) ctx:send(\"email\", \"entry\") end),\n"
-    "  goal = j.on(\"Checkout\", function(ctx) ctx:send(\"team\", \"won\") end),\n"
-    "  j.stage \"open\" {\n"
-    "    enter = function(ctx) ctx:send(\"email\", \"open\"); ctx:send(\"email\", \"open\"); ctx:send(\"team\", "
-    "\"open\") end,\n"
-    "    j.on(\"Item Added\", function(ctx) ctx:send(\"email\", \"item\") end),\n"
-    "    j.after(\"1h\", function(ctx) ctx:send(\"email\", \"remind\") end),\n"
-    "    j.after(\"1h\", function(ctx) ctx:send(\"email\", \"remind\") end):go \"again\",\n"
-    "  },\n"
-    "  j.stage \"again\" {\n"
-    "    enter = function(ctx) ctx:send(\"email\", \"open\") end,\n"
-    "    j.on(\"Item Added\"):go \"open\",\n"
-    "  },\n"
-    "}\n"
-    "j.on(\"Item Added\", function(ctx) ctx:send(\"email\", \"item\") end)\n"
-    "j.on(\"Item Added\", function(ctx) ctx:send(\"email\", \"item\") end)\n";
+static const char *ids_src =
+    HDR "j.journey \"k\" {\n"
+        "  key = \"cart_id\",\n"
+        "  entry = j.on(\"Cart Created\", function(ctx) ctx:send(\"email\", \"entry\") end),\n"
+        "  goal = j.on(\"Checkout\", function(ctx) ctx:send(\"team\", \"won\") end),\n"
+        "  j.stage \"open\" {\n"
+        "    enter = function(ctx) ctx:send(\"email\", \"open\"); ctx:send(\"email\", \"open\"); ctx:send(\"team\", "
+        "\"open\") end,\n"
+        "    j.on(\"Item Added\", function(ctx) ctx:send(\"email\", \"item\") end),\n"
+        "    j.after(\"1h\", function(ctx) ctx:send(\"email\", \"remind\") end),\n"
+        "    j.after(\"1h\", function(ctx) ctx:send(\"email\", \"remind\") end):go \"again\",\n"
+        "  },\n"
+        "  j.stage \"again\" {\n"
+        "    enter = function(ctx) ctx:send(\"email\", \"open\") end,\n"
+        "    j.on(\"Item Added\"):go \"open\",\n"
+        "  },\n"
+        "}\n"
+        "j.on(\"Item Added\", function(ctx) ctx:send(\"email\", \"item\") end)\n"
+        "j.on(\"Item Added\", function(ctx) ctx:send(\"email\", \"item\") end)\n";
 
 static size_t run_for_ids(char ids[][33], size_t cap, char **lines)
 {
@@ -1392,12 +1398,11 @@ static void test_action_ids_are_stable_and_distinct(void **state)
     }
 }
 
-#if 0
-/* ENGINE BUG (engine.c action_id): the id hashes the rule id "<journey>/<stage>/enter"
+/* Regression (was an engine bug; engine.c action_id): the id hashes the rule id "<journey>/<stage>/enter"
  * as one string, so journey "a/b" stage "c" and journey "a" stage "b/c" give the same
  * rule text; two different actions decided for the same input and person then share an
  * id (observed: both 2d0d742d...). Expected: different ids. */
-static void test_bug_action_ids_collide_across_journeys(void **state)
+static void test_action_ids_collide_across_journeys(void **state)
 {
     (void)state;
     tu_run r;
@@ -1413,7 +1418,6 @@ static void test_bug_action_ids_collide_across_journeys(void **state)
     assert_string_not_equal(a, b);
     tu_free(&r);
 }
-#endif
 
 /* ---------------------------------------------------------------- ctx */
 
@@ -1452,16 +1456,15 @@ static void test_ctx_fields(void **state)
     snprintf(t, sizeof t, "\"time\":%lld", (long long)ms_of("2024-03-01T12:00:00Z"));
     EXPECT_ACTION(&r, 0, "\"uid\":\"u1\"", "\"email\":\"d@x.io\"", "\"vip\":true", "\"score\":7", "\"nseg\":1",
                   "\"type\":\"track\"", "\"event\":\"Ordered\"", "\"total\":12.5", "\"locale\":\"de-DE\"",
-                  "\"tier\":\"gold\"", "\"ts\":\"2024-03-01T12:00:00.000Z\"", "\"mid\":\"mid-1\"",
-                  "\"userId\":\"u1\"", "\"journey\":\"cj\"", "\"stage\":\"placed\"", "\"instance\":\"o-9\"",
+                  "\"tier\":\"gold\"", "\"ts\":\"2024-03-01T12:00:00.000Z\"", "\"mid\":\"mid-1\"", "\"userId\":\"u1\"",
+                  "\"journey\":\"cj\"", "\"stage\":\"placed\"", "\"instance\":\"o-9\"",
                   "\"now\":\"2024-03-01T12:00:00.000Z\"", t, "\"rule\":true");
     /* outside journeys: no journey, stage or instance; a page has a name */
     tu_event(&r, "{\"type\":\"page\",\"userId\":\"u1\",\"name\":\"Docs\",\"messageId\":\"mid-2\","
                  "\"timestamp\":\"2024-03-01T12:30:00Z\",\"properties\":{\"path\":\"/docs\"}}");
     EXPECT_NACTIONS(&r, 2);
     EXPECT_ACTION(&r, 1, "\"type\":\"page\"", "\"name\":\"Docs\"", "\"journey\":\"nil\"", "\"stage\":\"nil\"",
-                  "\"instance\":\"nil\"", "\"mid\":\"mid-2\"", "\"now\":\"2024-03-01T12:30:00.000Z\"",
-                  "\"rule\":true");
+                  "\"instance\":\"nil\"", "\"mid\":\"mid-2\"", "\"now\":\"2024-03-01T12:30:00.000Z\"", "\"rule\":true");
     tu_free(&r);
 }
 
@@ -1498,8 +1501,8 @@ static void test_ctx_methods(void **state)
     EXPECT_LOGS(&r, 1, "info: ", "(user u1)", "hello 42 true");
     tu_track(&r, "u1", "Show", "2024-01-01T00:06:00Z", NULL);
     EXPECT_NACTIONS(&r, 5);
-    EXPECT_ACTION(&r, 4, "\"a\":1", "\"b\":\"two\"", "\"c\":true", "\"gone\":true", "\"kept\":\"yes\"",
-                  "\"score\":1.5", "\"x\":false", "\"y\":true", "\"z\":true");
+    EXPECT_ACTION(&r, 4, "\"a\":1", "\"b\":\"two\"", "\"c\":true", "\"gone\":true", "\"kept\":\"yes\"", "\"score\":1.5",
+                  "\"x\":false", "\"y\":true", "\"z\":true");
     tu_track(&r, "u1", "M unseg", "2024-01-01T00:07:00Z", NULL);
     tu_track(&r, "u1", "M score", "2024-01-01T00:08:00Z", NULL);
     tu_track(&r, "u1", "Show", "2024-01-01T00:09:00Z", NULL);
@@ -1511,8 +1514,8 @@ static void test_ctx_methods(void **state)
 /* ---------------------------------------------------------------- where */
 
 typedef struct where_case {
-    const char *event;  /* rule name = event name */
-    const char *props;  /* JSON object */
+    const char *event; /* rule name = event name */
+    const char *props; /* JSON object */
     int match;
 } where_case;
 
@@ -1632,7 +1635,7 @@ static void test_where_operators(void **state)
 }
 
 typedef struct root_case {
-    const char *json; /* an event; %s is a fresh messageId */
+    const char *json;  /* an event; %s is a fresh messageId */
     const char *fired; /* comma-separated rule names expected to fire, in order ("" none) */
 } root_case;
 
@@ -1663,7 +1666,8 @@ static void test_where_roots(void **state)
                      "rule(\"screen\", \"Home\", \"screen-bare\", { tab = 2 })\n"
                      "j.on(\"Make VIP\", function(ctx) ctx:segment_add(\"vip\"); ctx:score(10) end)\n");
     static const root_case cases[] = {
-        {"{\"type\":\"track\",\"userId\":\"u1\",\"event\":\"R\",\"properties\":{\"plan\":\"pro\"},\"messageId\":\"%s\"}",
+        {"{\"type\":\"track\",\"userId\":\"u1\",\"event\":\"R\",\"properties\":{\"plan\":\"pro\"},\"messageId\":\"%"
+         "s\"}",
          "bare,properties"},
         {"{\"type\":\"track\",\"userId\":\"u1\",\"event\":\"R\",\"context\":{\"traits\":{\"plan\":\"pro\"}},"
          "\"messageId\":\"%s\"}",
@@ -1674,7 +1678,8 @@ static void test_where_roots(void **state)
          "context"},
         {"{\"type\":\"track\",\"userId\":\"u1\",\"anonymousId\":\"anon-r\",\"event\":\"R\",\"messageId\":\"%s\"}",
          "event"},
-        {"{\"type\":\"track\",\"userId\":\"u1\",\"event\":\"R\",\"properties\":{\"locale\":\"fr\"},\"messageId\":\"%s\"}",
+        {"{\"type\":\"track\",\"userId\":\"u1\",\"event\":\"R\",\"properties\":{\"locale\":\"fr\"},\"messageId\":\"%"
+         "s\"}",
          ""},
         {"{\"type\":\"track\",\"userId\":\"u2\",\"event\":\"U\",\"messageId\":\"%s\"}", "not-segment"},
         {"{\"type\":\"identify\",\"userId\":\"u2\",\"traits\":{\"tier\":\"gold\",\"plan\":\"basic\"},"
@@ -1764,6 +1769,9 @@ int main(void)
         cmocka_unit_test(test_ctx_methods),
         cmocka_unit_test(test_where_operators),
         cmocka_unit_test(test_where_roots),
+        cmocka_unit_test(test_alias_timer_fires_other_profiles_instance),
+        cmocka_unit_test(test_identify_drops_anonymous_instance_timers),
+        cmocka_unit_test(test_action_ids_collide_across_journeys),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
