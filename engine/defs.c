@@ -13,7 +13,8 @@ static size_t index_key(char *out, size_t cap, jd_event_type type, const char *n
         return 0;
     memcpy(out, tn, tl);
     out[tl] = '\0';
-    memcpy(out + tl + 1, name, n);
+    if (n)
+        memcpy(out + tl + 1, name, n);
     return tl + 1 + n;
 }
 

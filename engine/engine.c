@@ -1121,6 +1121,17 @@ void jd_engine_advance(jd_engine *e, int64_t t)
     jd_clock_advance(&e->clock, t);
 }
 
+/* One input, on the clock: due timers fire before the event, and timers a late event
+ * made due fire right after it. */
+static void process_input(jd_engine *e, const jd_event *ev)
+{
+    if (e->clock.is_virtual && ev->type != JD_EV_TIMER)
+        jd_engine_advance(e, ev->timestamp);
+    process_view(e, ev);
+    if (e->clock.is_virtual)
+        jd_engine_advance(e, jd_clock_now(&e->clock));
+}
+
 int jd_engine_process(jd_engine *e, const void *record, size_t len, jd_error *err)
 {
     msgpack_zone_clear(&e->in_zone);
@@ -1134,11 +1145,7 @@ int jd_engine_process(jd_engine *e, const void *record, size_t len, jd_error *er
             snprintf(err->text, sizeof err->text, "not an event record");
         return -1;
     }
-    if (e->clock.is_virtual && ev.type != JD_EV_TIMER)
-        jd_engine_advance(e, ev.timestamp); /* due timers fire before the event */
-    process_view(e, &ev);
-    if (e->clock.is_virtual)
-        jd_engine_advance(e, jd_clock_now(&e->clock)); /* timers a late event made due */
+    process_input(e, &ev);
     return 0;
 }
 
@@ -1179,11 +1186,16 @@ int jd_engine_ingest_json(jd_engine *e, const char *json, size_t len, const char
         e->stats[JD_STAT_INVALID]++;
         return -1;
     }
-    jd_buf_reset(&e->rec);
-    if (jd_event_normalize(&root, jd_clock_now(&e->clock), default_id, &e->rec, err->text, sizeof err->text)) {
+    /* the view reads the converted JSON directly: the same fields a record would give,
+     * without writing and re-reading one (a log-backed caller normalises to a record) */
+    jd_norm_opts o = {.default_ts = jd_clock_now(&e->clock), .default_id = default_id};
+    jd_event ev;
+    jd_event_ids ids;
+    if (jd_event_prepare(&root, &o, &ev, ids, err->text, sizeof err->text) < 0) {
         e->stats[JD_STAT_INVALID]++;
         return -1;
     }
-    return jd_engine_process(e, e->rec.data, e->rec.len, err);
+    process_input(e, &ev);
+    return 0;
 }
 

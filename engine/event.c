@@ -65,32 +65,6 @@ static void pack_strn(msgpack_packer *pk, const char *s, size_t n)
     msgpack_pack_str_body(pk, s, n);
 }
 
-/* An id may arrive as a string or a number; store it as a string. Returns 1 if packed,
- * 0 if absent/null/empty, -1 if of a wrong type. */
-static int pack_id(msgpack_packer *pk, const msgpack_object *o)
-{
-    char tmp[32];
-    int n;
-    if (!o || o->type == MSGPACK_OBJECT_NIL)
-        return 0;
-    switch (o->type) {
-    case MSGPACK_OBJECT_STR:
-        if (o->via.str.size == 0)
-            return 0;
-        pack_strn(pk, o->via.str.ptr, o->via.str.size);
-        return 1;
-    case MSGPACK_OBJECT_POSITIVE_INTEGER:
-        n = snprintf(tmp, sizeof tmp, "%llu", (unsigned long long)o->via.u64);
-        pack_strn(pk, tmp, (size_t)n);
-        return 1;
-    case MSGPACK_OBJECT_NEGATIVE_INTEGER:
-        n = snprintf(tmp, sizeof tmp, "%lld", (long long)o->via.i64);
-        pack_strn(pk, tmp, (size_t)n);
-        return 1;
-    default: return -1;
-    }
-}
-
 static int is_present(const msgpack_object *o)
 {
     return o && o->type != MSGPACK_OBJECT_NIL && !(o->type == MSGPACK_OBJECT_STR && o->via.str.size == 0);
@@ -170,151 +144,6 @@ static void pack_context(msgpack_packer *pk, const msgpack_object *ctx, const ms
     }
 }
 
-int jd_event_normalize_ex(const msgpack_object *in, const jd_norm_opts *opt, jd_buf *out, char *err, size_t errlen)
-{
-    int64_t default_ts = opt->default_ts;
-    const char *default_id = opt->default_id;
-    size_t start = out->len;
-    msgpack_packer pk;
-    msgpack_packer_init(&pk, out, jd_buf_msgpack_write);
-    if (in->type != MSGPACK_OBJECT_MAP)
-        FAIL("an event must be a JSON object");
-    fields f;
-    scan_fields(in, &f);
-
-    const msgpack_object *type = f.type;
-    const msgpack_object *event = f.event;
-    jd_event_type t;
-    if (opt->force_type) {
-        t = opt->type;
-    } else if (!is_present(type)) {
-        if (!is_present(event))
-            FAIL("missing \"type\"");
-        t = JD_EV_TRACK;
-    } else if (type->type != MSGPACK_OBJECT_STR || jd_event_type_parse(type->via.str.ptr, type->via.str.size, &t) ||
-               t == JD_EV_TIMER) {
-        FAIL("\"type\" must be one of track, identify, page, screen, group, alias");
-    }
-
-    const msgpack_object *uid = f.userId;
-    const msgpack_object *aid = f.anonymousId;
-    if (!is_present(uid) && !is_present(aid))
-        FAIL("missing \"userId\" or \"anonymousId\"");
-
-    const msgpack_object *name = NULL;
-    if (t == JD_EV_TRACK) {
-        if (!event || event->type != MSGPACK_OBJECT_STR || event->via.str.size == 0)
-            FAIL("a track event needs a non-empty string \"event\"");
-        name = event;
-    } else if (t == JD_EV_PAGE || t == JD_EV_SCREEN) {
-        name = f.name;
-        if (name && name->type != MSGPACK_OBJECT_STR && name->type != MSGPACK_OBJECT_NIL)
-            FAIL("\"name\" must be a string");
-    }
-
-    int64_t ts = default_ts;
-    const msgpack_object *tso = f.timestamp;
-    if (!is_present(tso))
-        tso = f.originalTimestamp;
-    if (is_present(tso)) {
-        if (tso->type != MSGPACK_OBJECT_STR || jd_time_parse(tso->via.str.ptr, tso->via.str.size, &ts))
-            FAIL("\"timestamp\" must be an ISO 8601 date-time with a zone");
-        /* Segment's clock-skew rule: the sender's clock is off by sentAt - receivedAt */
-        const msgpack_object *sent = f.sentAt;
-        if (!is_present(sent))
-            sent = opt->sent_at;
-        int64_t sent_ms;
-        if (opt->received_ms > 0 && is_present(sent) && sent->type == MSGPACK_OBJECT_STR &&
-            jd_time_parse(sent->via.str.ptr, sent->via.str.size, &sent_ms) == 0)
-            ts += opt->received_ms - sent_ms;
-    } else if (opt->received_ms > 0) {
-        ts = opt->received_ms;
-    }
-
-    const msgpack_object *props = f.properties;
-    const msgpack_object *traits = f.traits;
-    const msgpack_object *ctx = f.context;
-    if (props && props->type != MSGPACK_OBJECT_MAP && props->type != MSGPACK_OBJECT_NIL)
-        FAIL("\"properties\" must be an object");
-    if (traits && traits->type != MSGPACK_OBJECT_MAP && traits->type != MSGPACK_OBJECT_NIL)
-        FAIL("\"traits\" must be an object");
-    if (ctx && ctx->type != MSGPACK_OBJECT_MAP && ctx->type != MSGPACK_OBJECT_NIL)
-        FAIL("\"context\" must be an object");
-    /* Segment puts a track call's user traits in context.traits */
-    if ((!traits || traits->type != MSGPACK_OBJECT_MAP) && ctx && ctx->type == MSGPACK_OBJECT_MAP) {
-        const msgpack_object *ct = jd_mp_get(ctx, "traits", 6);
-        if (ct && ct->type == MSGPACK_OBJECT_MAP)
-            traits = ct;
-    }
-
-    const msgpack_object *gid = f.groupId;
-    const msgpack_object *pid = f.previousId;
-    if (t == JD_EV_GROUP && !is_present(gid))
-        FAIL("a group event needs \"groupId\"");
-    if (t == JD_EV_ALIAS && (!is_present(pid) || !is_present(uid)))
-        FAIL("an alias event needs \"previousId\" and \"userId\"");
-
-    const msgpack_object *mid = f.messageId;
-    if (!is_present(mid) && !default_id)
-        FAIL("missing \"messageId\"");
-
-    /* fixed order, every key present: readers can rely on the shape */
-    msgpack_pack_map(&pk, 12);
-    pack_key(&pk, "type");
-    pack_key(&pk, jd_event_type_name(t));
-    pack_key(&pk, "messageId");
-    if (is_present(mid)) {
-        if (pack_id(&pk, mid) < 0)
-            FAIL("\"messageId\" must be a string");
-    } else {
-        pack_key(&pk, default_id);
-    }
-    pack_key(&pk, "timestamp");
-    msgpack_pack_int64(&pk, ts);
-    pack_key(&pk, "userId");
-    int r = pack_id(&pk, uid);
-    if (r < 0)
-        FAIL("\"userId\" must be a string");
-    if (r == 0)
-        msgpack_pack_nil(&pk);
-    pack_key(&pk, "anonymousId");
-    r = pack_id(&pk, aid);
-    if (r < 0)
-        FAIL("\"anonymousId\" must be a string");
-    if (r == 0)
-        msgpack_pack_nil(&pk);
-    pack_key(&pk, "event");
-    if (name && name->type == MSGPACK_OBJECT_STR)
-        pack_strn(&pk, name->via.str.ptr, name->via.str.size);
-    else
-        msgpack_pack_nil(&pk);
-    pack_key(&pk, "properties");
-    msgpack_pack_object(&pk, props && props->type == MSGPACK_OBJECT_MAP ? *props : empty_map);
-    pack_key(&pk, "traits");
-    msgpack_pack_object(&pk, traits && traits->type == MSGPACK_OBJECT_MAP ? *traits : empty_map);
-    pack_key(&pk, "context");
-    pack_context(&pk, ctx, opt->batch_context);
-    /* the id a group or alias call is about must be usable; elsewhere it is ignored */
-    pack_key(&pk, "groupId");
-    r = pack_id(&pk, gid);
-    if (r < 0 && t == JD_EV_GROUP)
-        FAIL("\"groupId\" must be a string");
-    if (r <= 0)
-        msgpack_pack_nil(&pk);
-    pack_key(&pk, "previousId");
-    r = pack_id(&pk, pid);
-    if (r < 0 && t == JD_EV_ALIAS)
-        FAIL("\"previousId\" must be a string");
-    if (r <= 0)
-        msgpack_pack_nil(&pk);
-    pack_key(&pk, "v");
-    msgpack_pack_uint8(&pk, 1); /* record format version */
-    return 0;
-fail:
-    out->len = start;
-    return -1;
-}
-
 static jd_str str_of(const msgpack_object *o)
 {
     jd_str s = {"", 0};
@@ -323,6 +152,202 @@ static jd_str str_of(const msgpack_object *o)
         s.n = o->via.str.size;
     }
     return s;
+}
+
+/* An id as text: strings as they are, integers formatted into buf. Returns 1 when set,
+ * 0 when absent (nil or empty), -1 for a wrong type. */
+static int id_of(const msgpack_object *o, jd_str *out, char buf[24])
+{
+    int n;
+    if (!o || o->type == MSGPACK_OBJECT_NIL)
+        return 0;
+    switch (o->type) {
+    case MSGPACK_OBJECT_STR:
+        if (o->via.str.size == 0)
+            return 0;
+        out->p = o->via.str.ptr;
+        out->n = o->via.str.size;
+        return 1;
+    case MSGPACK_OBJECT_POSITIVE_INTEGER:
+        n = snprintf(buf, 24, "%llu", (unsigned long long)o->via.u64);
+        break;
+    case MSGPACK_OBJECT_NEGATIVE_INTEGER:
+        n = snprintf(buf, 24, "%lld", (long long)o->via.i64);
+        break;
+    default: return -1;
+    }
+    out->p = buf;
+    out->n = (size_t)n;
+    return 1;
+}
+
+#undef FAIL
+#define FAIL(...)                                                                                                      \
+    do {                                                                                                               \
+        snprintf(err, errlen, __VA_ARGS__);                                                                            \
+        return -1;                                                                                                     \
+    } while (0)
+
+int jd_event_prepare(const msgpack_object *in, const jd_norm_opts *opt, jd_event *ev, jd_event_ids ids, char *err,
+                     size_t errlen)
+{
+    memset(ev, 0, sizeof *ev);
+    ev->properties = ev->traits = ev->context = &empty_map;
+    ev->user_id = ev->anonymous_id = ev->name = ev->message_id = ev->group_id = ev->previous_id = (jd_str){"", 0};
+    if (in->type != MSGPACK_OBJECT_MAP)
+        FAIL("an event must be a JSON object");
+    fields f;
+    scan_fields(in, &f);
+
+    jd_event_type t;
+    if (opt->force_type) {
+        t = opt->type;
+    } else if (!is_present(f.type)) {
+        if (!is_present(f.event))
+            FAIL("missing \"type\"");
+        t = JD_EV_TRACK;
+    } else if (f.type->type != MSGPACK_OBJECT_STR ||
+               jd_event_type_parse(f.type->via.str.ptr, f.type->via.str.size, &t) || t == JD_EV_TIMER) {
+        FAIL("\"type\" must be one of track, identify, page, screen, group, alias");
+    }
+    ev->type = t;
+
+    int ru = id_of(f.userId, &ev->user_id, ids[0]);
+    int ra = id_of(f.anonymousId, &ev->anonymous_id, ids[1]);
+    if (ru < 0)
+        FAIL("\"userId\" must be a string");
+    if (ra < 0)
+        FAIL("\"anonymousId\" must be a string");
+    if (ru == 0 && ra == 0)
+        FAIL("missing \"userId\" or \"anonymousId\"");
+    ev->has_user_id = ru == 1;
+    if (!ev->has_user_id)
+        ev->user_id = ev->anonymous_id;
+
+    if (t == JD_EV_TRACK) {
+        if (!f.event || f.event->type != MSGPACK_OBJECT_STR || f.event->via.str.size == 0)
+            FAIL("a track event needs a non-empty string \"event\"");
+        ev->name = str_of(f.event);
+    } else if (t == JD_EV_PAGE || t == JD_EV_SCREEN) {
+        if (f.name && f.name->type != MSGPACK_OBJECT_STR && f.name->type != MSGPACK_OBJECT_NIL)
+            FAIL("\"name\" must be a string");
+        ev->name = str_of(f.name);
+    }
+
+    int64_t ts = opt->default_ts;
+    const msgpack_object *tso = is_present(f.timestamp) ? f.timestamp : f.originalTimestamp;
+    if (is_present(tso)) {
+        if (tso->type != MSGPACK_OBJECT_STR || jd_time_parse(tso->via.str.ptr, tso->via.str.size, &ts))
+            FAIL("\"timestamp\" must be an ISO 8601 date-time with a zone");
+        /* Segment's clock-skew rule: the sender's clock is off by sentAt - receivedAt */
+        const msgpack_object *sent = is_present(f.sentAt) ? f.sentAt : opt->sent_at;
+        int64_t sent_ms;
+        if (opt->received_ms > 0 && is_present(sent) && sent->type == MSGPACK_OBJECT_STR &&
+            jd_time_parse(sent->via.str.ptr, sent->via.str.size, &sent_ms) == 0)
+            ts += opt->received_ms - sent_ms;
+    } else if (opt->received_ms > 0) {
+        ts = opt->received_ms;
+    }
+    ev->timestamp = ts;
+
+    if (f.properties && f.properties->type != MSGPACK_OBJECT_MAP && f.properties->type != MSGPACK_OBJECT_NIL)
+        FAIL("\"properties\" must be an object");
+    if (f.traits && f.traits->type != MSGPACK_OBJECT_MAP && f.traits->type != MSGPACK_OBJECT_NIL)
+        FAIL("\"traits\" must be an object");
+    if (f.context && f.context->type != MSGPACK_OBJECT_MAP && f.context->type != MSGPACK_OBJECT_NIL)
+        FAIL("\"context\" must be an object");
+    if (f.properties && f.properties->type == MSGPACK_OBJECT_MAP)
+        ev->properties = f.properties;
+    if (f.context && f.context->type == MSGPACK_OBJECT_MAP)
+        ev->context = f.context;
+    if (f.traits && f.traits->type == MSGPACK_OBJECT_MAP) {
+        ev->traits = f.traits;
+    } else {
+        /* Segment puts a track call's user traits in context.traits */
+        const msgpack_object *ct = jd_mp_get(ev->context, "traits", 6);
+        if (ct && ct->type == MSGPACK_OBJECT_MAP)
+            ev->traits = ct;
+    }
+
+    /* the id a group or alias call is about must be usable; elsewhere it is ignored */
+    int rg = id_of(f.groupId, &ev->group_id, ids[2]);
+    int rp = id_of(f.previousId, &ev->previous_id, ids[3]);
+    if (t == JD_EV_GROUP && rg < 0)
+        FAIL("\"groupId\" must be a string");
+    if (t == JD_EV_ALIAS && rp < 0)
+        FAIL("\"previousId\" must be a string");
+    if (rg < 0)
+        ev->group_id = (jd_str){"", 0};
+    if (rp < 0)
+        ev->previous_id = (jd_str){"", 0};
+    if (t == JD_EV_GROUP && rg <= 0)
+        FAIL("a group event needs \"groupId\"");
+    if (t == JD_EV_ALIAS && (rp <= 0 || !ev->has_user_id))
+        FAIL("an alias event needs \"previousId\" and \"userId\"");
+
+    if (is_present(f.messageId)) {
+        if (f.messageId->type != MSGPACK_OBJECT_STR &&
+            f.messageId->type != MSGPACK_OBJECT_POSITIVE_INTEGER &&
+            f.messageId->type != MSGPACK_OBJECT_NEGATIVE_INTEGER)
+            FAIL("\"messageId\" must be a string");
+        id_of(f.messageId, &ev->message_id, ids[4]);
+    } else if (opt->default_id) {
+        ev->message_id = (jd_str){opt->default_id, strlen(opt->default_id)};
+    } else {
+        FAIL("missing \"messageId\"");
+    }
+    return opt->batch_context && opt->batch_context->type == MSGPACK_OBJECT_MAP &&
+           opt->batch_context->via.map.size ? 1 : 0;
+}
+
+static void pack_str_or_nil(msgpack_packer *pk, jd_str s)
+{
+    if (s.n)
+        pack_strn(pk, s.p, s.n);
+    else
+        msgpack_pack_nil(pk);
+}
+
+void jd_event_pack(const jd_event *ev, const msgpack_object *batch_context, jd_buf *out)
+{
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, out, jd_buf_msgpack_write);
+    /* fixed order, every key present: readers can rely on the shape */
+    msgpack_pack_map(&pk, 12);
+    pack_key(&pk, "type");
+    pack_key(&pk, jd_event_type_name(ev->type));
+    pack_key(&pk, "messageId");
+    pack_strn(&pk, ev->message_id.p, ev->message_id.n);
+    pack_key(&pk, "timestamp");
+    msgpack_pack_int64(&pk, ev->timestamp);
+    pack_key(&pk, "userId");
+    pack_str_or_nil(&pk, ev->has_user_id ? ev->user_id : (jd_str){"", 0});
+    pack_key(&pk, "anonymousId");
+    pack_str_or_nil(&pk, ev->anonymous_id);
+    pack_key(&pk, "event");
+    pack_str_or_nil(&pk, ev->name);
+    pack_key(&pk, "properties");
+    msgpack_pack_object(&pk, *ev->properties);
+    pack_key(&pk, "traits");
+    msgpack_pack_object(&pk, *ev->traits);
+    pack_key(&pk, "context");
+    pack_context(&pk, ev->context, batch_context);
+    pack_key(&pk, "groupId");
+    pack_str_or_nil(&pk, ev->group_id);
+    pack_key(&pk, "previousId");
+    pack_str_or_nil(&pk, ev->previous_id);
+    pack_key(&pk, "v");
+    msgpack_pack_uint8(&pk, 1); /* record format version */
+}
+
+int jd_event_normalize_ex(const msgpack_object *in, const jd_norm_opts *opt, jd_buf *out, char *err, size_t errlen)
+{
+    jd_event ev;
+    jd_event_ids ids;
+    if (jd_event_prepare(in, opt, &ev, ids, err, errlen) < 0)
+        return -1;
+    jd_event_pack(&ev, opt->batch_context, out);
+    return 0;
 }
 
 int jd_event_view(const msgpack_object *root, jd_event *ev)
@@ -386,6 +411,7 @@ int jd_event_view(const msgpack_object *root, jd_event *ev)
     }
     if (!have_type)
         return -1;
+    ev->has_user_id = ev->user_id.n > 0;
     if (ev->user_id.n == 0)
         ev->user_id = ev->anonymous_id;
     if (ev->user_id.n == 0 || ev->message_id.n == 0)

@@ -32,6 +32,7 @@ static inline int jd_str_eq(jd_str a, const char *s, size_t n) { return a.n == n
 typedef struct jd_event {
     jd_event_type type;
     jd_str user_id;      /* userId, or anonymousId when there is none */
+    int has_user_id;     /* the event named a userId (else user_id is the anonymousId) */
     jd_str anonymous_id; /* may be empty */
     jd_str name;         /* track: event; page/screen: name; timer: timer id */
     jd_str message_id;
@@ -65,6 +66,16 @@ typedef struct jd_norm_opts {
 } jd_norm_opts;
 
 int jd_event_normalize_ex(const msgpack_object *in, const jd_norm_opts *o, jd_buf *out, char *err, size_t errlen);
+
+/* The same validation as normalisation, but into a view that points into `in` (ids
+ * given as numbers are formatted into ids); no record is written. The view reads as the
+ * record would. Returns 0, -1 with err, or 1 when the view cannot point into `in` (a
+ * batch context to merge): then normalise into a record instead. */
+typedef char jd_event_ids[5][24]; /* userId, anonymousId, groupId, previousId, messageId */
+int jd_event_prepare(const msgpack_object *in, const jd_norm_opts *o, jd_event *ev, jd_event_ids ids, char *err,
+                     size_t errlen);
+/* Writes the record of a prepared view (what jd_event_normalize_ex writes). */
+void jd_event_pack(const jd_event *ev, const msgpack_object *batch_context, jd_buf *out);
 
 /* Reads a record into a view. Returns 0 or -1 (not a record). */
 int jd_event_view(const msgpack_object *root, jd_event *ev);

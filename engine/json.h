@@ -11,8 +11,10 @@
 
 typedef struct jd_json_reader jd_json_reader;
 
-/* Nesting deeper than this is refused (events are shallow; this bounds memory). */
-#define JD_JSON_MAX_DEPTH 64
+/* Nesting deeper than this is refused (events are shallow; this bounds memory). It is
+ * msgpack-c's limit (MSGPACK_EMBED_STACK_SIZE): msgpack_unpack fails on deeper values,
+ * and what we read gets unpacked. */
+#define JD_JSON_MAX_DEPTH 32
 
 jd_json_reader *jd_json_reader_new(void);
 void jd_json_reader_free(jd_json_reader *r);

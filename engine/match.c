@@ -206,6 +206,64 @@ static int in_set(const msgpack_object *o, const jd_pred *p)
     return 0;
 }
 
+/* A record holds every field, nil when empty: so does this. */
+static const msgpack_object *str_obj(msgpack_object *tmp, jd_str v)
+{
+    if (!v.n) {
+        tmp->type = MSGPACK_OBJECT_NIL;
+        return tmp;
+    }
+    tmp->type = MSGPACK_OBJECT_STR;
+    tmp->via.str.ptr = v.p;
+    tmp->via.str.size = (uint32_t)v.n;
+    return tmp;
+}
+
+/* "event.<field>[.path]": the normalised record's fields, read from the view, so a view
+ * prepared straight from the input and one read from a record answer alike. */
+static const msgpack_object *event_field(const jd_event *ev, const char *path, size_t plen, msgpack_object *tmp)
+{
+    const char *dot = memchr(path, '.', plen);
+    size_t n = dot ? (size_t)(dot - path) : plen;
+    const char *rest = dot ? dot + 1 : path + plen;
+    size_t rn = dot ? plen - n - 1 : 0;
+#define IS(lit) (n == sizeof(lit) - 1 && memcmp(path, lit, n) == 0)
+    const msgpack_object *map = NULL;
+    if (IS("properties"))
+        map = ev->properties;
+    else if (IS("traits"))
+        map = ev->traits;
+    else if (IS("context"))
+        map = ev->context;
+    if (map)
+        return rn ? jd_mp_path(map, rest, rn) : map;
+    if (dot)
+        return NULL; /* scalars have no fields */
+    if (IS("type")) {
+        const char *t = jd_event_type_name(ev->type);
+        return str_obj(tmp, (jd_str){t, strlen(t)});
+    }
+    if (IS("timestamp")) {
+        tmp->type = ev->timestamp < 0 ? MSGPACK_OBJECT_NEGATIVE_INTEGER : MSGPACK_OBJECT_POSITIVE_INTEGER;
+        tmp->via.i64 = ev->timestamp;
+        return tmp;
+    }
+    if (IS("messageId"))
+        return str_obj(tmp, ev->message_id);
+    if (IS("userId"))
+        return str_obj(tmp, ev->has_user_id ? ev->user_id : (jd_str){"", 0});
+    if (IS("anonymousId"))
+        return str_obj(tmp, ev->anonymous_id);
+    if (IS("event"))
+        return str_obj(tmp, ev->name);
+    if (IS("groupId"))
+        return str_obj(tmp, ev->group_id);
+    if (IS("previousId"))
+        return str_obj(tmp, ev->previous_id);
+#undef IS
+    return NULL;
+}
+
 static const msgpack_object *resolve(const jd_pred *p, const jd_match_env *env, msgpack_object *tmp)
 {
     const jd_event *ev = env->ev;
@@ -217,7 +275,7 @@ static const msgpack_object *resolve(const jd_pred *p, const jd_match_env *env, 
     case JD_ROOT_PROPERTIES: return jd_mp_path(ev->properties, p->path, p->plen);
     case JD_ROOT_TRAITS: return jd_mp_path(ev->traits, p->path, p->plen);
     case JD_ROOT_CONTEXT: return jd_mp_path(ev->context, p->path, p->plen);
-    case JD_ROOT_EVENT: return jd_mp_path(ev->root, p->path, p->plen);
+    case JD_ROOT_EVENT: return event_field(ev, p->path, p->plen, tmp);
     case JD_ROOT_USER_TRAITS: return env->user_traits ? jd_mp_path(env->user_traits, p->path, p->plen) : NULL;
     case JD_ROOT_USER_SCORE:
         tmp->type = MSGPACK_OBJECT_FLOAT64;
