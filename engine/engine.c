@@ -151,6 +151,8 @@ jd_engine *jd_engine_new(const char *config_path, const jd_options *opts, jd_err
     msgpack_zone_init(&e->in_zone, 4096);
     msgpack_zone_init(&e->timer_zone, 1024);
     msgpack_zone_init(&e->config_zone, 1024);
+    msgpack_zone_init(&e->action_zone, 2048);
+    jd_buf_init(&e->action_rec);
     jd_buf_init(&e->config);
     jd_buf_init(&e->config_text);
     jd_map_init(&e->config_cache);
@@ -314,6 +316,8 @@ void jd_engine_free(jd_engine *e)
     jd_buf_free(&e->trec);
     jd_buf_free(&e->keybuf);
     jd_buf_free(&e->action_json);
+    jd_buf_free(&e->action_rec);
+    msgpack_zone_destroy(&e->action_zone);
     jd_json_reader_free(e->jr);
     jd_json_writer_free(e->jw);
     jd_effects_free(&e->fx);
@@ -537,10 +541,10 @@ static void pack_cstr(msgpack_packer *pk, const char *s)
 const char *jd_action_json(const jd_action *a, size_t *len)
 {
     jd_engine *e = a->e;
-    jd_buf rec;
-    jd_buf_init(&rec);
+    jd_buf *rec = &e->action_rec; /* scratch reused across actions */
+    jd_buf_reset(rec);
     msgpack_packer pk;
-    msgpack_packer_init(&pk, &rec, jd_buf_msgpack_write);
+    msgpack_packer_init(&pk, rec, jd_buf_msgpack_write);
     char t[40];
     jd_time_format(a->time, t);
     msgpack_pack_map(&pk, 7);
@@ -562,18 +566,15 @@ const char *jd_action_json(const jd_action *a, size_t *len)
     pack_cstr(&pk, "channel");
     pack_cstr(&pk, a->channel->name);
     pack_cstr(&pk, "payload");
-    jd_buf_append(&rec, a->payload, a->payload_len);
+    jd_buf_append(rec, a->payload, a->payload_len);
     pack_cstr(&pk, "id");
     pack_cstr(&pk, a->id);
-    msgpack_zone z;
-    msgpack_zone_init(&z, 1024);
+    msgpack_zone_clear(&e->action_zone);
     msgpack_object o;
     size_t off = 0;
     jd_buf_reset(&e->action_json);
-    if (msgpack_unpack(rec.data, rec.len, &off, &z, &o) == MSGPACK_UNPACK_SUCCESS)
+    if (msgpack_unpack(rec->data, rec->len, &off, &e->action_zone, &o) == MSGPACK_UNPACK_SUCCESS)
         jd_json_write(e->jw, &o, &e->action_json);
-    msgpack_zone_destroy(&z);
-    jd_buf_free(&rec);
     if (len)
         *len = e->action_json.len;
     return jd_buf_cstr(&e->action_json);

@@ -103,6 +103,8 @@ struct jd_engine {
     msgpack_zone timer_zone; /* a timer's record */
     jd_buf trec;
     jd_buf action_json;
+    jd_buf action_rec;       /* jd_action_json scratch */
+    msgpack_zone action_zone;
     jd_buf rec;      /* normalised record scratch */
     jd_buf scratch;  /* json scratch */
     jd_buf keybuf;

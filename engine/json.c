@@ -463,6 +463,16 @@ static void gen_string(yajl_gen g, const char *s, size_t n)
 {
     const unsigned char *p = (const unsigned char *)s;
     size_t i = 0, l;
+    /* ASCII (the usual case) needs no UTF-8 check: look 8 bytes at a time */
+    while (i + 8 <= n) {
+        uint64_t w;
+        memcpy(&w, p + i, 8);
+        if (w & 0x8080808080808080ULL)
+            break;
+        i += 8;
+    }
+    while (i < n && p[i] < 0x80)
+        i++;
     while (i < n && (l = utf8_len(p + i, n - i)))
         i += l;
     if (i == n) {

@@ -264,17 +264,16 @@ static void push_event(lua_State *L, jd_engine *e)
     lua_setfield(L, -2, "context");
 }
 
+/* __index: methods first (upvalue 1; each method checks its ctx itself), then fields. */
 static int ctx_index(lua_State *L)
 {
+    lua_pushvalue(L, 2);
+    if (lua_rawget(L, lua_upvalueindex(1)) != LUA_TNIL)
+        return 1;
+    lua_pop(L, 1);
     jd_engine *e = live(L, 0);
     size_t n;
     const char *k = luaL_checklstring(L, 2, &n);
-    /* methods */
-    luaL_getmetatable(L, CTX_MT);
-    lua_getfield(L, -1, "methods");
-    if (lua_getfield(L, -1, k) != LUA_TNIL)
-        return 1;
-    lua_pop(L, 3);
     const jd_call *c = &e->call;
     if (strcmp(k, "user") == 0 || strcmp(k, "event") == 0) {
         /* built once per call, cached in the ctx's first user value */
@@ -352,14 +351,13 @@ static int ctx_create_cf(lua_State *L)
 {
     jd_engine *e = lua_touserdata(L, 1);
     if (luaL_newmetatable(L, CTX_MT)) {
-        lua_pushcfunction(L, ctx_index);
+        luaL_newlib(L, ctx_methods);
+        lua_pushcclosure(L, ctx_index, 1);
         lua_setfield(L, -2, "__index");
         lua_pushcfunction(L, ctx_newindex);
         lua_setfield(L, -2, "__newindex");
         lua_pushcfunction(L, ctx_tostring);
         lua_setfield(L, -2, "__tostring");
-        luaL_newlib(L, ctx_methods);
-        lua_setfield(L, -2, "methods");
     }
     lua_pop(L, 1);
     ctx_ud *u = lua_newuserdatauv(L, sizeof *u, 2);
