@@ -43,11 +43,12 @@ mkdir -p "$OUT"
 PKGS=$(sed -n 's/^PKGS[[:space:]]*:=[[:space:]]*//p' Makefile 2> /dev/null | head -n 1)
 [ -n "$PKGS" ] || PKGS="lua5.4 msgpack yajl"
 ENGINE_CFLAGS=$(pkg-config --cflags $PKGS)
-ENGINE_LIBS="$(pkg-config --libs $PKGS) -lm"
+ENGINE_LIBS="$(pkg-config --libs $PKGS) -lm -lpthread"
 CC_ALL="$CC -std=c11 $CFLAGS -Wall -Wextra -I$HERE -Iinclude -Iengine"
 $CC_ALL -o "$OUT/gen" "$HERE/gen.c" -lm
 $CC_ALL $ENGINE_CFLAGS -o "$OUT/floor" "$HERE/floor.c" $(pkg-config --libs lua5.4) -lm
 $CC_ALL $ENGINE_CFLAGS -o "$OUT/luashare" "$HERE/luashare.c" "$BUILD/libjourneyd.a" $ENGINE_LIBS
+$CC_ALL $ENGINE_CFLAGS -o "$OUT/inmem" "$HERE/inmem.c" "$BUILD/libjourneyd.a" $ENGINE_LIBS
 JB_CFLAGS="" JB_LIBS="" JB_MISSING=""
 for p in jansson libcjson; do
   if pkg-config --exists $p; then
@@ -129,6 +130,16 @@ run_measured "$OUT/luashare.txt" "$OUT/luashare.err" "$OUT/luashare" "$CONFIG" "
 LIB_RSS=$RSS
 ls_val() { sed -n "s/^luashare: $1 //p" "$OUT/luashare.txt"; }
 
+echo "bench: in-memory path x$RUNS"
+iwalls=""
+i=0
+while [ "$i" -lt "$RUNS" ]; do
+  "$OUT/inmem" "$CONFIG" "$EVENTS" > "$OUT/inmem.txt"
+  iwalls="$iwalls $(sed -n 's/^inmem: seconds //p' "$OUT/inmem.txt")"
+  i=$((i + 1))
+done
+INMEM_S=$(echo "$iwalls" | tr ' ' '\n' | sed '/^$/d' | sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }')
+
 echo "bench: floor x$RUNS"
 fwalls=""
 i=0
@@ -152,9 +163,11 @@ awk -v w="$REPLAY_WALL" -v n="$LINES" -v r="$RSS_MAX" -v runs="$RUNS" 'BEGIN {
   printf "%-40s %8.3f %11.0f %9.2f %6.0f MB\n", "journeyd replay > /dev/null (median of " runs ")", w, n / w, w * 1e6 / n, r / 1024 }'
 awk -v w="$(ls_val seconds)" -v n="$LINES" -v r="$LIB_RSS" 'BEGIN {
   printf "%-40s %8.3f %11.0f %9.2f %6.0f MB\n", "libjourneyd ingest, actions counted only", w, n / w, w * 1e6 / n, r / 1024 }'
+awk -v w="$INMEM_S" -v n="$LINES" 'BEGIN {
+  printf "%-40s %8.3f %11.0f %9.2f %9s\n", "in-memory path: records, no JSON", w, n / w, w * 1e6 / n, "-" }'
 awk -v w="$FLOOR_S" -v n="$LINES" -v c="$FLOOR_CALLS" 'BEGIN {
   printf "%-40s %8.3f %11.0f %9.2f %9s\n", "floor: " c " hook calls, bare C + Lua", w, n / w, w * 1e6 / n, "-" }'
-awk -v w="$REPLAY_WALL" -v f="$FLOOR_S" -v all="$walls" 'BEGIN { printf "replay / floor: %.1fx   (replay runs:%s s)\n", w / f, all }'
+awk -v w="$REPLAY_WALL" -v f="$FLOOR_S" -v m="$INMEM_S" -v all="$walls" 'BEGIN { printf "replay / floor: %.1fx, in-memory / floor: %.1fx   (replay runs:%s s)\n", w / f, m / f, all }'
 echo "(floor: only the hook calls, from a C loop with no engine; its events/s divides all $LINES events by that time)"
 echo
 echo "event mix (engine counters; gen's model in brackets)"
