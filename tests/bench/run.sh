@@ -235,3 +235,5 @@ if [ "${BENCH_PERF:-0}" = 1 ]; then
     echo "BENCH_PERF=1: perf not installed (apt-get install linux-perf)"
   fi
 fi
+
+sh "$HERE/http.sh" "$BUILD"
