@@ -139,6 +139,8 @@ jd_engine *jd_engine_new(const char *config_path, const jd_options *opts, jd_err
         e->opts.call_limit_ms = 50;
     if (!e->opts.memory_limit)
         e->opts.memory_limit = 256u << 20;
+    if (e->opts.live)
+        e->opts.virtual_clock = 1;
     if (e->opts.virtual_clock)
         jd_clock_init_virtual(&e->clock, 0);
     else
@@ -350,7 +352,7 @@ int64_t jd_engine_next_due(const jd_engine *e)
 static int64_t event_time(const jd_engine *e)
 {
     int64_t ts = e->ev->timestamp;
-    if (!e->clock.is_virtual) {
+    if (!e->clock.is_virtual || e->opts.live) {
         int64_t now = jd_clock_now(&e->clock);
         if (ts > now)
             ts = now;
@@ -373,6 +375,15 @@ uint64_t jd_engine_stat(const jd_engine *e, const char *name)
 }
 
 int jd_parse_time(const char *s, int64_t *ms) { return jd_time_parse(s, strlen(s), ms); }
+
+char *jd_tick_record(int64_t t_ms, size_t *len)
+{
+    jd_buf b;
+    jd_buf_init(&b);
+    jd_event_pack_tick(t_ms, &b);
+    *len = b.len;
+    return b.data;
+}
 
 /* ---------------------------------------------------------------- hooks */
 
@@ -1001,10 +1012,12 @@ static void process_view(jd_engine *e, const jd_event *ev)
     }
     int64_t now = jd_clock_now(&e->clock);
     if (ev->type != JD_EV_TIMER) {
-        /* late: older than the clock (on the real clock, by more than a minute of transit) */
-        if (ev->timestamp < now - (e->clock.is_virtual ? 0 : 60000))
+        /* late: older than the clock (live, by more than a minute of transit) */
+        int live = !e->clock.is_virtual || e->opts.live;
+        if (ev->timestamp < now - (live ? 60000 : 0))
             e->stats[JD_STAT_LATE]++;
-        jd_clock_advance(&e->clock, ev->timestamp);
+        if (!live)
+            jd_clock_advance(&e->clock, ev->timestamp);
     }
     e->event_seq++;
     e->ev = ev;
@@ -1126,8 +1139,17 @@ void jd_engine_advance(jd_engine *e, int64_t t)
  * made due fire right after it. */
 static void process_input(jd_engine *e, const jd_event *ev)
 {
-    if (e->clock.is_virtual && ev->type != JD_EV_TIMER)
+    if (e->opts.live) {
+        /* the daemon's time is when records arrived; events never move it */
+        if (ev->received_at > 0)
+            jd_engine_advance(e, ev->received_at);
+        if (ev->type == JD_EV_TICK)
+            return;
+    } else if (e->clock.is_virtual && ev->type != JD_EV_TIMER) {
         jd_engine_advance(e, ev->timestamp);
+    }
+    if (ev->type == JD_EV_TICK)
+        return;
     process_view(e, ev);
     if (e->clock.is_virtual)
         jd_engine_advance(e, jd_clock_now(&e->clock));

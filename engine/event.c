@@ -6,7 +6,7 @@
 #include "clock.h"
 
 static const char *const type_names[JD_EV_NTYPES] = {
-    "track", "identify", "page", "screen", "group", "alias", "timer",
+    "track", "identify", "page", "screen", "group", "alias", "timer", "tick",
 };
 
 static const msgpack_object empty_map = {.type = MSGPACK_OBJECT_MAP, .via.map = {0, NULL}};
@@ -207,7 +207,7 @@ int jd_event_prepare(const msgpack_object *in, const jd_norm_opts *opt, jd_event
             FAIL("missing \"type\"");
         t = JD_EV_TRACK;
     } else if (f.type->type != MSGPACK_OBJECT_STR ||
-               jd_event_type_parse(f.type->via.str.ptr, f.type->via.str.size, &t) || t == JD_EV_TIMER) {
+               jd_event_type_parse(f.type->via.str.ptr, f.type->via.str.size, &t) || t >= JD_EV_TIMER) {
         FAIL("\"type\" must be one of track, identify, page, screen, group, alias");
     }
     ev->type = t;
@@ -249,6 +249,7 @@ int jd_event_prepare(const msgpack_object *in, const jd_norm_opts *opt, jd_event
         ts = opt->received_ms;
     }
     ev->timestamp = ts;
+    ev->received_at = opt->received_ms > 0 ? opt->received_ms : 0;
 
     if (f.properties && f.properties->type != MSGPACK_OBJECT_MAP && f.properties->type != MSGPACK_OBJECT_NIL)
         FAIL("\"properties\" must be an object");
@@ -313,7 +314,7 @@ void jd_event_pack(const jd_event *ev, const msgpack_object *batch_context, jd_b
     msgpack_packer pk;
     msgpack_packer_init(&pk, out, jd_buf_msgpack_write);
     /* fixed order, every key present: readers can rely on the shape */
-    msgpack_pack_map(&pk, 12);
+    msgpack_pack_map(&pk, 13);
     pack_key(&pk, "type");
     pack_key(&pk, jd_event_type_name(ev->type));
     pack_key(&pk, "messageId");
@@ -336,8 +337,26 @@ void jd_event_pack(const jd_event *ev, const msgpack_object *batch_context, jd_b
     pack_str_or_nil(&pk, ev->group_id);
     pack_key(&pk, "previousId");
     pack_str_or_nil(&pk, ev->previous_id);
+    pack_key(&pk, "receivedAt");
+    if (ev->received_at > 0)
+        msgpack_pack_int64(&pk, ev->received_at);
+    else
+        msgpack_pack_nil(&pk);
     pack_key(&pk, "v");
     msgpack_pack_uint8(&pk, 1); /* record format version */
+}
+
+void jd_event_pack_tick(int64_t t, jd_buf *out)
+{
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, out, jd_buf_msgpack_write);
+    msgpack_pack_map(&pk, 3);
+    pack_key(&pk, "type");
+    pack_key(&pk, "tick");
+    pack_key(&pk, "receivedAt");
+    msgpack_pack_int64(&pk, t);
+    pack_key(&pk, "v");
+    msgpack_pack_uint8(&pk, 1);
 }
 
 int jd_event_normalize_ex(const msgpack_object *in, const jd_norm_opts *opt, jd_buf *out, char *err, size_t errlen)
@@ -397,7 +416,10 @@ int jd_event_view(const msgpack_object *root, jd_event *ev)
             }
             break;
         case 10:
-            if (memcmp(kp, "properties", 10) == 0 && v->type == MSGPACK_OBJECT_MAP)
+            if (memcmp(kp, "receivedAt", 10) == 0) {
+                if (v->type == MSGPACK_OBJECT_POSITIVE_INTEGER)
+                    ev->received_at = (int64_t)v->via.u64;
+            } else if (memcmp(kp, "properties", 10) == 0 && v->type == MSGPACK_OBJECT_MAP)
                 ev->properties = v;
             else if (memcmp(kp, "previousId", 10) == 0)
                 ev->previous_id = str_of(v);
@@ -411,6 +433,8 @@ int jd_event_view(const msgpack_object *root, jd_event *ev)
     }
     if (!have_type)
         return -1;
+    if (ev->type == JD_EV_TICK)
+        return ev->received_at > 0 ? 0 : -1;
     ev->has_user_id = ev->user_id.n > 0;
     if (ev->user_id.n == 0)
         ev->user_id = ev->anonymous_id;

@@ -18,6 +18,7 @@ typedef enum jd_event_type {
     JD_EV_GROUP,
     JD_EV_ALIAS,
     JD_EV_TIMER,
+    JD_EV_TICK, /* the clock moved (the daemon logs these so a replay fires timers alike) */
     JD_EV_NTYPES
 } jd_event_type;
 
@@ -39,6 +40,7 @@ typedef struct jd_event {
     jd_str group_id;    /* group */
     jd_str previous_id; /* alias */
     int64_t timestamp;  /* ms since epoch, UTC */
+    int64_t received_at; /* when journeyd received it (the daemon's clock), 0 when unknown */
     const msgpack_object *properties; /* map, never NULL */
     const msgpack_object *traits;     /* map, never NULL */
     const msgpack_object *context;    /* map, never NULL */
@@ -76,6 +78,9 @@ int jd_event_prepare(const msgpack_object *in, const jd_norm_opts *o, jd_event *
                      size_t errlen);
 /* Writes the record of a prepared view (what jd_event_normalize_ex writes). */
 void jd_event_pack(const jd_event *ev, const msgpack_object *batch_context, jd_buf *out);
+
+/* A tick record: the clock reached t. */
+void jd_event_pack_tick(int64_t t, jd_buf *out);
 
 /* Reads a record into a view. Returns 0 or -1 (not a record). */
 int jd_event_view(const msgpack_object *root, jd_event *ev);

@@ -169,7 +169,10 @@ static void observe_latency(jd_server *s, int64_t start_ns)
 }
 
 /* Normalises and processes one item; on failure writes the reason into err. */
-static int ingest_one(jd_server *s, const msgpack_object *item, const jd_norm_opts *base, char *err, size_t errlen)
+/* Normalises one item into a record and appends it to the event log. Returns 0 (lsn
+ * set), -1 (invalid: err says why) or -2 (the log cannot write). */
+static int ingest_one(jd_server *s, const msgpack_object *item, const jd_norm_opts *base, char *err, size_t errlen,
+                      uint64_t *lsn)
 {
     char id[40];
     jd_norm_opts o = *base;
@@ -178,12 +181,62 @@ static int ingest_one(jd_server *s, const msgpack_object *item, const jd_norm_op
     jd_buf_reset(&s->recs);
     if (jd_event_normalize_ex(item, &o, &s->recs, err, errlen))
         return -1;
-    jd_error e;
-    if (jd_engine_process(s->engine, s->recs.data, s->recs.len, &e)) {
-        snprintf(err, errlen, "%.400s", e.text);
-        return -1;
+    if (jd_durable_append(s, s->recs.data, s->recs.len, lsn)) {
+        jd_durable_error(s, err, errlen);
+        return -2;
     }
     return 0;
+}
+
+/* An answer that waits until the request's records are durable (and processed). The
+ * connection's close callback marks it dead: evhttp frees a request whose client went
+ * away, and a dead answer is dropped instead of sent to freed memory. */
+typedef struct later {
+    jd_server *s;
+    struct evhttp_request *req;
+    struct evhttp_connection *conn;
+    int status;
+    const char *reason;
+    char *body;
+    int64_t t0;
+    uint64_t nevents;
+    int dead;
+} later;
+
+static void later_conn_closed(struct evhttp_connection *c, void *arg)
+{
+    (void)c;
+    ((later *)arg)->dead = 1;
+}
+
+static void later_answer(void *arg)
+{
+    later *l = arg;
+    if (!l->dead) {
+        evhttp_connection_set_closecb(l->conn, NULL, NULL);
+        reply_json(l->req, l->status, l->reason, l->body);
+        for (uint64_t i = 0; i < l->nevents; i++)
+            observe_latency(l->s, l->t0);
+    }
+    free(l->body);
+    free(l);
+}
+
+/* Replies now when nothing was logged (lsn 0), else once lsn is durable. */
+static void answer_when_durable(jd_server *s, struct evhttp_request *req, uint64_t lsn, int status, const char *reason,
+                                const char *body, int64_t t0, uint64_t nevents)
+{
+    if (lsn == 0 || !s->durable) {
+        reply_json(req, status, reason, body);
+        for (uint64_t i = 0; i < nevents; i++)
+            observe_latency(s, t0);
+        return;
+    }
+    later *l = jd_xcalloc(1, sizeof *l);
+    *l = (later){s, req, evhttp_request_get_connection(req), status, reason, jd_strndup(body, strlen(body)), t0,
+                 nevents, 0};
+    evhttp_connection_set_closecb(l->conn, later_conn_closed, l);
+    jd_durable_wait(s, lsn, later_answer, l);
 }
 
 static const msgpack_object *body_write_key(const msgpack_object *root, size_t *n)
@@ -242,19 +295,24 @@ static void handle_ingest(jd_server *s, struct evhttp_request *req, const char *
         reply_error(s, req, 401, "Unauthorized", "unauthorized", "missing or wrong write key");
         goto done;
     }
-    jd_norm_opts o = {.received_ms = jd_engine_now(s->engine), .default_ts = jd_engine_now(s->engine)};
+    int64_t now = jd_serve_now(s);
+    jd_norm_opts o = {.received_ms = now, .default_ts = now};
+    uint64_t lsn = 0;
     if (!is_batch) {
         o.force_type = 1;
         jd_event_type_parse(kind, strlen(kind), &o.type);
         s->received++;
-        if (ingest_one(s, &root, &o, err, sizeof err)) {
+        int rc = ingest_one(s, &root, &o, err, sizeof err, &lsn);
+        if (rc == -2) {
+            reply_error(s, req, 503, "Service Unavailable", "unavailable", err);
+            goto done;
+        }
+        if (rc) {
             s->rejected[JD_REJ_INVALID]++;
             reply_error(s, req, 400, "Bad Request", "invalid_event", err);
             goto done;
         }
-        observe_latency(s, t0);
-        reply_json(req, 200, "OK", "{\"success\":true}");
-        jd_serve_arm_timer(s);
+        answer_when_durable(s, req, lsn, 200, "OK", "{\"success\":true}", t0, 1);
         goto done;
     }
     const msgpack_object *batch = jd_mp_get(&root, "batch", 5);
@@ -281,11 +339,21 @@ static void handle_ingest(jd_server *s, struct evhttp_request *req, const char *
             snprintf(err, sizeof err, "event of about %zu bytes is over the limit of %d bytes", s->recs.len,
                      JD_MAX_EVENT_BYTES);
             s->rejected[JD_REJ_TOO_LARGE]++;
-        } else if (ingest_one(s, item, &o, err, sizeof err) == 0) {
-            accepted++;
-            observe_latency(s, t0);
-            continue;
         } else {
+            uint64_t l;
+            int rc = ingest_one(s, item, &o, err, sizeof err, &l);
+            if (rc == 0) {
+                accepted++;
+                lsn = l;
+                continue;
+            }
+            if (rc == -2) {
+                /* the log cannot write: nothing of this batch is acknowledged; what was
+                 * logged before is processed, and a resend is deduplicated */
+                jd_buf_free(&rej);
+                reply_error(s, req, 503, "Service Unavailable", "unavailable", err);
+                goto done;
+            }
             s->rejected[JD_REJ_INVALID]++;
         }
         /* {"index":i,"error":err} */
@@ -319,12 +387,30 @@ static void handle_ingest(jd_server *s, struct evhttp_request *req, const char *
     else
         jd_buf_printf(&s->tmp, "{\"success\":true,\"accepted\":%zu,\"rejected\":[%.*s]}", accepted, (int)rej.len,
                       rej.data ? rej.data : "");
-    reply_json(req, accepted == 0 && nrej > 0 ? 400 : 200, accepted == 0 && nrej > 0 ? "Bad Request" : "OK",
-               jd_buf_cstr(&s->tmp));
+    answer_when_durable(s, req, lsn, accepted == 0 && nrej > 0 ? 400 : 200,
+                        accepted == 0 && nrej > 0 ? "Bad Request" : "OK", jd_buf_cstr(&s->tmp), t0, accepted);
     jd_buf_free(&rej);
-    jd_serve_arm_timer(s);
 done:
     msgpack_zone_destroy(&z);
+}
+
+/* Mapped records go to the event log like any other input. */
+typedef struct source_emit {
+    jd_server *s;
+    uint64_t last_lsn;
+    int unavailable;
+} source_emit;
+
+static int emit_record(const void *rec, size_t len, void *ud)
+{
+    source_emit *em = ud;
+    uint64_t lsn;
+    if (em->unavailable || jd_durable_append(em->s, rec, len, &lsn)) {
+        em->unavailable = 1;
+        return -1;
+    }
+    em->last_lsn = lsn;
+    return 0;
 }
 
 /* POST /v1/sources/NAME: a CRM webhook through the source's Lua verify and map. A
@@ -365,6 +451,7 @@ static void handle_source(jd_server *s, struct evhttp_request *req, const char *
     nh = 0;
     for (struct evkeyval *kv = hq->tqh_first; kv; kv = kv->next.tqe_next)
         hs[nh++] = (jd_header){kv->key, kv->value};
+    source_emit em = {s, 0, 0};
     jd_source_request sr = {
         .method = "POST",
         .uri = evhttp_request_get_uri(req),
@@ -372,21 +459,28 @@ static void handle_source(jd_server *s, struct evhttp_request *req, const char *
         .body_len = len,
         .headers = hs,
         .nheaders = nh,
+        .received_ms = jd_serve_now(s),
+        .emit = emit_record,
+        .emit_ud = &em,
     };
     jd_source_result res;
     jd_engine_source(s->engine, name, &sr, &res);
     free(hs);
+    if (em.unavailable) {
+        char why[256];
+        reply_error(s, req, 503, "Service Unavailable", "unavailable", jd_durable_error(s, why, sizeof why));
+        free(name);
+        return;
+    }
     s->received += (uint64_t)(res.accepted + res.rejected);
     if (res.status == 401)
         s->rejected[JD_REJ_UNAUTHORIZED]++;
     else if (res.rejected)
         s->rejected[JD_REJ_INVALID] += (uint64_t)res.rejected;
     if (res.status == 200) {
-        observe_latency(s, t0);
         jd_buf_reset(&s->tmp);
         jd_buf_printf(&s->tmp, "{\"success\":true,\"accepted\":%d,\"rejected\":%d}", res.accepted, res.rejected);
-        reply_json(req, 200, "OK", jd_buf_cstr(&s->tmp));
-        jd_serve_arm_timer(s);
+        answer_when_durable(s, req, em.last_lsn, 200, "OK", jd_buf_cstr(&s->tmp), t0, (uint64_t)res.accepted);
     } else {
         static const struct {
             int status;

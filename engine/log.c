@@ -401,7 +401,7 @@ const char *jd_log_error(jd_log *l, char *out, size_t n)
     return out;
 }
 
-int jd_log_replay(jd_log *l, uint64_t from, jd_log_fn fn, void *ud)
+int jd_log_replay(jd_log *l, uint64_t from, jd_log_visit_fn fn, void *ud)
 {
     uint64_t durable = jd_log_durable(l);
     for (size_t i = 0; i < l->nsegs; i++) {

@@ -48,8 +48,8 @@ const char *jd_log_error(jd_log *l, char *out, size_t n);
 
 /* Calls fn for every record with lsn >= from, in order, stopping early when fn returns
  * non-zero (its value is returned). Returns -1 when a record does not check out. */
-typedef int (*jd_log_fn)(uint64_t lsn, const void *rec, size_t len, void *ud);
-int jd_log_replay(jd_log *l, uint64_t from, jd_log_fn fn, void *ud);
+typedef int (*jd_log_visit_fn)(uint64_t lsn, const void *rec, size_t len, void *ud);
+int jd_log_replay(jd_log *l, uint64_t from, jd_log_visit_fn fn, void *ud);
 
 /* Deletes segments all of whose records are below lsn (a checkpoint covers them). */
 int jd_log_remove_before(jd_log *l, uint64_t lsn);

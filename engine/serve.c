@@ -30,7 +30,9 @@ static void json_string(jd_server *s, jd_buf *out, const char *str)
 void jd_serve_log(jd_server *s, const char *level, const char *msg, const char *extra_json)
 {
     char t[40];
-    jd_time_format(jd_engine_now(s->engine), t);
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    jd_time_format((int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000, t);
     jd_buf b;
     jd_buf_init(&b);
     jd_buf_printf(&b, "{\"time\":\"%s\",\"level\":\"%s\",\"msg\":", t, level);
@@ -54,6 +56,8 @@ static void on_engine_log(const char *level, const char *line, void *ud)
 static void on_action(const jd_action *a, void *ud)
 {
     jd_server *s = ud;
+    if (s->replaying)
+        return; /* decided before the restart, and logged then */
     size_t n;
     const char *j = jd_action_json(a, &n);
     jd_buf b;
@@ -88,12 +92,25 @@ void jd_serve_message_id(jd_server *s, char out[40])
 
 /* ---------------------------------------------------------------- timers */
 
+int64_t jd_serve_now(jd_server *s)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    int64_t now = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    if (now < s->last_received)
+        now = s->last_received; /* the wall clock stepped back: time still only moves on */
+    s->last_received = now;
+    return now;
+}
+
+/* Timers are due: log a tick, so the engine moves its clock (and fires them) at the
+ * same point of the log live and in a replay. */
 static void on_timer(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
     (void)what;
     jd_server *s = arg;
-    jd_engine_advance(s->engine, jd_engine_now(s->engine));
+    jd_durable_tick(s, jd_serve_now(s));
     jd_serve_arm_timer(s);
 }
 
@@ -104,7 +121,9 @@ void jd_serve_arm_timer(jd_server *s)
         evtimer_del(s->timer);
         return;
     }
-    int64_t wait = due - jd_engine_now(s->engine);
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    int64_t wait = due - ((int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000);
     if (wait < 0)
         wait = 0;
     struct timeval tv = {.tv_sec = (time_t)(wait / 1000), .tv_usec = (suseconds_t)(wait % 1000) * 1000};
@@ -290,6 +309,7 @@ int jd_server_open(jd_server *s, const char *config, const jd_options *opts, cha
 
 void jd_server_close(jd_server *s)
 {
+    jd_durable_close(s);
     if (s->timer)
         event_free(s->timer);
     if (s->sigterm)
@@ -345,7 +365,7 @@ int jd_cmd_serve(int argc, char **argv)
     }
     jd_server srv;
     jd_server *s = &srv;
-    jd_options o = {.decisions_per_user = 20, .dedupe_ttl_ms = 24LL * 3600 * 1000};
+    jd_options o = {.decisions_per_user = 20, .dedupe_ttl_ms = 24LL * 3600 * 1000, .live = 1};
     char err[1024];
     if (jd_server_open(s, config, &o, err, sizeof err)) {
         fprintf(stderr, "%s\n", err);
@@ -368,6 +388,13 @@ int jd_cmd_serve(int argc, char **argv)
         goto done;
     }
     signal(SIGPIPE, SIG_IGN);
+    /* the state comes back from the event log before anything is accepted */
+    s->ready = 0;
+    if (jd_durable_open(s, data_dir, err, sizeof err)) {
+        fprintf(stderr, "journeyd: %s\n", err);
+        goto done;
+    }
+    s->ready = 1;
     s->bound = evhttp_bind_socket_with_handle(s->http, s->listen_host, (ev_uint16_t)s->listen_port);
     if (!s->bound) {
         fprintf(stderr, "journeyd: cannot listen on %s:%d\n", s->listen_host, s->listen_port);

@@ -10,6 +10,7 @@
 
 #include "../include/journeyd.h"
 #include "buf.h"
+#include "durable.h"
 #include "json.h"
 
 #define JD_MAX_EVENT_BYTES (32 * 1024)
@@ -18,8 +19,13 @@
 
 enum { JD_REJ_MALFORMED, JD_REJ_INVALID, JD_REJ_TOO_LARGE, JD_REJ_UNAUTHORIZED, JD_REJ_NREASONS };
 
+typedef struct jd_durable jd_durable;
+
 typedef struct jd_server {
     jd_engine *engine;
+    jd_durable *durable; /* NULL: no event log (events are processed at once) */
+    int replaying;       /* the log is being replayed: decided actions are not logged again */
+    int64_t last_received; /* receivedAt never goes backwards */
     char *config_path;
     struct event_base *base;
     struct evhttp *http;
@@ -58,6 +64,8 @@ void jd_http_routes(jd_server *s);
 /* One JSON object per line on stdout: {"time", "level", "msg", ...extra}. extra_json is
  * a JSON object's members without braces (may be NULL). */
 void jd_serve_log(jd_server *s, const char *level, const char *msg, const char *extra_json);
+/* Wall-clock ms for receivedAt and ticks, never below the last value handed out. */
+int64_t jd_serve_now(jd_server *s);
 /* Arms the timer event for the engine's earliest pending timer. */
 void jd_serve_arm_timer(jd_server *s);
 

@@ -78,8 +78,8 @@ static int lua_fail(jd_engine *e, jd_source_result *res, const char *what, const
 
 /* Processes the event table at the top of the stack; index names it when it has no
  * messageId. */
-static void map_one(jd_engine *e, lua_State *L, const jd_source *src, uint64_t body_hash, int index,
-                    jd_source_result *res)
+static void map_one(jd_engine *e, lua_State *L, const jd_source *src, const jd_source_request *rq,
+                    uint64_t body_hash, int index, jd_source_result *res)
 {
     jd_buf *rec = &e->trec;
     jd_buf_reset(&e->keybuf);
@@ -102,7 +102,9 @@ static void map_one(jd_engine *e, lua_State *L, const jd_source *src, uint64_t b
     msgpack_unpack(e->keybuf.data, e->keybuf.len, &off, &z, &o);
     char id[96];
     snprintf(id, sizeof id, "source:%s:%016llx:%d", src->name, (unsigned long long)body_hash, index);
-    jd_norm_opts no = {.default_ts = jd_clock_now(&e->clock), .default_id = id};
+    jd_norm_opts no = {.default_ts = rq->received_ms > 0 ? rq->received_ms : jd_clock_now(&e->clock),
+                       .default_id = id,
+                       .received_ms = rq->received_ms};
     jd_buf_reset(rec);
     char nerr[256];
     int rc = jd_event_normalize_ex(&o, &no, rec, nerr, sizeof nerr);
@@ -116,7 +118,8 @@ static void map_one(jd_engine *e, lua_State *L, const jd_source *src, uint64_t b
     jd_buf_init(&copy);
     jd_buf_append(&copy, rec->data, rec->len);
     jd_error je;
-    if (jd_engine_process(e, copy.data, copy.len, &je) == 0)
+    rc = rq->emit ? rq->emit(copy.data, copy.len, rq->emit_ud) : jd_engine_process(e, copy.data, copy.len, &je);
+    if (rc == 0)
         res->accepted++;
     else
         res->rejected++;
@@ -178,12 +181,12 @@ int jd_engine_source(jd_engine *e, const char *name, const jd_source_request *rq
         lua_pop(L, 1);
         if (single) {
             lua_pushvalue(L, out);
-            map_one(e, L, src, body_hash, 0, res);
+            map_one(e, L, src, rq, body_hash, 0, res);
             lua_pop(L, 1);
         } else {
             for (lua_Integer i = 1; i <= n; i++) {
                 lua_rawgeti(L, out, i);
-                map_one(e, L, src, body_hash, (int)i - 1, res);
+                map_one(e, L, src, rq, body_hash, (int)i - 1, res);
                 lua_pop(L, 1);
             }
         }

@@ -35,11 +35,18 @@
 
 typedef struct conn {
     jd_server *s;
-    struct bufferevent *bev;
+    struct bufferevent *bev; /* NULL once the client is gone */
     int authed;
     uint64_t seq;
     int closing;
+    int refs; /* acks waiting for durability hold the connection */
 } conn;
+
+static void conn_release(conn *c)
+{
+    if (--c->refs == 0 && !c->bev)
+        free(c);
+}
 
 static void send_frame(conn *c, const jd_buf *payload)
 {
@@ -75,8 +82,11 @@ static void fatal(conn *c, const char *msg)
 
 static void close_conn(conn *c)
 {
-    bufferevent_free(c->bev);
-    free(c);
+    if (c->bev)
+        bufferevent_free(c->bev);
+    c->bev = NULL;
+    c->refs++;
+    conn_release(c);
 }
 
 static int authorize(conn *c, const msgpack_object *o)
@@ -94,13 +104,38 @@ static int authorize(conn *c, const msgpack_object *o)
 }
 
 
+/* An acknowledgement that waits until its batch is durable. */
+typedef struct pending_ack {
+    conn *c;
+    jd_buf frame;
+    int64_t t0;
+    uint32_t accepted;
+} pending_ack;
+
+static void ack_durable(void *arg)
+{
+    pending_ack *a = arg;
+    conn *c = a->c;
+    if (c->bev)
+        send_frame(c, &a->frame);
+    if (a->accepted) {
+        double sec = (double)(jd_monotonic_ns() - a->t0) / 1e9;
+        c->s->latency_count += a->accepted;
+        c->s->latency_sum += sec * a->accepted;
+    }
+    jd_buf_free(&a->frame);
+    free(a);
+    conn_release(c);
+}
+
 static void batch(conn *c, const msgpack_object *o)
 {
     jd_server *s = c->s;
     s->last_activity_ns = jd_monotonic_ns();
     int64_t t0 = jd_monotonic_ns();
     const msgpack_object *items = o;
-    jd_norm_opts no = {.received_ms = jd_engine_now(s->engine), .default_ts = jd_engine_now(s->engine)};
+    int64_t now = jd_serve_now(s);
+    jd_norm_opts no = {.received_ms = now, .default_ts = now};
     if (o->type == MSGPACK_OBJECT_MAP) {
         items = jd_mp_get(o, "batch", 5);
         no.batch_context = jd_mp_get(o, "context", 7);
@@ -121,6 +156,7 @@ static void batch(conn *c, const msgpack_object *o)
     msgpack_packer rk;
     msgpack_packer_init(&rk, &rej, jd_buf_msgpack_write);
     uint32_t accepted = 0, nrej = 0;
+    uint64_t lsn = 0;
     char err[512], id[40];
     for (uint32_t i = 0; i < items->via.array.size; i++) {
         s->received++;
@@ -132,11 +168,19 @@ static void batch(conn *c, const msgpack_object *o)
             snprintf(err, sizeof err, "event over the limit of %d bytes", JD_MAX_EVENT_BYTES);
             bad = 1;
         }
-        jd_error je;
-        if (!bad && jd_engine_process(s->engine, s->recs.data, s->recs.len, &je)) {
-            snprintf(err, sizeof err, "%.400s", je.text);
-            bad = 1;
+        uint64_t l;
+        if (!bad && jd_durable_append(s, s->recs.data, s->recs.len, &l)) {
+            /* the log cannot write: refuse the rest of the connection; what was logged
+             * is processed, and the client resends what it has no ack for */
+            jd_buf_free(&ack);
+            jd_buf_free(&rej);
+            char why[300];
+            snprintf(err, sizeof err, "event log unavailable: %s", jd_durable_error(s, why, sizeof why));
+            fatal(c, err);
+            return;
         }
+        if (!bad)
+            lsn = l;
         if (!bad) {
             accepted++;
             continue;
@@ -159,15 +203,11 @@ static void batch(conn *c, const msgpack_object *o)
     pk_cstr(&pk, "rejected");
     msgpack_pack_array(&pk, nrej);
     jd_buf_append(&ack, rej.data, rej.len);
-    send_frame(c, &ack);
-    jd_buf_free(&ack);
     jd_buf_free(&rej);
-    if (accepted) {
-        double sec = (double)(jd_monotonic_ns() - t0) / 1e9;
-        s->latency_count += accepted;
-        s->latency_sum += sec * accepted;
-    }
-    jd_serve_arm_timer(s);
+    pending_ack *a = jd_xcalloc(1, sizeof *a);
+    *a = (pending_ack){c, ack, t0, accepted};
+    c->refs++;
+    jd_durable_wait(s, lsn, ack_durable, a); /* acks go out in order: waits run in LSN order */
 }
 
 /* msgpack-c allocates a container's elements as declared, before reading them: a frame

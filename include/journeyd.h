@@ -26,6 +26,9 @@ typedef struct jd_options {
     size_t memory_limit;   /* bytes for the Lua state; 0: default (256 MiB) */
     int64_t dedupe_ttl_ms; /* 0: remember messageIds forever (replay) */
     int decisions_per_user; /* recent decisions kept per person (admin API); 0: none */
+    int live;              /* the daemon: the clock follows records' receivedAt and tick
+                            * records (implies a virtual clock), so replaying the event log
+                            * after a restart decides exactly what was decided live */
 } jd_options;
 
 /* An error with a position: "file:line: message" in text. */
@@ -62,6 +65,9 @@ int jd_engine_process(jd_engine *e, const void *record, size_t len, jd_error *er
  * default_ts (ms) is used when the event has no timestamp. */
 int jd_engine_normalize(jd_engine *e, const char *json, size_t len, int64_t default_ts, const char *default_id,
                         char **out, size_t *outlen, jd_error *err);
+/* A tick record (the clock reached t_ms), malloc'd: the daemon logs one when timers are
+ * due, so they fire at the same point when the log is replayed. */
+char *jd_tick_record(int64_t t_ms, size_t *len);
 /* Fires every timer due at or before t (virtual clock) and moves the clock to t. */
 void jd_engine_advance(jd_engine *e, int64_t t_ms);
 int64_t jd_engine_now(const jd_engine *e);
@@ -96,6 +102,11 @@ typedef struct jd_source_request {
     size_t body_len;
     const jd_header *headers;
     size_t nheaders;
+    int64_t received_ms; /* > 0: stamped into the records as receivedAt */
+    /* When set, each mapped record is handed here (to be logged) instead of processed;
+     * a non-zero return refuses it (counted as rejected). */
+    int (*emit)(const void *record, size_t len, void *ud);
+    void *emit_ud;
 } jd_source_request;
 
 typedef struct jd_source_result {

@@ -5,6 +5,7 @@
 #include <arpa/inet.h>
 #include <curl/curl.h>
 #include <dirent.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <setjmp.h>
 #include <signal.h>
@@ -109,6 +110,49 @@ static int free_port(void)
     return ntohs(a.sin_port);
 }
 
+/* Starts the daemon on the test's ports and data directory (appending to its log) and
+ * waits until it answers. 0, or -1. */
+static int spawn_daemon(void)
+{
+    char listen[64];
+    snprintf(listen, sizeof listen, "127.0.0.1:%d", port);
+    daemon_pid = fork();
+    if (daemon_pid == 0) {
+        int lfd = open(logpath, O_WRONLY | O_APPEND);
+        dup2(lfd, 1);
+        dup2(lfd, 2);
+        setenv("JOURNEYD_WRITE_KEYS", "wk1, wk2", 1);
+        setenv("JOURNEYD_ADMIN_KEYS", "ak1", 1);
+        char sl[64];
+        snprintf(sl, sizeof sl, "127.0.0.1:%d", stream_port);
+        setenv("JOURNEYD_STREAM_LISTEN", sl, 1);
+        char data[700];
+        snprintf(data, sizeof data, "%s/data", cfgdir);
+        execl(bin, bin, "serve", "-c", cfgpath, "--listen", listen, "--data-dir", data, (char *)NULL);
+        _exit(127);
+    }
+    for (int i = 0; i < 100; i++) { /* up to 5 s for the daemon to listen */
+        resp r;
+        http(&r, "GET", "/livez", NULL, NULL, 0);
+        if (r.status == 200)
+            return 0;
+        usleep(50000);
+    }
+    return -1;
+}
+
+static int count_in_log(const char *a, const char *b)
+{
+    FILE *f = fopen(logpath, "r");
+    char line[8192];
+    int n = 0;
+    while (f && fgets(line, sizeof line, f))
+        n += strstr(line, a) && (!b || strstr(line, b));
+    if (f)
+        fclose(f);
+    return n;
+}
+
 static int start(void **state)
 {
     (void)state;
@@ -129,28 +173,8 @@ static int start(void **state)
     port = free_port();
     stream_port = free_port();
     int lfd = mkstemp(logpath);
-    char listen[64];
-    snprintf(listen, sizeof listen, "127.0.0.1:%d", port);
-    daemon_pid = fork();
-    if (daemon_pid == 0) {
-        dup2(lfd, 1);
-        dup2(lfd, 2);
-        setenv("JOURNEYD_WRITE_KEYS", "wk1, wk2", 1);
-        setenv("JOURNEYD_ADMIN_KEYS", "ak1", 1);
-        char sl[64];
-        snprintf(sl, sizeof sl, "127.0.0.1:%d", stream_port);
-        setenv("JOURNEYD_STREAM_LISTEN", sl, 1);
-        execl(bin, bin, "serve", "-c", cfgpath, "--listen", listen, (char *)NULL);
-        _exit(127);
-    }
     close(lfd);
-    for (int i = 0; i < 100; i++) { /* up to 5 s for the daemon to listen */
-        resp r;
-        http(&r, "GET", "/livez", NULL, NULL, 0);
-        if (r.status == 200)
-            return 0;
-        usleep(50000);
-    }
+    return spawn_daemon();
     return -1;
 }
 
@@ -163,7 +187,10 @@ static int stop(void **state)
     }
     unlink(logpath);
     unlink(cfgpath);
-    rmdir(cfgdir);
+    char cmd[800];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", cfgdir);
+    if (system(cmd) != 0)
+        fprintf(stderr, "could not remove %s\n", cfgdir);
     curl_global_cleanup();
     return 0;
 }
@@ -617,6 +644,55 @@ static void test_reload(void **state)
     assert_int_equal(r.status, 401);
 }
 
+/* Acknowledged means durable: kill -9 right after the acknowledgements, damage the log's
+ * tail, restart. The people come back from the event log, the damage is reported, and a
+ * timer that was pending when the daemon died fires once after the restart. */
+static void test_restart_after_kill(void **state)
+{
+    (void)state;
+    resp r;
+    post(&r, "/v1/identify", "Bearer wk1", "{\"userId\":\"k-1\",\"traits\":{\"email\":\"k1@example.com\"}}");
+    assert_int_equal(r.status, 200);
+    post(&r, "/v1/track", "Bearer wk1", "{\"userId\":\"k-1\",\"event\":\"Signed Up\",\"messageId\":\"k-signup\"}");
+    assert_int_equal(r.status, 200);
+    kill(daemon_pid, SIGKILL); /* before the 1 s timer fires */
+    waitpid(daemon_pid, NULL, 0);
+    int nudges_before = count_in_log("\"user\":\"k-1\"", "\"nudge\"");
+    assert_int_equal(nudges_before, 0);
+    /* a torn tail: half a record header at the end of the newest segment */
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "f=$(ls '%s/data/log/'*.log | tail -n 1); printf '\\027\\000\\000' >> \"$f\"", cfgdir);
+    assert_int_equal(system(cmd), 0);
+    assert_int_equal(spawn_daemon(), 0);
+    assert_true(count_in_log("damaged tail cut", NULL) >= 1);
+    http(&r, "GET", "/v1/users/k-1", "Bearer ak1", NULL, 0);
+    assert_int_equal(r.status, 200);
+    assert_non_null(strstr(r.body, "\"email\":\"k1@example.com\""));
+    assert_non_null(strstr(r.body, "\"journey\":\"onboarding\""));
+    /* the pending timer fires after the restart, once */
+    int moved = 0;
+    for (int i = 0; i < 100 && !moved; i++) {
+        http(&r, "GET", "/v1/users/k-1", "Bearer ak1", NULL, 0);
+        moved = strstr(r.body, "\"stage\":\"nudged\"") != NULL;
+        if (!moved)
+            usleep(100000);
+    }
+    assert_true(moved);
+    usleep(300000);
+    assert_int_equal(count_in_log("\"user\":\"k-1\"", "\"nudge\""), 1);
+    /* an event acknowledged before the kill is a duplicate now */
+    http(&r, "GET", "/metrics", NULL, NULL, 0);
+    const char *m = strstr(r.body, "\njourneyd_events_duplicate_total ");
+    assert_non_null(m);
+    long dups = atol(m + strlen("\njourneyd_events_duplicate_total "));
+    post(&r, "/v1/track", "Bearer wk1", "{\"userId\":\"k-1\",\"event\":\"Signed Up\",\"messageId\":\"k-signup\"}");
+    assert_int_equal(r.status, 200);
+    http(&r, "GET", "/metrics", NULL, NULL, 0);
+    m = strstr(r.body, "\njourneyd_events_duplicate_total ");
+    assert_non_null(m);
+    assert_int_equal(atol(m + strlen("\njourneyd_events_duplicate_total ")), dups + 1);
+}
+
 static void test_sigterm_exits_cleanly(void **state)
 {
     (void)state;
@@ -696,6 +772,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_stream),
         cmocka_unit_test(test_conformance_bodies),
         cmocka_unit_test(test_reload),
+        cmocka_unit_test(test_restart_after_kill),
         cmocka_unit_test(test_sigterm_exits_cleanly),
     };
     return cmocka_run_group_tests_name("serve", tests, start, stop);

@@ -251,11 +251,11 @@ static void test_record_shape(void **state)
                                DEFAULT_TS, NULL),
                      0);
     static const char *const keys[] = {"type",       "messageId", "timestamp", "userId",  "anonymousId", "event",
-                                       "properties", "traits",    "context",   "groupId", "previousId",  "v"};
+                                       "properties", "traits",    "context",   "groupId", "previousId",  "receivedAt", "v"};
     const msgpack_object *root = &r.u.data;
     assert_int_equal(root->type, MSGPACK_OBJECT_MAP);
-    assert_int_equal(root->via.map.size, 12);
-    for (uint32_t i = 0; i < 12; i++) {
+    assert_int_equal(root->via.map.size, 13);
+    for (uint32_t i = 0; i < 13; i++) {
         const msgpack_object *k = &root->via.map.ptr[i].key;
         assert_int_equal(k->type, MSGPACK_OBJECT_STR);
         if (k->via.str.size != strlen(keys[i]) || memcmp(k->via.str.ptr, keys[i], k->via.str.size) != 0)
@@ -412,7 +412,8 @@ static void test_view(void **state)
 static void test_type_names(void **state)
 {
     (void)state;
-    static const char *const names[JD_EV_NTYPES] = {"track", "identify", "page", "screen", "group", "alias", "timer"};
+    static const char *const names[JD_EV_NTYPES] = {"track", "identify", "page",  "screen",
+                                                    "group", "alias",    "timer", "tick"};
     for (int i = 0; i < JD_EV_NTYPES; i++) {
         assert_string_equal(jd_event_type_name((jd_event_type)i), names[i]);
         jd_event_type t = JD_EV_NTYPES;

@@ -1,0 +1,233 @@
+#define _GNU_SOURCE
+#include "durable.h"
+
+#include <event2/event.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <errno.h>
+#include <sys/eventfd.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "serve.h"
+
+typedef struct pending_rec {
+    uint64_t lsn;
+    size_t off, len;
+} pending_rec;
+
+typedef struct waiter {
+    uint64_t lsn;
+    jd_durable_fn fn;
+    void *ctx;
+} waiter;
+
+struct jd_durable {
+    jd_log *log;
+    int efd;
+    struct event *ev;
+    uint64_t processed; /* the last LSN the engine has processed */
+    pending_rec *recs;  /* appended, not yet processed, in LSN order */
+    size_t nrecs, caprecs, headrec;
+    jd_buf data;
+    waiter *waits; /* in LSN order: answers go out in the order requests were logged */
+    size_t nwaits, capwaits, headwait;
+    uint64_t tick_lsn; /* a tick on its way (0: none) */
+};
+
+static void process_durable(jd_server *s)
+{
+    jd_durable *d = s->durable;
+    uint64_t durable = jd_log_durable(d->log);
+    while (d->headrec < d->nrecs && d->recs[d->headrec].lsn <= durable) {
+        pending_rec *r = &d->recs[d->headrec++];
+        jd_error err;
+        if (jd_engine_process(s->engine, d->data.data + r->off, r->len, &err))
+            jd_serve_log(s, "error", "a logged record could not be processed", NULL);
+        d->processed = r->lsn;
+    }
+    if (d->headrec == d->nrecs) { /* everything processed: reuse the buffers from the start */
+        d->headrec = d->nrecs = 0;
+        jd_buf_reset(&d->data);
+    }
+    if (d->tick_lsn && d->processed >= d->tick_lsn)
+        d->tick_lsn = 0;
+    while (d->headwait < d->nwaits && d->waits[d->headwait].lsn <= d->processed) {
+        waiter w = d->waits[d->headwait++];
+        w.fn(w.ctx);
+    }
+    if (d->headwait == d->nwaits)
+        d->headwait = d->nwaits = 0;
+    jd_serve_arm_timer(s);
+}
+
+static void on_durable(evutil_socket_t fd, short what, void *arg)
+{
+    (void)what;
+    uint64_t v;
+    ssize_t r = read(fd, &v, sizeof v);
+    (void)r;
+    process_durable(arg);
+}
+
+static int mkdir_p(const char *path)
+{
+    char p[4096];
+    snprintf(p, sizeof p, "%s", path);
+    for (char *c = p + 1; *c; c++) {
+        if (*c == '/') {
+            *c = '\0';
+            if (mkdir(p, 0755) && errno != EEXIST)
+                return -1;
+            *c = '/';
+        }
+    }
+    return mkdir(p, 0755) && errno != EEXIST ? -1 : 0;
+}
+
+typedef struct replay_ctx {
+    jd_server *s;
+    uint64_t n;
+} replay_ctx;
+
+static int replay_one(uint64_t lsn, const void *rec, size_t len, void *ud)
+{
+    replay_ctx *rc = ud;
+    jd_error err;
+    jd_engine_process(rc->s->engine, rec, len, &err);
+    rc->s->durable->processed = lsn;
+    rc->n++;
+    return 0;
+}
+
+int jd_durable_open(jd_server *s, const char *data_dir, char *err, size_t errlen)
+{
+    char dir[4096];
+    if (mkdir_p(data_dir)) {
+        snprintf(err, errlen, "%s: cannot create the data directory", data_dir);
+        return -1;
+    }
+    snprintf(dir, sizeof dir, "%s/log", data_dir);
+    jd_durable *d = jd_xcalloc(1, sizeof *d);
+    jd_buf_init(&d->data);
+    d->efd = -1;
+    s->durable = d;
+    jd_log_info info;
+    d->log = jd_log_open(dir, NULL, &info, err, errlen);
+    if (!d->log)
+        return -1;
+    if (info.cut_reason[0]) {
+        jd_buf b;
+        jd_buf_init(&b);
+        jd_buf_puts(&b, "\"reason\":");
+        msgpack_object o = {.type = MSGPACK_OBJECT_STR, .via.str = {(uint32_t)strlen(info.cut_reason), info.cut_reason}};
+        jd_json_write(s->jw, &o, &b);
+        jd_buf_printf(&b, ",\"bytes\":%llu,\"last_lsn\":%llu", (unsigned long long)info.cut_bytes,
+                      (unsigned long long)info.last_lsn);
+        jd_serve_log(s, "warn", "event log: damaged tail cut; starting with everything before it", jd_buf_cstr(&b));
+        jd_buf_free(&b);
+    }
+    /* replay: the engine comes back to the state of the last durable record */
+    replay_ctx rc = {s, 0};
+    s->replaying = 1;
+    int rr = jd_log_replay(d->log, 1, replay_one, &rc);
+    s->replaying = 0;
+    char extra[256];
+    snprintf(extra, sizeof extra, "\"records\":%llu,\"last_lsn\":%llu,\"segments\":%zu", (unsigned long long)rc.n,
+             (unsigned long long)info.last_lsn, info.segments);
+    jd_serve_log(s, rr ? "error" : "info", rr ? "event log: replay stopped at a bad record" : "event log replayed",
+                 extra);
+    d->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (d->efd < 0 || jd_log_start(d->log, d->efd)) {
+        snprintf(err, errlen, "cannot start the event log writer");
+        return -1;
+    }
+    d->ev = event_new(s->base, d->efd, EV_READ | EV_PERSIST, on_durable, s);
+    event_add(d->ev, NULL);
+    return 0;
+}
+
+int jd_durable_append(jd_server *s, const void *rec, size_t len, uint64_t *lsn)
+{
+    jd_durable *d = s->durable;
+    if (!d) { /* no event log (in-process tests, fuzzing): process at once */
+        jd_error err;
+        *lsn = 0;
+        return jd_engine_process(s->engine, rec, len, &err) ? -1 : 0;
+    }
+    if (jd_log_append(d->log, rec, len, lsn))
+        return -1;
+    if (d->nrecs == d->caprecs) {
+        d->caprecs = d->caprecs ? d->caprecs * 2 : 256;
+        d->recs = jd_xrealloc(d->recs, d->caprecs * sizeof *d->recs);
+    }
+    d->recs[d->nrecs++] = (pending_rec){*lsn, d->data.len, len};
+    jd_buf_append(&d->data, rec, len);
+    return 0;
+}
+
+void jd_durable_wait(jd_server *s, uint64_t lsn, jd_durable_fn fn, void *ctx)
+{
+    jd_durable *d = s->durable;
+    /* strictly first in, first out: answers leave in the order they were asked for,
+     * even one with nothing logged (it waits behind the others) */
+    if (!d || (d->headwait == d->nwaits && lsn <= d->processed)) {
+        fn(ctx);
+        return;
+    }
+    if (d->headwait < d->nwaits && lsn < d->waits[d->nwaits - 1].lsn)
+        lsn = d->waits[d->nwaits - 1].lsn;
+    if (d->nwaits == d->capwaits) {
+        d->capwaits = d->capwaits ? d->capwaits * 2 : 256;
+        d->waits = jd_xrealloc(d->waits, d->capwaits * sizeof *d->waits);
+    }
+    d->waits[d->nwaits++] = (waiter){lsn, fn, ctx};
+}
+
+void jd_durable_tick(jd_server *s, int64_t t)
+{
+    jd_durable *d = s->durable;
+    if (!d) {
+        jd_engine_advance(s->engine, t);
+        return;
+    }
+    if (d->tick_lsn)
+        return;
+    size_t n;
+    char *rec = jd_tick_record(t, &n);
+    uint64_t lsn;
+    if (jd_durable_append(s, rec, n, &lsn) == 0)
+        d->tick_lsn = lsn;
+    free(rec);
+}
+
+const char *jd_durable_error(jd_server *s, char *out, size_t n)
+{
+    if (!s->durable) {
+        snprintf(out, n, "%s", "");
+        return out;
+    }
+    return jd_log_error(s->durable->log, out, n);
+}
+
+void jd_durable_close(jd_server *s)
+{
+    jd_durable *d = s->durable;
+    if (!d)
+        return;
+    if (d->log) {
+        jd_log_close(d->log); /* commits what is queued */
+        d->log = NULL;
+    }
+    if (d->ev)
+        event_free(d->ev);
+    if (d->efd >= 0)
+        close(d->efd);
+    free(d->recs);
+    free(d->waits);
+    jd_buf_free(&d->data);
+    free(d);
+    s->durable = NULL;
+}
