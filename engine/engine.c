@@ -15,7 +15,7 @@
 
 static const char *const stat_names[JD_NSTATS] = {
     "events", "duplicates", "invalid", "unmatched", "actions", "lua_errors",
-    "lua_calls", "timers_scheduled", "timers_fired", "timers_dropped", "late", "transitions",
+    "lua_calls", "timers_scheduled", "timers_fired", "timers_dropped", "late", "transitions", "timers_skipped",
 };
 
 void jd_engine_decide(jd_engine *e, int kind, const jd_journey *j, int stage, const char *fmt, ...)
@@ -173,6 +173,13 @@ jd_engine *jd_engine_new(const char *config_path, const jd_options *opts, jd_err
     }
     e->channel_actions = jd_xcalloc(e->defs->nchannels + 1, sizeof *e->channel_actions);
     e->counts = new_counts(e->defs);
+    const char *ol = jd_engine_config(e, "overdue_limit");
+    if (ol && !e->opts.overdue_limit_ms && jd_duration_parse(ol, strlen(ol), &e->opts.overdue_limit_ms)) {
+        snprintf(err->text, sizeof err->text, "%s: j.config overdue_limit: bad duration '%s' (like \"6h\" or \"2d\")",
+                 config_path, ol);
+        jd_engine_free(e);
+        return NULL;
+    }
     return e;
 }
 
@@ -375,6 +382,8 @@ uint64_t jd_engine_stat(const jd_engine *e, const char *name)
 }
 
 int jd_parse_time(const char *s, int64_t *ms) { return jd_time_parse(s, strlen(s), ms); }
+
+int jd_parse_duration(const char *s, int64_t *ms) { return jd_duration_parse(s, strlen(s), ms); }
 
 char *jd_tick_record(int64_t t_ms, size_t *len)
 {
@@ -1110,9 +1119,15 @@ static void timer_record(jd_engine *e, const jd_timer *tm, jd_buf *out)
     msgpack_pack_uint16(&pk, tm->after);
 }
 
+/* Timers overdue by more than this when the clock reaches them count as catching up
+ * after downtime (or a stall), and are reported. */
+#define OVERDUE_NOTICE_MS 60000
+
 void jd_engine_advance(jd_engine *e, int64_t t)
 {
     const jd_timer *top;
+    uint64_t overdue_fired = 0, overdue_skipped = 0;
+    int64_t limit = e->opts.overdue_limit_ms;
     while ((top = jd_timers_peek(&e->timers)) && top->due <= t) {
         jd_timer tm;
         jd_timers_pop(&e->timers, &tm);
@@ -1121,6 +1136,15 @@ void jd_engine_advance(jd_engine *e, int64_t t)
             e->stats[JD_STAT_TIMERS_DROPPED]++;
             continue;
         }
+        int64_t late = t - tm.due;
+        if (limit > 0 && late > limit) {
+            /* policy: a follow-up far past its moment is skipped, not sent late */
+            overdue_skipped++;
+            e->stats[JD_STAT_TIMERS_SKIPPED]++;
+            continue;
+        }
+        if (late > OVERDUE_NOTICE_MS)
+            overdue_fired++;
         jd_clock_advance(&e->clock, tm.due);
         timer_record(e, &tm, &e->trec);
         msgpack_zone_clear(&e->timer_zone);
@@ -1133,6 +1157,15 @@ void jd_engine_advance(jd_engine *e, int64_t t)
         process_view(e, &ev);
     }
     jd_clock_advance(&e->clock, t);
+    if (overdue_fired || overdue_skipped) {
+        char when[40];
+        jd_time_format(t, when);
+        jd_engine_log(e, "warn",
+                      "timers overdue at %s: %llu fired late, %llu skipped (more than %lld ms overdue; "
+                      "overdue_limit)",
+                      when, (unsigned long long)overdue_fired, (unsigned long long)overdue_skipped,
+                      (long long)limit);
+    }
 }
 
 /* One input, on the clock: due timers fire before the event, and timers a late event

@@ -366,6 +366,11 @@ int jd_cmd_serve(int argc, char **argv)
     jd_server srv;
     jd_server *s = &srv;
     jd_options o = {.decisions_per_user = 20, .dedupe_ttl_ms = 24LL * 3600 * 1000, .live = 1};
+    const char *ol = getenv("JOURNEYD_OVERDUE_LIMIT");
+    if (ol && *ol && jd_parse_duration(ol, &o.overdue_limit_ms)) {
+        fprintf(stderr, "journeyd: JOURNEYD_OVERDUE_LIMIT: bad duration '%s'\n", ol);
+        return 2;
+    }
     char err[1024];
     if (jd_server_open(s, config, &o, err, sizeof err)) {
         fprintf(stderr, "%s\n", err);

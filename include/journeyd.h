@@ -26,6 +26,7 @@ typedef struct jd_options {
     size_t memory_limit;   /* bytes for the Lua state; 0: default (256 MiB) */
     int64_t dedupe_ttl_ms; /* 0: remember messageIds forever (replay) */
     int decisions_per_user; /* recent decisions kept per person (admin API); 0: none */
+    int64_t overdue_limit_ms; /* timers overdue by more than this are skipped; 0: all fire */
     int live;              /* the daemon: the clock follows records' receivedAt and tick
                             * records (implies a virtual clock), so replaying the event log
                             * after a restart decides exactly what was decided live */
@@ -142,6 +143,8 @@ int jd_json_to_msgpack_alloc(const char *json, size_t len, char **out, size_t *o
 
 /* Parses ISO 8601 into ms; 0 or -1. */
 int jd_parse_time(const char *s, int64_t *ms);
+/* Parses a duration ("90s", "2h", "3d") into ms; 0 or -1. */
+int jd_parse_duration(const char *s, int64_t *ms);
 
 #ifdef __cplusplus
 }

@@ -1402,6 +1402,32 @@ static void test_action_ids_are_stable_and_distinct(void **state)
  * as one string, so journey "a/b" stage "c" and journey "a" stage "b/c" give the same
  * rule text; two different actions decided for the same input and person then share an
  * id (observed: both 2d0d742d...). Expected: different ids. */
+/* Timers overdue by more than j.config overdue_limit are skipped (counted and logged);
+ * those within it fire late; a bad limit is a load error. */
+static void test_overdue_limit(void **state)
+{
+    (void)state;
+    static const char *src = HDR "j.config { overdue_limit = \"2h\" }\n"
+                                 "j.journey \"J\" {\n"
+                                 "  entry = j.on(\"Start\"),\n"
+                                 "  j.stage \"a\" { j.after(\"1h\", function(ctx) ctx:send(\"email\", \"nudge\") end) },\n"
+                                 "}\n";
+    tu_run r;
+    tu_start(&r, src);
+    tu_track(&r, "u1", "Start", "2024-01-01T00:00:00Z", NULL);
+    tu_track(&r, "u2", "Start", "2024-01-01T08:00:00Z", NULL);
+    tu_advance(&r, "2024-01-01T10:00:00Z"); /* u1's timer is 9 h overdue, u2's 1 h */
+    EXPECT_COUNT(&r, 0, "\"user\":\"u1\"");
+    EXPECT_COUNT(&r, 1, "\"user\":\"u2\"", "nudge");
+    EXPECT_STAT(&r, "timers_skipped", 1);
+    EXPECT_LOGS(&r, 1, "overdue", "1 skipped");
+    tu_free(&r);
+    jd_error err;
+    assert_null(tu_load(&r, HDR "j.config { overdue_limit = \"soon\" }\n", &err));
+    assert_non_null(strstr(err.text, "overdue_limit"));
+    unlink(r.path);
+}
+
 static void test_action_ids_collide_across_journeys(void **state)
 {
     (void)state;
@@ -1772,6 +1798,7 @@ int main(void)
         cmocka_unit_test(test_alias_timer_fires_other_profiles_instance),
         cmocka_unit_test(test_identify_drops_anonymous_instance_timers),
         cmocka_unit_test(test_action_ids_collide_across_journeys),
+        cmocka_unit_test(test_overdue_limit),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
