@@ -551,13 +551,6 @@ const char *jd_action_id(const jd_action *a) { return a->id; }
 int64_t jd_action_time(const jd_action *a) { return a->time; }
 const char *jd_action_channel(const jd_action *a) { return a->channel->name; }
 
-static void pack_cstr(msgpack_packer *pk, const char *s)
-{
-    size_t n = strlen(s);
-    msgpack_pack_str(pk, n);
-    msgpack_pack_str_body(pk, s, n);
-}
-
 const char *jd_action_json(const jd_action *a, size_t *len)
 {
     jd_engine *e = a->e;
@@ -568,27 +561,26 @@ const char *jd_action_json(const jd_action *a, size_t *len)
     char t[40];
     jd_time_format(a->time, t);
     msgpack_pack_map(&pk, 7);
-    pack_cstr(&pk, "time");
-    pack_cstr(&pk, t);
-    pack_cstr(&pk, "user");
-    msgpack_pack_str(&pk, a->user->idlen);
-    msgpack_pack_str_body(&pk, a->user->id, a->user->idlen);
-    pack_cstr(&pk, "journey");
+    jd_mp_pack_cstr(&pk, "time");
+    jd_mp_pack_cstr(&pk, t);
+    jd_mp_pack_cstr(&pk, "user");
+    jd_mp_pack_str(&pk, a->user->id, a->user->idlen);
+    jd_mp_pack_cstr(&pk, "journey");
     if (a->journey)
-        pack_cstr(&pk, a->journey->name);
+        jd_mp_pack_cstr(&pk, a->journey->name);
     else
         msgpack_pack_nil(&pk);
-    pack_cstr(&pk, "stage");
+    jd_mp_pack_cstr(&pk, "stage");
     if (a->journey && a->stage >= 0)
-        pack_cstr(&pk, a->journey->stages[a->stage].name);
+        jd_mp_pack_cstr(&pk, a->journey->stages[a->stage].name);
     else
         msgpack_pack_nil(&pk);
-    pack_cstr(&pk, "channel");
-    pack_cstr(&pk, a->channel->name);
-    pack_cstr(&pk, "payload");
+    jd_mp_pack_cstr(&pk, "channel");
+    jd_mp_pack_cstr(&pk, a->channel->name);
+    jd_mp_pack_cstr(&pk, "payload");
     jd_buf_append(rec, a->payload, a->payload_len);
-    pack_cstr(&pk, "id");
-    pack_cstr(&pk, a->id);
+    jd_mp_pack_cstr(&pk, "id");
+    jd_mp_pack_cstr(&pk, a->id);
     msgpack_zone_clear(&e->action_zone);
     msgpack_object o;
     size_t off = 0;
@@ -1090,32 +1082,29 @@ static void timer_record(jd_engine *e, const jd_timer *tm, jd_buf *out)
     msgpack_packer pk;
     msgpack_packer_init(&pk, out, jd_buf_msgpack_write);
     msgpack_pack_map(&pk, 6);
-    pack_cstr(&pk, "type");
-    pack_cstr(&pk, "timer");
-    pack_cstr(&pk, "messageId");
-    pack_cstr(&pk, id);
-    pack_cstr(&pk, "timestamp");
+    jd_mp_pack_cstr(&pk, "type");
+    jd_mp_pack_cstr(&pk, "timer");
+    jd_mp_pack_cstr(&pk, "messageId");
+    jd_mp_pack_cstr(&pk, id);
+    jd_mp_pack_cstr(&pk, "timestamp");
     msgpack_pack_int64(&pk, tm->due);
-    pack_cstr(&pk, "userId");
-    msgpack_pack_str(&pk, tm->user->idlen);
-    msgpack_pack_str_body(&pk, tm->user->id, tm->user->idlen);
-    pack_cstr(&pk, "event");
+    jd_mp_pack_cstr(&pk, "userId");
+    jd_mp_pack_str(&pk, tm->user->id, tm->user->idlen);
+    jd_mp_pack_cstr(&pk, "event");
     jd_buf_reset(k);
     jd_buf_printf(k, "%s/%s/after", j->name, st->name);
-    msgpack_pack_str(&pk, k->len);
-    msgpack_pack_str_body(&pk, k->data, k->len);
-    pack_cstr(&pk, "properties");
+    jd_mp_pack_str(&pk, k->data, k->len);
+    jd_mp_pack_cstr(&pk, "properties");
     msgpack_pack_map(&pk, 5);
-    pack_cstr(&pk, "journey");
-    pack_cstr(&pk, j->name);
-    pack_cstr(&pk, "key");
-    msgpack_pack_str(&pk, tm->inst->keylen);
-    msgpack_pack_str_body(&pk, tm->inst->key, tm->inst->keylen);
-    pack_cstr(&pk, "iid");
+    jd_mp_pack_cstr(&pk, "journey");
+    jd_mp_pack_cstr(&pk, j->name);
+    jd_mp_pack_cstr(&pk, "key");
+    jd_mp_pack_str(&pk, tm->inst->key, tm->inst->keylen);
+    jd_mp_pack_cstr(&pk, "iid");
     msgpack_pack_uint32(&pk, tm->iid);
-    pack_cstr(&pk, "gen");
+    jd_mp_pack_cstr(&pk, "gen");
     msgpack_pack_uint32(&pk, tm->gen);
-    pack_cstr(&pk, "after");
+    jd_mp_pack_cstr(&pk, "after");
     msgpack_pack_uint16(&pk, tm->after);
 }
 
@@ -1127,7 +1116,10 @@ void jd_engine_advance(jd_engine *e, int64_t t)
 {
     const jd_timer *top;
     uint64_t overdue_fired = 0, overdue_skipped = 0;
-    int64_t limit = e->opts.overdue_limit_ms;
+    /* lateness is real only on the daemon's clock: a replay's virtual clock jumps over
+     * the gaps between events, and a timer in a gap fires at its own due time */
+    int live = e->opts.live;
+    int64_t limit = live ? e->opts.overdue_limit_ms : 0;
     while ((top = jd_timers_peek(&e->timers)) && top->due <= t) {
         jd_timer tm;
         jd_timers_pop(&e->timers, &tm);
@@ -1143,7 +1135,7 @@ void jd_engine_advance(jd_engine *e, int64_t t)
             e->stats[JD_STAT_TIMERS_SKIPPED]++;
             continue;
         }
-        if (late > OVERDUE_NOTICE_MS)
+        if (live && late > OVERDUE_NOTICE_MS)
             overdue_fired++;
         jd_clock_advance(&e->clock, tm.due);
         timer_record(e, &tm, &e->trec);

@@ -52,18 +52,13 @@ const msgpack_object *jd_mp_path(const msgpack_object *map, const char *path, si
     return o;
 }
 
-static void pack_key(msgpack_packer *pk, const char *k)
-{
-    size_t n = strlen(k);
-    msgpack_pack_str(pk, n);
-    msgpack_pack_str_body(pk, k, n);
-}
-
-static void pack_strn(msgpack_packer *pk, const char *s, size_t n)
+void jd_mp_pack_str(msgpack_packer *pk, const char *s, size_t n)
 {
     msgpack_pack_str(pk, n);
     msgpack_pack_str_body(pk, s, n);
 }
+
+void jd_mp_pack_cstr(msgpack_packer *pk, const char *s) { jd_mp_pack_str(pk, s, strlen(s)); }
 
 static int is_present(const msgpack_object *o)
 {
@@ -304,7 +299,7 @@ int jd_event_prepare(const msgpack_object *in, const jd_norm_opts *opt, jd_event
 static void pack_str_or_nil(msgpack_packer *pk, jd_str s)
 {
     if (s.n)
-        pack_strn(pk, s.p, s.n);
+        jd_mp_pack_str(pk, s.p, s.n);
     else
         msgpack_pack_nil(pk);
 }
@@ -315,34 +310,34 @@ void jd_event_pack(const jd_event *ev, const msgpack_object *batch_context, jd_b
     msgpack_packer_init(&pk, out, jd_buf_msgpack_write);
     /* fixed order, every key present: readers can rely on the shape */
     msgpack_pack_map(&pk, 13);
-    pack_key(&pk, "type");
-    pack_key(&pk, jd_event_type_name(ev->type));
-    pack_key(&pk, "messageId");
-    pack_strn(&pk, ev->message_id.p, ev->message_id.n);
-    pack_key(&pk, "timestamp");
+    jd_mp_pack_cstr(&pk, "type");
+    jd_mp_pack_cstr(&pk, jd_event_type_name(ev->type));
+    jd_mp_pack_cstr(&pk, "messageId");
+    jd_mp_pack_str(&pk, ev->message_id.p, ev->message_id.n);
+    jd_mp_pack_cstr(&pk, "timestamp");
     msgpack_pack_int64(&pk, ev->timestamp);
-    pack_key(&pk, "userId");
+    jd_mp_pack_cstr(&pk, "userId");
     pack_str_or_nil(&pk, ev->has_user_id ? ev->user_id : (jd_str){"", 0});
-    pack_key(&pk, "anonymousId");
+    jd_mp_pack_cstr(&pk, "anonymousId");
     pack_str_or_nil(&pk, ev->anonymous_id);
-    pack_key(&pk, "event");
+    jd_mp_pack_cstr(&pk, "event");
     pack_str_or_nil(&pk, ev->name);
-    pack_key(&pk, "properties");
+    jd_mp_pack_cstr(&pk, "properties");
     msgpack_pack_object(&pk, *ev->properties);
-    pack_key(&pk, "traits");
+    jd_mp_pack_cstr(&pk, "traits");
     msgpack_pack_object(&pk, *ev->traits);
-    pack_key(&pk, "context");
+    jd_mp_pack_cstr(&pk, "context");
     pack_context(&pk, ev->context, batch_context);
-    pack_key(&pk, "groupId");
+    jd_mp_pack_cstr(&pk, "groupId");
     pack_str_or_nil(&pk, ev->group_id);
-    pack_key(&pk, "previousId");
+    jd_mp_pack_cstr(&pk, "previousId");
     pack_str_or_nil(&pk, ev->previous_id);
-    pack_key(&pk, "receivedAt");
+    jd_mp_pack_cstr(&pk, "receivedAt");
     if (ev->received_at > 0)
         msgpack_pack_int64(&pk, ev->received_at);
     else
         msgpack_pack_nil(&pk);
-    pack_key(&pk, "v");
+    jd_mp_pack_cstr(&pk, "v");
     msgpack_pack_uint8(&pk, 1); /* record format version */
 }
 
@@ -351,11 +346,11 @@ void jd_event_pack_tick(int64_t t, jd_buf *out)
     msgpack_packer pk;
     msgpack_packer_init(&pk, out, jd_buf_msgpack_write);
     msgpack_pack_map(&pk, 3);
-    pack_key(&pk, "type");
-    pack_key(&pk, "tick");
-    pack_key(&pk, "receivedAt");
+    jd_mp_pack_cstr(&pk, "type");
+    jd_mp_pack_cstr(&pk, "tick");
+    jd_mp_pack_cstr(&pk, "receivedAt");
     msgpack_pack_int64(&pk, t);
-    pack_key(&pk, "v");
+    jd_mp_pack_cstr(&pk, "v");
     msgpack_pack_uint8(&pk, 1);
 }
 

@@ -85,6 +85,10 @@ void jd_event_pack_tick(int64_t t, jd_buf *out);
 /* Reads a record into a view. Returns 0 or -1 (not a record). */
 int jd_event_view(const msgpack_object *root, jd_event *ev);
 
+/* Packs a string (with its length / NUL-terminated). */
+void jd_mp_pack_str(msgpack_packer *pk, const char *s, size_t n);
+void jd_mp_pack_cstr(msgpack_packer *pk, const char *s);
+
 /* Looks up key in a msgpack map (last occurrence wins, as in JSON objects). */
 const msgpack_object *jd_mp_get(const msgpack_object *map, const char *key, size_t klen);
 /* Follows a dotted path ("a.b.c") from a map. */

@@ -106,8 +106,7 @@ static int ctx_set(lua_State *L)
             }
             size_t kn;
             const char *k = lua_tolstring(L, -2, &kn);
-            msgpack_pack_str(&pk, kn);
-            msgpack_pack_str_body(&pk, k, kn);
+            jd_mp_pack_str(&pk, k, kn);
             if (jd_lua_pack(L, -1, &pk, &err)) {
                 fx->sets.len = off;
                 return luaL_error(L, "set %s: %s", k, err);
@@ -119,8 +118,7 @@ static int ctx_set(lua_State *L)
     }
     size_t kn;
     const char *k = luaL_checklstring(L, 2, &kn);
-    msgpack_pack_str(&pk, kn);
-    msgpack_pack_str_body(&pk, k, kn);
+    jd_mp_pack_str(&pk, k, kn);
     if (jd_lua_pack(L, 3, &pk, &err)) {
         fx->sets.len = off;
         return luaL_error(L, "set %s: %s", k, err);

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "buf.h"
+#include "event.h"
 
 void jd_lua_push_msgpack(lua_State *L, const msgpack_object *o)
 {
@@ -142,8 +143,7 @@ static int pack_table(lua_State *L, int idx, msgpack_packer *pk, int depth, cons
     msgpack_pack_map(pk, count);
     for (size_t i = 0; i < count; i++) {
         key *ky = &keys[i];
-        msgpack_pack_str(pk, ky->n);
-        msgpack_pack_str_body(pk, ky->s, ky->n);
+        jd_mp_pack_str(pk, ky->s, ky->n);
         if (ky->is_num) {
             if (ky->is_int)
                 lua_pushinteger(L, ky->i);
@@ -187,8 +187,7 @@ static int pack_value(lua_State *L, int idx, msgpack_packer *pk, int depth, cons
     case LUA_TSTRING: {
         size_t n;
         const char *s = lua_tolstring(L, idx, &n);
-        msgpack_pack_str(pk, n);
-        msgpack_pack_str_body(pk, s, n);
+        jd_mp_pack_str(pk, s, n);
         return 0;
     }
     case LUA_TTABLE: return pack_table(L, idx, pk, depth, err);

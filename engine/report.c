@@ -112,18 +112,10 @@ char *jd_engine_describe(const jd_engine *e)
 
 /* ---------------------------------------------------------------- JSON */
 
-static void pk_str(msgpack_packer *pk, const char *s, size_t n)
-{
-    msgpack_pack_str(pk, n);
-    msgpack_pack_str_body(pk, s, n);
-}
-
-static void pk_cstr(msgpack_packer *pk, const char *s) { pk_str(pk, s, strlen(s)); }
-
 static void pk_time(msgpack_packer *pk, int64_t ms)
 {
     char t[40];
-    pk_str(pk, t, jd_time_format(ms, t));
+    jd_mp_pack_str(pk, t, jd_time_format(ms, t));
 }
 
 /* Turns a packed msgpack value into malloc'd JSON text. */
@@ -164,44 +156,44 @@ char *jd_engine_user_json(const jd_engine *e, const char *id, size_t n)
     msgpack_packer pk;
     msgpack_packer_init(&pk, &mp, jd_buf_msgpack_write);
     msgpack_pack_map(&pk, 7);
-    pk_cstr(&pk, "id");
-    pk_str(&pk, u->id, u->idlen);
-    pk_cstr(&pk, "traits");
+    jd_mp_pack_cstr(&pk, "id");
+    jd_mp_pack_str(&pk, u->id, u->idlen);
+    jd_mp_pack_cstr(&pk, "traits");
     if (u->traits.len)
         jd_buf_append(&mp, u->traits.data, u->traits.len);
     else
         msgpack_pack_map(&pk, 0);
-    pk_cstr(&pk, "segments");
+    jd_mp_pack_cstr(&pk, "segments");
     msgpack_pack_array(&pk, u->nsegments);
     for (size_t i = 0; i < u->nsegments; i++)
-        pk_cstr(&pk, u->segments[i]);
-    pk_cstr(&pk, "score");
+        jd_mp_pack_cstr(&pk, u->segments[i]);
+    jd_mp_pack_cstr(&pk, "score");
     msgpack_pack_double(&pk, u->score);
 
     size_t ninst = 0;
     for (const jd_instance *i = u->instances; i; i = i->next)
         ninst++;
-    pk_cstr(&pk, "journeys");
+    jd_mp_pack_cstr(&pk, "journeys");
     msgpack_pack_array(&pk, ninst);
     for (const jd_instance *i = u->instances; i; i = i->next) {
         const jd_journey *j = &d->journeys[i->journey];
         msgpack_pack_map(&pk, 7);
-        pk_cstr(&pk, "journey");
-        pk_cstr(&pk, j->name);
-        pk_cstr(&pk, "key");
+        jd_mp_pack_cstr(&pk, "journey");
+        jd_mp_pack_cstr(&pk, j->name);
+        jd_mp_pack_cstr(&pk, "key");
         if (i->keylen)
-            pk_str(&pk, i->key, i->keylen);
+            jd_mp_pack_str(&pk, i->key, i->keylen);
         else
             msgpack_pack_nil(&pk);
-        pk_cstr(&pk, "status");
-        pk_cstr(&pk, status_name(i->status));
-        pk_cstr(&pk, "stage");
-        pk_cstr(&pk, j->stages[i->stage].name);
-        pk_cstr(&pk, "entered_at");
+        jd_mp_pack_cstr(&pk, "status");
+        jd_mp_pack_cstr(&pk, status_name(i->status));
+        jd_mp_pack_cstr(&pk, "stage");
+        jd_mp_pack_cstr(&pk, j->stages[i->stage].name);
+        jd_mp_pack_cstr(&pk, "entered_at");
         pk_time(&pk, i->entered_at);
-        pk_cstr(&pk, "stage_entered_at");
+        jd_mp_pack_cstr(&pk, "stage_entered_at");
         pk_time(&pk, i->stage_entered_at);
-        pk_cstr(&pk, "entries");
+        jd_mp_pack_cstr(&pk, "entries");
         msgpack_pack_uint32(&pk, i->entries);
     }
     /* pending timers follow from the stage entry: each j.after of the current stage
@@ -215,7 +207,7 @@ char *jd_engine_user_json(const jd_engine *e, const char *id, size_t n)
         for (size_t k = 0; k < st->nafter; k++)
             npend += i->stage_entered_at + st->after[k]->delay_ms > now;
     }
-    pk_cstr(&pk, "pending_timers");
+    jd_mp_pack_cstr(&pk, "pending_timers");
     msgpack_pack_array(&pk, npend);
     for (const jd_instance *i = u->instances; i; i = i->next) {
         if (i->status != JD_INST_ACTIVE)
@@ -227,22 +219,22 @@ char *jd_engine_user_json(const jd_engine *e, const char *id, size_t n)
             if (due <= now)
                 continue;
             msgpack_pack_map(&pk, 5);
-            pk_cstr(&pk, "journey");
-            pk_cstr(&pk, j->name);
-            pk_cstr(&pk, "key");
+            jd_mp_pack_cstr(&pk, "journey");
+            jd_mp_pack_cstr(&pk, j->name);
+            jd_mp_pack_cstr(&pk, "key");
             if (i->keylen)
-                pk_str(&pk, i->key, i->keylen);
+                jd_mp_pack_str(&pk, i->key, i->keylen);
             else
                 msgpack_pack_nil(&pk);
-            pk_cstr(&pk, "stage");
-            pk_cstr(&pk, st->name);
-            pk_cstr(&pk, "after");
-            pk_cstr(&pk, st->after[k]->delay_text);
-            pk_cstr(&pk, "due");
+            jd_mp_pack_cstr(&pk, "stage");
+            jd_mp_pack_cstr(&pk, st->name);
+            jd_mp_pack_cstr(&pk, "after");
+            jd_mp_pack_cstr(&pk, st->after[k]->delay_text);
+            jd_mp_pack_cstr(&pk, "due");
             pk_time(&pk, due);
         }
     }
-    pk_cstr(&pk, "decisions");
+    jd_mp_pack_cstr(&pk, "decisions");
     msgpack_pack_array(&pk, u->ndecisions);
     int cap = e->opts.decisions_per_user;
     for (int k = 0; k < u->ndecisions; k++) {
@@ -250,22 +242,22 @@ char *jd_engine_user_json(const jd_engine *e, const char *id, size_t n)
         int idx = (u->dec_next - u->ndecisions + k + cap) % (cap ? cap : 1);
         const jd_decision *dc = &u->decisions[idx];
         msgpack_pack_map(&pk, 5);
-        pk_cstr(&pk, "time");
+        jd_mp_pack_cstr(&pk, "time");
         pk_time(&pk, dc->time);
-        pk_cstr(&pk, "kind");
-        pk_cstr(&pk, jd_decision_kind_name(dc->kind));
-        pk_cstr(&pk, "journey");
+        jd_mp_pack_cstr(&pk, "kind");
+        jd_mp_pack_cstr(&pk, jd_decision_kind_name(dc->kind));
+        jd_mp_pack_cstr(&pk, "journey");
         if (dc->journey >= 0 && (size_t)dc->journey < d->njourneys)
-            pk_cstr(&pk, d->journeys[dc->journey].name);
+            jd_mp_pack_cstr(&pk, d->journeys[dc->journey].name);
         else
             msgpack_pack_nil(&pk);
-        pk_cstr(&pk, "stage");
+        jd_mp_pack_cstr(&pk, "stage");
         if (dc->journey >= 0 && (size_t)dc->journey < d->njourneys && dc->stage >= 0)
-            pk_cstr(&pk, d->journeys[dc->journey].stages[dc->stage].name);
+            jd_mp_pack_cstr(&pk, d->journeys[dc->journey].stages[dc->stage].name);
         else
             msgpack_pack_nil(&pk);
-        pk_cstr(&pk, "detail");
-        pk_cstr(&pk, dc->detail);
+        jd_mp_pack_cstr(&pk, "detail");
+        jd_mp_pack_cstr(&pk, dc->detail);
     }
     return to_json(e, &mp);
 }
@@ -274,17 +266,17 @@ static void pack_journey_counts(msgpack_packer *pk, const jd_journey *j, const j
 {
     char v[24];
     snprintf(v, sizeof v, "%016llx", (unsigned long long)j->version);
-    pk_cstr(pk, "name");
-    pk_cstr(pk, j->name);
-    pk_cstr(pk, "version");
-    pk_cstr(pk, v);
-    pk_cstr(pk, "entered");
+    jd_mp_pack_cstr(pk, "name");
+    jd_mp_pack_cstr(pk, j->name);
+    jd_mp_pack_cstr(pk, "version");
+    jd_mp_pack_cstr(pk, v);
+    jd_mp_pack_cstr(pk, "entered");
     msgpack_pack_uint64(pk, c->entered);
-    pk_cstr(pk, "active");
+    jd_mp_pack_cstr(pk, "active");
     msgpack_pack_uint64(pk, c->active);
-    pk_cstr(pk, "converted");
+    jd_mp_pack_cstr(pk, "converted");
     msgpack_pack_uint64(pk, c->converted);
-    pk_cstr(pk, "exited");
+    jd_mp_pack_cstr(pk, "exited");
     msgpack_pack_uint64(pk, c->exited);
 }
 
@@ -295,16 +287,16 @@ char *jd_engine_journeys_json(const jd_engine *e)
     msgpack_packer pk;
     msgpack_packer_init(&pk, &mp, jd_buf_msgpack_write);
     msgpack_pack_map(&pk, 1);
-    pk_cstr(&pk, "journeys");
+    jd_mp_pack_cstr(&pk, "journeys");
     msgpack_pack_array(&pk, e->defs->njourneys);
     for (size_t i = 0; i < e->defs->njourneys; i++) {
         const jd_journey *j = &e->defs->journeys[i];
         msgpack_pack_map(&pk, 7);
         pack_journey_counts(&pk, j, &e->counts[i]);
-        pk_cstr(&pk, "stages");
+        jd_mp_pack_cstr(&pk, "stages");
         msgpack_pack_array(&pk, j->nstages);
         for (size_t s = 0; s < j->nstages; s++)
-            pk_cstr(&pk, j->stages[s].name);
+            jd_mp_pack_cstr(&pk, j->stages[s].name);
     }
     return to_json(e, &mp);
 }
@@ -321,24 +313,24 @@ char *jd_engine_journey_json(const jd_engine *e, const char *name, size_t n)
     msgpack_packer_init(&pk, &mp, jd_buf_msgpack_write);
     msgpack_pack_map(&pk, 7);
     pack_journey_counts(&pk, j, c);
-    pk_cstr(&pk, "stages");
+    jd_mp_pack_cstr(&pk, "stages");
     msgpack_pack_array(&pk, j->nstages);
     for (size_t s = 0; s < j->nstages; s++) {
         const jd_stage_count *sc = &c->stages[s];
         msgpack_pack_map(&pk, 7);
-        pk_cstr(&pk, "name");
-        pk_cstr(&pk, j->stages[s].name);
-        pk_cstr(&pk, "entered");
+        jd_mp_pack_cstr(&pk, "name");
+        jd_mp_pack_cstr(&pk, j->stages[s].name);
+        jd_mp_pack_cstr(&pk, "entered");
         msgpack_pack_uint64(&pk, sc->entered);
-        pk_cstr(&pk, "now");
+        jd_mp_pack_cstr(&pk, "now");
         msgpack_pack_uint64(&pk, sc->now);
-        pk_cstr(&pk, "moved_on");
+        jd_mp_pack_cstr(&pk, "moved_on");
         msgpack_pack_uint64(&pk, sc->moved_on);
-        pk_cstr(&pk, "timed_out");
+        jd_mp_pack_cstr(&pk, "timed_out");
         msgpack_pack_uint64(&pk, sc->timed_out);
-        pk_cstr(&pk, "converted");
+        jd_mp_pack_cstr(&pk, "converted");
         msgpack_pack_uint64(&pk, sc->converted);
-        pk_cstr(&pk, "exited");
+        jd_mp_pack_cstr(&pk, "exited");
         msgpack_pack_uint64(&pk, sc->exited);
     }
     return to_json(e, &mp);

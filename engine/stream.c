@@ -56,13 +56,6 @@ static void send_frame(conn *c, const jd_buf *payload)
     bufferevent_write(c->bev, payload->data, payload->len);
 }
 
-static void pk_cstr(msgpack_packer *pk, const char *s)
-{
-    size_t n = strlen(s);
-    msgpack_pack_str(pk, n);
-    msgpack_pack_str_body(pk, s, n);
-}
-
 static void fatal(conn *c, const char *msg)
 {
     jd_buf b;
@@ -70,9 +63,9 @@ static void fatal(conn *c, const char *msg)
     msgpack_packer pk;
     msgpack_packer_init(&pk, &b, jd_buf_msgpack_write);
     msgpack_pack_map(&pk, 2);
-    pk_cstr(&pk, "error");
-    pk_cstr(&pk, msg);
-    pk_cstr(&pk, "fatal");
+    jd_mp_pack_cstr(&pk, "error");
+    jd_mp_pack_cstr(&pk, msg);
+    jd_mp_pack_cstr(&pk, "fatal");
     msgpack_pack_true(&pk);
     send_frame(c, &b);
     jd_buf_free(&b);
@@ -188,19 +181,19 @@ static void batch(conn *c, const msgpack_object *o)
         s->rejected[JD_REJ_INVALID]++;
         nrej++;
         msgpack_pack_map(&rk, 2);
-        pk_cstr(&rk, "index");
+        jd_mp_pack_cstr(&rk, "index");
         msgpack_pack_uint32(&rk, i);
-        pk_cstr(&rk, "error");
-        pk_cstr(&rk, err);
+        jd_mp_pack_cstr(&rk, "error");
+        jd_mp_pack_cstr(&rk, err);
     }
     msgpack_packer pk;
     msgpack_packer_init(&pk, &ack, jd_buf_msgpack_write);
     msgpack_pack_map(&pk, 3);
-    pk_cstr(&pk, "seq");
+    jd_mp_pack_cstr(&pk, "seq");
     msgpack_pack_uint64(&pk, c->seq);
-    pk_cstr(&pk, "accepted");
+    jd_mp_pack_cstr(&pk, "accepted");
     msgpack_pack_uint32(&pk, accepted);
-    pk_cstr(&pk, "rejected");
+    jd_mp_pack_cstr(&pk, "rejected");
     msgpack_pack_array(&pk, nrej);
     jd_buf_append(&ack, rej.data, rej.len);
     jd_buf_free(&rej);
@@ -319,7 +312,7 @@ static void on_read(struct bufferevent *bev, void *arg)
                 msgpack_packer pk;
                 msgpack_packer_init(&pk, &b, jd_buf_msgpack_write);
                 msgpack_pack_map(&pk, 1);
-                pk_cstr(&pk, "ok");
+                jd_mp_pack_cstr(&pk, "ok");
                 msgpack_pack_true(&pk);
                 send_frame(c, &b);
                 jd_buf_free(&b);

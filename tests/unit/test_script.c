@@ -7,57 +7,10 @@
 #include <signal.h>
 #include <sys/wait.h>
 
-#define HDR                                                                            \
-    "local j = require \"journey\"\n"                                                  \
-    "j.channel \"email\" { type = \"webhook\", url = \"http://127.0.0.1:9/email\" }\n" \
-    "j.channel \"team\" { type = \"slack\", url = \"http://127.0.0.1:9/team\" }\n"
 
-#define EXPECT_COUNT(r, n, ...)                                                                               \
-    do {                                                                                                      \
-        size_t got_ = tu_count((r), __VA_ARGS__, NULL);                                                       \
-        if (got_ != (size_t)(n)) {                                                                            \
-            tu_dump(r);                                                                                       \
-            fail_msg("%s:%d: expected %zu action(s) matching [%s], got %zu", __FILE__, __LINE__, (size_t)(n), \
-                     #__VA_ARGS__, got_);                                                                     \
-        }                                                                                                     \
-    } while (0)
 
-#define EXPECT_STAT(r, name, n)                                                                                    \
-    do {                                                                                                           \
-        uint64_t v_ = jd_engine_stat((r)->e, name);                                                                \
-        if (v_ != (uint64_t)(n)) {                                                                                 \
-            tu_dump(r);                                                                                            \
-            fail_msg("%s:%d: stat %s: expected %llu, got %llu", __FILE__, __LINE__, name, (unsigned long long)(n), \
-                     (unsigned long long)v_);                                                                      \
-        }                                                                                                          \
-    } while (0)
 
-static size_t nlogs(const tu_run *r, ...)
-{
-    size_t n = 0;
-    for (size_t i = 0; i < r->nlogs; i++) {
-        va_list ap;
-        va_start(ap, r);
-        int ok = 1;
-        const char *s;
-        while ((s = va_arg(ap, const char *)))
-            if (!strstr(r->logs[i], s))
-                ok = 0;
-        va_end(ap);
-        n += ok;
-    }
-    return n;
-}
 
-#define EXPECT_LOGS(r, n, ...)                                                                                  \
-    do {                                                                                                        \
-        size_t got_ = nlogs((r), __VA_ARGS__, NULL);                                                            \
-        if (got_ != (size_t)(n)) {                                                                              \
-            tu_dump(r);                                                                                         \
-            fail_msg("%s:%d: expected %zu log line(s) matching [%s], got %zu", __FILE__, __LINE__, (size_t)(n), \
-                     #__VA_ARGS__, got_);                                                                       \
-        }                                                                                                       \
-    } while (0)
 
 static int line_of(const char *src, const char *marker)
 {

@@ -44,8 +44,17 @@ static void tu_on_log(const char *level, const char *line, void *ud)
     r->logs[r->nlogs++] = s;
 }
 
-/* Writes lua to a temporary file and loads it. Returns NULL and fills err on failure. */
+/* Writes lua to a temporary file and loads it with opts. NULL and err on failure. */
+static inline jd_engine *tu_load_opts(tu_run *r, const char *lua, const jd_options *opts, jd_error *err);
+
+/* Writes lua to a temporary file and loads it on a virtual clock. NULL and err on failure. */
 static inline jd_engine *tu_load(tu_run *r, const char *lua, jd_error *err)
+{
+    jd_options o = {.virtual_clock = 1};
+    return tu_load_opts(r, lua, &o, err);
+}
+
+static inline jd_engine *tu_load_opts(tu_run *r, const char *lua, const jd_options *opts, jd_error *err)
 {
     memset(r, 0, sizeof *r);
     snprintf(r->path, sizeof r->path, "/tmp/jdtest-%d-XXXXXX.lua", (int)getpid());
@@ -58,8 +67,7 @@ static inline jd_engine *tu_load(tu_run *r, const char *lua, jd_error *err)
         return NULL;
     }
     close(fd);
-    jd_options o = {.virtual_clock = 1};
-    r->e = jd_engine_new(r->path, &o, err);
+    r->e = jd_engine_new(r->path, opts, err);
     if (r->e) {
         jd_engine_on_action(r->e, tu_on_action, r);
         jd_engine_on_log(r->e, tu_on_log, r);
@@ -142,5 +150,82 @@ static inline void tu_dump(const tu_run *r)
     for (size_t i = 0; i < r->nlogs; i++)
         fprintf(stderr, "  log %zu: %s\n", i, r->logs[i]);
 }
+
+/* ---------------------------------------------------------------- shared by the script tests */
+
+/* Two channels every test script declares (3 lines). */
+#define HDR                                                                            \
+    "local j = require \"journey\"\n"                                                  \
+    "j.channel \"email\" { type = \"webhook\", url = \"http://127.0.0.1:9/email\" }\n" \
+    "j.channel \"team\" { type = \"slack\", url = \"http://127.0.0.1:9/team\" }\n"
+
+static inline size_t tu_nlogs(const tu_run *r, ...)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < r->nlogs; i++) {
+        va_list ap;
+        va_start(ap, r);
+        int ok = 1;
+        const char *s;
+        while ((s = va_arg(ap, const char *)))
+            if (!strstr(r->logs[i], s))
+                ok = 0;
+        va_end(ap);
+        n += ok;
+    }
+    return n;
+}
+
+#define EXPECT_COUNT(r, n, ...)                                                                               \
+    do {                                                                                                      \
+        size_t got_ = tu_count((r), __VA_ARGS__, NULL);                                                       \
+        if (got_ != (size_t)(n)) {                                                                            \
+            tu_dump(r);                                                                                       \
+            fail_msg("%s:%d: expected %zu action(s) matching [%s], got %zu", __FILE__, __LINE__, (size_t)(n), \
+                     #__VA_ARGS__, got_);                                                                     \
+        }                                                                                                     \
+    } while (0)
+
+#define EXPECT_NACTIONS(r, n)                                                                                   \
+    do {                                                                                                        \
+        if ((r)->nactions != (size_t)(n)) {                                                                     \
+            tu_dump(r);                                                                                         \
+            fail_msg("%s:%d: expected %zu action(s), got %zu", __FILE__, __LINE__, (size_t)(n), (r)->nactions); \
+        }                                                                                                       \
+    } while (0)
+
+#define EXPECT_ACTION(r, i, ...)                                                                         \
+    do {                                                                                                 \
+        const char *subs_[] = {__VA_ARGS__, NULL};                                                       \
+        if ((size_t)(i) >= (r)->nactions) {                                                              \
+            tu_dump(r);                                                                                  \
+            fail_msg("%s:%d: no action %zu (have %zu)", __FILE__, __LINE__, (size_t)(i), (r)->nactions); \
+        }                                                                                                \
+        for (const char **s_ = subs_; *s_; s_++)                                                         \
+            if (!strstr((r)->actions[i], *s_)) {                                                         \
+                tu_dump(r);                                                                              \
+                fail_msg("%s:%d: action %zu lacks %s", __FILE__, __LINE__, (size_t)(i), *s_);            \
+            }                                                                                            \
+    } while (0)
+
+#define EXPECT_STAT(r, name, n)                                                                                    \
+    do {                                                                                                           \
+        uint64_t v_ = jd_engine_stat((r)->e, name);                                                                \
+        if (v_ != (uint64_t)(n)) {                                                                                 \
+            tu_dump(r);                                                                                            \
+            fail_msg("%s:%d: stat %s: expected %llu, got %llu", __FILE__, __LINE__, name, (unsigned long long)(n), \
+                     (unsigned long long)v_);                                                                      \
+        }                                                                                                          \
+    } while (0)
+
+#define EXPECT_LOGS(r, n, ...)                                                                                  \
+    do {                                                                                                        \
+        size_t got_ = tu_nlogs((r), __VA_ARGS__, NULL);                                                            \
+        if (got_ != (size_t)(n)) {                                                                              \
+            tu_dump(r);                                                                                         \
+            fail_msg("%s:%d: expected %zu log line(s) matching [%s], got %zu", __FILE__, __LINE__, (size_t)(n), \
+                     #__VA_ARGS__, got_);                                                                       \
+        }                                                                                                       \
+    } while (0)
 
 #endif
