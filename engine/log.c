@@ -212,7 +212,8 @@ jd_log *jd_log_open(const char *dir, const jd_log_opts *opts, jd_log_info *info,
         }
     }
     closedir(d);
-    qsort(l->segs, l->nsegs, sizeof *l->segs, cmp_u64);
+    if (l->nsegs)
+        qsort(l->segs, l->nsegs, sizeof *l->segs, cmp_u64);
     info->segments = l->nsegs;
     l->next_lsn = 1;
     if (l->nsegs) {
