@@ -69,7 +69,10 @@ void jd_buf_append(jd_buf *b, const void *p, size_t n)
     b->len += n;
 }
 
-void jd_buf_puts(jd_buf *b, const char *s) { jd_buf_append(b, s, strlen(s)); }
+void jd_buf_puts(jd_buf *b, const char *s)
+{
+    jd_buf_append(b, s, strlen(s));
+}
 
 void jd_buf_printf(jd_buf *b, const char *fmt, ...)
 {

@@ -23,7 +23,10 @@ void jd_buf_printf(jd_buf *b, const char *fmt, ...) __attribute__((format(printf
 /* NUL-terminates without counting the NUL in len; returns data. */
 const char *jd_buf_cstr(jd_buf *b);
 
-static inline void jd_buf_reset(jd_buf *b) { b->len = 0; }
+static inline void jd_buf_reset(jd_buf *b)
+{
+    b->len = 0;
+}
 static inline void jd_buf_putc(jd_buf *b, char c)
 {
     if (b->len + 1 > b->cap)

@@ -38,7 +38,10 @@ int64_t jd_monotonic_ns(void)
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
-int64_t jd_monotonic_ms(void) { return jd_monotonic_ns() / 1000000; }
+int64_t jd_monotonic_ms(void)
+{
+    return jd_monotonic_ns() / 1000000;
+}
 
 /* Days since 1970-01-01 for a proleptic Gregorian date (Howard Hinnant's algorithm,
  * public-domain arithmetic). */
@@ -89,8 +92,8 @@ int jd_time_parse(const char *s, size_t n, int64_t *ms)
 {
     size_t i = 0;
     int y, mo, d, h = 0, mi = 0, sec = 0, frac = 0;
-    if (digits(s, n, &i, 4, &y) || i >= n || s[i++] != '-' || digits(s, n, &i, 2, &mo) ||
-        i >= n || s[i++] != '-' || digits(s, n, &i, 2, &d))
+    if (digits(s, n, &i, 4, &y) || i >= n || s[i++] != '-' || digits(s, n, &i, 2, &mo) || i >= n || s[i++] != '-' ||
+        digits(s, n, &i, 2, &d))
         return -1;
     if (mo < 1 || mo > 12 || d < 1 || d > month_days(y, mo))
         return -1;

@@ -12,7 +12,10 @@ void jd_dedupe_init(jd_dedupe *d, int64_t ttl_ms)
     d->ttl_ms = ttl_ms;
 }
 
-void jd_dedupe_free(jd_dedupe *d) { free(d->slots); }
+void jd_dedupe_free(jd_dedupe *d)
+{
+    free(d->slots);
+}
 
 static int expired(const jd_dedupe *d, const jd_dedupe_slot *s)
 {

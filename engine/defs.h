@@ -34,10 +34,10 @@ typedef struct jd_trigger {
     int target; /* stage index for GO */
     int64_t delay_ms;
     char *delay_text;
-    int journey; /* index, -1 for rules */
-    int stage;   /* index, -1 when not in a stage */
-    int index;   /* position among its stage's triggers or afters */
-    int unit;    /* ordering: journeys and rules run in definition order */
+    int journey;   /* index, -1 for rules */
+    int stage;     /* index, -1 when not in a stage */
+    int index;     /* position among its stage's triggers or afters */
+    int unit;      /* ordering: journeys and rules run in definition order */
     char *loc;     /* "file:line" where it was made */
     char *rule_id; /* stable name: "journey/stage/on Project Created" */
 } jd_trigger;
@@ -103,9 +103,9 @@ typedef struct jd_defs {
     size_t nchannels;
     jd_source *sources;
     size_t nsources;
-    jd_map channel_by_name; /* name -> jd_channel* */
-    jd_map journey_by_name; /* name -> jd_journey* */
-    jd_map index;           /* "<type>\0<name>" -> jd_tlist* */
+    jd_map channel_by_name;     /* name -> jd_channel* */
+    jd_map journey_by_name;     /* name -> jd_journey* */
+    jd_map index;               /* "<type>\0<name>" -> jd_tlist* */
     jd_tlist any[JD_EV_NTYPES]; /* triggers without a name */
 } jd_defs;
 

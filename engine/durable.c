@@ -122,7 +122,8 @@ int jd_durable_open(jd_server *s, const char *data_dir, char *err, size_t errlen
         jd_buf b;
         jd_buf_init(&b);
         jd_buf_puts(&b, "\"reason\":");
-        msgpack_object o = {.type = MSGPACK_OBJECT_STR, .via.str = {(uint32_t)strlen(info.cut_reason), info.cut_reason}};
+        msgpack_object o = {.type = MSGPACK_OBJECT_STR,
+                            .via.str = {(uint32_t)strlen(info.cut_reason), info.cut_reason}};
         jd_json_write(s->jw, &o, &b);
         jd_buf_printf(&b, ",\"bytes\":%llu,\"last_lsn\":%llu", (unsigned long long)info.cut_bytes,
                       (unsigned long long)info.last_lsn);

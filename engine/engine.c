@@ -14,8 +14,8 @@
 #define MAX_CHAIN 16 /* stage moves caused by one input (enter hooks calling go) */
 
 static const char *const stat_names[JD_NSTATS] = {
-    "events", "duplicates", "invalid", "unmatched", "actions", "lua_errors",
-    "lua_calls", "timers_scheduled", "timers_fired", "timers_dropped", "late", "transitions", "timers_skipped",
+    "events",           "duplicates",   "invalid",        "unmatched", "actions",     "lua_errors",     "lua_calls",
+    "timers_scheduled", "timers_fired", "timers_dropped", "late",      "transitions", "timers_skipped",
 };
 
 void jd_engine_decide(jd_engine *e, int kind, const jd_journey *j, int stage, const char *fmt, ...)
@@ -60,7 +60,10 @@ static char *dir_of(const char *path)
     return jd_strndup(path, (size_t)(slash - path));
 }
 
-static void free_user(void *p) { jd_user_free(p); }
+static void free_user(void *p)
+{
+    jd_user_free(p);
+}
 
 /* Creates a Lua state, runs config_path in it and compiles the registry into defs. On
  * success the engine's script, ctx and defs are the new ones and *old_script / *old_defs
@@ -107,8 +110,8 @@ static int load_scripts(jd_engine *e, const char *config_path, jd_script **old_s
     e->defs = d;
     msgpack_zone_clear(&e->config_zone);
     size_t off = 0;
-    if (!e->config.len || msgpack_unpack(e->config.data, e->config.len, &off, &e->config_zone, &e->config_obj) !=
-                              MSGPACK_UNPACK_SUCCESS)
+    if (!e->config.len ||
+        msgpack_unpack(e->config.data, e->config.len, &off, &e->config_zone, &e->config_obj) != MSGPACK_UNPACK_SUCCESS)
         e->config_obj.type = MSGPACK_OBJECT_NIL;
     return 0;
 }
@@ -345,7 +348,10 @@ void jd_engine_on_log(jd_engine *e, jd_log_fn fn, void *ud)
     e->on_log_ud = ud;
 }
 
-int64_t jd_engine_now(const jd_engine *e) { return jd_clock_now(&e->clock); }
+int64_t jd_engine_now(const jd_engine *e)
+{
+    return jd_clock_now(&e->clock);
+}
 
 int64_t jd_engine_next_due(const jd_engine *e)
 {
@@ -381,9 +387,15 @@ uint64_t jd_engine_stat(const jd_engine *e, const char *name)
     return 0;
 }
 
-int jd_parse_time(const char *s, int64_t *ms) { return jd_time_parse(s, strlen(s), ms); }
+int jd_parse_time(const char *s, int64_t *ms)
+{
+    return jd_time_parse(s, strlen(s), ms);
+}
 
-int jd_parse_duration(const char *s, int64_t *ms) { return jd_duration_parse(s, strlen(s), ms); }
+int jd_parse_duration(const char *s, int64_t *ms)
+{
+    return jd_duration_parse(s, strlen(s), ms);
+}
 
 char *jd_tick_record(int64_t t_ms, size_t *len)
 {
@@ -396,7 +408,10 @@ char *jd_tick_record(int64_t t_ms, size_t *len)
 
 /* ---------------------------------------------------------------- hooks */
 
-static int in_segment_cb(void *ud, const char *name, size_t n) { return jd_user_in_segment(ud, name, n); }
+static int in_segment_cb(void *ud, const char *name, size_t n)
+{
+    return jd_user_in_segment(ud, name, n);
+}
 
 static const msgpack_object *user_traits(jd_engine *e)
 {
@@ -547,9 +562,18 @@ static int rule_repeat(jd_engine *e, const char *rule, const jd_instance *inst)
     return n;
 }
 
-const char *jd_action_id(const jd_action *a) { return a->id; }
-int64_t jd_action_time(const jd_action *a) { return a->time; }
-const char *jd_action_channel(const jd_action *a) { return a->channel->name; }
+const char *jd_action_id(const jd_action *a)
+{
+    return a->id;
+}
+int64_t jd_action_time(const jd_action *a)
+{
+    return a->time;
+}
+const char *jd_action_channel(const jd_action *a)
+{
+    return a->channel->name;
+}
 
 const char *jd_action_json(const jd_action *a, size_t *len)
 {
@@ -680,8 +704,7 @@ static void leave(jd_engine *e, const jd_journey *j, jd_instance *inst, jd_inst_
     inst->touched = e->event_seq;
 }
 
-static void move(jd_engine *e, const jd_journey *j, jd_instance *inst, int target, int64_t at, int depth,
-                 int timed_out)
+static void move(jd_engine *e, const jd_journey *j, jd_instance *inst, int target, int64_t at, int depth, int timed_out)
 {
     if (inst->status != JD_INST_ACTIVE)
         return;
@@ -704,8 +727,8 @@ static void move(jd_engine *e, const jd_journey *j, jd_instance *inst, int targe
 }
 
 /* After a hook ran (rc 0) or failed: follow its go/exit, else the trigger's action. */
-static void follow(jd_engine *e, const jd_journey *j, jd_instance *inst, int go, int ex, jd_action_kind act,
-                   int target, int64_t at, int depth, int timed_out)
+static void follow(jd_engine *e, const jd_journey *j, jd_instance *inst, int go, int ex, jd_action_kind act, int target,
+                   int64_t at, int depth, int timed_out)
 {
     if (ex)
         leave(e, j, inst, JD_INST_EXITED);
@@ -812,8 +835,7 @@ static void enter_journey(jd_engine *e, const jd_journey *j, const char *key, si
 static int event_key(jd_engine *e, const jd_journey *j, const char **key, size_t *keylen)
 {
     const jd_event *ev = e->ev;
-    const msgpack_object *src =
-        ev->type == JD_EV_IDENTIFY || ev->type == JD_EV_GROUP ? ev->traits : ev->properties;
+    const msgpack_object *src = ev->type == JD_EV_IDENTIFY || ev->type == JD_EV_GROUP ? ev->traits : ev->properties;
     const msgpack_object *o = jd_mp_path(src, j->key, j->keylen);
     if (!o)
         return 0;
@@ -974,8 +996,8 @@ static void timer_event(jd_engine *e)
     const msgpack_object *gen = jd_mp_get(ev->properties, "gen", 3);
     const msgpack_object *aft = jd_mp_get(ev->properties, "after", 5);
     if (!jn || jn->type != MSGPACK_OBJECT_STR || !ky || ky->type != MSGPACK_OBJECT_STR || !iid ||
-        iid->type != MSGPACK_OBJECT_POSITIVE_INTEGER || !gen || gen->type != MSGPACK_OBJECT_POSITIVE_INTEGER ||
-        !aft || aft->type != MSGPACK_OBJECT_POSITIVE_INTEGER) {
+        iid->type != MSGPACK_OBJECT_POSITIVE_INTEGER || !gen || gen->type != MSGPACK_OBJECT_POSITIVE_INTEGER || !aft ||
+        aft->type != MSGPACK_OBJECT_POSITIVE_INTEGER) {
         e->stats[JD_STAT_INVALID]++;
         return;
     }
@@ -1155,8 +1177,7 @@ void jd_engine_advance(jd_engine *e, int64_t t)
         jd_engine_log(e, "warn",
                       "timers overdue at %s: %llu fired late, %llu skipped (more than %lld ms overdue; "
                       "overdue_limit)",
-                      when, (unsigned long long)overdue_fired, (unsigned long long)overdue_skipped,
-                      (long long)limit);
+                      when, (unsigned long long)overdue_fired, (unsigned long long)overdue_skipped, (long long)limit);
     }
 }
 
@@ -1186,8 +1207,7 @@ int jd_engine_process(jd_engine *e, const void *record, size_t len, jd_error *er
     msgpack_object root;
     size_t off = 0;
     jd_event ev;
-    if (msgpack_unpack(record, len, &off, &e->in_zone, &root) != MSGPACK_UNPACK_SUCCESS ||
-        jd_event_view(&root, &ev)) {
+    if (msgpack_unpack(record, len, &off, &e->in_zone, &root) != MSGPACK_UNPACK_SUCCESS || jd_event_view(&root, &ev)) {
         e->stats[JD_STAT_INVALID]++;
         if (err)
             snprintf(err->text, sizeof err->text, "not an event record");
@@ -1246,4 +1266,3 @@ int jd_engine_ingest_json(jd_engine *e, const char *json, size_t len, const char
     process_input(e, &ev);
     return 0;
 }
-

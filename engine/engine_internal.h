@@ -39,8 +39,8 @@ typedef struct jd_effects {
 
 /* The call a hook is running in (ctx's view). */
 typedef struct jd_call {
-    uint64_t id;       /* bumps per call; a ctx kept past its call is refused */
-    int readonly;      /* `when` predicates */
+    uint64_t id;  /* bumps per call; a ctx kept past its call is refused */
+    int readonly; /* `when` predicates */
     const jd_journey *journey;
     int stage;
     jd_instance *inst;
@@ -73,9 +73,20 @@ struct jd_action {
 };
 
 enum {
-    JD_STAT_EVENTS, JD_STAT_DUPLICATES, JD_STAT_INVALID, JD_STAT_UNMATCHED, JD_STAT_ACTIONS, JD_STAT_LUA_ERRORS,
-    JD_STAT_LUA_CALLS, JD_STAT_TIMERS_SCHEDULED, JD_STAT_TIMERS_FIRED, JD_STAT_TIMERS_DROPPED, JD_STAT_LATE,
-    JD_STAT_TRANSITIONS, JD_STAT_TIMERS_SKIPPED, JD_NSTATS
+    JD_STAT_EVENTS,
+    JD_STAT_DUPLICATES,
+    JD_STAT_INVALID,
+    JD_STAT_UNMATCHED,
+    JD_STAT_ACTIONS,
+    JD_STAT_LUA_ERRORS,
+    JD_STAT_LUA_CALLS,
+    JD_STAT_TIMERS_SCHEDULED,
+    JD_STAT_TIMERS_FIRED,
+    JD_STAT_TIMERS_DROPPED,
+    JD_STAT_LATE,
+    JD_STAT_TRANSITIONS,
+    JD_STAT_TIMERS_SKIPPED,
+    JD_NSTATS
 };
 
 struct jd_engine {
@@ -83,7 +94,7 @@ struct jd_engine {
     jd_clock clock;
     jd_script *script;
     jd_defs *defs;
-    int ctx_ref; /* the reusable ctx userdata */
+    int ctx_ref;    /* the reusable ctx userdata */
     jd_map users;   /* id -> jd_user* */
     jd_map aliases; /* anonymous/previous id -> canonical id (value: malloc'd jd_str-like) */
     jd_dedupe dedupe;
@@ -91,22 +102,22 @@ struct jd_engine {
     jd_journey_count *counts;
     uint64_t *channel_actions; /* per channel */
     uint64_t stats[JD_NSTATS];
-    jd_buf config;          /* j.config packed as msgpack */
+    jd_buf config; /* j.config packed as msgpack */
     msgpack_zone config_zone;
     msgpack_object config_obj;
-    jd_buf config_text;     /* scratch for jd_engine_config */
-    jd_map config_cache;    /* text -> the same text, owned: stable pointers to hand out */
+    jd_buf config_text;  /* scratch for jd_engine_config */
+    jd_map config_cache; /* text -> the same text, owned: stable pointers to hand out */
 
     /* per event */
-    msgpack_zone zone;      /* profile unpacking while processing */
-    msgpack_zone in_zone;   /* the input record */
+    msgpack_zone zone;       /* profile unpacking while processing */
+    msgpack_zone in_zone;    /* the input record */
     msgpack_zone timer_zone; /* a timer's record */
     jd_buf trec;
     jd_buf action_json;
-    jd_buf action_rec;       /* jd_action_json scratch */
+    jd_buf action_rec; /* jd_action_json scratch */
     msgpack_zone action_zone;
-    jd_buf rec;      /* normalised record scratch */
-    jd_buf scratch;  /* json scratch */
+    jd_buf rec;     /* normalised record scratch */
+    jd_buf scratch; /* json scratch */
     jd_buf keybuf;
     jd_json_reader *jr;
     jd_json_writer *jw;
@@ -128,9 +139,9 @@ struct jd_engine {
 };
 
 /* lua_ctx.c */
-int jd_ctx_create(jd_engine *e);          /* registers the ctx metatable, returns a ref */
-int jd_journey_core_open(lua_State *L);   /* require "journey.core" */
-int jd_crypto_open(lua_State *L);         /* require "journey.crypto" (lua_crypto.c) */
+int jd_ctx_create(jd_engine *e);        /* registers the ctx metatable, returns a ref */
+int jd_journey_core_open(lua_State *L); /* require "journey.core" */
+int jd_crypto_open(lua_State *L);       /* require "journey.crypto" (lua_crypto.c) */
 void jd_effects_reset(jd_effects *fx);
 void jd_effects_free(jd_effects *fx);
 

@@ -11,7 +11,10 @@ static const char *const type_names[JD_EV_NTYPES] = {
 
 static const msgpack_object empty_map = {.type = MSGPACK_OBJECT_MAP, .via.map = {0, NULL}};
 
-const char *jd_event_type_name(jd_event_type t) { return t < JD_EV_NTYPES ? type_names[t] : "?"; }
+const char *jd_event_type_name(jd_event_type t)
+{
+    return t < JD_EV_NTYPES ? type_names[t] : "?";
+}
 
 int jd_event_type_parse(const char *s, size_t n, jd_event_type *t)
 {
@@ -58,7 +61,10 @@ void jd_mp_pack_str(msgpack_packer *pk, const char *s, size_t n)
     msgpack_pack_str_body(pk, s, n);
 }
 
-void jd_mp_pack_cstr(msgpack_packer *pk, const char *s) { jd_mp_pack_str(pk, s, strlen(s)); }
+void jd_mp_pack_cstr(msgpack_packer *pk, const char *s)
+{
+    jd_mp_pack_str(pk, s, strlen(s));
+}
 
 static int is_present(const msgpack_object *o)
 {
@@ -81,8 +87,8 @@ static void scan_fields(const msgpack_object *in, fields *f)
         size_t off;
     } known[] = {
 #define F(name) {#name, sizeof(#name) - 1, offsetof(fields, name)}
-        F(type),     F(event),      F(userId),  F(anonymousId), F(name),    F(timestamp),  F(originalTimestamp),
-        F(sentAt),   F(properties), F(traits),  F(context),     F(groupId), F(previousId), F(messageId),
+        F(type),   F(event),      F(userId), F(anonymousId), F(name),    F(timestamp),  F(originalTimestamp),
+        F(sentAt), F(properties), F(traits), F(context),     F(groupId), F(previousId), F(messageId),
 #undef F
     };
     for (uint32_t i = 0; i < in->via.map.size; i++) {
@@ -98,10 +104,10 @@ static void scan_fields(const msgpack_object *in, fields *f)
     }
 }
 
-#define FAIL(...)                                                                                                      \
-    do {                                                                                                               \
-        snprintf(err, errlen, __VA_ARGS__);                                                                            \
-        goto fail;                                                                                                     \
+#define FAIL(...)                           \
+    do {                                    \
+        snprintf(err, errlen, __VA_ARGS__); \
+        goto fail;                          \
     } while (0)
 
 int jd_event_normalize(const msgpack_object *in, int64_t default_ts, const char *default_id, jd_buf *out, char *err,
@@ -163,12 +169,8 @@ static int id_of(const msgpack_object *o, jd_str *out, char buf[24])
         out->p = o->via.str.ptr;
         out->n = o->via.str.size;
         return 1;
-    case MSGPACK_OBJECT_POSITIVE_INTEGER:
-        n = snprintf(buf, 24, "%llu", (unsigned long long)o->via.u64);
-        break;
-    case MSGPACK_OBJECT_NEGATIVE_INTEGER:
-        n = snprintf(buf, 24, "%lld", (long long)o->via.i64);
-        break;
+    case MSGPACK_OBJECT_POSITIVE_INTEGER: n = snprintf(buf, 24, "%llu", (unsigned long long)o->via.u64); break;
+    case MSGPACK_OBJECT_NEGATIVE_INTEGER: n = snprintf(buf, 24, "%lld", (long long)o->via.i64); break;
     default: return -1;
     }
     out->p = buf;
@@ -177,10 +179,10 @@ static int id_of(const msgpack_object *o, jd_str *out, char buf[24])
 }
 
 #undef FAIL
-#define FAIL(...)                                                                                                      \
-    do {                                                                                                               \
-        snprintf(err, errlen, __VA_ARGS__);                                                                            \
-        return -1;                                                                                                     \
+#define FAIL(...)                           \
+    do {                                    \
+        snprintf(err, errlen, __VA_ARGS__); \
+        return -1;                          \
     } while (0)
 
 int jd_event_prepare(const msgpack_object *in, const jd_norm_opts *opt, jd_event *ev, jd_event_ids ids, char *err,
@@ -282,8 +284,7 @@ int jd_event_prepare(const msgpack_object *in, const jd_norm_opts *opt, jd_event
         FAIL("an alias event needs \"previousId\" and \"userId\"");
 
     if (is_present(f.messageId)) {
-        if (f.messageId->type != MSGPACK_OBJECT_STR &&
-            f.messageId->type != MSGPACK_OBJECT_POSITIVE_INTEGER &&
+        if (f.messageId->type != MSGPACK_OBJECT_STR && f.messageId->type != MSGPACK_OBJECT_POSITIVE_INTEGER &&
             f.messageId->type != MSGPACK_OBJECT_NEGATIVE_INTEGER)
             FAIL("\"messageId\" must be a string");
         id_of(f.messageId, &ev->message_id, ids[4]);
@@ -292,8 +293,8 @@ int jd_event_prepare(const msgpack_object *in, const jd_norm_opts *opt, jd_event
     } else {
         FAIL("missing \"messageId\"");
     }
-    return opt->batch_context && opt->batch_context->type == MSGPACK_OBJECT_MAP &&
-           opt->batch_context->via.map.size ? 1 : 0;
+    return opt->batch_context && opt->batch_context->type == MSGPACK_OBJECT_MAP && opt->batch_context->via.map.size ? 1
+                                                                                                                    : 0;
 }
 
 static void pack_str_or_nil(msgpack_packer *pk, jd_str s)

@@ -27,7 +27,10 @@ typedef struct jd_str {
     size_t n;
 } jd_str;
 
-static inline int jd_str_eq(jd_str a, const char *s, size_t n) { return a.n == n && memcmp(a.p, s, n) == 0; }
+static inline int jd_str_eq(jd_str a, const char *s, size_t n)
+{
+    return a.n == n && memcmp(a.p, s, n) == 0;
+}
 
 /* A view into an unpacked record; pointers live as long as the record's zone. */
 typedef struct jd_event {
@@ -37,10 +40,10 @@ typedef struct jd_event {
     jd_str anonymous_id; /* may be empty */
     jd_str name;         /* track: event; page/screen: name; timer: timer id */
     jd_str message_id;
-    jd_str group_id;    /* group */
-    jd_str previous_id; /* alias */
-    int64_t timestamp;  /* ms since epoch, UTC */
-    int64_t received_at; /* when journeyd received it (the daemon's clock), 0 when unknown */
+    jd_str group_id;                  /* group */
+    jd_str previous_id;               /* alias */
+    int64_t timestamp;                /* ms since epoch, UTC */
+    int64_t received_at;              /* when journeyd received it (the daemon's clock), 0 when unknown */
     const msgpack_object *properties; /* map, never NULL */
     const msgpack_object *traits;     /* map, never NULL */
     const msgpack_object *context;    /* map, never NULL */
@@ -53,14 +56,14 @@ int jd_event_type_parse(const char *s, size_t n, jd_event_type *t);
 /* Normalises one Segment event (already converted from JSON to msgpack) into a record
  * appended to out. default_ts is used when the event has no timestamp; default_id
  * (may be NULL) when it has no messageId. Returns 0, or -1 with a reason in err. */
-int jd_event_normalize(const msgpack_object *in, int64_t default_ts, const char *default_id,
-                       jd_buf *out, char *err, size_t errlen);
+int jd_event_normalize(const msgpack_object *in, int64_t default_ts, const char *default_id, jd_buf *out, char *err,
+                       size_t errlen);
 
 /* How the HTTP API adjusts events while normalising them. */
 typedef struct jd_norm_opts {
-    int64_t default_ts;                  /* when the event has no timestamp */
-    const char *default_id;              /* when it has no messageId (may be NULL) */
-    int force_type;                      /* 1: the event's type is `type` (the endpoint's) */
+    int64_t default_ts;     /* when the event has no timestamp */
+    const char *default_id; /* when it has no messageId (may be NULL) */
+    int force_type;         /* 1: the event's type is `type` (the endpoint's) */
     jd_event_type type;
     int64_t received_ms;                 /* > 0: correct timestamps by sentAt (Segment's skew rule) */
     const msgpack_object *sent_at;       /* batch-level sentAt when the item has none (may be NULL) */

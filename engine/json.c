@@ -86,7 +86,10 @@ struct jd_json_reader {
 
 /* The offset just past the token being reported to a callback. During the final flush
  * that token is the tail of the text (yajl buffered it waiting for a delimiter). */
-static size_t here(const jd_json_reader *r) { return r->finishing ? r->len : yajl_get_bytes_consumed(r->h); }
+static size_t here(const jd_json_reader *r)
+{
+    return r->finishing ? r->len : yajl_get_bytes_consumed(r->h);
+}
 
 /* Called after each complete value. */
 static void value_done(jd_json_reader *r)
@@ -236,21 +239,42 @@ static int close_container(jd_json_reader *r)
     return 1;
 }
 
-static int on_start_map(void *ctx) { return open_container(ctx, 1); }
-static int on_end(void *ctx) { return close_container(ctx); }
-static int on_start_array(void *ctx) { return open_container(ctx, 0); }
+static int on_start_map(void *ctx)
+{
+    return open_container(ctx, 1);
+}
+static int on_end(void *ctx)
+{
+    return close_container(ctx);
+}
+static int on_start_array(void *ctx)
+{
+    return open_container(ctx, 0);
+}
 
 static const yajl_callbacks reader_callbacks = {
     on_null, on_bool, NULL, NULL, on_number, on_string, on_start_map, on_key, on_end, on_start_array, on_end,
 };
 
-jd_json_reader *jd_json_reader_new(void) { return jd_xcalloc(1, sizeof(jd_json_reader)); }
+jd_json_reader *jd_json_reader_new(void)
+{
+    return jd_xcalloc(1, sizeof(jd_json_reader));
+}
 
-void jd_json_reader_free(jd_json_reader *r) { free(r); }
+void jd_json_reader_free(jd_json_reader *r)
+{
+    free(r);
+}
 
-static int is_ws(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
+static int is_ws(char c)
+{
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r';
+}
 
-static int is_digit(char c) { return c >= '0' && c <= '9'; }
+static int is_digit(char c)
+{
+    return c >= '0' && c <= '9';
+}
 
 static int is_atom_char(char c)
 {
@@ -320,8 +344,7 @@ static size_t token_start(const char *text, size_t end)
     }
 }
 
-int jd_json_to_msgpack(jd_json_reader *r, const char *text, size_t len, jd_buf *out, char *err,
-                       size_t errlen)
+int jd_json_to_msgpack(jd_json_reader *r, const char *text, size_t len, jd_buf *out, char *err, size_t errlen)
 {
     size_t start = out->len;
     /* yajl takes form feed and vertical tab as whitespace; RFC 8259 does not, and a raw
@@ -383,7 +406,7 @@ int jd_json_to_msgpack(jd_json_reader *r, const char *text, size_t len, jd_buf *
             } else if (strncmp((char *)msg, "parse error", 11) == 0) {
                 at = token_start(text, at);
             } else if (at > 0 && (strstr((char *)msg, "invalid char in json text") ||
-                                strstr((char *)msg, "invalid bytes in UTF8 string"))) {
+                                  strstr((char *)msg, "invalid bytes in UTF8 string"))) {
                 at--; /* the lexer consumed the offending byte */
             }
             snprintf(err, errlen, "byte %zu: %s", at, (char *)msg);

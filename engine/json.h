@@ -22,8 +22,7 @@ void jd_json_reader_free(jd_json_reader *r);
 /* Parses exactly one JSON value from text[0..len) and appends its msgpack encoding
  * to out. On error returns -1, leaves out at its old length and writes
  * "byte N: reason" into err. */
-int jd_json_to_msgpack(jd_json_reader *r, const char *text, size_t len, jd_buf *out, char *err,
-                       size_t errlen);
+int jd_json_to_msgpack(jd_json_reader *r, const char *text, size_t len, jd_buf *out, char *err, size_t errlen);
 
 typedef struct jd_json_writer jd_json_writer;
 jd_json_writer *jd_json_writer_new(void);

@@ -21,19 +21,19 @@
 struct jd_log {
     char *dir;
     jd_log_opts opts;
-    int fd;              /* the newest segment, open for append */
-    uint64_t seg_first;  /* first LSN of the newest segment */
-    uint64_t seg_size;   /* bytes in it */
-    uint64_t *segs;      /* first LSNs of all segments, ascending */
+    int fd;             /* the newest segment, open for append */
+    uint64_t seg_first; /* first LSN of the newest segment */
+    uint64_t seg_size;  /* bytes in it */
+    uint64_t *segs;     /* first LSNs of all segments, ascending */
     size_t nsegs;
 
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    jd_buf pending;      /* encoded records not yet written */
-    uint64_t next_lsn;   /* the next LSN to hand out */
+    jd_buf pending;    /* encoded records not yet written */
+    uint64_t next_lsn; /* the next LSN to hand out */
     uint64_t pending_last;
     _Atomic uint64_t durable;
-    int err;             /* errno of the last failed write, 0 when healthy */
+    int err; /* errno of the last failed write, 0 when healthy */
     int stop;
     int running;
     int notify_fd;
@@ -383,7 +383,10 @@ int jd_log_append(jd_log *l, const void *rec, size_t len, uint64_t *lsn)
     return 0;
 }
 
-uint64_t jd_log_durable(jd_log *l) { return atomic_load(&l->durable); }
+uint64_t jd_log_durable(jd_log *l)
+{
+    return atomic_load(&l->durable);
+}
 
 int jd_log_sync(jd_log *l)
 {
@@ -420,7 +423,8 @@ int jd_log_replay(jd_log *l, uint64_t from, jd_log_visit_fn fn, void *ud)
         while (off + HDR <= n) {
             uint32_t len = get32(b + off);
             uint64_t lsn = get64(b + off + 8);
-            if (len > n - off - HDR || lsn != expect || checksum(b + off + 8, b + off + HDR, len) != get32(b + off + 4)) {
+            if (len > n - off - HDR || lsn != expect ||
+                checksum(b + off + 8, b + off + HDR, len) != get32(b + off + 4)) {
                 free(b);
                 return -1;
             }

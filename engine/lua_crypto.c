@@ -99,8 +99,13 @@ static int l_equal(lua_State *L)
 int jd_crypto_open(lua_State *L)
 {
     static const luaL_Reg fns[] = {
-        {"hmac_sha256", l_hmac_sha256}, {"sha256", l_sha256}, {"base64", l_base64},
-        {"base64_decode", l_base64_decode}, {"hex", l_hex}, {"equal", l_equal}, {NULL, NULL},
+        {"hmac_sha256", l_hmac_sha256},
+        {"sha256", l_sha256},
+        {"base64", l_base64},
+        {"base64_decode", l_base64_decode},
+        {"hex", l_hex},
+        {"equal", l_equal},
+        {NULL, NULL},
     };
     luaL_newlib(L, fns);
     return 1;

@@ -150,9 +150,15 @@ static int segop(lua_State *L, char op)
 }
 
 /*** @method ctx:segment_add(name) */
-static int ctx_segment_add(lua_State *L) { return segop(L, '+'); }
+static int ctx_segment_add(lua_State *L)
+{
+    return segop(L, '+');
+}
 /*** @method ctx:segment_remove(name) */
-static int ctx_segment_remove(lua_State *L) { return segop(L, '-'); }
+static int ctx_segment_remove(lua_State *L)
+{
+    return segop(L, '-');
+}
 
 /*** @method ctx:go(stage)
  * Moves this journey instance to a stage after the hook returns. */
@@ -340,8 +346,14 @@ static int ctx_tostring(lua_State *L)
 }
 
 static const luaL_Reg ctx_methods[] = {
-    {"send", ctx_send},   {"set", ctx_set},   {"score", ctx_score}, {"segment_add", ctx_segment_add},
-    {"segment_remove", ctx_segment_remove}, {"go", ctx_go}, {"exit", ctx_exit}, {"log", ctx_log},
+    {"send", ctx_send},
+    {"set", ctx_set},
+    {"score", ctx_score},
+    {"segment_add", ctx_segment_add},
+    {"segment_remove", ctx_segment_remove},
+    {"go", ctx_go},
+    {"exit", ctx_exit},
+    {"log", ctx_log},
     {NULL, NULL},
 };
 
@@ -443,7 +455,7 @@ static int core_parse_time(lua_State *L)
 int jd_journey_core_open(lua_State *L)
 {
     static const luaL_Reg fns[] = {
-        {"where", core_where}, {"duration", core_duration}, {"env", core_env},
+        {"where", core_where}, {"duration", core_duration},     {"env", core_env},
         {"iso", core_iso},     {"parse_time", core_parse_time}, {NULL, NULL},
     };
     luaL_newlib(L, fns);

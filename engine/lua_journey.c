@@ -82,8 +82,7 @@ static void read_val(lua_State *L, int idx, jd_val *v, const char *loc, const ch
         v->b = lua_toboolean(L, idx);
         break;
     default:
-        luaL_error(L, "%s: where '%s': expected a string, number or boolean, got %s", loc, path,
-                   luaL_typename(L, idx));
+        luaL_error(L, "%s: where '%s': expected a string, number or boolean, got %s", loc, path, luaL_typename(L, idx));
     }
 }
 
@@ -109,7 +108,10 @@ static void read_set(lua_State *L, int idx, jd_pred *p, const char *loc, const c
     }
 }
 
-static int strcmp_p(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+static int strcmp_p(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
 
 /* Collects the string keys of the table at idx, sorted (pointers stay valid while the
  * table holds them). The array lives in a Lua userdata pushed on the stack. */
@@ -452,8 +454,8 @@ static void compile_journey(cstate *cs, lua_State *L, int jidx, int index)
             char kind[16];
             field_cstr(L, tt, "kind", kind, sizeof kind);
             int after = strcmp(kind, "after") == 0;
-            jd_trigger *t = compile_trigger(cs, L, tt, after ? JD_ROLE_TIMEOUT : JD_ROLE_TRANSITION, index, (int)s,
-                                            j->unit);
+            jd_trigger *t =
+                compile_trigger(cs, L, tt, after ? JD_ROLE_TIMEOUT : JD_ROLE_TRANSITION, index, (int)s, j->unit);
             resolve_target(L, tt, j, t);
             if (!after && t->action == JD_ACT_NONE && t->fn_ref == LUA_NOREF)
                 luaL_error(L, "%s: this trigger does nothing: give it :go \"stage\", :exit() or a function", t->loc);
@@ -601,8 +603,10 @@ static int compile_cf(lua_State *L)
             if (t->is_after)
                 luaL_error(L, "%s: j.after is only meaningful inside a stage", t->loc);
             if (t->fn_ref == LUA_NOREF)
-                luaL_error(L, "%s: this trigger is never used: put it in a journey, or give it a function to make "
-                              "it a rule", t->loc);
+                luaL_error(L,
+                           "%s: this trigger is never used: put it in a journey, or give it a function to make "
+                           "it a rule",
+                           t->loc);
             if (t->action != JD_ACT_NONE)
                 luaL_error(L, "%s: :go and :exit need a stage; a rule outside journeys can only run a function",
                            t->loc);

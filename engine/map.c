@@ -35,7 +35,10 @@ uint64_t jd_hash(const void *p, size_t n, uint64_t seed)
     return h;
 }
 
-void jd_map_init(jd_map *m) { memset(m, 0, sizeof *m); }
+void jd_map_init(jd_map *m)
+{
+    memset(m, 0, sizeof *m);
+}
 
 void jd_map_free(jd_map *m, void (*free_value)(void *))
 {

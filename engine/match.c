@@ -8,9 +8,12 @@ static const struct {
     const char *name;
     jd_op op;
 } ops[] = {
-    {"eq", JD_OP_EQ},     {"ne", JD_OP_NE},         {"gt", JD_OP_GT},         {"gte", JD_OP_GTE},
-    {"lt", JD_OP_LT},     {"lte", JD_OP_LTE},       {"in_", JD_OP_IN},        {"not_in", JD_OP_NOT_IN},
-    {"exists", JD_OP_EXISTS}, {"contains", JD_OP_CONTAINS}, {"prefix", JD_OP_PREFIX},
+    {"eq", JD_OP_EQ},         {"ne", JD_OP_NE},
+    {"gt", JD_OP_GT},         {"gte", JD_OP_GTE},
+    {"lt", JD_OP_LT},         {"lte", JD_OP_LTE},
+    {"in_", JD_OP_IN},        {"not_in", JD_OP_NOT_IN},
+    {"exists", JD_OP_EXISTS}, {"contains", JD_OP_CONTAINS},
+    {"prefix", JD_OP_PREFIX},
 };
 
 int jd_op_parse(const char *s, jd_op *op)
@@ -24,7 +27,10 @@ int jd_op_parse(const char *s, jd_op *op)
     return -1;
 }
 
-const char *jd_op_names(void) { return "eq, ne, gt, gte, lt, lte, in_, not_in, exists, contains, prefix"; }
+const char *jd_op_names(void)
+{
+    return "eq, ne, gt, gte, lt, lte, in_, not_in, exists, contains, prefix";
+}
 
 static int starts(const char *p, size_t n, const char *pre, size_t pn)
 {
@@ -38,12 +44,12 @@ int jd_pred_parse_path(const char *path, size_t n, jd_root *root, const char **r
     for (size_t i = 1; i < n; i++)
         if (path[i] == '.' && path[i - 1] == '.')
             return -1;
-#define ROOT(pre, r)                                                                                                   \
-    if (starts(path, n, pre, sizeof(pre) - 1)) {                                                                       \
-        *root = r;                                                                                                     \
-        *rest = path + sizeof(pre) - 1;                                                                                \
-        *restn = n - (sizeof(pre) - 1);                                                                                \
-        return 0;                                                                                                      \
+#define ROOT(pre, r)                             \
+    if (starts(path, n, pre, sizeof(pre) - 1)) { \
+        *root = r;                               \
+        *rest = path + sizeof(pre) - 1;          \
+        *restn = n - (sizeof(pre) - 1);          \
+        return 0;                                \
     }
     ROOT("properties.", JD_ROOT_PROPERTIES)
     ROOT("traits.", JD_ROOT_TRAITS)
@@ -171,7 +177,10 @@ static int cmp(const msgpack_object *o, const jd_val *v)
     }
 }
 
-static int eq(const msgpack_object *o, const jd_val *v) { return o && cmp(o, v) == 0; }
+static int eq(const msgpack_object *o, const jd_val *v)
+{
+    return o && cmp(o, v) == 0;
+}
 
 static int contains(const msgpack_object *o, const jd_val *v)
 {
@@ -297,8 +306,8 @@ int jd_pred_eval(const jd_pred *p, const jd_match_env *env)
         case JD_OP_NOT_IN: {
             int any = 0;
             for (size_t i = 0; i < p->nset && !any; i++)
-                any = p->set[i].kind == JD_V_STR && env->in_segment &&
-                      env->in_segment(env->ud, p->set[i].s, p->set[i].n);
+                any =
+                    p->set[i].kind == JD_V_STR && env->in_segment && env->in_segment(env->ud, p->set[i].s, p->set[i].n);
             return p->op == JD_OP_IN ? any : !any;
         }
         default: return 0;

@@ -10,19 +10,28 @@
 #include "event.h"
 
 typedef enum jd_root {
-    JD_ROOT_DEFAULT,    /* properties (track, page, screen) or traits (identify, group) */
-    JD_ROOT_PROPERTIES, /* "properties.x" */
-    JD_ROOT_TRAITS,     /* "traits.x": the event's traits */
-    JD_ROOT_CONTEXT,    /* "context.x" */
-    JD_ROOT_EVENT,      /* "event.userId", "event.type": top-level record fields */
+    JD_ROOT_DEFAULT,       /* properties (track, page, screen) or traits (identify, group) */
+    JD_ROOT_PROPERTIES,    /* "properties.x" */
+    JD_ROOT_TRAITS,        /* "traits.x": the event's traits */
+    JD_ROOT_CONTEXT,       /* "context.x" */
+    JD_ROOT_EVENT,         /* "event.userId", "event.type": top-level record fields */
     JD_ROOT_USER_TRAITS,   /* "user.traits.x": the profile */
     JD_ROOT_USER_SCORE,    /* "user.score" */
     JD_ROOT_USER_SEGMENTS, /* "user.segments" (use contains) */
 } jd_root;
 
 typedef enum jd_op {
-    JD_OP_EQ, JD_OP_NE, JD_OP_GT, JD_OP_GTE, JD_OP_LT, JD_OP_LTE,
-    JD_OP_IN, JD_OP_NOT_IN, JD_OP_EXISTS, JD_OP_CONTAINS, JD_OP_PREFIX,
+    JD_OP_EQ,
+    JD_OP_NE,
+    JD_OP_GT,
+    JD_OP_GTE,
+    JD_OP_LT,
+    JD_OP_LTE,
+    JD_OP_IN,
+    JD_OP_NOT_IN,
+    JD_OP_EXISTS,
+    JD_OP_CONTAINS,
+    JD_OP_PREFIX,
 } jd_op;
 
 typedef enum jd_vkind { JD_V_NIL, JD_V_BOOL, JD_V_INT, JD_V_NUM, JD_V_STR } jd_vkind;

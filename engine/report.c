@@ -8,7 +8,6 @@
 
 #include "engine_internal.h"
 
-
 char *jd_engine_funnel_text(const jd_engine *e)
 {
     jd_buf b;
@@ -18,8 +17,8 @@ char *jd_engine_funnel_text(const jd_engine *e)
         const jd_journey_count *c = &e->counts[i];
         double conv = c->entered ? 100.0 * (double)c->converted / (double)c->entered : 0;
         jd_buf_printf(&b, "journey %s: entered %llu, active %llu, converted %llu (%.1f%%), exited %llu\n", j->name,
-                      (unsigned long long)c->entered, (unsigned long long)c->active,
-                      (unsigned long long)c->converted, conv, (unsigned long long)c->exited);
+                      (unsigned long long)c->entered, (unsigned long long)c->active, (unsigned long long)c->converted,
+                      conv, (unsigned long long)c->exited);
         jd_buf_printf(&b, "  %-24s %9s %9s %9s %9s %9s %9s\n", "stage", "entered", "now", "moved_on", "timed_out",
                       "converted", "exited");
         for (size_t s = 0; s < j->nstages; s++) {
@@ -381,7 +380,8 @@ char *jd_engine_metrics(const jd_engine *e)
     counter(&b, "journeyd_timers_skipped_total", "Timers skipped for being overdue past overdue_limit.", "counter",
             st[JD_STAT_TIMERS_SKIPPED]);
     counter(&b, "journeyd_users", "People known to the engine.", "gauge", e->users.count);
-    jd_buf_puts(&b, "# HELP journeyd_actions_total Actions decided, by channel.\n# TYPE journeyd_actions_total counter\n");
+    jd_buf_puts(&b,
+                "# HELP journeyd_actions_total Actions decided, by channel.\n# TYPE journeyd_actions_total counter\n");
     for (size_t i = 0; i < e->defs->nchannels; i++) {
         jd_buf_puts(&b, "journeyd_actions_total{channel=\"");
         label(&b, e->defs->channels[i].name);
@@ -389,8 +389,9 @@ char *jd_engine_metrics(const jd_engine *e)
     }
     static const char *const jn[] = {"entered", "converted", "exited"};
     for (int k = 0; k < 3; k++) {
-        jd_buf_printf(&b, "# HELP journeyd_journey_%s_total People who %s a journey.\n"
-                          "# TYPE journeyd_journey_%s_total counter\n",
+        jd_buf_printf(&b,
+                      "# HELP journeyd_journey_%s_total People who %s a journey.\n"
+                      "# TYPE journeyd_journey_%s_total counter\n",
                       jn[k], jn[k], jn[k]);
         for (size_t i = 0; i < e->defs->njourneys; i++) {
             const jd_journey_count *c = &e->counts[i];

@@ -31,11 +31,26 @@ struct jd_script {
 };
 
 /* The state's extra space holds the jd_script pointer (STYLE: never search a list). */
-static jd_script *self_of(lua_State *L) { return *(jd_script **)lua_getextraspace(L); }
-void *jd_script_owner(lua_State *L) { return self_of(L)->owner; }
-void jd_script_set_owner(jd_script *s, void *owner) { s->owner = owner; }
-lua_State *jd_script_L(jd_script *s) { return s->L; }
-size_t jd_script_memory(const jd_script *s) { return s->mem_used; }
+static jd_script *self_of(lua_State *L)
+{
+    return *(jd_script **)lua_getextraspace(L);
+}
+void *jd_script_owner(lua_State *L)
+{
+    return self_of(L)->owner;
+}
+void jd_script_set_owner(jd_script *s, void *owner)
+{
+    s->owner = owner;
+}
+lua_State *jd_script_L(jd_script *s)
+{
+    return s->L;
+}
+size_t jd_script_memory(const jd_script *s)
+{
+    return s->mem_used;
+}
 
 /* ---------------------------------------------------------------- errors */
 
@@ -226,8 +241,9 @@ static int l_require(lua_State *L)
 static int setup(lua_State *L)
 {
     static const luaL_Reg libs[] = {
-        {LUA_GNAME, luaopen_base},        {LUA_TABLIBNAME, luaopen_table}, {LUA_STRLIBNAME, luaopen_string},
-        {LUA_MATHLIBNAME, luaopen_math},  {LUA_UTF8LIBNAME, luaopen_utf8}, {LUA_COLIBNAME, luaopen_coroutine},
+        {LUA_GNAME, luaopen_base},        {LUA_TABLIBNAME, luaopen_table},
+        {LUA_STRLIBNAME, luaopen_string}, {LUA_MATHLIBNAME, luaopen_math},
+        {LUA_UTF8LIBNAME, luaopen_utf8},  {LUA_COLIBNAME, luaopen_coroutine},
         {LUA_OSLIBNAME, luaopen_os},      {NULL, NULL},
     };
     for (const luaL_Reg *l = libs; l->func; l++) {

@@ -13,9 +13,9 @@
 typedef struct jd_script jd_script;
 
 typedef struct jd_script_limits {
-    int64_t call_ns;      /* per call deadline; 0: none */
-    int64_t load_ns;      /* for running the entry file */
-    size_t memory_bytes;  /* cap for the state; 0: none */
+    int64_t call_ns;     /* per call deadline; 0: none */
+    int64_t load_ns;     /* for running the entry file */
+    size_t memory_bytes; /* cap for the state; 0: none */
 } jd_script_limits;
 
 /* A Lua failure as a structured result. Strings are owned; free with jd_script_error_clear. */

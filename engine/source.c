@@ -78,8 +78,8 @@ static int lua_fail(jd_engine *e, jd_source_result *res, const char *what, const
 
 /* Processes the event table at the top of the stack; index names it when it has no
  * messageId. */
-static void map_one(jd_engine *e, lua_State *L, const jd_source *src, const jd_source_request *rq,
-                    uint64_t body_hash, int index, jd_source_result *res)
+static void map_one(jd_engine *e, lua_State *L, const jd_source *src, const jd_source_request *rq, uint64_t body_hash,
+                    int index, jd_source_result *res)
 {
     jd_buf *rec = &e->trec;
     jd_buf_reset(&e->keybuf);

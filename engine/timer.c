@@ -40,7 +40,10 @@ void jd_timers_push(jd_timers *t, jd_timer tm)
     t->heap[i] = tm;
 }
 
-const jd_timer *jd_timers_peek(const jd_timers *t) { return t->n ? &t->heap[0] : NULL; }
+const jd_timer *jd_timers_peek(const jd_timers *t)
+{
+    return t->n ? &t->heap[0] : NULL;
+}
 
 void jd_timers_pop(jd_timers *t, jd_timer *out)
 {

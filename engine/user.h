@@ -30,7 +30,13 @@ typedef struct jd_instance {
 } jd_instance;
 
 typedef enum jd_decision_kind {
-    JD_DEC_ENTERED, JD_DEC_MOVED, JD_DEC_TIMER, JD_DEC_ACTION, JD_DEC_CONVERTED, JD_DEC_EXITED, JD_DEC_ERROR,
+    JD_DEC_ENTERED,
+    JD_DEC_MOVED,
+    JD_DEC_TIMER,
+    JD_DEC_ACTION,
+    JD_DEC_CONVERTED,
+    JD_DEC_EXITED,
+    JD_DEC_ERROR,
     JD_DEC_NKINDS
 } jd_decision_kind;
 

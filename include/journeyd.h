@@ -21,15 +21,15 @@ typedef struct jd_engine jd_engine;
 typedef struct jd_action jd_action;
 
 typedef struct jd_options {
-    int virtual_clock;     /* 1: time moves only with events and jd_engine_advance */
-    int64_t call_limit_ms; /* per Lua call; 0: default (50 ms) */
-    size_t memory_limit;   /* bytes for the Lua state; 0: default (256 MiB) */
-    int64_t dedupe_ttl_ms; /* 0: remember messageIds forever (replay) */
-    int decisions_per_user; /* recent decisions kept per person (admin API); 0: none */
+    int virtual_clock;        /* 1: time moves only with events and jd_engine_advance */
+    int64_t call_limit_ms;    /* per Lua call; 0: default (50 ms) */
+    size_t memory_limit;      /* bytes for the Lua state; 0: default (256 MiB) */
+    int64_t dedupe_ttl_ms;    /* 0: remember messageIds forever (replay) */
+    int decisions_per_user;   /* recent decisions kept per person (admin API); 0: none */
     int64_t overdue_limit_ms; /* timers overdue by more than this are skipped; 0: all fire */
-    int live;              /* the daemon: the clock follows records' receivedAt and tick
-                            * records (implies a virtual clock), so replaying the event log
-                            * after a restart decides exactly what was decided live */
+    int live;                 /* the daemon: the clock follows records' receivedAt and tick
+                               * records (implies a virtual clock), so replaying the event log
+                               * after a restart decides exactly what was decided live */
 } jd_options;
 
 /* An error with a position: "file:line: message" in text. */
