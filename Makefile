@@ -23,7 +23,7 @@ LDLIBS_ALL = $(PKG_LIBS) -lm -lpthread $(EXTRA_LDFLAGS)
 
 CLI_SRC  := engine/main.c engine/replay.c engine/serve.c engine/http.c engine/stream.c engine/durable.c
 LIB_SRC  := $(filter-out $(CLI_SRC),$(wildcard engine/*.c))
-SCRIPTS  := $(sort $(wildcard scripts/*.lua scripts/*/*.lua scripts/*/*/*.lua))
+SCRIPTS  := $(sort $(filter-out scripts/stubs/%,$(wildcard scripts/*.lua scripts/*/*.lua scripts/*/*/*.lua)))
 LIB_OBJ  := $(LIB_SRC:engine/%.c=$(BUILD)/obj/%.o) $(BUILD)/obj/scripts_embed.o
 CLI_OBJ  := $(CLI_SRC:engine/%.c=$(BUILD)/obj/%.o)
 UNIT_SRC := $(wildcard tests/unit/test_*.c)

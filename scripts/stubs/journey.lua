@@ -1,0 +1,206 @@
+---@meta journey
+-- LuaCATS type stubs for the `journey` module (editor completion and checks with
+-- lua-language-server: add scripts/stubs to "workspace.library"). Not loaded by journeyd.
+
+---@class journey.Trigger
+local Trigger = {}
+
+---Move to a stage, optionally running fn first.
+---@param stage string
+---@param fn? fun(ctx: journey.Ctx)
+---@return journey.Trigger
+function Trigger:go(stage, fn) end
+
+---Leave the journey (not converted), optionally running fn first.
+---@param fn? fun(ctx: journey.Ctx)
+---@return journey.Trigger
+function Trigger:exit(fn) end
+
+---A Lua predicate, asked only when the C predicates match.
+---@param fn fun(ctx: journey.Ctx): boolean
+---@return journey.Trigger
+function Trigger:when(fn) end
+
+---@class journey.User
+---@field id string
+---@field traits table<string, any>
+---@field segments table<string, boolean>
+---@field score number
+
+---@class journey.Event
+---@field type "track"|"identify"|"page"|"screen"|"group"|"alias"|"timer"
+---@field event? string
+---@field name? string
+---@field messageId string
+---@field userId string
+---@field anonymousId? string
+---@field timestamp string ISO 8601
+---@field properties table<string, any>
+---@field traits table<string, any>
+---@field context table<string, any>
+
+---@class journey.Ctx
+---@field user journey.User
+---@field event journey.Event
+---@field journey? string
+---@field stage? string
+---@field instance? string the key of a keyed journey
+---@field now string the engine clock, ISO 8601
+---@field time integer the engine clock, ms
+---@field entered_at? string when the current stage was entered
+---@field rule string
+local Ctx = {}
+
+---Decide an action on a declared channel.
+---@param channel string
+---@param payload? table|string
+function Ctx:send(channel, payload) end
+
+---Set profile traits (nil removes).
+---@overload fun(self: journey.Ctx, traits: table<string, any>)
+---@param name string
+---@param value any
+function Ctx:set(name, value) end
+
+---@param delta number
+function Ctx:score(delta) end
+
+---@param name string
+function Ctx:segment_add(name) end
+
+---@param name string
+function Ctx:segment_remove(name) end
+
+---Move this instance to a stage after the hook returns.
+---@param stage string
+function Ctx:go(stage) end
+
+---Leave the journey after the hook returns.
+function Ctx:exit() end
+
+---@param ... any
+function Ctx:log(...) end
+
+---@alias journey.Where table<string, any>
+
+---@class journey.Stage
+
+---@class journey.StageSpec
+---@field enter? fun(ctx: journey.Ctx)
+---@field description? string
+---@field [integer] journey.Trigger
+
+---@class journey.Alert
+---@field stage? string
+---@field dropoff_above? number
+---@field window? string
+---@field min_sample? integer
+---@field channel? string
+
+---@class journey.JourneySpec
+---@field entry journey.Trigger
+---@field goal? journey.Trigger|journey.Trigger[]
+---@field exit? journey.Trigger|journey.Trigger[]
+---@field reentry? "never"|"always"|string
+---@field key? string
+---@field alert? journey.Alert|journey.Alert[]
+---@field description? string
+---@field [integer] journey.Stage
+
+---@class journey.ChannelSpec
+---@field type "webhook"|"slack"|"postmark"|"sendgrid"|"smtp"|string
+---@field url? string
+---@field secret? string
+
+---@class journey.SourceRequest
+---@field method string
+---@field uri string
+---@field path string
+---@field query string
+---@field body string
+---@field headers table<string, string>
+---@field time integer
+---@field json? any
+
+---@class journey.SourceSpec
+---@field verify? fun(req: journey.SourceRequest): boolean, string?
+---@field map fun(body: any, req: journey.SourceRequest): table|table[]|nil
+
+---@class journey
+local j = {}
+
+---@param name string
+---@param where? journey.Where
+---@param fn? fun(ctx: journey.Ctx)
+---@return journey.Trigger
+function j.on(name, where, fn) end
+
+---@param where? journey.Where
+---@param fn? fun(ctx: journey.Ctx)
+---@return journey.Trigger
+function j.identify(where, fn) end
+
+---@param name? string
+---@param where? journey.Where
+---@param fn? fun(ctx: journey.Ctx)
+---@return journey.Trigger
+function j.page(name, where, fn) end
+
+---@param name? string
+---@param where? journey.Where
+---@param fn? fun(ctx: journey.Ctx)
+---@return journey.Trigger
+function j.screen(name, where, fn) end
+
+---@param where? journey.Where
+---@param fn? fun(ctx: journey.Ctx)
+---@return journey.Trigger
+function j.group(where, fn) end
+
+---@param delay string "90s", "15m", "2h", "3d", "1w"
+---@param fn? fun(ctx: journey.Ctx)
+---@return journey.Trigger
+function j.after(delay, fn) end
+
+---@param name string
+---@return fun(spec: journey.StageSpec): journey.Stage
+function j.stage(name) end
+
+---@param name string
+---@return fun(spec: journey.JourneySpec)
+function j.journey(name) end
+
+---@param name string
+---@return fun(spec: journey.ChannelSpec)
+function j.channel(name) end
+
+---@param name string
+---@return fun(spec: journey.SourceSpec)
+function j.source(name) end
+
+---@param settings {listen?: string, data_dir?: string, write_keys?: string[], admin_keys?: string[], stream_listen?: string, overdue_limit?: string}
+function j.config(settings) end
+
+---@param name string
+---@param default? string
+---@return string?
+function j.env(name, default) end
+
+---@param text string
+---@return integer
+function j.duration(text) end
+
+---@param ms integer
+---@return string
+function j.iso_time(ms) end
+
+---@param text string
+---@return integer?
+function j.parse_time(text) end
+
+---@generic T: table
+---@param t? T
+---@return T
+function j.array(t) end
+
+return j
