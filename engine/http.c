@@ -107,10 +107,14 @@ static size_t credential(struct evhttp_request *req, char *out, size_t cap)
         int len = EVP_DecodeBlock((unsigned char *)out, (const unsigned char *)b64, (int)n);
         if (len < 0)
             return 0;
+        int pad = 0;
         while (n && b64[n - 1] == '=') { /* EVP_DecodeBlock counts padding as zero bytes */
-            len--;
+            pad++;
             n--;
         }
+        if (pad > 2) /* "====" would take len below 0 */
+            return 0;
+        len -= pad;
         out[len] = '\0';
         char *colon = memchr(out, ':', (size_t)len);
         if (colon) {

@@ -3,8 +3,11 @@
 #   unit: the cmocka binaries in BUILD/tests (their own summaries are printed too)
 #   examples: each examples/*/ replayed and compared with its expected.jsonl
 #   cli: tests/integration/*.sh (black-box tests of the journeyd binary)
-#   fuzz: each fuzz target over its corpus plus a few seconds of mutation
+#   fuzz: each libFuzzer target in FUZZ_BUILD/fuzz for FUZZ_SMOKE_SECONDS (5) over its seeds
+#         (tests/fuzz/corpus/NAME, read only); new inputs go to a temporary directory,
+#         crashes to FUZZ_BUILD/artifacts/NAME/, the log to FUZZ_BUILD/NAME.log
 BUILD=${1:-build}
+FUZZ_BUILD=${2:-build-fuzz}
 passed=0
 failed=0
 failures=""
@@ -36,14 +39,18 @@ for s in tests/integration/*.sh; do
   if sh "$s" "$BUILD"; then add "$s" 0; echo "ok   $s"; else add "$s" 1; echo "FAIL $s"; fi
 done
 
-for f in "$BUILD"/fuzz/fuzz_*; do
+for f in "$FUZZ_BUILD"/fuzz/fuzz_*; do
   [ -x "$f" ] || continue
   name=$(basename "$f")
-  if "$f" --seconds "${FUZZ_SMOKE_SECONDS:-5}" "tests/fuzz/corpus/$name" >/dev/null 2>"$BUILD/$name.log"; then
-    add "$name" 0; echo "ok   $name"
+  work=$(mktemp -d)
+  mkdir -p "$FUZZ_BUILD/artifacts/$name"
+  if "$f" -max_total_time="${FUZZ_SMOKE_SECONDS:-5}" -timeout=10 -artifact_prefix="$FUZZ_BUILD/artifacts/$name/" \
+      "$work" "tests/fuzz/corpus/$name" >/dev/null 2>"$FUZZ_BUILD/$name.log"; then
+    add "$name" 0; echo "ok   $name ($(sed -n 's/^Done \([0-9]*\) runs.*/\1/p' "$FUZZ_BUILD/$name.log") runs)"
   else
-    add "$name" 1; echo "FAIL $name"; tail -n 30 "$BUILD/$name.log"
+    add "$name" 1; echo "FAIL $name"; tail -n 30 "$FUZZ_BUILD/$name.log"
   fi
+  rm -rf "$work"
 done
 
 [ -n "$failures" ] && echo "failed:$failures"
