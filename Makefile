@@ -132,13 +132,14 @@ fuzz: deps fuzz-build
 	    -artifact_prefix=$(FUZZ_BUILD)/artifacts/$$f/ $(FUZZ_BUILD)/corpus/$$f tests/fuzz/corpus/$$f || exit 1; \
 	done
 
+FORMATTED := engine/*.c engine/*.h include/*.h tests/unit/*.c tests/unit/*.h tests/fuzz/*.c tests/fuzz/*.h \
+             tests/integration/*.c tests/bench/*.c examples/stream-client/*.c
+
 format:
-	clang-format -i engine/*.c engine/*.h include/*.h tests/unit/*.c tests/unit/*.h tests/fuzz/*.c tests/fuzz/*.h
+	clang-format -i $(FORMATTED)
 
 format-check:
-	@clang-format --dry-run --Werror engine/*.c engine/*.h include/*.h tests/unit/*.c tests/unit/*.h tests/fuzz/*.c \
-	  tests/fuzz/*.h \
-	  && echo "format: ok"
+	@clang-format --dry-run --Werror $(FORMATTED) && echo "format: ok"
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include \

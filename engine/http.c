@@ -152,7 +152,6 @@ static int admin_allowed(jd_server *s, struct evhttp_request *req)
 
 /* ---------------------------------------------------------------- ingest */
 
-
 static void observe_latency(jd_server *s, int64_t start_ns)
 {
     static const double bounds[JD_LATENCY_BUCKETS] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005,
@@ -232,7 +231,7 @@ static void answer_when_durable(jd_server *s, struct evhttp_request *req, uint64
         return;
     }
     later *l = jd_xcalloc(1, sizeof *l);
-    *l = (later){s, req, evhttp_request_get_connection(req), status, reason, jd_strndup(body, strlen(body)), t0,
+    *l = (later){s,       req, evhttp_request_get_connection(req), status, reason, jd_strndup(body, strlen(body)), t0,
                  nevents, 0};
     evhttp_connection_set_closecb(l->conn, later_conn_closed, l);
     jd_durable_wait(s, lsn, later_answer, l);
@@ -286,7 +285,11 @@ static void handle_ingest(jd_server *s, struct evhttp_request *req, const char *
     msgpack_zone_init(&z, 8192);
     msgpack_object root;
     size_t off = 0;
-    msgpack_unpack(s->tmp.data, s->tmp.len, &off, &z, &root);
+    if (msgpack_unpack(s->tmp.data, s->tmp.len, &off, &z, &root) != MSGPACK_UNPACK_SUCCESS) {
+        s->rejected[JD_REJ_MALFORMED]++;
+        reply_error(s, req, 400, "Bad Request", "malformed_json", "the body cannot be read back (nested too deep)");
+        goto done;
+    }
     size_t bkn = 0;
     const msgpack_object *bk = root.type == MSGPACK_OBJECT_MAP ? body_write_key(&root, &bkn) : NULL;
     if (!write_allowed(s, req, bk ? bk->via.str.ptr : NULL, bkn)) {
@@ -377,8 +380,9 @@ static void handle_ingest(jd_server *s, struct evhttp_request *req, const char *
     }
     jd_buf_reset(&s->tmp);
     if (accepted == 0 && nrej > 0)
-        jd_buf_printf(&s->tmp, "{\"success\":false,\"code\":\"invalid_batch\",\"error\":\"no valid event in the "
-                               "batch\",\"accepted\":0,\"rejected\":[%.*s]}",
+        jd_buf_printf(&s->tmp,
+                      "{\"success\":false,\"code\":\"invalid_batch\",\"error\":\"no valid event in the "
+                      "batch\",\"accepted\":0,\"rejected\":[%.*s]}",
                       (int)rej.len, rej.data);
     else
         jd_buf_printf(&s->tmp, "{\"success\":true,\"accepted\":%zu,\"rejected\":[%.*s]}", accepted, (int)rej.len,
@@ -523,9 +527,8 @@ static void handle_journey(jd_server *s, struct evhttp_request *req, const char 
 
 static void handle_metrics(jd_server *s, struct evhttp_request *req)
 {
-    static const char *const bounds[JD_LATENCY_BUCKETS] = {"0.0001", "0.00025", "0.0005", "0.001",
-                                                           "0.0025", "0.005",   "0.01",   "0.025",
-                                                           "0.05",   "0.1",     "0.5",    "1"};
+    static const char *const bounds[JD_LATENCY_BUCKETS] = {"0.0001", "0.00025", "0.0005", "0.001", "0.0025", "0.005",
+                                                           "0.01",   "0.025",   "0.05",   "0.1",   "0.5",    "1"};
     static const char *const reasons[JD_REJ_NREASONS] = {"malformed_json", "invalid_event", "too_large",
                                                          "unauthorized"};
     char *engine = jd_engine_metrics(s->engine);
@@ -533,8 +536,9 @@ static void handle_metrics(jd_server *s, struct evhttp_request *req)
     jd_buf_init(&b);
     jd_buf_puts(&b, engine);
     free(engine);
-    jd_buf_printf(&b, "# HELP journeyd_events_received_total Events received over HTTP.\n"
-                      "# TYPE journeyd_events_received_total counter\njourneyd_events_received_total %llu\n",
+    jd_buf_printf(&b,
+                  "# HELP journeyd_events_received_total Events received over HTTP.\n"
+                  "# TYPE journeyd_events_received_total counter\njourneyd_events_received_total %llu\n",
                   (unsigned long long)s->received);
     jd_buf_puts(&b, "# HELP journeyd_events_rejected_total Events or requests rejected, by reason.\n"
                     "# TYPE journeyd_events_rejected_total counter\n");
@@ -650,4 +654,7 @@ static void on_request(struct evhttp_request *req, void *arg)
     reply_error(s, req, 404, "Not Found", "not_found", "no such resource");
 }
 
-void jd_http_routes(jd_server *s) { evhttp_set_gencb(s->http, on_request, s); }
+void jd_http_routes(jd_server *s)
+{
+    evhttp_set_gencb(s->http, on_request, s);
+}

@@ -74,7 +74,7 @@ static int pack_value(lua_State *L, int idx, msgpack_packer *pk, int depth, cons
 
 static int pack_table(lua_State *L, int idx, msgpack_packer *pk, int depth, const char **err)
 {
-    if (depth > JD_LUA_MAX_DEPTH) {
+    if (depth >= JD_LUA_MAX_DEPTH) { /* depths 0..31: what msgpack-c unpacks again */
         *err = "table nesting too deep (more than 32 levels)";
         return -1;
     }

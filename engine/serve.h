@@ -23,17 +23,17 @@ typedef struct jd_durable jd_durable;
 
 typedef struct jd_server {
     jd_engine *engine;
-    jd_durable *durable; /* NULL: no event log (events are processed at once) */
-    int replaying;       /* the log is being replayed: decided actions are not logged again */
+    jd_durable *durable;   /* NULL: no event log (events are processed at once) */
+    int replaying;         /* the log is being replayed: decided actions are not logged again */
     int64_t last_received; /* receivedAt never goes backwards */
     char *config_path;
     struct event_base *base;
     struct evhttp *http;
-    struct event *timer;   /* armed for the engine's earliest timer */
+    struct event *timer; /* armed for the engine's earliest timer */
     struct event *sigterm, *sigint, *sighup;
     struct evconnlistener *stream;
     struct evhttp_bound_socket *bound;
-    struct event *drain;   /* after SIGTERM: polls for quiet */
+    struct event *drain; /* after SIGTERM: polls for quiet */
     int64_t draining_since_ns, last_activity_ns;
     char listen_host[256];
     int listen_port;

@@ -99,7 +99,11 @@ static void map_one(jd_engine *e, lua_State *L, const jd_source *src, const jd_s
     msgpack_zone_init(&z, 2048);
     msgpack_object o;
     size_t off = 0;
-    msgpack_unpack(e->keybuf.data, e->keybuf.len, &off, &z, &o);
+    if (msgpack_unpack(e->keybuf.data, e->keybuf.len, &off, &z, &o) != MSGPACK_UNPACK_SUCCESS) {
+        msgpack_zone_destroy(&z);
+        snprintf(err, sizeof err, "item %d: cannot be read back (nested too deep?)", index);
+        goto bad;
+    }
     char id[96];
     snprintf(id, sizeof id, "source:%s:%016llx:%d", src->name, (unsigned long long)body_hash, index);
     jd_norm_opts no = {.default_ts = rq->received_ms > 0 ? rq->received_ms : jd_clock_now(&e->clock),

@@ -96,7 +96,6 @@ static int authorize(conn *c, const msgpack_object *o)
     return found;
 }
 
-
 /* An acknowledgement that waits until its batch is durable. */
 typedef struct pending_ack {
     conn *c;
@@ -391,8 +390,8 @@ struct evconnlistener *jd_stream_listen(jd_server *s, const char *spec, char *er
         }
         sl = (socklen_t)len;
     }
-    struct evconnlistener *l = evconnlistener_new_bind(s->base, on_accept, s, LEV_OPT_CLOSE_ON_FREE |
-                                                       LEV_OPT_REUSEABLE, 128, (struct sockaddr *)&ss, (int)sl);
+    struct evconnlistener *l = evconnlistener_new_bind(s->base, on_accept, s, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE,
+                                                       128, (struct sockaddr *)&ss, (int)sl);
     if (!l)
         snprintf(err, errlen, "cannot listen on %s", spec);
     return l;

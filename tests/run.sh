@@ -34,6 +34,9 @@ for d in examples/*/; do
   if sh tests/examples.sh "$BUILD" "$d"; then add "$d" 0; else add "$d" 1; fi
 done
 
+# the sources are as clang-format writes them (.clang-format)
+if make -s format-check > /dev/null 2>&1; then add format-check 0; echo "ok   format-check"; else add format-check 1; echo "FAIL format-check (run make format)"; fi
+
 for s in tests/integration/*.sh; do
   [ -f "$s" ] || continue
   if sh "$s" "$BUILD"; then add "$s" 0; echo "ok   $s"; else add "$s" 1; echo "FAIL $s"; fi

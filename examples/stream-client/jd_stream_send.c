@@ -125,7 +125,8 @@ int main(int argc, char **argv)
             target = argv[i];
     }
     if (!target || per == 0 || per > 5000) {
-        fprintf(stderr, "usage: jd-stream-send HOST:PORT|/path.sock [--key WRITE_KEY] [--batch 1..5000] < events.jsonl\n");
+        fprintf(stderr,
+                "usage: jd-stream-send HOST:PORT|/path.sock [--key WRITE_KEY] [--batch 1..5000] < events.jsonl\n");
         return 2;
     }
     int fd = connect_to(target);

@@ -175,10 +175,8 @@ int main(int argc, char **argv)
         ref[i] = luaL_ref(L, LUA_REGISTRYINDEX);
     }
     static const luaL_Reg methods[] = {
-        {"send", m_send},       {"score", m_score},
-        {"set", m_set},         {"segment_add", m_segment},
-        {"segment_remove", m_segment}, {"log", m_log},
-        {NULL, NULL},
+        {"send", m_send}, {"score", m_score}, {"set", m_set}, {"segment_add", m_segment}, {"segment_remove", m_segment},
+        {"log", m_log},   {NULL, NULL},
     };
     lua_createtable(L, 0, 1); /* ctx metatable: __index = methods */
     luaL_newlib(L, methods);

@@ -55,7 +55,10 @@ static uint64_t mix64(uint64_t z) /* a bijection: distinct inputs, distinct outp
     return z ^ (z >> 31);
 }
 
-static uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+static uint64_t rotl(uint64_t x, int k)
+{
+    return (x << k) | (x >> (64 - k));
+}
 
 static uint64_t rnd(void) /* xoshiro256** */
 {
@@ -69,20 +72,26 @@ static uint64_t rnd(void) /* xoshiro256** */
     return r;
 }
 
-static double rnd01(void) { return (double)(rnd() >> 11) * 0x1.0p-53; }
-static uint32_t rndn(uint32_t n) { return (uint32_t)(rnd01() * n); }
+static double rnd01(void)
+{
+    return (double)(rnd() >> 11) * 0x1.0p-53;
+}
+static uint32_t rndn(uint32_t n)
+{
+    return (uint32_t)(rnd01() * n);
+}
 
 /* ---------------------------------------------------------------- vocabulary */
 
-static const char *const first_names[] = {"ada",   "grace", "alan",   "edsger", "barbara", "ken",   "dennis",
-                                          "linus", "margaret", "john", "frances", "donald", "leslie", "radia"};
-static const char *const last_names[] = {"lovelace", "hopper", "turing",  "dijkstra", "liskov",  "thompson", "ritchie",
-                                         "torvalds", "hamilton", "backus", "allen",    "knuth",   "lamport",  "perlman"};
+static const char *const first_names[] = {"ada",   "grace",    "alan", "edsger",  "barbara", "ken",    "dennis",
+                                          "linus", "margaret", "john", "frances", "donald",  "leslie", "radia"};
+static const char *const last_names[] = {"lovelace", "hopper",   "turing", "dijkstra", "liskov", "thompson", "ritchie",
+                                         "torvalds", "hamilton", "backus", "allen",    "knuth",  "lamport",  "perlman"};
 static const char *const roles[] = {"founder",  "cto",     "vp_engineering", "head_of_product", "engineer",
                                     "designer", "analyst", "marketing",      "student",         "engineer",
                                     "engineer", "pm",      "sales",          "support"};
 #define NROLES (sizeof roles / sizeof roles[0])
-static const char *const companies[] = {"Acme",    "Globex",  "Initech", "Umbrella", "Hooli",
+static const char *const companies[] = {"Acme",     "Globex", "Initech", "Umbrella", "Hooli",
                                         "Vandelay", "Stark",  "Wayne",   "Tyrell",   "Cyberdyne"};
 static const char *const plans[] = {"trial", "free", "pro"};
 
@@ -105,15 +114,15 @@ static const page pages[] = {
 static const char *const referrers[] = {"", "https://www.google.com/", "https://duckduckgo.com/",
                                         "https://twitter.com/", "https://www.linkedin.com/"};
 
-static const char *const noise_events[] = {"Button Clicked", "Session Started", "Search Performed",
+static const char *const noise_events[] = {"Button Clicked",   "Session Started",  "Search Performed",
                                            "Settings Updated", "Dashboard Viewed", "Notification Opened"};
 #define NNOISE (sizeof noise_events / sizeof noise_events[0])
 static const char *const buttons[] = {"save", "cancel", "new_journey", "export_csv", "help", "upgrade"};
 static const char *const searches[] = {"webhook", "timer", "segment", "retention", "slack alert", "cohort"};
 
 /* bench.lua's premium rule matches the first four */
-static const char *const features[] = {"export",    "api",        "sso",     "audit_log", "dashboards", "alerts",
-                                       "templates", "collaboration", "themes", "comments"};
+static const char *const features[] = {"export", "api",       "sso",           "audit_log", "dashboards",
+                                       "alerts", "templates", "collaboration", "themes",    "comments"};
 #define NFEATURES (sizeof features / sizeof features[0])
 static const char *const whitepapers[] = {"state-of-lifecycle-2026", "activation-playbook", "churn-signals"};
 
@@ -142,23 +151,56 @@ static uint32_t nusers;
 
 /* what each event was, for the -v breakdown */
 enum {
-    EV_PAGE, EV_NOISE, EV_IDENTIFY, EV_PRICING, EV_FEATURE, EV_PRODUCT_VIEWED, EV_PRODUCT_ADDED, EV_ORDER,
-    EV_CART_CLEARED, EV_PROJECT, EV_TEAMMATE, EV_WHITEPAPER, EV_DEMO, EV_SUBSCRIPTION, EV_DELETED, EV_N,
-    EV_ARRIVAL_PAGE = EV_N, EV_ARRIVAL_IDENTIFY, EV_SIGNED_UP, EV_LATE_PAGE, EV_KINDS
+    EV_PAGE,
+    EV_NOISE,
+    EV_IDENTIFY,
+    EV_PRICING,
+    EV_FEATURE,
+    EV_PRODUCT_VIEWED,
+    EV_PRODUCT_ADDED,
+    EV_ORDER,
+    EV_CART_CLEARED,
+    EV_PROJECT,
+    EV_TEAMMATE,
+    EV_WHITEPAPER,
+    EV_DEMO,
+    EV_SUBSCRIPTION,
+    EV_DELETED,
+    EV_N,
+    EV_ARRIVAL_PAGE = EV_N,
+    EV_ARRIVAL_IDENTIFY,
+    EV_SIGNED_UP,
+    EV_LATE_PAGE,
+    EV_KINDS
 };
 static const char *const kind_names[EV_KINDS] = {
-    "page", "track (other names)", "identify (update)", "Pricing Viewed", "Feature Used", "Product Viewed",
-    "Product Added", "Order Completed", "Cart Cleared", "Project Created", "Teammate Invited",
-    "Whitepaper Downloaded", "Demo Requested", "Subscription Started", "Account Deleted", "page (anonymous)",
-    "identify (first)", "Signed Up", "page (late)",
+    "page",
+    "track (other names)",
+    "identify (update)",
+    "Pricing Viewed",
+    "Feature Used",
+    "Product Viewed",
+    "Product Added",
+    "Order Completed",
+    "Cart Cleared",
+    "Project Created",
+    "Teammate Invited",
+    "Whitepaper Downloaded",
+    "Demo Requested",
+    "Subscription Started",
+    "Account Deleted",
+    "page (anonymous)",
+    "identify (first)",
+    "Signed Up",
+    "page (late)",
 };
 static int cur_kind;
 static uint64_t kind_count[EV_KINDS][3]; /* unmatched, matched without Lua, Lua */
 
-static uint64_t hook_calls[HK_N];    /* predicted Lua calls by hook (events and timers) */
-static uint64_t timer_calls;         /* of which from timers */
-static uint64_t lua_events;          /* events predicted to reach Lua */
-static uint64_t unmatched, no_lua;   /* events naming no trigger; naming one but no Lua */
+static uint64_t hook_calls[HK_N];  /* predicted Lua calls by hook (events and timers) */
+static uint64_t timer_calls;       /* of which from timers */
+static uint64_t lua_events;        /* events predicted to reach Lua */
+static uint64_t unmatched, no_lua; /* events naming no trigger; naming one but no Lua */
 static FILE *plan;
 
 static void timer_hook(int hk)
@@ -285,7 +327,10 @@ static void finish(int64_t ts, uint64_t seq, int with_context)
     len = 0;
 }
 
-static void user_id(uint32_t ui, char out[16]) { snprintf(out, 16, "u%07u", ui); }
+static void user_id(uint32_t ui, char out[16])
+{
+    snprintf(out, 16, "u%07u", ui);
+}
 static void anon_id(uint32_t ui, char out[40])
 {
     snprintf(out, 40, "anon-%016llx", (unsigned long long)mix64(ui ^ 0xa5a5a5a5ULL ^ seed));
@@ -319,16 +364,18 @@ static void identify_event(uint32_t ui, const user *u, const char *uid)
          fn, ln, ui, plans[u->plan], roles[u->role], companies[u->company % 10], u->company, u->company_size);
 }
 
-static int is_lead(const user *u) { return u->role < 4 && u->company_size >= 50; }
+static int is_lead(const user *u)
+{
+    return u->role < 4 && u->company_size >= 50;
+}
 
 /* ---------------------------------------------------------------- the mix */
 
 /* weights in 1/10 %, before the state adjustments of pick() */
 static const int base_weight[EV_N] = {
-    [EV_PAGE] = 440,        [EV_NOISE] = 140,         [EV_IDENTIFY] = 15,       [EV_PRICING] = 95,
-    [EV_FEATURE] = 60,      [EV_PRODUCT_VIEWED] = 45, [EV_PRODUCT_ADDED] = 110, [EV_ORDER] = 12,
-    [EV_CART_CLEARED] = 5,  [EV_PROJECT] = 15,        [EV_TEAMMATE] = 10,       [EV_WHITEPAPER] = 12,
-    [EV_DEMO] = 4,          [EV_SUBSCRIPTION] = 6,    [EV_DELETED] = 1,
+    [EV_PAGE] = 440,          [EV_NOISE] = 140,         [EV_IDENTIFY] = 15, [EV_PRICING] = 95,     [EV_FEATURE] = 60,
+    [EV_PRODUCT_VIEWED] = 45, [EV_PRODUCT_ADDED] = 110, [EV_ORDER] = 12,    [EV_CART_CLEARED] = 5, [EV_PROJECT] = 15,
+    [EV_TEAMMATE] = 10,       [EV_WHITEPAPER] = 12,     [EV_DEMO] = 4,      [EV_SUBSCRIPTION] = 6, [EV_DELETED] = 1,
 };
 
 static int pick(const user *u)
@@ -364,7 +411,10 @@ static int pick(const user *u)
     return EV_PAGE;
 }
 
-static void cart_id(uint32_t ui, const user *u, char out[24]) { snprintf(out, 24, "c%07u-%u", ui, u->ncart); }
+static void cart_id(uint32_t ui, const user *u, char out[24])
+{
+    snprintf(out, 24, "c%07u-%u", ui, u->ncart);
+}
 
 /* One event for an active (signed-up) user, drawn by pick(). */
 static void active_event(uint32_t ui, user *u, int64_t ts, uint64_t seq)
@@ -408,8 +458,7 @@ static void active_event(uint32_t ui, user *u, int64_t ts, uint64_t seq)
     case EV_FEATURE: {
         uint32_t f = rndn(NFEATURES);
         track_head(uid, "Feature Used");
-        putf("\"feature\":\"%s\",\"duration_ms\":%u,\"workspace\":\"w%u\"}", features[f], 200 + rndn(20000),
-             ui % 5000);
+        putf("\"feature\":\"%s\",\"duration_ms\":%u,\"workspace\":\"w%u\"}", features[f], 200 + rndn(20000), ui % 5000);
         ctx = 0;
         outcome(ui, f < 4 && u->plan == 0 ? HK_PREMIUM_INTEREST : 0, (uint16_t)f);
         break;
@@ -458,8 +507,8 @@ static void active_event(uint32_t ui, user *u, int64_t ts, uint64_t seq)
         }
         cart_id(ui, u, cid);
         track_head(uid, "Order Completed");
-        putf("\"cart_id\":\"%s\",\"order_id\":\"o%07u-%u\",\"revenue\":%.2f,\"currency\":\"USD\"}", cid, ui,
-             u->ncart, 19.99 + rndn(400));
+        putf("\"cart_id\":\"%s\",\"order_id\":\"o%07u-%u\",\"revenue\":%.2f,\"currency\":\"USD\"}", cid, ui, u->ncart,
+             19.99 + rndn(400));
         ctx = 0;
         outcome(ui, hk, u->ncart);
         break;
@@ -616,7 +665,8 @@ int main(int argc, char **argv)
         else if (i + 1 < argc && strcmp(argv[i], "-p") == 0)
             plan_path = argv[++i];
         else {
-            fprintf(stderr, "usage: gen [-n EVENTS] [-u USERS] [-s SEED] [-d DAYS] [-p PLAN.bin] [-v] > events.jsonl\n");
+            fprintf(stderr,
+                    "usage: gen [-n EVENTS] [-u USERS] [-s SEED] [-d DAYS] [-p PLAN.bin] [-v] > events.jsonl\n");
             return 2;
         }
     }
@@ -736,7 +786,8 @@ int main(int argc, char **argv)
         for (int i = 0; i < EV_KINDS; i++) {
             uint64_t *c = kind_count[i];
             fprintf(stderr, "gen: %-24s %9llu %9llu %9llu %6.2f%%\n", kind_names[i], (unsigned long long)c[0],
-                    (unsigned long long)c[1], (unsigned long long)c[2], 100.0 * (double)(c[0] + c[1] + c[2]) / (double)n);
+                    (unsigned long long)c[1], (unsigned long long)c[2],
+                    100.0 * (double)(c[0] + c[1] + c[2]) / (double)n);
         }
     }
     return ferror(stdout) ? 1 : 0;

@@ -60,7 +60,8 @@ static void make_large(sample *s)
         int n = snprintf(
             buf, sizeof buf,
             "{\"type\":\"track\",\"event\":\"Order Completed\",\"userId\":\"u%07d\",\"anonymousId\":"
-            "\"anon-%016llx\",\"messageId\":\"%08x-5f3c-4a1e-9b2d-%012x\",\"timestamp\":\"2026-03-02T10:%02d:%02d.%03dZ\","
+            "\"anon-%016llx\",\"messageId\":\"%08x-5f3c-4a1e-9b2d-%012x\",\"timestamp\":\"2026-03-02T10:%02d:%02d.%"
+            "03dZ\","
             "\"properties\":{\"order_id\":\"o%07d\",\"total\":%d.97,\"revenue\":%d.97,\"shipping\":5.0,\"tax\":5.25,"
             "\"discount\":0,\"coupon\":\"SPRING26\",\"currency\":\"USD\",\"products\":["
             "{\"product_id\":\"p%05d\",\"sku\":\"SKU-%05d\",\"name\":\"Journey templates pack\",\"price\":49.99,"

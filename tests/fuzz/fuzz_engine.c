@@ -24,7 +24,10 @@ static void quiet(const char *level, const char *line, void *ud)
 
 static jd_engine *e;
 
-static void cleanup(void) { jd_engine_free(e); }
+static void cleanup(void)
+{
+    jd_engine_free(e);
+}
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

@@ -45,8 +45,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             msgpack_zone_init(&z2, 2048);
             msgpack_object o2;
             off = 0;
-            if (msgpack_unpack(b.data, b.len, &off, &z2, &o2) != MSGPACK_UNPACK_SUCCESS ||
-                !msgpack_object_equal(o, o2))
+            if (msgpack_unpack(b.data, b.len, &off, &z2, &o2) != MSGPACK_UNPACK_SUCCESS || !msgpack_object_equal(o, o2))
                 abort();
             msgpack_zone_destroy(&z2);
         }

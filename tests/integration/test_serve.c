@@ -455,8 +455,8 @@ static void test_other_sources(void **state)
 static int stream_connect(void)
 {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)stream_port),
-                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    struct sockaddr_in a = {
+        .sin_family = AF_INET, .sin_port = htons((uint16_t)stream_port), .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
     return fd;
 }
@@ -542,8 +542,8 @@ static void test_stream(void **state)
     n = stream_answer(fd, ans, sizeof ans);
     assert_true(mem_has(ans, n, "ok"));
     /* [{"userId":"s-2","event":"E"}, 7] */
-    const unsigned char b1[] = {0x92, 0x82, 0xa6, 'u', 's', 'e', 'r', 'I', 'd', 0xa3, 's', '-', '2',
-                                0xa5, 'e', 'v', 'e', 'n', 't', 0xa1, 'E', 0x07};
+    const unsigned char b1[] = {0x92, 0x82, 0xa6, 'u', 's', 'e', 'r', 'I', 'd',  0xa3, 's',
+                                '-',  '2',  0xa5, 'e', 'v', 'e', 'n', 't', 0xa1, 'E',  0x07};
     stream_send(fd, b1, sizeof b1);
     n = stream_answer(fd, ans, sizeof ans);
     assert_true(mem_has(ans, n, "accepted"));
@@ -698,14 +698,15 @@ static void test_sigterm_exits_cleanly(void **state)
     (void)state;
     /* a request in flight: headers and half the body sent before SIGTERM */
     int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
-                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    struct sockaddr_in a = {
+        .sin_family = AF_INET, .sin_port = htons((uint16_t)port), .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
     const char *ev = "{\"userId\":\"late-1\",\"event\":\"Signed Up\"}";
     char req[512];
-    int n = snprintf(req, sizeof req,
-                     "POST /v1/track HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer wk1\r\nContent-Length: %zu\r\n\r\n%.10s",
-                     strlen(ev), ev);
+    int n =
+        snprintf(req, sizeof req,
+                 "POST /v1/track HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer wk1\r\nContent-Length: %zu\r\n\r\n%.10s",
+                 strlen(ev), ev);
     assert_int_equal(write(fd, req, (size_t)n), n);
     usleep(100000);
     assert_int_equal(kill(daemon_pid, SIGTERM), 0);

@@ -16,7 +16,7 @@
 
 #define T_2026_11_01_10 1793527200000LL /* 2026-11-01T10:00:00Z */
 #define T_2026_11_01 1793491200000LL    /* 2026-11-01T00:00:00Z */
-#define BAD INT64_MIN                    /* expected: rejected */
+#define BAD INT64_MIN                   /* expected: rejected */
 
 static const struct {
     const char *s;
@@ -246,8 +246,8 @@ static void test_time_roundtrip_random(void **state)
         struct tm tm;
         assert_non_null(gmtime_r(&t, &tm));
         char want[80];
-        snprintf(want, sizeof want, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1,
-                 tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(ms - secs * 1000));
+        snprintf(want, sizeof want, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
+                 tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(ms - secs * 1000));
         assert_string_equal(out, want);
     }
 }
@@ -292,7 +292,7 @@ static void test_duration(void **state)
         {"1.5h", BAD},
         {"1d2", BAD},
         {"1mss", BAD},
-        {"99999999999w", BAD},         /* would overflow int64 */
+        {"99999999999w", BAD}, /* would overflow int64 */
         {"100000000000ms", 100000000000LL},
         {"3153600000001ms", BAD},
         {"99999999999999999999s", BAD}, /* more digits than int64 */
@@ -328,8 +328,14 @@ static void test_virtual_clock(void **state)
     static const struct {
         int64_t to, want;
     } steps[] = {
-        {500, 1000}, {1000, 1000}, {1001, 1001}, {T_2026_11_01_10, T_2026_11_01_10}, {0, T_2026_11_01_10},
-        {-5, T_2026_11_01_10}, {INT64_MIN, T_2026_11_01_10}, {T_2026_11_01_10 + 1, T_2026_11_01_10 + 1},
+        {500, 1000},
+        {1000, 1000},
+        {1001, 1001},
+        {T_2026_11_01_10, T_2026_11_01_10},
+        {0, T_2026_11_01_10},
+        {-5, T_2026_11_01_10},
+        {INT64_MIN, T_2026_11_01_10},
+        {T_2026_11_01_10 + 1, T_2026_11_01_10 + 1},
     };
     int64_t prev = jd_clock_now(&c);
     for (size_t i = 0; i < sizeof steps / sizeof steps[0]; i++) {
@@ -373,14 +379,10 @@ static void test_real_clock(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_time_parse),
-        cmocka_unit_test(test_time_parse_length),
-        cmocka_unit_test(test_time_format),
-        cmocka_unit_test(test_time_format_extremes),
-        cmocka_unit_test(test_time_canonical),
-        cmocka_unit_test(test_time_roundtrip_random),
-        cmocka_unit_test(test_duration),
-        cmocka_unit_test(test_virtual_clock),
+        cmocka_unit_test(test_time_parse),     cmocka_unit_test(test_time_parse_length),
+        cmocka_unit_test(test_time_format),    cmocka_unit_test(test_time_format_extremes),
+        cmocka_unit_test(test_time_canonical), cmocka_unit_test(test_time_roundtrip_random),
+        cmocka_unit_test(test_duration),       cmocka_unit_test(test_virtual_clock),
         cmocka_unit_test(test_real_clock),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

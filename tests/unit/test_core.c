@@ -17,7 +17,10 @@
 
 /* A small deterministic PRNG (xorshift64). */
 static uint64_t rng_state;
-static void rng_seed(uint64_t s) { rng_state = s ? s : 1; }
+static void rng_seed(uint64_t s)
+{
+    rng_state = s ? s : 1;
+}
 static uint64_t rng(void)
 {
     rng_state ^= rng_state << 13;
@@ -28,7 +31,10 @@ static uint64_t rng(void)
 
 #define VAL(i) ((void *)(uintptr_t)((i) + 1)) /* never NULL */
 
-static size_t key_of(char *buf, size_t i) { return (size_t)snprintf(buf, 32, "key-%zu", i); }
+static size_t key_of(char *buf, size_t i)
+{
+    return (size_t)snprintf(buf, 32, "key-%zu", i);
+}
 
 /* ---------------------------------------------------------------- map */
 
@@ -174,8 +180,8 @@ static void test_map_keys(void **state)
         const char *k;
         size_t n;
     } keys[] = {
-        {"", 0}, {"a", 1}, {"a\0", 2}, {"a\0b", 3}, {"a\0c", 3}, {"\0", 1}, {"\0\0", 2}, {"A", 1}, {"ab", 2},
-        {"ba", 2}, {"12345678", 8}, {"12345679", 8}, {"123456789", 9}, {"1234567\xff", 8},
+        {"", 0},  {"a", 1},  {"a\0", 2}, {"a\0b", 3},     {"a\0c", 3},     {"\0", 1},        {"\0\0", 2},
+        {"A", 1}, {"ab", 2}, {"ba", 2},  {"12345678", 8}, {"12345679", 8}, {"123456789", 9}, {"1234567\xff", 8},
     };
     size_t nk = sizeof keys / sizeof keys[0];
     jd_map m;
@@ -285,8 +291,8 @@ static void test_dedupe_basic(void **state)
         size_t n;
         int want;
     } steps[] = {
-        {"m1", 2, 0}, {"m1", 2, 1}, {"m2", 2, 0}, {"m1", 2, 1}, {"m2", 2, 1}, {"", 0, 0}, {"", 0, 1},
-        {"m1\0", 3, 0}, {"m1\0", 3, 1}, {"M1", 2, 0}, {"m10", 3, 0}, {"m1", 2, 1},
+        {"m1", 2, 0}, {"m1", 2, 1},   {"m2", 2, 0},   {"m1", 2, 1}, {"m2", 2, 1},  {"", 0, 0},
+        {"", 0, 1},   {"m1\0", 3, 0}, {"m1\0", 3, 1}, {"M1", 2, 0}, {"m10", 3, 0}, {"m1", 2, 1},
     };
     for (size_t i = 0; i < sizeof steps / sizeof steps[0]; i++)
         if (jd_dedupe_check(&d, steps[i].id, steps[i].n, 1000) != steps[i].want)
@@ -328,22 +334,14 @@ static void test_dedupe_ttl(void **state)
         int64_t ts;
         int want;
     } steps[] = {
-        {"x", 0, 0},
-        {"x", 500, 1},
-        {"x", 1000, 1}, /* exactly ttl old: still seen */
-        {"y", 1000, 0},
-        {"x", 1001, 0}, /* newest is now 1001: x (ts 0) is more than ttl old */
-        {"x", 1002, 1}, /* recorded again at 1001 */
-        {"y", 1500, 1},
-        {"z", 5000, 0}, /* event time jumps: everything before 4000 expires */
-        {"y", 5000, 0},
-        {"x", 4000, 0},
-        {"x", 4001, 1},
-        {"w", 100, 0},  /* an event older than the ttl ... */
-        {"w", 100, 0},  /* ... cannot be remembered */
-        {"v", 4500, 0}, /* out of order but within the ttl: fine */
-        {"v", 4600, 1},
-        {"z", 3000, 1}, /* a late duplicate of something recent */
+        {"x", 0, 0},    {"x", 500, 1},  {"x", 1000, 1}, /* exactly ttl old: still seen */
+        {"y", 1000, 0}, {"x", 1001, 0},                 /* newest is now 1001: x (ts 0) is more than ttl old */
+        {"x", 1002, 1},                                 /* recorded again at 1001 */
+        {"y", 1500, 1}, {"z", 5000, 0},                 /* event time jumps: everything before 4000 expires */
+        {"y", 5000, 0}, {"x", 4000, 0}, {"x", 4001, 1}, {"w", 100, 0}, /* an event older than the ttl ... */
+        {"w", 100, 0},                                                 /* ... cannot be remembered */
+        {"v", 4500, 0},                                                /* out of order but within the ttl: fine */
+        {"v", 4600, 1}, {"z", 3000, 1},                                /* a late duplicate of something recent */
     };
     for (size_t i = 0; i < sizeof steps / sizeof steps[0]; i++)
         if (jd_dedupe_check(&d, steps[i].id, strlen(steps[i].id), steps[i].ts) != steps[i].want)

@@ -12,12 +12,7 @@
 
 /* ---------------------------------------------------------------- helpers */
 
-
-
 /* action i contains every given substring */
-
-
-
 
 /* A track event with an explicit messageId. */
 static void track_mid(tu_run *r, const char *mid, const char *user, const char *event, const char *t, const char *props)
@@ -1340,11 +1335,12 @@ static void test_action_ids_are_stable_and_distinct(void **state)
 static void test_overdue_limit(void **state)
 {
     (void)state;
-    static const char *src = HDR "j.config { overdue_limit = \"2h\" }\n"
-                                 "j.journey \"J\" {\n"
-                                 "  entry = j.on(\"Start\"),\n"
-                                 "  j.stage \"a\" { j.after(\"1h\", function(ctx) ctx:send(\"email\", \"nudge\") end) },\n"
-                                 "}\n";
+    static const char *src =
+        HDR "j.config { overdue_limit = \"2h\" }\n"
+            "j.journey \"J\" {\n"
+            "  entry = j.on(\"Start\"),\n"
+            "  j.stage \"a\" { j.after(\"1h\", function(ctx) ctx:send(\"email\", \"nudge\") end) },\n"
+            "}\n";
     jd_options live = {.live = 1};
     for (int mode = 0; mode < 2; mode++) {
         tu_run r;

@@ -130,17 +130,19 @@ static const struct {
     {"{\"type\":\"page\",\"anonymousId\":\"a1\",\"name\":\"Pricing\",\"messageId\":\"m3\","
      "\"timestamp\":\"2026-11-01T10:00:00.250Z\",\"properties\":{\"path\":\"/pricing\"}}",
      JD_EV_PAGE, "a1", "a1", "Pricing", "m3", "", "", T0 + 250, "path", "/pricing", NULL, NULL},
-    {"{\"type\":\"page\",\"userId\":\"u1\",\"messageId\":\"m3b\",\"timestamp\":\"2026-11-01T10:00:00Z\"}",
-     JD_EV_PAGE, "u1", "", "", "m3b", "", "", T0, NULL, NULL, NULL, NULL}, /* a page need not be named */
+    {"{\"type\":\"page\",\"userId\":\"u1\",\"messageId\":\"m3b\",\"timestamp\":\"2026-11-01T10:00:00Z\"}", JD_EV_PAGE,
+     "u1", "", "", "m3b", "", "", T0, NULL, NULL, NULL, NULL}, /* a page need not be named */
     {"{\"type\":\"page\",\"userId\":\"u1\",\"name\":null,\"messageId\":\"m3c\",\"timestamp\":\"2026-11-01T10:00:00Z\"}",
      JD_EV_PAGE, "u1", "", "", "m3c", "", "", T0, NULL, NULL, NULL, NULL},
     {"{\"type\":\"screen\",\"userId\":\"u1\",\"anonymousId\":\"a1\",\"name\":\"Home\",\"messageId\":\"m4\","
      "\"timestamp\":\"2026-11-01T10:00:00Z\"}",
      JD_EV_SCREEN, "u1", "a1", "Home", "m4", "", "", T0, NULL, NULL, NULL, NULL},
-    {"{\"type\":\"group\",\"userId\":\"u1\",\"groupId\":\"g1\",\"messageId\":\"m5\",\"timestamp\":\"2026-11-01T10:00:00Z\","
+    {"{\"type\":\"group\",\"userId\":\"u1\",\"groupId\":\"g1\",\"messageId\":\"m5\",\"timestamp\":\"2026-11-01T10:00:"
+     "00Z\","
      "\"traits\":{\"name\":\"Acme\"}}",
      JD_EV_GROUP, "u1", "", "", "m5", "g1", "", T0, NULL, NULL, "name", "Acme"},
-    {"{\"type\":\"group\",\"userId\":\"u1\",\"groupId\":42,\"messageId\":\"m5b\",\"timestamp\":\"2026-11-01T10:00:00Z\"}",
+    {"{\"type\":\"group\",\"userId\":\"u1\",\"groupId\":42,\"messageId\":\"m5b\",\"timestamp\":\"2026-11-01T10:00:"
+     "00Z\"}",
      JD_EV_GROUP, "u1", "", "", "m5b", "42", "", T0, NULL, NULL, NULL, NULL},
     {"{\"type\":\"alias\",\"userId\":\"u1\",\"previousId\":\"anon-9\",\"messageId\":\"m6\","
      "\"timestamp\":\"2026-11-01T10:00:00Z\"}",
@@ -167,32 +169,39 @@ static const struct {
     /* no type, but an event: a track call */
     {"{\"userId\":\"u1\",\"event\":\"Clicked\",\"messageId\":\"m7\",\"timestamp\":\"2026-11-01T10:00:00Z\"}",
      JD_EV_TRACK, "u1", "", "Clicked", "m7", "", "", T0, NULL, NULL, NULL, NULL},
-    {"{\"type\":null,\"userId\":\"u1\",\"event\":\"Clicked\",\"messageId\":\"m7\",\"timestamp\":\"2026-11-01T10:00:00Z\"}",
+    {"{\"type\":null,\"userId\":\"u1\",\"event\":\"Clicked\",\"messageId\":\"m7\",\"timestamp\":\"2026-11-01T10:00:"
+     "00Z\"}",
      JD_EV_TRACK, "u1", "", "Clicked", "m7", "", "", T0, NULL, NULL, NULL, NULL},
     /* a track call's traits come from context.traits when it has none of its own */
-    {"{\"type\":\"track\",\"userId\":\"u1\",\"event\":\"e\",\"messageId\":\"m8\",\"timestamp\":\"2026-11-01T10:00:00Z\","
+    {"{\"type\":\"track\",\"userId\":\"u1\",\"event\":\"e\",\"messageId\":\"m8\",\"timestamp\":\"2026-11-01T10:00:"
+     "00Z\","
      "\"context\":{\"traits\":{\"plan\":\"trial\"},\"ip\":\"10.0.0.1\"}}",
      JD_EV_TRACK, "u1", "", "e", "m8", "", "", T0, NULL, NULL, "plan", "trial"},
-    {"{\"type\":\"track\",\"userId\":\"u1\",\"event\":\"e\",\"messageId\":\"m8\",\"timestamp\":\"2026-11-01T10:00:00Z\","
+    {"{\"type\":\"track\",\"userId\":\"u1\",\"event\":\"e\",\"messageId\":\"m8\",\"timestamp\":\"2026-11-01T10:00:"
+     "00Z\","
      "\"traits\":null,\"context\":{\"traits\":{\"plan\":\"trial\"}}}",
      JD_EV_TRACK, "u1", "", "e", "m8", "", "", T0, NULL, NULL, "plan", "trial"},
-    {"{\"type\":\"track\",\"userId\":\"u1\",\"event\":\"e\",\"messageId\":\"m8\",\"timestamp\":\"2026-11-01T10:00:00Z\","
+    {"{\"type\":\"track\",\"userId\":\"u1\",\"event\":\"e\",\"messageId\":\"m8\",\"timestamp\":\"2026-11-01T10:00:"
+     "00Z\","
      "\"traits\":{\"plan\":\"own\"},\"context\":{\"traits\":{\"plan\":\"trial\"}}}",
      JD_EV_TRACK, "u1", "", "e", "m8", "", "", T0, NULL, NULL, "plan", "own"},
     /* timestamp falls back to originalTimestamp, then to the default */
-    {"{\"type\":\"track\",\"userId\":\"u1\",\"event\":\"e\",\"messageId\":\"m9\",\"originalTimestamp\":\"2026-11-01T10:00:00Z\"}",
+    {"{\"type\":\"track\",\"userId\":\"u1\",\"event\":\"e\",\"messageId\":\"m9\",\"originalTimestamp\":\"2026-11-01T10:"
+     "00:00Z\"}",
      JD_EV_TRACK, "u1", "", "e", "m9", "", "", T0, NULL, NULL, NULL, NULL},
     {"{\"type\":\"track\",\"userId\":\"u1\",\"event\":\"e\",\"messageId\":\"m9\",\"timestamp\":null,"
      "\"originalTimestamp\":\"2026-11-01T10:00:00Z\"}",
      JD_EV_TRACK, "u1", "", "e", "m9", "", "", T0, NULL, NULL, NULL, NULL},
-    {"{\"type\":\"track\",\"userId\":\"u1\",\"event\":\"e\",\"messageId\":\"m9\",\"timestamp\":\"2026-11-01T10:00:01Z\","
+    {"{\"type\":\"track\",\"userId\":\"u1\",\"event\":\"e\",\"messageId\":\"m9\",\"timestamp\":\"2026-11-01T10:00:"
+     "01Z\","
      "\"originalTimestamp\":\"2026-11-01T10:00:00Z\"}",
      JD_EV_TRACK, "u1", "", "e", "m9", "", "", T0 + 1000, NULL, NULL, NULL, NULL},
-    {"{\"type\":\"track\",\"userId\":\"u1\",\"event\":\"e\",\"messageId\":\"m9\"}",
-     JD_EV_TRACK, "u1", "", "e", "m9", "", "", DEFAULT_TS, NULL, NULL, NULL, NULL},
-    {"{\"type\":\"track\",\"userId\":\"u1\",\"event\":\"e\",\"messageId\":\"m9\",\"timestamp\":\"\"}",
-     JD_EV_TRACK, "u1", "", "e", "m9", "", "", DEFAULT_TS, NULL, NULL, NULL, NULL},
-    {"{\"type\":\"track\",\"userId\":\"u1\",\"event\":\"e\",\"messageId\":\"m9\",\"timestamp\":\"1969-12-31T23:59:59Z\"}",
+    {"{\"type\":\"track\",\"userId\":\"u1\",\"event\":\"e\",\"messageId\":\"m9\"}", JD_EV_TRACK, "u1", "", "e", "m9",
+     "", "", DEFAULT_TS, NULL, NULL, NULL, NULL},
+    {"{\"type\":\"track\",\"userId\":\"u1\",\"event\":\"e\",\"messageId\":\"m9\",\"timestamp\":\"\"}", JD_EV_TRACK,
+     "u1", "", "e", "m9", "", "", DEFAULT_TS, NULL, NULL, NULL, NULL},
+    {"{\"type\":\"track\",\"userId\":\"u1\",\"event\":\"e\",\"messageId\":\"m9\",\"timestamp\":\"1969-12-31T23:59:"
+     "59Z\"}",
      JD_EV_TRACK, "u1", "", "e", "m9", "", "", -1000, NULL, NULL, NULL, NULL},
     /* properties: null is an empty object; duplicate keys: the last one */
     {"{\"type\":\"track\",\"userId\":\"u1\",\"event\":\"e\",\"messageId\":\"m\",\"timestamp\":\"2026-11-01T10:00:00Z\","
@@ -250,8 +259,9 @@ static void test_record_shape(void **state)
                                "\"timestamp\":\"2026-11-01T10:00:00Z\",\"extra\":1,\"context\":{\"ip\":\"1.2.3.4\"}}",
                                DEFAULT_TS, NULL),
                      0);
-    static const char *const keys[] = {"type",       "messageId", "timestamp", "userId",  "anonymousId", "event",
-                                       "properties", "traits",    "context",   "groupId", "previousId",  "receivedAt", "v"};
+    static const char *const keys[] = {"type",       "messageId",  "timestamp", "userId",  "anonymousId",
+                                       "event",      "properties", "traits",    "context", "groupId",
+                                       "previousId", "receivedAt", "v"};
     const msgpack_object *root = &r.u.data;
     assert_int_equal(root->type, MSGPACK_OBJECT_MAP);
     assert_int_equal(root->via.map.size, 13);
@@ -315,8 +325,10 @@ static void test_normalize_errors(void **state)
         {"null", "must be a JSON object"},
         {"{" TR "}", "missing \"userId\" or \"anonymousId\""},
         {"{" TR ",\"userId\":\"\",\"anonymousId\":null}", "missing \"userId\" or \"anonymousId\""},
-        {"{\"type\":\"track\",\"userId\":\"u\",\"messageId\":\"m\"}", "a track event needs a non-empty string \"event\""},
-        {"{\"type\":\"track\",\"userId\":\"u\",\"event\":\"\",\"messageId\":\"m\"}", "needs a non-empty string \"event\""},
+        {"{\"type\":\"track\",\"userId\":\"u\",\"messageId\":\"m\"}",
+         "a track event needs a non-empty string \"event\""},
+        {"{\"type\":\"track\",\"userId\":\"u\",\"event\":\"\",\"messageId\":\"m\"}",
+         "needs a non-empty string \"event\""},
         {"{\"type\":\"track\",\"userId\":\"u\",\"event\":5,\"messageId\":\"m\"}", "needs a non-empty string \"event\""},
         {"{\"userId\":\"u\",\"messageId\":\"m\"}", "missing \"type\""},
         {"{\"type\":\"click\",\"userId\":\"u\",\"messageId\":\"m\"}", "\"type\" must be one of"},
@@ -335,12 +347,14 @@ static void test_normalize_errors(void **state)
         {"{" TR ",\"userId\":\"u\",\"traits\":true}", "\"traits\" must be an object"},
         {"{" TR ",\"userId\":\"u\",\"context\":[]}", "\"context\" must be an object"},
         {"{\"type\":\"group\",\"userId\":\"u\",\"messageId\":\"m\"}", "a group event needs \"groupId\""},
-        {"{\"type\":\"group\",\"userId\":\"u\",\"groupId\":\"\",\"messageId\":\"m\"}", "a group event needs \"groupId\""},
+        {"{\"type\":\"group\",\"userId\":\"u\",\"groupId\":\"\",\"messageId\":\"m\"}",
+         "a group event needs \"groupId\""},
         {"{\"type\":\"group\",\"userId\":\"u\",\"groupId\":true,\"messageId\":\"m\"}", "\"groupId\" must be a string"},
         {"{\"type\":\"alias\",\"userId\":\"u\",\"messageId\":\"m\"}", "an alias event needs \"previousId\""},
         {"{\"type\":\"alias\",\"anonymousId\":\"a\",\"previousId\":\"p\",\"messageId\":\"m\"}",
          "an alias event needs \"previousId\" and \"userId\""},
-        {"{\"type\":\"alias\",\"userId\":\"u\",\"previousId\":[],\"messageId\":\"m\"}", "\"previousId\" must be a string"},
+        {"{\"type\":\"alias\",\"userId\":\"u\",\"previousId\":[],\"messageId\":\"m\"}",
+         "\"previousId\" must be a string"},
         {"{\"type\":\"track\",\"userId\":\"u\",\"event\":\"e\"}", "missing \"messageId\""},
         {"{\"type\":\"track\",\"userId\":\"u\",\"event\":\"e\",\"messageId\":\"\"}", "missing \"messageId\""},
         {"{\"type\":\"track\",\"userId\":\"u\",\"event\":\"e\",\"messageId\":true}", "\"messageId\" must be a string"},
@@ -372,20 +386,20 @@ static void test_view(void **state)
         const char *user_id;
         int64_t ts;
     } cases[] = {
-        {"{\"type\":\"timer\",\"userId\":\"u\",\"messageId\":\"t1\",\"timestamp\":5,\"event\":\"j1.s2.0\"}", 0, JD_EV_TIMER,
-         "u", 5},
+        {"{\"type\":\"timer\",\"userId\":\"u\",\"messageId\":\"t1\",\"timestamp\":5,\"event\":\"j1.s2.0\"}", 0,
+         JD_EV_TIMER, "u", 5},
         {"{\"type\":\"track\",\"anonymousId\":\"a\",\"messageId\":\"m\",\"timestamp\":-9223372036854775808}", 0,
          JD_EV_TRACK, "a", INT64_MIN},
         {"{\"type\":\"track\",\"userId\":\"u\",\"messageId\":\"m\"}", 0, JD_EV_TRACK, "u", 0},
-        {"{\"type\":\"track\",\"userId\":\"u\",\"messageId\":\"m\",\"properties\":[1],\"traits\":\"x\"}", 0, JD_EV_TRACK,
-         "u", 0},
-        {"{\"userId\":\"u\",\"messageId\":\"m\"}", -1, 0, NULL, 0},                         /* no type */
-        {"{\"type\":\"bogus\",\"userId\":\"u\",\"messageId\":\"m\"}", -1, 0, NULL, 0},       /* unknown type */
+        {"{\"type\":\"track\",\"userId\":\"u\",\"messageId\":\"m\",\"properties\":[1],\"traits\":\"x\"}", 0,
+         JD_EV_TRACK, "u", 0},
+        {"{\"userId\":\"u\",\"messageId\":\"m\"}", -1, 0, NULL, 0},                    /* no type */
+        {"{\"type\":\"bogus\",\"userId\":\"u\",\"messageId\":\"m\"}", -1, 0, NULL, 0}, /* unknown type */
         {"{\"type\":1,\"userId\":\"u\",\"messageId\":\"m\"}", -1, 0, NULL, 0},
-        {"{\"type\":\"track\",\"messageId\":\"m\"}", -1, 0, NULL, 0},                        /* nobody */
+        {"{\"type\":\"track\",\"messageId\":\"m\"}", -1, 0, NULL, 0}, /* nobody */
         {"{\"type\":\"track\",\"userId\":\"\",\"anonymousId\":null,\"messageId\":\"m\"}", -1, 0, NULL, 0},
-        {"{\"type\":\"track\",\"userId\":\"u\"}", -1, 0, NULL, 0},                           /* no messageId */
-        {"{\"type\":\"track\",\"userId\":5,\"messageId\":\"m\"}", -1, 0, NULL, 0},           /* ids are strings in a record */
+        {"{\"type\":\"track\",\"userId\":\"u\"}", -1, 0, NULL, 0},                 /* no messageId */
+        {"{\"type\":\"track\",\"userId\":5,\"messageId\":\"m\"}", -1, 0, NULL, 0}, /* ids are strings in a record */
         {"[]", -1, 0, NULL, 0},
         {"\"track\"", -1, 0, NULL, 0},
     };
@@ -492,26 +506,17 @@ static void test_mp_path(void **state)
     const msgpack_object *m = &o.u.data;
     static const struct {
         const char *path;
-        size_t len; /* 0: strlen */
+        size_t len;   /* 0: strlen */
         int64_t want; /* -1: absent, -2: a map */
     } cases[] = {
-        {"a.b.c", 0, 5},
-        {"a.b", 0, -2},
-        {"a", 0, -2},
-        {"x", 0, 1},
-        {"a.x", 0, -1},
-        {"a.b.c.d", 0, -1}, /* through a number */
-        {"x.y", 0, -1},
-        {"s.length", 0, -1}, /* through a string */
-        {"arr.0", 0, -1},    /* arrays are not indexed */
-        {"arr.k", 0, -1},
-        {"d.p", 0, -1},      /* the last "d" wins: no p */
-        {"d.q", 0, 2},
-        {"a.b.", 0, 8},      /* an empty last segment is the "" key */
-        {".e", 0, 9},
-        {"a.b.cXYZ", 5, 5},  /* the length bounds the path */
-        {"a.b.c", 3, -2},
-        {"nope", 0, -1},
+        {"a.b.c", 0, 5},  {"a.b", 0, -2},      {"a", 0, -2},
+        {"x", 0, 1},      {"a.x", 0, -1},      {"a.b.c.d", 0, -1}, /* through a number */
+        {"x.y", 0, -1},   {"s.length", 0, -1},                     /* through a string */
+        {"arr.0", 0, -1},                                          /* arrays are not indexed */
+        {"arr.k", 0, -1}, {"d.p", 0, -1},                          /* the last "d" wins: no p */
+        {"d.q", 0, 2},    {"a.b.", 0, 8},                          /* an empty last segment is the "" key */
+        {".e", 0, 9},     {"a.b.cXYZ", 5, 5},                      /* the length bounds the path */
+        {"a.b.c", 3, -2}, {"nope", 0, -1},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         size_t n = cases[i].len ? cases[i].len : strlen(cases[i].path);

@@ -161,8 +161,8 @@ static void test_conformance_suite(void **state)
                 jd_buf_init(&js);
                 jd_buf_init(&again);
                 jd_json_write(wr, &u.data, &js);
-                if (jd_json_to_msgpack(rd, js.data, js.len, &again, err, sizeof err) != 0 ||
-                    again.len != out.len || memcmp(again.data, out.data, out.len) != 0) {
+                if (jd_json_to_msgpack(rd, js.data, js.len, &again, err, sizeof err) != 0 || again.len != out.len ||
+                    memcmp(again.data, out.data, out.len) != 0) {
                     print_error("y_ file does not survive write+read: %s -> %.*s\n", name, (int)js.len, js.data);
                     bad++;
                 }
@@ -182,7 +182,8 @@ static void test_conformance_suite(void **state)
                 /* the text before the reported byte has no error of its own before its end */
                 size_t at = strtoul(err + 5, NULL, 10);
                 char perr[256] = "";
-                if (jd_json_to_msgpack(rd, text, at, &out, perr, sizeof perr) != 0 && strtoul(perr + 5, NULL, 10) != at) {
+                if (jd_json_to_msgpack(rd, text, at, &out, perr, sizeof perr) != 0 &&
+                    strtoul(perr + 5, NULL, 10) != at) {
                     print_error("n_ file %s: \"%s\", but its prefix has \"%s\"\n", name, err, perr);
                     bad++;
                 }
@@ -195,8 +196,8 @@ static void test_conformance_suite(void **state)
         free(text);
     }
     closedir(d);
-    print_message("json conformance: %zu y_ accepted, %zu n_ rejected, %zu i_ (%zu accepted), %zu failures\n",
-                  ny, nn, ni, ni_ok, bad);
+    print_message("json conformance: %zu y_ accepted, %zu n_ rejected, %zu i_ (%zu accepted), %zu failures\n", ny, nn,
+                  ni, ni_ok, bad);
     assert_true(ny > 0);
     assert_true(nn > 0);
     assert_int_equal(bad, 0);
@@ -273,18 +274,18 @@ static void test_conformance_extra(void **state)
         {"\"\"", 0, 1},
         {"{}", 0, 1},
         {"[\"a\\u0000b\"]", 0, 1},
-        {"[1,\v2]", 0, 0},      /* vertical tab is not JSON whitespace */
+        {"[1,\v2]", 0, 0}, /* vertical tab is not JSON whitespace */
         {"[1]\v", 0, 0},
-        {"[1,\f2]", 0, 0},      /* nor form feed */
-        {"1 \"abc", 0, 0},      /* trailing unterminated string */
+        {"[1,\f2]", 0, 0}, /* nor form feed */
+        {"1 \"abc", 0, 0}, /* trailing unterminated string */
         {"{\"a\":1} \"x y", 0, 0},
         {"1 2", 0, 0},
         {"[1] [2]", 0, 0},
         {"[1]x", 0, 0},
         {"", 0, 0},
         {"   ", 0, 0},
-        {"[1]\0", 4, 0},        /* NUL after the value */
-        {"[\"a\0b\"]", 7, 0},   /* raw NUL inside a string */
+        {"[1]\0", 4, 0},      /* NUL after the value */
+        {"[\"a\0b\"]", 7, 0}, /* raw NUL inside a string */
         {"[01]", 0, 0},
         {"[+1]", 0, 0},
         {"[.5]", 0, 0},
@@ -296,7 +297,7 @@ static void test_conformance_extra(void **state)
         {"[1,]", 0, 0},
         {"{\"a\":1,}", 0, 0},
         {"/*c*/1", 0, 0},
-        {"[\"\t\"]", 0, 0},     /* raw tab inside a string */
+        {"[\"\t\"]", 0, 0}, /* raw tab inside a string */
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         size_t len = cases[i].len ? cases[i].len : strlen(cases[i].text);
@@ -401,8 +402,8 @@ static void test_numbers_become_doubles(void **state)
         const char *text;
         double d;
     } cases[] = {
-        {"18446744073709551616", 18446744073709551616.0},  /* UINT64_MAX + 1 */
-        {"-9223372036854775809", -9223372036854775808.0},  /* INT64_MIN - 1 */
+        {"18446744073709551616", 18446744073709551616.0}, /* UINT64_MAX + 1 */
+        {"-9223372036854775809", -9223372036854775808.0}, /* INT64_MIN - 1 */
         {"1.0", 1.0},
         {"1e2", 100.0},
         {"1E2", 100.0},
@@ -432,7 +433,7 @@ static void test_error_offsets(void **state)
         size_t at;
         const char *reason; /* substring of the message, or NULL */
     } cases[] = {
-        {"{\"a\":1,}", 0, 7, NULL},     /* the '}' where a key must be */
+        {"{\"a\":1,}", 0, 7, NULL}, /* the '}' where a key must be */
         {"[1,]", 0, 3, NULL},
         {"{\"a\" 1}", 0, 5, "colon"},
         {"{\"a\":1}}", 0, 7, "trailing garbage"},
@@ -441,7 +442,7 @@ static void test_error_offsets(void **state)
         {"[1] [2]", 0, 4, "trailing garbage"},
         {"1 \"abc", 0, 2, "trailing garbage"},
         {"   [1,2,x]", 0, 8, NULL},
-        {"{\"a\":01}", 0, 6, NULL},     /* "0" is a number, the "1" is the error */
+        {"{\"a\":01}", 0, 6, NULL}, /* "0" is a number, the "1" is the error */
         {"[01]", 0, 2, NULL},
         {"{\"a\":\"x\" \"b\"}", 0, 9, NULL}, /* a value where ',' or '}' must be */
         {"{\"a\":\"\"1}", 0, 7, NULL},
@@ -452,12 +453,12 @@ static void test_error_offsets(void **state)
         {"[1 2]", 0, 3, NULL},
         {"[1,2,]", 0, 5, NULL},
         {"[true false]", 0, 6, NULL},
-        {"[\"a\" \"b\\\"c\"]", 0, 5, NULL},  /* an escaped quote inside the offending string */
+        {"[\"a\" \"b\\\"c\"]", 0, 5, NULL},     /* an escaped quote inside the offending string */
         {"[\"a\\\"b\" \"c\\\\\"]", 0, 8, NULL}, /* an escaped backslash before its closing quote */
-        {"[\"\\x\"]", 0, 3, NULL},      /* the escape letter */
-        {"[\"b\x01\"]", 0, 3, NULL},    /* raw control character */
-        {"[\"\xff\"]", 0, 2, "UTF8"},   /* invalid UTF-8 lead byte */
-        {"[1.]", 0, 3, NULL},           /* where a digit must be */
+        {"[\"\\x\"]", 0, 3, NULL},              /* the escape letter */
+        {"[\"b\x01\"]", 0, 3, NULL},            /* raw control character */
+        {"[\"\xff\"]", 0, 2, "UTF8"},           /* invalid UTF-8 lead byte */
+        {"[1.]", 0, 3, NULL},                   /* where a digit must be */
         {"[nul]", 0, 4, NULL},
         {"[1,2", 0, 4, "premature EOF"}, /* the end of the text */
         {"tru", 0, 3, NULL},
@@ -466,7 +467,7 @@ static void test_error_offsets(void **state)
         {"[1,\f2]", 0, 3, "form feed"},
         {"[1,\v2]", 0, 3, "vertical tab"},
         {"\f", 0, 0, "form feed"},
-        {"x\f", 0, 0, "invalid"},  /* the earlier error comes first */
+        {"x\f", 0, 0, "invalid"}, /* the earlier error comes first */
         {"[1] \v", 0, 4, NULL},
         {"[1] x\v", 0, 4, "trailing garbage"},
         {"[1e999]", 0, 1, "out of range"}, /* the start of the number */
@@ -530,8 +531,8 @@ static void test_write_strings(void **state)
         {"\"\\b\\f\\n\\r\\t\"", "\"\\b\\f\\n\\r\\t\""},
         {"\"\\u0001\\u001f\"", "\"\\u0001\\u001F\""}, /* yajl writes upper-case hex */
         {"\"a\\u0000b\"", "\"a\\u0000b\""},
-        {"\"\\u00e9\xc3\xa9\"", "\"\xc3\xa9\xc3\xa9\""},                    /* é both ways */
-        {"\"\\u20ac\"", "\"\xe2\x82\xac\""},                                /* € */
+        {"\"\\u00e9\xc3\xa9\"", "\"\xc3\xa9\xc3\xa9\""},                                /* é both ways */
+        {"\"\\u20ac\"", "\"\xe2\x82\xac\""},                                            /* € */
         {"\"\\ud83d\\ude00\xf0\x9f\x98\x80\"", "\"\xf0\x9f\x98\x80\xf0\x9f\x98\x80\""}, /* surrogate pair */
         {"\"\xe6\x97\xa5\xe6\x9c\xac\"", "\"\xe6\x97\xa5\xe6\x9c\xac\""},
         {"{\"k\\\"ey\\n\":\"v\"}", "{\"k\\\"ey\\n\":\"v\"}"},
@@ -801,20 +802,13 @@ static void test_write_appends(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_conformance_suite),
-        cmocka_unit_test(test_conformance_extra),
-        cmocka_unit_test(test_error_offsets_mutated),
-        cmocka_unit_test(test_depth_limit),
-        cmocka_unit_test(test_int64_exact),
-        cmocka_unit_test(test_numbers_become_doubles),
-        cmocka_unit_test(test_error_offsets),
-        cmocka_unit_test(test_error_keeps_buffer),
-        cmocka_unit_test(test_write_strings),
-        cmocka_unit_test(test_write_containers),
-        cmocka_unit_test(test_write_doubles),
-        cmocka_unit_test(test_write_doubles_random),
-        cmocka_unit_test(test_write_nonstring_keys),
-        cmocka_unit_test(test_write_appends),
+        cmocka_unit_test(test_conformance_suite),     cmocka_unit_test(test_conformance_extra),
+        cmocka_unit_test(test_error_offsets_mutated), cmocka_unit_test(test_depth_limit),
+        cmocka_unit_test(test_int64_exact),           cmocka_unit_test(test_numbers_become_doubles),
+        cmocka_unit_test(test_error_offsets),         cmocka_unit_test(test_error_keeps_buffer),
+        cmocka_unit_test(test_write_strings),         cmocka_unit_test(test_write_containers),
+        cmocka_unit_test(test_write_doubles),         cmocka_unit_test(test_write_doubles_random),
+        cmocka_unit_test(test_write_nonstring_keys),  cmocka_unit_test(test_write_appends),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

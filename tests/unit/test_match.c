@@ -33,9 +33,9 @@ static const char *const identify_json =
     "{\"type\":\"identify\",\"userId\":\"u2\",\"messageId\":\"m2\",\"timestamp\":\"2026-11-01T10:00:00Z\","
     "\"traits\":{\"plan\":\"enterprise\",\"seats\":10},\"properties\":{\"plan\":\"free\"}}";
 
-static const char *const group_json =
-    "{\"type\":\"group\",\"userId\":\"u3\",\"groupId\":\"g1\",\"messageId\":\"m3\",\"timestamp\":\"2026-11-01T10:00:00Z\","
-    "\"traits\":{\"plan\":\"team\"}}";
+static const char *const group_json = "{\"type\":\"group\",\"userId\":\"u3\",\"groupId\":\"g1\",\"messageId\":\"m3\","
+                                      "\"timestamp\":\"2026-11-01T10:00:00Z\","
+                                      "\"traits\":{\"plan\":\"team\"}}";
 
 static const char *const page_json =
     "{\"type\":\"page\",\"anonymousId\":\"a4\",\"name\":\"Pricing\",\"messageId\":\"m4\","
@@ -116,11 +116,26 @@ typedef struct tv {
     const char *s;
 } tv;
 
-#define I(x) {JD_V_INT, (x), 0, NULL}
-#define N(x) {JD_V_NUM, 0, (x), NULL}
-#define S(x) {JD_V_STR, 0, 0, (x)}
-#define B(x) {JD_V_BOOL, (x), 0, NULL}
-#define NIL {JD_V_NIL, 0, 0, NULL}
+#define I(x)                   \
+    {                          \
+        JD_V_INT, (x), 0, NULL \
+    }
+#define N(x)                   \
+    {                          \
+        JD_V_NUM, 0, (x), NULL \
+    }
+#define S(x)                \
+    {                       \
+        JD_V_STR, 0, 0, (x) \
+    }
+#define B(x)                    \
+    {                           \
+        JD_V_BOOL, (x), 0, NULL \
+    }
+#define NIL                  \
+    {                        \
+        JD_V_NIL, 0, 0, NULL \
+    }
 
 static jd_val mkval(tv t)
 {
@@ -173,8 +188,8 @@ typedef struct pcase {
 
 static const char *op_name(jd_op op)
 {
-    static const char *const names[] = {"eq", "ne", "gt", "gte", "lt", "lte", "in_", "not_in", "exists", "contains",
-                                        "prefix"};
+    static const char *const names[] = {"eq",  "ne",     "gt",     "gte",      "lt",    "lte",
+                                        "in_", "not_in", "exists", "contains", "prefix"};
     return names[op];
 }
 
@@ -239,9 +254,9 @@ static const pcase eq_cases[] = {
     {"big", JD_OP_EQ, N(9223372036854775808.0), {{0}}, 0, 0}, /* 2^63 is not INT64_MAX */
     {"small", JD_OP_EQ, I(INT64_MIN), {{0}}, 0, 1},
     {"small", JD_OP_EQ, N(-9223372036854775808.0), {{0}}, 0, 1}, /* -2^63 is exact */
-    {"huge", JD_OP_EQ, I(-1), {{0}}, 0, 0},                       /* UINT64_MAX is not -1 */
+    {"huge", JD_OP_EQ, I(-1), {{0}}, 0, 0},                      /* UINT64_MAX is not -1 */
     {"huge", JD_OP_EQ, I(INT64_MAX), {{0}}, 0, 0},
-    {"huge", JD_OP_EQ, N(18446744073709551616.0), {{0}}, 0, 0},   /* 2^64 is not UINT64_MAX */
+    {"huge", JD_OP_EQ, N(18446744073709551616.0), {{0}}, 0, 0}, /* 2^64 is not UINT64_MAX */
     /* NaN equals nothing */
     {"total", JD_OP_EQ, N(NAN), {{0}}, 0, 0},
     {"price", JD_OP_EQ, N(NAN), {{0}}, 0, 0},
@@ -420,8 +435,8 @@ static const pcase exists_cases[] = {
     {"missing", JD_OP_EXISTS, B(0), {{0}}, 0, 1},
     {"nothing", JD_OP_EXISTS, B(1), {{0}}, 0, 0}, /* null does not exist */
     {"nothing", JD_OP_EXISTS, B(0), {{0}}, 0, 1},
-    {"no", JD_OP_EXISTS, B(1), {{0}}, 0, 1},      /* false does */
-    {"empty", JD_OP_EXISTS, B(1), {{0}}, 0, 1},   /* and "" does */
+    {"no", JD_OP_EXISTS, B(1), {{0}}, 0, 1},    /* false does */
+    {"empty", JD_OP_EXISTS, B(1), {{0}}, 0, 1}, /* and "" does */
     {"qty", JD_OP_EXISTS, B(1), {{0}}, 0, 1},
     {"tags", JD_OP_EXISTS, B(1), {{0}}, 0, 1},
     {"nested.a.b", JD_OP_EXISTS, B(1), {{0}}, 0, 1},
@@ -504,9 +519,25 @@ static void test_order_consistent(void **state)
     jd_match_env env = {.ev = &f.ev};
     static const char *const paths[] = {"total", "price", "qty", "neg", "big", "small", "huge", "p53", "f53", "three"};
     static const tv vals[] = {
-        I(0), I(3), I(42), I(-5), I(INT64_MAX), I(INT64_MIN), I(9007199254740993LL), I(9007199254740992LL),
-        N(0.0), N(3.0), N(19.99), N(-5.0), N(9223372036854775808.0), N(-9223372036854775808.0),
-        N(18446744073709551616.0), N(9007199254740992.0), N(1e300), N(-1e300), N(0.5),
+        I(0),
+        I(3),
+        I(42),
+        I(-5),
+        I(INT64_MAX),
+        I(INT64_MIN),
+        I(9007199254740993LL),
+        I(9007199254740992LL),
+        N(0.0),
+        N(3.0),
+        N(19.99),
+        N(-5.0),
+        N(9223372036854775808.0),
+        N(-9223372036854775808.0),
+        N(18446744073709551616.0),
+        N(9007199254740992.0),
+        N(1e300),
+        N(-1e300),
+        N(0.5),
     };
     for (size_t i = 0; i < sizeof paths / sizeof paths[0]; i++) {
         for (size_t j = 0; j < sizeof vals / sizeof vals[0]; j++) {
@@ -637,8 +668,12 @@ static void test_default_root_by_type(void **state)
         jd_match_env env = {.ev = &f.ev};
         pcase pc[3] = {
             {"plan", JD_OP_EQ, S(cases[i].plan), {{0}}, 0, 1},
-            {"properties.plan", cases[i].props_plan ? JD_OP_EQ : JD_OP_EXISTS,
-             cases[i].props_plan ? (tv)S(cases[i].props_plan) : (tv)B(0), {{0}}, 0, 1},
+            {"properties.plan",
+             cases[i].props_plan ? JD_OP_EQ : JD_OP_EXISTS,
+             cases[i].props_plan ? (tv)S(cases[i].props_plan) : (tv)B(0),
+             {{0}},
+             0,
+             1},
             {"traits.plan", JD_OP_EQ, S(cases[i].traits_plan), {{0}}, 0, 1},
         };
         run_cases(cases[i].json, pc, 3, &env);
@@ -727,8 +762,11 @@ static void test_op_parse(void **state)
         const char *name;
         jd_op op;
     } ops[] = {
-        {"eq", JD_OP_EQ}, {"ne", JD_OP_NE}, {"gt", JD_OP_GT}, {"gte", JD_OP_GTE}, {"lt", JD_OP_LT}, {"lte", JD_OP_LTE},
-        {"in_", JD_OP_IN}, {"not_in", JD_OP_NOT_IN}, {"exists", JD_OP_EXISTS}, {"contains", JD_OP_CONTAINS},
+        {"eq", JD_OP_EQ},         {"ne", JD_OP_NE},
+        {"gt", JD_OP_GT},         {"gte", JD_OP_GTE},
+        {"lt", JD_OP_LT},         {"lte", JD_OP_LTE},
+        {"in_", JD_OP_IN},        {"not_in", JD_OP_NOT_IN},
+        {"exists", JD_OP_EXISTS}, {"contains", JD_OP_CONTAINS},
         {"prefix", JD_OP_PREFIX},
     };
     for (size_t i = 0; i < sizeof ops / sizeof ops[0]; i++) {
@@ -761,12 +799,9 @@ static void test_pred_free(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_operators),
-        cmocka_unit_test(test_order_consistent),
-        cmocka_unit_test(test_roots_track),
-        cmocka_unit_test(test_default_root_by_type),
-        cmocka_unit_test(test_parse_path),
-        cmocka_unit_test(test_op_parse),
+        cmocka_unit_test(test_operators),   cmocka_unit_test(test_order_consistent),
+        cmocka_unit_test(test_roots_track), cmocka_unit_test(test_default_root_by_type),
+        cmocka_unit_test(test_parse_path),  cmocka_unit_test(test_op_parse),
         cmocka_unit_test(test_pred_free),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -7,11 +7,6 @@
 #include <signal.h>
 #include <sys/wait.h>
 
-
-
-
-
-
 static int line_of(const char *src, const char *marker)
 {
     const char *p = strstr(src, marker);

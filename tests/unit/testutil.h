@@ -114,8 +114,10 @@ static inline void tu_event(tu_run *r, const char *fmt, ...)
 static inline void tu_track(tu_run *r, const char *user, const char *event, const char *t, const char *props)
 {
     static unsigned long seq;
-    tu_event(r, "{\"type\":\"track\",\"userId\":\"%s\",\"event\":\"%s\",\"timestamp\":\"%s\",\"messageId\":\"tu-%lu\"%s%s%s}",
-             user, event, t, ++seq, props ? ",\"properties\":" : "", props ? props : "", "");
+    tu_event(
+        r,
+        "{\"type\":\"track\",\"userId\":\"%s\",\"event\":\"%s\",\"timestamp\":\"%s\",\"messageId\":\"tu-%lu\"%s%s%s}",
+        user, event, t, ++seq, props ? ",\"properties\":" : "", props ? props : "", "");
 }
 
 static inline void tu_advance(tu_run *r, const char *iso)
@@ -220,7 +222,7 @@ static inline size_t tu_nlogs(const tu_run *r, ...)
 
 #define EXPECT_LOGS(r, n, ...)                                                                                  \
     do {                                                                                                        \
-        size_t got_ = tu_nlogs((r), __VA_ARGS__, NULL);                                                            \
+        size_t got_ = tu_nlogs((r), __VA_ARGS__, NULL);                                                         \
         if (got_ != (size_t)(n)) {                                                                              \
             tu_dump(r);                                                                                         \
             fail_msg("%s:%d: expected %zu log line(s) matching [%s], got %zu", __FILE__, __LINE__, (size_t)(n), \
