@@ -1217,19 +1217,27 @@ int jd_engine_process(jd_engine *e, const void *record, size_t len, jd_error *er
     return 0;
 }
 
-int jd_engine_normalize(jd_engine *e, const char *json, size_t len, int64_t default_ts, const char *default_id,
-                        char **out, size_t *outlen, jd_error *err)
+/* JSON text to a msgpack object in the input zone (valid until the next input). */
+static int parse_json(jd_engine *e, const char *json, size_t len, msgpack_object *root, jd_error *err)
 {
     jd_buf_reset(&e->scratch);
     if (jd_json_to_msgpack(e->jr, json, len, &e->scratch, err->text, sizeof err->text))
         return -1;
     msgpack_zone_clear(&e->in_zone);
-    msgpack_object root;
     size_t off = 0;
-    if (msgpack_unpack(e->scratch.data, e->scratch.len, &off, &e->in_zone, &root) != MSGPACK_UNPACK_SUCCESS) {
+    if (msgpack_unpack(e->scratch.data, e->scratch.len, &off, &e->in_zone, root) != MSGPACK_UNPACK_SUCCESS) {
         snprintf(err->text, sizeof err->text, "internal: cannot read converted JSON");
         return -1;
     }
+    return 0;
+}
+
+int jd_engine_normalize(jd_engine *e, const char *json, size_t len, int64_t default_ts, const char *default_id,
+                        char **out, size_t *outlen, jd_error *err)
+{
+    msgpack_object root;
+    if (parse_json(e, json, len, &root, err))
+        return -1;
     jd_buf_reset(&e->rec);
     if (jd_event_normalize(&root, default_ts, default_id, &e->rec, err->text, sizeof err->text))
         return -1;
@@ -1241,16 +1249,8 @@ int jd_engine_normalize(jd_engine *e, const char *json, size_t len, int64_t defa
 
 int jd_engine_ingest_json(jd_engine *e, const char *json, size_t len, const char *default_id, jd_error *err)
 {
-    jd_buf_reset(&e->scratch);
-    if (jd_json_to_msgpack(e->jr, json, len, &e->scratch, err->text, sizeof err->text)) {
-        e->stats[JD_STAT_INVALID]++;
-        return -1;
-    }
-    msgpack_zone_clear(&e->in_zone);
     msgpack_object root;
-    size_t off = 0;
-    if (msgpack_unpack(e->scratch.data, e->scratch.len, &off, &e->in_zone, &root) != MSGPACK_UNPACK_SUCCESS) {
-        snprintf(err->text, sizeof err->text, "internal: cannot read converted JSON");
+    if (parse_json(e, json, len, &root, err)) {
         e->stats[JD_STAT_INVALID]++;
         return -1;
     }

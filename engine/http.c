@@ -499,26 +499,15 @@ static void handle_source(jd_server *s, struct evhttp_request *req, const char *
 
 /* ---------------------------------------------------------------- admin */
 
-static void handle_user(jd_server *s, struct evhttp_request *req, const char *enc_id)
+/* GET /v1/users/ID and /v1/journeys/NAME: the engine's JSON for a decoded path name. */
+static void handle_lookup(jd_server *s, struct evhttp_request *req, const char *encoded,
+                          char *(*lookup)(const jd_engine *, const char *, size_t), const char *missing)
 {
     size_t n = 0;
-    char *id = evhttp_uridecode(enc_id, 0, &n);
-    char *json = id ? jd_engine_user_json(s->engine, id, n) : NULL;
+    char *name = evhttp_uridecode(encoded, 0, &n);
+    char *json = name ? lookup(s->engine, name, n) : NULL;
     if (!json)
-        reply_error(s, req, 404, "Not Found", "not_found", "no such user");
-    else
-        reply_json(req, 200, "OK", json);
-    free(json);
-    free(id);
-}
-
-static void handle_journey(jd_server *s, struct evhttp_request *req, const char *enc_name)
-{
-    size_t n = 0;
-    char *name = evhttp_uridecode(enc_name, 0, &n);
-    char *json = name ? jd_engine_journey_json(s->engine, name, n) : NULL;
-    if (!json)
-        reply_error(s, req, 404, "Not Found", "not_found", "no such journey");
+        reply_error(s, req, 404, "Not Found", "not_found", missing);
     else
         reply_json(req, 200, "OK", json);
     free(json);
@@ -640,13 +629,13 @@ static void on_request(struct evhttp_request *req, void *arg)
             return;
         }
         if (strncmp(path, "/v1/users/", 10) == 0 && path[10])
-            handle_user(s, req, path + 10);
+            handle_lookup(s, req, path + 10, jd_engine_user_json, "no such user");
         else if (strcmp(path, "/v1/journeys") == 0) {
             char *json = jd_engine_journeys_json(s->engine);
             reply_json(req, 200, "OK", json);
             free(json);
         } else if (path[13])
-            handle_journey(s, req, path + 13);
+            handle_lookup(s, req, path + 13, jd_engine_journey_json, "no such journey");
         else
             reply_error(s, req, 404, "Not Found", "not_found", "no such resource");
         return;

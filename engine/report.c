@@ -53,6 +53,16 @@ static void describe_trigger(jd_buf *b, const jd_trigger *t, const jd_journey *j
         jd_buf_puts(b, " -> exit");
 }
 
+/* One line per trigger, each behind prefix. */
+static void describe_list(jd_buf *b, const char *prefix, jd_trigger *const *t, size_t n, const jd_journey *j)
+{
+    for (size_t k = 0; k < n; k++) {
+        jd_buf_puts(b, prefix);
+        describe_trigger(b, t[k], j);
+        jd_buf_putc(b, '\n');
+    }
+}
+
 char *jd_engine_describe(const jd_engine *e)
 {
     jd_buf b;
@@ -66,16 +76,8 @@ char *jd_engine_describe(const jd_engine *e)
         jd_buf_puts(&b, "  entry: ");
         describe_trigger(&b, j->entry, j);
         jd_buf_printf(&b, "  (starts in %s)\n", j->stages[j->entry_stage].name);
-        for (size_t k = 0; k < j->ngoals; k++) {
-            jd_buf_puts(&b, "  goal: ");
-            describe_trigger(&b, j->goals[k], j);
-            jd_buf_putc(&b, '\n');
-        }
-        for (size_t k = 0; k < j->nexits; k++) {
-            jd_buf_puts(&b, "  exit: ");
-            describe_trigger(&b, j->exits[k], j);
-            jd_buf_putc(&b, '\n');
-        }
+        describe_list(&b, "  goal: ", j->goals, j->ngoals, j);
+        describe_list(&b, "  exit: ", j->exits, j->nexits, j);
         if (j->reentry == JD_REENTRY_COOLDOWN)
             jd_buf_printf(&b, "  reentry: after %lld ms\n", (long long)j->cooldown_ms);
         else
@@ -85,16 +87,8 @@ char *jd_engine_describe(const jd_engine *e)
         for (size_t s = 0; s < j->nstages; s++) {
             const jd_stage *st = &j->stages[s];
             jd_buf_printf(&b, "  stage %s%s\n", st->name, st->enter_ref != LUA_NOREF ? "  enter()" : "");
-            for (size_t k = 0; k < st->non; k++) {
-                jd_buf_puts(&b, "    ");
-                describe_trigger(&b, st->on[k], j);
-                jd_buf_putc(&b, '\n');
-            }
-            for (size_t k = 0; k < st->nafter; k++) {
-                jd_buf_puts(&b, "    ");
-                describe_trigger(&b, st->after[k], j);
-                jd_buf_putc(&b, '\n');
-            }
+            describe_list(&b, "    ", st->on, st->non, j);
+            describe_list(&b, "    ", st->after, st->nafter, j);
         }
     }
     for (size_t i = 0; i < d->ntriggers; i++) {
