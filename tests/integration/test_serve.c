@@ -693,6 +693,113 @@ static void test_restart_after_kill(void **state)
     assert_int_equal(atol(m + strlen("\njourneyd_events_duplicate_total ")), dups + 1);
 }
 
+/* kill -9 at random moments while a client sends: after every restart, everything
+ * acknowledged is there, each stage timer fired once (the person moved on exactly once),
+ * and no action id was decided twice across all the runs' logs. */
+static void test_crash_rounds(void **state)
+{
+    (void)state;
+    char acked_path[] = "/tmp/jd-crash-acked-XXXXXX";
+    int afd = mkstemp(acked_path);
+    assert_true(afd >= 0);
+    close(afd);
+    srand((unsigned)getpid());
+    int sent_pings = 0, next = 0;
+    for (int round = 0; round < 3; round++) {
+        int base = next;
+        pid_t child = fork();
+        if (child == 0) { /* the client: sends until killed, writes each acknowledged id */
+            FILE *out = fopen(acked_path, "a");
+            for (int i = base; i < base + 5000; i++) {
+                char body[256];
+                resp r;
+                if (i % 2)
+                    snprintf(body, sizeof body,
+                             "{\"userId\":\"c-%d\",\"event\":\"Signed Up\",\"messageId\":\"crash-%d\"}", i, i);
+                else
+                    snprintf(body, sizeof body,
+                             "{\"userId\":\"c-pinger\",\"event\":\"CRM Contact Property Changed\","
+                             "\"messageId\":\"crash-%d\"}",
+                             i);
+                post(&r, "/v1/track", "Bearer wk1", body);
+                if (r.status == 200) {
+                    fprintf(out, "%d\n", i);
+                    fflush(out);
+                }
+            }
+            fclose(out);
+            _exit(0);
+        }
+        usleep(150000 + (useconds_t)(rand() % 350000));
+        kill(daemon_pid, SIGKILL);
+        waitpid(daemon_pid, NULL, 0);
+        kill(child, SIGKILL);
+        waitpid(child, NULL, 0);
+        next = base + 5000;
+        sent_pings += 2500; /* an upper bound: at most half of what the client could send */
+        assert_int_equal(spawn_daemon(), 0);
+    }
+    /* what the clients saw acknowledged */
+    FILE *f = fopen(acked_path, "r");
+    assert_non_null(f);
+    int id, acked_pings = 0, acked_signups = 0;
+    static int signups[15000];
+    while (fscanf(f, "%d", &id) == 1) {
+        if (id % 2)
+            signups[acked_signups++] = id;
+        else
+            acked_pings++;
+    }
+    fclose(f);
+    unlink(acked_path);
+    assert_true(acked_signups > 0 && acked_pings > 0);
+    resp r;
+    /* every acknowledged sign-up is back; once its 1 s timer has fired, the person is in
+     * "nudged" */
+    usleep(1500000);
+    for (int k = 0; k < acked_signups; k++) {
+        char path[64];
+        snprintf(path, sizeof path, "/v1/users/c-%d", signups[k]);
+        int ok = 0;
+        for (int tries = 0; tries < 30 && !ok; tries++) {
+            http(&r, "GET", path, "Bearer ak1", NULL, 0);
+            ok = r.status == 200 && strstr(r.body, "\"stage\":\"nudged\"");
+            if (!ok)
+                usleep(100000);
+        }
+        if (!ok)
+            fail_msg("acknowledged sign-up c-%d: %ld %s", signups[k], r.status, r.body);
+    }
+    /* each acknowledged ping counted once: acked <= score <= sent */
+    http(&r, "GET", "/v1/users/c-pinger", "Bearer ak1", NULL, 0);
+    const char *sc = strstr(r.body, "\"score\":");
+    assert_non_null(sc);
+    double score = atof(sc + 8);
+    if (score < acked_pings || score > sent_pings)
+        fail_msg("score %.0f outside [%d, %d]", score, acked_pings, sent_pings);
+    /* no action id decided twice across all runs */
+    FILE *lf = fopen(logpath, "r");
+    assert_non_null(lf);
+    static char ids[20000][33];
+    int nids = 0;
+    char line[8192];
+    while (fgets(line, sizeof line, lf) && nids < 20000) {
+        const char *a = strstr(line, "\"msg\":\"action decided\"");
+        const char *p = a ? strstr(a, "\"id\":\"") : NULL;
+        if (p && strlen(p + 6) >= 32) {
+            memcpy(ids[nids], p + 6, 32);
+            ids[nids][32] = '\0';
+            nids++;
+        }
+    }
+    fclose(lf);
+    qsort(ids, (size_t)nids, sizeof ids[0], (int (*)(const void *, const void *))strcmp);
+    for (int k = 1; k < nids; k++)
+        if (strcmp(ids[k], ids[k - 1]) == 0)
+            fail_msg("action id %s decided twice", ids[k]);
+    assert_true(nids > acked_signups); /* welcome + nudge per sign-up, at least */
+}
+
 static void test_sigterm_exits_cleanly(void **state)
 {
     (void)state;
@@ -774,6 +881,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_conformance_bodies),
         cmocka_unit_test(test_reload),
         cmocka_unit_test(test_restart_after_kill),
+        cmocka_unit_test(test_crash_rounds),
         cmocka_unit_test(test_sigterm_exits_cleanly),
     };
     return cmocka_run_group_tests_name("serve", tests, start, stop);
