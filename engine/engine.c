@@ -150,6 +150,7 @@ jd_engine *jd_engine_new(const char *config_path, const jd_options *opts, jd_err
         jd_clock_init_real(&e->clock);
     jd_map_init(&e->users);
     jd_map_init(&e->aliases);
+    jd_map_init(&e->rule_errors);
     jd_dedupe_init(&e->dedupe, e->opts.dedupe_ttl_ms);
     jd_timers_init(&e->timers);
     msgpack_zone_init(&e->zone, 4096);
@@ -317,6 +318,7 @@ void jd_engine_free(jd_engine *e)
     jd_map_free(&e->config_cache, free);
     msgpack_zone_destroy(&e->config_zone);
     jd_map_free(&e->users, free_user);
+    jd_map_free(&e->rule_errors, free);
     jd_map_free(&e->aliases, free);
     jd_dedupe_free(&e->dedupe);
     jd_timers_free(&e->timers);
@@ -420,10 +422,21 @@ static const msgpack_object *user_traits(jd_engine *e)
     return e->user_traits;
 }
 
+void jd_engine_count_error(jd_engine *e, const char *rule)
+{
+    e->stats[JD_STAT_LUA_ERRORS]++;
+    uint64_t *n = jd_map_get(&e->rule_errors, rule, strlen(rule));
+    if (!n) {
+        n = jd_xcalloc(1, sizeof *n);
+        jd_map_put(&e->rule_errors, rule, strlen(rule), n);
+    }
+    (*n)++;
+}
+
 static void log_hook_error(jd_engine *e, const char *rule, jd_script_error *se)
 {
     char text[2048];
-    e->stats[JD_STAT_LUA_ERRORS]++;
+    jd_engine_count_error(e, rule);
     jd_script_error_text(se, text, sizeof text);
     jd_engine_log(e, "error", "lua error in %s (user %s, event %.*s): %s%s%s", rule, e->user->id,
                   (int)e->ev->message_id.n, e->ev->message_id.p, text, se->traceback[0] ? "\n" : "", se->traceback);
@@ -709,7 +722,9 @@ static void move(jd_engine *e, const jd_journey *j, jd_instance *inst, int targe
     if (inst->status != JD_INST_ACTIVE)
         return;
     if (depth >= MAX_CHAIN) {
-        e->stats[JD_STAT_LUA_ERRORS]++;
+        char rule[300];
+        snprintf(rule, sizeof rule, "%s/chain", j->name);
+        jd_engine_count_error(e, rule);
         jd_engine_log(e, "error", "journey %s: more than %d stage moves for one input (user %s): stopped in '%s'",
                       j->name, MAX_CHAIN, e->user->id, j->stages[inst->stage].name);
         return;

@@ -101,6 +101,7 @@ struct jd_engine {
     jd_timers timers;
     jd_journey_count *counts;
     uint64_t *channel_actions; /* per channel */
+    jd_map rule_errors;        /* rule id -> uint64_t* Lua errors (for /metrics) */
     uint64_t stats[JD_NSTATS];
     jd_buf config; /* j.config packed as msgpack */
     msgpack_zone config_zone;
@@ -148,6 +149,9 @@ void jd_effects_free(jd_effects *fx);
 /* lua_journey.c: compiles the journey module's registry; NULL with err set. */
 jd_defs *jd_compile(jd_engine *e, char *err, size_t errlen);
 void jd_defs_release_refs(lua_State *L, jd_defs *d);
+
+/* Counts a Lua error of a rule (total and per rule). */
+void jd_engine_count_error(jd_engine *e, const char *rule);
 
 /* Records a decision in the current user's trace (when enabled). */
 void jd_engine_decide(jd_engine *e, int kind, const jd_journey *j, int stage, const char *fmt, ...)

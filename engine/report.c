@@ -364,8 +364,15 @@ char *jd_engine_metrics(const jd_engine *e)
     counter(&b, "journeyd_events_late_total", "Events older than the engine clock.", "counter", st[JD_STAT_LATE]);
     counter(&b, "journeyd_lua_calls_total", "Calls into Lua (hooks and when predicates).", "counter",
             st[JD_STAT_LUA_CALLS]);
-    counter(&b, "journeyd_lua_errors_total", "Lua errors in hooks (their actions were not taken).", "counter",
-            st[JD_STAT_LUA_ERRORS]);
+    jd_buf_puts(&b, "# HELP journeyd_lua_errors_total Lua errors, by rule (the failing hooks' actions were not "
+                    "taken).\n# TYPE journeyd_lua_errors_total counter\n");
+    size_t it = 0;
+    const jd_map_slot *slot;
+    while (jd_map_next(&e->rule_errors, &it, &slot)) {
+        jd_buf_puts(&b, "journeyd_lua_errors_total{rule=\"");
+        label(&b, slot->key);
+        jd_buf_printf(&b, "\"} %llu\n", (unsigned long long)*(const uint64_t *)slot->value);
+    }
     counter(&b, "journeyd_lua_memory_bytes", "Memory used by the Lua state.", "gauge", jd_script_memory(e->script));
     counter(&b, "journeyd_timers_pending", "Timers scheduled and not yet due.", "gauge", e->timers.n);
     counter(&b, "journeyd_timers_fired_total", "Timers that fired.", "counter", st[JD_STAT_TIMERS_FIRED]);

@@ -67,7 +67,9 @@ static int lua_fail(jd_engine *e, jd_source_result *res, const char *what, const
 {
     char text[400];
     jd_script_error_text(se, text, sizeof text);
-    e->stats[JD_STAT_LUA_ERRORS]++;
+    char rule[300];
+    snprintf(rule, sizeof rule, "source/%s/%s", src->name, what);
+    jd_engine_count_error(e, rule);
     jd_engine_log(e, "error", "source %s: %s failed: %s%s%s", src->name, what, text, se->traceback[0] ? "\n" : "",
                   se->traceback);
     jd_script_error_clear(se);

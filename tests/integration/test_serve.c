@@ -447,6 +447,8 @@ static void test_other_sources(void **state)
     post(&r, "/v1/sources/broken", "Bearer wk1", "{}");
     assert_int_equal(r.status, 500);
     assert_non_null(strstr(r.body, "mapper bug"));
+    http(&r, "GET", "/metrics", NULL, NULL, 0);
+    assert_non_null(strstr(r.body, "journeyd_lua_errors_total{rule=\"source/broken/map\"} 1"));
     post(&r, "/v1/sources/nosuch", "Bearer wk1", "{}");
     assert_int_equal(r.status, 404);
 }
