@@ -49,14 +49,8 @@ static void reply_error(jd_server *s, struct evhttp_request *req, int status, co
     jd_mp_pack_cstr(&pk, code);
     jd_mp_pack_cstr(&pk, "error");
     jd_mp_pack_cstr(&pk, msg);
-    msgpack_zone z;
-    msgpack_zone_init(&z, 512);
-    msgpack_object o;
-    size_t off = 0;
     jd_buf_reset(&s->tmp);
-    if (msgpack_unpack(mp.data, mp.len, &off, &z, &o) == MSGPACK_UNPACK_SUCCESS)
-        jd_json_write(s->jw, &o, &s->tmp);
-    msgpack_zone_destroy(&z);
+    jd_json_write_msgpack(s->jw, mp.data, mp.len, &s->tmp);
     jd_buf_free(&mp);
     reply_json(req, status, reason, jd_buf_cstr(&s->tmp));
 }
@@ -367,15 +361,9 @@ static void handle_ingest(jd_server *s, struct evhttp_request *req, const char *
         msgpack_pack_uint32(&pk, i);
         jd_mp_pack_cstr(&pk, "error");
         jd_mp_pack_cstr(&pk, err);
-        msgpack_zone z2;
-        msgpack_zone_init(&z2, 512);
-        msgpack_object ro;
-        size_t roff = 0;
-        msgpack_unpack(mp.data, mp.len, &roff, &z2, &ro);
         if (nrej++)
             jd_buf_putc(&rej, ',');
-        jd_json_write(s->jw, &ro, &rej);
-        msgpack_zone_destroy(&z2);
+        jd_json_write_msgpack(s->jw, mp.data, mp.len, &rej);
         jd_buf_free(&mp);
     }
     jd_buf_reset(&s->tmp);

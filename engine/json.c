@@ -588,6 +588,21 @@ void jd_json_write(jd_json_writer *w, const msgpack_object *obj, jd_buf *out)
     yajl_gen_clear(w->g);
 }
 
+int jd_json_write_msgpack(jd_json_writer *w, const char *data, size_t len, jd_buf *out)
+{
+    msgpack_zone z;
+    msgpack_zone_init(&z, 2048);
+    msgpack_object o;
+    size_t off = 0;
+    int rc = -1;
+    if (msgpack_unpack(data, len, &off, &z, &o) == MSGPACK_UNPACK_SUCCESS) {
+        jd_json_write(w, &o, out);
+        rc = 0;
+    }
+    msgpack_zone_destroy(&z);
+    return rc;
+}
+
 int jd_json_to_msgpack_alloc(const char *json, size_t len, char **out, size_t *outlen, char *err, size_t errlen)
 {
     jd_json_reader *r = jd_json_reader_new();

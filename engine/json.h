@@ -32,6 +32,10 @@ void jd_json_writer_free(jd_json_writer *w);
  * does not begin a UTF-8 sequence as U+FFFD. */
 void jd_json_write(jd_json_writer *w, const msgpack_object *obj, jd_buf *out);
 
+/* Appends the JSON text of packed msgpack bytes (one value). Returns 0, or -1 when the
+ * bytes are not one msgpack value (out unchanged). */
+int jd_json_write_msgpack(jd_json_writer *w, const char *data, size_t len, jd_buf *out);
+
 /* Shortest text that reads back as the same double, and as a double: "0.1", "25.0",
  * "1e+300". */
 size_t jd_json_format_double(double d, char *out, size_t outlen);

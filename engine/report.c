@@ -114,20 +114,22 @@ static void pk_time(msgpack_packer *pk, int64_t ms)
 /* Turns a packed msgpack value into malloc'd JSON text. */
 static char *to_json(const jd_engine *e, jd_buf *mp)
 {
-    msgpack_zone z;
-    msgpack_zone_init(&z, 4096);
-    msgpack_object o;
-    size_t off = 0;
     jd_buf out;
     jd_buf_init(&out);
-    if (msgpack_unpack(mp->data, mp->len, &off, &z, &o) == MSGPACK_UNPACK_SUCCESS)
-        jd_json_write(e->jw, &o, &out);
-    msgpack_zone_destroy(&z);
+    jd_json_write_msgpack(e->jw, mp->data, mp->len, &out);
     jd_buf_free(mp);
     jd_buf_cstr(&out);
     return out.data;
 }
 
+/* An instance's key, or nil when the journey is not keyed. */
+static void pack_key_or_nil(msgpack_packer *pk, const jd_instance *i)
+{
+    if (i->keylen)
+        jd_mp_pack_str(pk, i->key, i->keylen);
+    else
+        msgpack_pack_nil(pk);
+}
 static const char *status_name(jd_inst_status s)
 {
     return s == JD_INST_ACTIVE ? "active" : s == JD_INST_CONVERTED ? "converted" : "exited";
@@ -174,10 +176,7 @@ char *jd_engine_user_json(const jd_engine *e, const char *id, size_t n)
         jd_mp_pack_cstr(&pk, "journey");
         jd_mp_pack_cstr(&pk, j->name);
         jd_mp_pack_cstr(&pk, "key");
-        if (i->keylen)
-            jd_mp_pack_str(&pk, i->key, i->keylen);
-        else
-            msgpack_pack_nil(&pk);
+        pack_key_or_nil(&pk, i);
         jd_mp_pack_cstr(&pk, "status");
         jd_mp_pack_cstr(&pk, status_name(i->status));
         jd_mp_pack_cstr(&pk, "stage");
@@ -215,10 +214,7 @@ char *jd_engine_user_json(const jd_engine *e, const char *id, size_t n)
             jd_mp_pack_cstr(&pk, "journey");
             jd_mp_pack_cstr(&pk, j->name);
             jd_mp_pack_cstr(&pk, "key");
-            if (i->keylen)
-                jd_mp_pack_str(&pk, i->key, i->keylen);
-            else
-                msgpack_pack_nil(&pk);
+            pack_key_or_nil(&pk, i);
             jd_mp_pack_cstr(&pk, "stage");
             jd_mp_pack_cstr(&pk, st->name);
             jd_mp_pack_cstr(&pk, "after");
