@@ -14,8 +14,9 @@
 #define MAX_CHAIN 16 /* stage moves caused by one input (enter hooks calling go) */
 
 static const char *const stat_names[JD_NSTATS] = {
-    "events",           "duplicates",   "invalid",        "unmatched", "actions",     "lua_errors",     "lua_calls",
-    "timers_scheduled", "timers_fired", "timers_dropped", "late",      "transitions", "timers_skipped",
+    "events",     "duplicates",  "invalid",          "unmatched",        "actions",
+    "lua_errors", "lua_calls",   "timers_scheduled", "timers_fired",     "timers_dropped",
+    "late",       "transitions", "timers_skipped",   "quarantine_skips", "rules_quarantined",
 };
 
 void jd_engine_decide(jd_engine *e, int kind, const jd_journey *j, int stage, const char *fmt, ...)
@@ -177,6 +178,22 @@ jd_engine *jd_engine_new(const char *config_path, const jd_options *opts, jd_err
     }
     e->channel_actions = jd_xcalloc(e->defs->nchannels + 1, sizeof *e->channel_actions);
     e->counts = new_counts(e->defs);
+    /* j.config { quarantine = { errors = 20, window = "1m" } }; errors = 0 turns it off */
+    e->quarantine_errors = 20;
+    e->quarantine_window_ms = 60000;
+    const msgpack_object *q = jd_mp_get(&e->config_obj, "quarantine", 10);
+    if (q && q->type == MSGPACK_OBJECT_MAP) {
+        const msgpack_object *qe = jd_mp_get(q, "errors", 6), *qw = jd_mp_get(q, "window", 6);
+        if (qe && qe->type == MSGPACK_OBJECT_POSITIVE_INTEGER)
+            e->quarantine_errors = (uint32_t)qe->via.u64;
+        if (qw && (qw->type != MSGPACK_OBJECT_STR ||
+                   jd_duration_parse(qw->via.str.ptr, qw->via.str.size, &e->quarantine_window_ms))) {
+            snprintf(err->text, sizeof err->text, "%s: j.config quarantine.window: a duration like \"1m\"",
+                     config_path);
+            jd_engine_free(e);
+            return NULL;
+        }
+    }
     const char *ol = jd_engine_config(e, "overdue_limit");
     if (ol && !e->opts.overdue_limit_ms && jd_duration_parse(ol, strlen(ol), &e->opts.overdue_limit_ms)) {
         snprintf(err->text, sizeof err->text, "%s: j.config overdue_limit: bad duration '%s' (like \"6h\" or \"2d\")",
@@ -425,12 +442,39 @@ static const msgpack_object *user_traits(jd_engine *e)
 void jd_engine_count_error(jd_engine *e, const char *rule)
 {
     e->stats[JD_STAT_LUA_ERRORS]++;
-    uint64_t *n = jd_map_get(&e->rule_errors, rule, strlen(rule));
-    if (!n) {
-        n = jd_xcalloc(1, sizeof *n);
-        jd_map_put(&e->rule_errors, rule, strlen(rule), n);
+    jd_rule_stat *rs = jd_map_get(&e->rule_errors, rule, strlen(rule));
+    if (!rs) {
+        rs = jd_xcalloc(1, sizeof *rs);
+        jd_map_put(&e->rule_errors, rule, strlen(rule), rs);
     }
-    (*n)++;
+    rs->errors++;
+    int64_t now = jd_clock_now(&e->clock);
+    if (rs->in_window == 0 || now - rs->window_start > e->quarantine_window_ms) {
+        rs->window_start = now;
+        rs->in_window = 0;
+    }
+    rs->in_window++;
+    if (e->quarantine_errors && rs->in_window >= e->quarantine_errors && !rs->quarantined) {
+        rs->quarantined = 1;
+        e->stats[JD_STAT_QUARANTINED]++;
+        jd_engine_log(e, "error",
+                      "rule %s quarantined after %u errors within %lld ms: it will not run again until the scripts "
+                      "are reloaded",
+                      rule, rs->in_window, (long long)e->quarantine_window_ms);
+    }
+}
+
+/* Rules only get stats once they fail, so a healthy engine pays nothing here. */
+static int quarantined(jd_engine *e, const char *rule)
+{
+    if (!e->rule_errors.count || !rule)
+        return 0;
+    const jd_rule_stat *rs = jd_map_get(&e->rule_errors, rule, strlen(rule));
+    if (rs && rs->quarantined) {
+        e->stats[JD_STAT_QUARANTINE_SKIPS]++;
+        return 1;
+    }
+    return 0;
 }
 
 static void log_hook_error(jd_engine *e, const char *rule, jd_script_error *se)
@@ -473,6 +517,8 @@ static int run_hook(jd_engine *e, int ref, const jd_journey *j, int stage, jd_in
     jd_effects_reset(&e->fx);
     if (ref == LUA_NOREF)
         return 0;
+    if (quarantined(e, rule))
+        return -1; /* as if it failed: none of its actions; the transition still happens */
     lua_State *L = jd_script_L(e->script);
     set_call(e, j, stage, inst, t, hook, 0);
     lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
@@ -492,6 +538,8 @@ static int run_hook(jd_engine *e, int ref, const jd_journey *j, int stage, jd_in
 
 static int when_ok(jd_engine *e, const jd_trigger *t, const jd_journey *j, jd_instance *inst)
 {
+    if (quarantined(e, t->rule_id))
+        return 0;
     lua_State *L = jd_script_L(e->script);
     set_call(e, j, inst ? inst->stage : -1, inst, t, "when", 1);
     lua_rawgeti(L, LUA_REGISTRYINDEX, t->when_ref);

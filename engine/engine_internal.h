@@ -86,6 +86,8 @@ enum {
     JD_STAT_LATE,
     JD_STAT_TRANSITIONS,
     JD_STAT_TIMERS_SKIPPED,
+    JD_STAT_QUARANTINE_SKIPS,
+    JD_STAT_QUARANTINED,
     JD_NSTATS
 };
 
@@ -100,8 +102,10 @@ struct jd_engine {
     jd_dedupe dedupe;
     jd_timers timers;
     jd_journey_count *counts;
-    uint64_t *channel_actions; /* per channel */
-    jd_map rule_errors;        /* rule id -> uint64_t* Lua errors (for /metrics) */
+    uint64_t *channel_actions;    /* per channel */
+    jd_map rule_errors;           /* rule id -> jd_rule_stat*: Lua errors, quarantine */
+    uint32_t quarantine_errors;   /* this many errors ... (0: never quarantine) */
+    int64_t quarantine_window_ms; /* ... within this window quarantine a rule */
     uint64_t stats[JD_NSTATS];
     jd_buf config; /* j.config packed as msgpack */
     msgpack_zone config_zone;
@@ -150,7 +154,17 @@ void jd_effects_free(jd_effects *fx);
 jd_defs *jd_compile(jd_engine *e, char *err, size_t errlen);
 void jd_defs_release_refs(lua_State *L, jd_defs *d);
 
-/* Counts a Lua error of a rule (total and per rule). */
+/* A rule's Lua errors. A rule that fails quarantine_errors times within the window is
+ * quarantined: its hook is not called again until the scripts are reloaded. */
+typedef struct jd_rule_stat {
+    uint64_t errors;
+    int64_t window_start;
+    uint32_t in_window;
+    int quarantined;
+} jd_rule_stat;
+
+/* Counts a Lua error of a rule (total and per rule) and quarantines it when it keeps
+ * failing. */
 void jd_engine_count_error(jd_engine *e, const char *rule);
 
 /* Records a decision in the current user's trace (when enabled). */

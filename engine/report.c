@@ -367,7 +367,17 @@ char *jd_engine_metrics(const jd_engine *e)
     while (jd_map_next(&e->rule_errors, &it, &slot)) {
         jd_buf_puts(&b, "journeyd_lua_errors_total{rule=\"");
         label(&b, slot->key);
-        jd_buf_printf(&b, "\"} %llu\n", (unsigned long long)*(const uint64_t *)slot->value);
+        jd_buf_printf(&b, "\"} %llu\n", (unsigned long long)((const jd_rule_stat *)slot->value)->errors);
+    }
+    jd_buf_puts(&b, "# HELP journeyd_rule_quarantined Rules that kept failing and no longer run (until a reload).\n"
+                    "# TYPE journeyd_rule_quarantined gauge\n");
+    it = 0;
+    while (jd_map_next(&e->rule_errors, &it, &slot)) {
+        if (!((const jd_rule_stat *)slot->value)->quarantined)
+            continue;
+        jd_buf_puts(&b, "journeyd_rule_quarantined{rule=\"");
+        label(&b, slot->key);
+        jd_buf_puts(&b, "\"} 1\n");
     }
     counter(&b, "journeyd_lua_memory_bytes", "Memory used by the Lua state.", "gauge", jd_script_memory(e->script));
     counter(&b, "journeyd_timers_pending", "Timers scheduled and not yet due.", "gauge", e->timers.n);

@@ -178,7 +178,7 @@ function j.channel(name) end
 ---@return fun(spec: journey.SourceSpec)
 function j.source(name) end
 
----@param settings {listen?: string, data_dir?: string, write_keys?: string[], admin_keys?: string[], stream_listen?: string, overdue_limit?: string}
+---@param settings {listen?: string, data_dir?: string, write_keys?: string[], admin_keys?: string[], stream_listen?: string, overdue_limit?: string, quarantine?: {errors?: integer, window?: string}}
 function j.config(settings) end
 
 ---@param name string

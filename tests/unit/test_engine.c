@@ -1372,6 +1372,41 @@ static void test_overdue_limit(void **state)
     unlink(r.path);
 }
 
+/* A rule that keeps failing is quarantined: it stops running (its hook is not called,
+ * its actions are not taken), the quarantine is logged and counted, other rules go on. */
+static void test_quarantine(void **state)
+{
+    (void)state;
+    tu_run r;
+    tu_start(&r, HDR "j.config { quarantine = { errors = 3, window = \"1h\" } }\n"
+                     "j.on(\"Bad\", function(ctx) error(\"always broken\") end)\n"
+                     "j.on(\"Good\", function(ctx) ctx:send(\"email\", \"fine\") end)\n");
+    char t[40];
+    for (int i = 0; i < 6; i++) {
+        snprintf(t, sizeof t, "2024-01-01T00:0%d:00Z", i);
+        tu_track(&r, "u1", "Bad", t, NULL);
+    }
+    tu_track(&r, "u1", "Good", "2024-01-01T00:09:00Z", NULL);
+    EXPECT_STAT(&r, "lua_errors", 3);
+    EXPECT_STAT(&r, "rules_quarantined", 1);
+    EXPECT_STAT(&r, "quarantine_skips", 3);
+    EXPECT_LOGS(&r, 1, "quarantined", "after 3 errors");
+    EXPECT_COUNT(&r, 1, "fine");
+    char *m = jd_engine_metrics(r.e);
+    assert_non_null(strstr(m, "journeyd_rule_quarantined{rule=\"rule/on Bad#1\"} 1"));
+    free(m);
+    tu_free(&r);
+    /* errors spread wider than the window never quarantine */
+    tu_start(&r, HDR "j.config { quarantine = { errors = 2, window = \"1m\" } }\n"
+                     "j.on(\"Bad\", function(ctx) error(\"sometimes\") end)\n");
+    tu_track(&r, "u1", "Bad", "2024-01-01T00:00:00Z", NULL);
+    tu_track(&r, "u1", "Bad", "2024-01-01T01:00:00Z", NULL);
+    tu_track(&r, "u1", "Bad", "2024-01-01T02:00:00Z", NULL);
+    EXPECT_STAT(&r, "lua_errors", 3);
+    EXPECT_STAT(&r, "rules_quarantined", 0);
+    tu_free(&r);
+}
+
 static void test_action_ids_collide_across_journeys(void **state)
 {
     (void)state;
@@ -1743,6 +1778,7 @@ int main(void)
         cmocka_unit_test(test_identify_drops_anonymous_instance_timers),
         cmocka_unit_test(test_action_ids_collide_across_journeys),
         cmocka_unit_test(test_overdue_limit),
+        cmocka_unit_test(test_quarantine),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
