@@ -22,33 +22,78 @@ static int expired(const jd_dedupe *d, const jd_dedupe_slot *s)
     return d->ttl_ms && s->ts < d->newest - d->ttl_ms;
 }
 
-/* Rebuilds at twice the size (or the same size when expiry frees enough), dropping
- * expired entries; linear probing needs no tombstones this way. */
-static void rehash(jd_dedupe *d)
+#define MOVE_PER_CHECK 64
+
+static int empty(const jd_dedupe_slot *s)
 {
-    size_t live = 0;
-    for (size_t i = 0; i < d->cap; i++)
-        if ((d->slots[i].a || d->slots[i].b) && !expired(d, &d->slots[i]))
-            live++;
-    size_t ncap = d->cap ? d->cap : 1024;
-    while ((live + 1) * 2 > ncap)
-        ncap *= 2;
-    jd_dedupe_slot *ns = jd_xcalloc(ncap, sizeof *ns);
-    for (size_t i = 0; i < d->cap; i++) {
-        jd_dedupe_slot *s = &d->slots[i];
-        if ((!s->a && !s->b) || expired(d, s))
-            continue;
-        for (size_t j = s->a & (ncap - 1);; j = (j + 1) & (ncap - 1)) {
-            if (!ns[j].a && !ns[j].b) {
-                ns[j] = *s;
-                break;
-            }
-        }
+    return !s->a && !s->b;
+}
+
+/* Where (a, b) is in table t, or NULL. */
+static jd_dedupe_slot *find(jd_dedupe_slot *t, size_t cap, uint64_t a, uint64_t b)
+{
+    for (size_t i = a & (cap - 1);; i = (i + 1) & (cap - 1)) {
+        jd_dedupe_slot *s = &t[i];
+        if (empty(s))
+            return NULL;
+        if (s->a == a && s->b == b)
+            return s;
     }
-    free(d->slots);
-    d->slots = ns;
+}
+
+static jd_dedupe_slot *place(jd_dedupe_slot *t, size_t cap, uint64_t a)
+{
+    for (size_t i = a & (cap - 1);; i = (i + 1) & (cap - 1))
+        if (empty(&t[i]))
+            return &t[i];
+}
+
+/* Moves up to n live, unexpired slots of the old table; frees it when done. */
+static void move_some(jd_dedupe *d, size_t n)
+{
+    while (d->old && n--) {
+        if (d->old_pos == d->old_cap) {
+            free(d->old);
+            d->old = NULL;
+            return;
+        }
+        jd_dedupe_slot *s = &d->old[d->old_pos++];
+        if (empty(s))
+            continue;
+        d->count--; /* it leaves the old table's share of the count ... */
+        if (expired(d, s)) {
+            d->moved_dead++;
+            continue;
+        }
+        d->moved_live++;
+        if (find(d->slots, d->cap, s->a, s->b))
+            continue; /* seen again meanwhile: the new copy is newer */
+        *place(d->slots, d->cap, s->a) = *s;
+        d->count++; /* ... and joins the new one */
+    }
+}
+
+/* Starts growing: a table twice the size of what is live (the old one moves over bit by
+ * bit). With a ttl, expired entries are simply not moved. */
+static void grow(jd_dedupe *d)
+{
+    while (d->old) /* finish a previous move first (rare: only if growth outpaces it) */
+        move_some(d, SIZE_MAX);
+    size_t ncap = d->cap ? d->cap * 2 : 1024;
+    /* with a ttl, when most of what the last move saw had expired, this table is mostly
+     * expired too: rebuild it at the same size (the move drops the expired ids) */
+    if (d->ttl_ms && d->cap && d->moved_dead >= d->moved_live)
+        ncap = d->cap;
+    d->moved_live = d->moved_dead = 0;
+    d->old = d->slots;
+    d->old_cap = d->cap;
+    d->old_pos = 0;
+    d->slots = jd_xcalloc(ncap, sizeof *d->slots);
     d->cap = ncap;
-    d->count = live;
+    if (!d->old_cap) {
+        free(d->old);
+        d->old = NULL;
+    }
 }
 
 int jd_dedupe_check(jd_dedupe *d, const char *id, size_t n, int64_t ts)
@@ -58,24 +103,22 @@ int jd_dedupe_check(jd_dedupe *d, const char *id, size_t n, int64_t ts)
         b = 1;
     if (ts > d->newest)
         d->newest = ts;
+    move_some(d, MOVE_PER_CHECK);
     if ((d->count + 1) * 4 > d->cap * 3)
-        rehash(d);
-    size_t mask = d->cap - 1;
-    for (size_t i = a & mask;; i = (i + 1) & mask) {
-        jd_dedupe_slot *s = &d->slots[i];
-        if (!s->a && !s->b) {
-            s->a = a;
-            s->b = b;
-            s->ts = ts;
-            d->count++;
-            return 0;
-        }
-        if (s->a == a && s->b == b) {
-            if (expired(d, s)) {
-                s->ts = ts;
-                return 0;
-            }
-            return 1;
-        }
+        grow(d);
+    jd_dedupe_slot *s = find(d->slots, d->cap, a, b);
+    if (!s && d->old)
+        s = find(d->old, d->old_cap, a, b);
+    if (s && !expired(d, s))
+        return 1;
+    if (s) { /* seen long ago: refresh where it is (an old copy moves with its new time) */
+        s->ts = ts;
+        return 0;
     }
+    s = place(d->slots, d->cap, a);
+    s->a = a;
+    s->b = b;
+    s->ts = ts;
+    d->count++;
+    return 0;
 }

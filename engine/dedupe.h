@@ -12,10 +12,18 @@ typedef struct jd_dedupe_slot {
     int64_t ts;
 } jd_dedupe_slot;
 
+/* Growing is incremental: the new table is allocated at once, and each check moves a
+ * few slots of the old one over, so no single check pays for copying millions of ids.
+ * While moving, lookups probe both tables; old slots are copied, never cleared, so the
+ * old table's probe chains stay intact until it is freed. */
 typedef struct jd_dedupe {
     jd_dedupe_slot *slots;
     size_t cap, count;
-    int64_t ttl_ms; /* 0: keep forever */
+    jd_dedupe_slot *old; /* the table being moved from, or NULL */
+    size_t old_cap, old_pos;
+    size_t moved_live, moved_dead; /* what the last move found: with a ttl, a table mostly
+                                    * of expired ids is rebuilt at the same size */
+    int64_t ttl_ms;                /* 0: keep forever */
     int64_t newest;
 } jd_dedupe;
 

@@ -11,13 +11,28 @@ if ! command -v wrk > /dev/null; then
   echo "http bench: wrk is not installed (make deps installs it)"
   exit 0
 fi
-PORT=$((20000 + $$ % 20000))
 DATA=$(mktemp -d)
-"$BUILD/journeyd" serve -c examples/trial-onboarding/journeyd.lua --listen 127.0.0.1:$PORT --data-dir "$DATA" > "$DATA/serve.log" 2>&1 &
-PID=$!
-trap 'kill $PID 2>/dev/null; wait $PID 2>/dev/null; rm -rf "$DATA"' EXIT
-i=0
-until curl -s "http://127.0.0.1:$PORT/livez" > /dev/null 2>&1 || [ $i -ge 50 ]; do sleep 0.1; i=$((i + 1)); done
+PID=
+trap '[ -n "$PID" ] && kill $PID 2>/dev/null; wait 2>/dev/null; rm -rf "$DATA"' EXIT
+# a few candidate ports: one may be taken
+for try in 1 2 3 4 5; do
+  PORT=$((20000 + ($$ * 7 + try * 1013) % 20000))
+  rm -rf "$DATA/data"
+  "$BUILD/journeyd" serve -c examples/trial-onboarding/journeyd.lua --listen 127.0.0.1:$PORT --data-dir "$DATA/data" \
+    > "$DATA/serve.log" 2>&1 &
+  PID=$!
+  i=0
+  until curl -s "http://127.0.0.1:$PORT/livez" > /dev/null 2>&1 || [ $i -ge 50 ]; do sleep 0.1; i=$((i + 1)); done
+  curl -s "http://127.0.0.1:$PORT/livez" > /dev/null 2>&1 && break
+  kill $PID 2>/dev/null
+  wait $PID 2>/dev/null
+  PID=
+done
+if [ -z "$PID" ]; then
+  echo "http bench: journeyd serve did not start:"
+  tail -n 5 "$DATA/serve.log"
+  exit 0
+fi
 run() { # name script connections events-per-request
   out=$(wrk -t1 -c"$3" -d"${DUR}s" -s "$HERE/$2" --latency "http://127.0.0.1:$PORT/" 2>&1)
   rps=$(printf '%s\n' "$out" | sed -n 's/^Requests\/sec: *//p')

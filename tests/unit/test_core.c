@@ -483,6 +483,27 @@ static void test_timers_interleaved(void **state)
     jd_timers_free(&t);
 }
 
+/* With a ttl the table stays bounded by what is live, however many ids pass through
+ * (growth is incremental; a table mostly of expired ids is rebuilt at the same size). */
+static void test_dedupe_ttl_bounded(void **state)
+{
+    (void)state;
+    jd_dedupe d;
+    jd_dedupe_init(&d, 1000);
+    char id[32];
+    size_t maxcap = 0;
+    for (long i = 0; i < 500000; i++) {
+        int n = snprintf(id, sizeof id, "m-%ld", i);
+        assert_int_equal(jd_dedupe_check(&d, id, (size_t)n, i), 0);
+        if (d.cap > maxcap)
+            maxcap = d.cap;
+    }
+    assert_true(maxcap <= 16384); /* about 1000 live ids at any time */
+    assert_int_equal(jd_dedupe_check(&d, "m-499500", 8, 500000), 1);
+    assert_int_equal(jd_dedupe_check(&d, "m-5", 3, 500001), 0);
+    jd_dedupe_free(&d);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -491,6 +512,7 @@ int main(void)
         cmocka_unit_test(test_map_churn),
         cmocka_unit_test(test_map_keys),
         cmocka_unit_test(test_hash),
+        cmocka_unit_test(test_dedupe_ttl_bounded),
         cmocka_unit_test(test_dedupe_basic),
         cmocka_unit_test(test_dedupe_many),
         cmocka_unit_test(test_dedupe_ttl),
