@@ -161,7 +161,6 @@ jd_engine *jd_engine_new(const char *config_path, const jd_options *opts, jd_err
     msgpack_zone_init(&e->action_zone, 2048);
     jd_buf_init(&e->action_rec);
     jd_buf_init(&e->config);
-    jd_buf_init(&e->config_text);
     jd_map_init(&e->config_cache);
     jd_buf_init(&e->rec);
     jd_buf_init(&e->scratch);
@@ -331,7 +330,6 @@ void jd_engine_free(jd_engine *e)
     jd_script_free(e->script);
     free(e->channel_actions);
     jd_buf_free(&e->config);
-    jd_buf_free(&e->config_text);
     jd_map_free(&e->config_cache, free);
     msgpack_zone_destroy(&e->config_zone);
     jd_map_free(&e->users, free_user);

@@ -110,7 +110,6 @@ struct jd_engine {
     jd_buf config; /* j.config packed as msgpack */
     msgpack_zone config_zone;
     msgpack_object config_obj;
-    jd_buf config_text;  /* scratch for jd_engine_config */
     jd_map config_cache; /* text -> the same text, owned: stable pointers to hand out */
 
     /* per event */

@@ -161,25 +161,6 @@ static void observe_latency(jd_server *s, int64_t start_ns)
 }
 
 /* Normalises and processes one item; on failure writes the reason into err. */
-/* Normalises one item into a record and appends it to the event log. Returns 0 (lsn
- * set), -1 (invalid: err says why) or -2 (the log cannot write). */
-static int ingest_one(jd_server *s, const msgpack_object *item, const jd_norm_opts *base, char *err, size_t errlen,
-                      uint64_t *lsn)
-{
-    char id[40];
-    jd_norm_opts o = *base;
-    jd_serve_message_id(s, id);
-    o.default_id = id;
-    jd_buf_reset(&s->recs);
-    if (jd_event_normalize_ex(item, &o, &s->recs, err, errlen))
-        return -1;
-    if (jd_durable_append(s, s->recs.data, s->recs.len, lsn)) {
-        jd_durable_error(s, err, errlen);
-        return -2;
-    }
-    return 0;
-}
-
 /* An answer that waits until the request's records are durable (and processed). The
  * connection's close callback marks it dead: evhttp frees a request whose client went
  * away, and a dead answer is dropped instead of sent to freed memory. */
@@ -297,14 +278,12 @@ static void handle_ingest(jd_server *s, struct evhttp_request *req, const char *
     if (!is_batch) {
         o.force_type = 1;
         jd_event_type_parse(kind, strlen(kind), &o.type);
-        s->received++;
-        int rc = ingest_one(s, &root, &o, err, sizeof err, &lsn);
-        if (rc == -2) {
+        int rc = jd_serve_ingest(s, &root, &o, err, sizeof err, &lsn);
+        if (rc == JD_INGEST_UNAVAILABLE) {
             reply_error(s, req, 503, "Service Unavailable", "unavailable", err);
             goto done;
         }
-        if (rc) {
-            s->rejected[JD_REJ_INVALID]++;
+        if (rc == JD_INGEST_INVALID) {
             reply_error(s, req, 400, "Bad Request", "invalid_event", err);
             goto done;
         }
@@ -325,36 +304,24 @@ static void handle_ingest(jd_server *s, struct evhttp_request *req, const char *
     jd_buf_init(&rej);
     size_t accepted = 0, nrej = 0;
     for (uint32_t i = 0; i < batch->via.array.size; i++) {
-        const msgpack_object *item = &batch->via.array.ptr[i];
-        s->received++;
-        jd_buf_reset(&s->recs);
-        msgpack_packer pk;
-        msgpack_packer_init(&pk, &s->recs, jd_buf_msgpack_write);
-        msgpack_pack_object(&pk, *item);
-        if (s->recs.len > JD_MAX_EVENT_BYTES) {
-            snprintf(err, sizeof err, "event of about %zu bytes is over the limit of %d bytes", s->recs.len,
-                     JD_MAX_EVENT_BYTES);
-            s->rejected[JD_REJ_TOO_LARGE]++;
-        } else {
-            uint64_t l;
-            int rc = ingest_one(s, item, &o, err, sizeof err, &l);
-            if (rc == 0) {
-                accepted++;
-                lsn = l;
-                continue;
-            }
-            if (rc == -2) {
-                /* the log cannot write: nothing of this batch is acknowledged; what was
-                 * logged before is processed, and a resend is deduplicated */
-                jd_buf_free(&rej);
-                reply_error(s, req, 503, "Service Unavailable", "unavailable", err);
-                goto done;
-            }
-            s->rejected[JD_REJ_INVALID]++;
+        uint64_t l;
+        int rc = jd_serve_ingest(s, &batch->via.array.ptr[i], &o, err, sizeof err, &l);
+        if (rc == JD_INGEST_OK) {
+            accepted++;
+            lsn = l;
+            continue;
+        }
+        if (rc == JD_INGEST_UNAVAILABLE) {
+            /* the log cannot write: nothing of this batch is acknowledged; what was
+             * logged before is processed, and a resend is deduplicated */
+            jd_buf_free(&rej);
+            reply_error(s, req, 503, "Service Unavailable", "unavailable", err);
+            goto done;
         }
         /* {"index":i,"error":err} */
         jd_buf mp;
         jd_buf_init(&mp);
+        msgpack_packer pk;
         msgpack_packer_init(&pk, &mp, jd_buf_msgpack_write);
         msgpack_pack_map(&pk, 2);
         jd_mp_pack_cstr(&pk, "index");

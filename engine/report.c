@@ -425,30 +425,32 @@ char *jd_engine_metrics(const jd_engine *e)
 
 /* ---------------------------------------------------------------- config */
 
+/* A config value as text, interned in the engine (stable while it lives). */
 static const char *config_text(const jd_engine *e, const msgpack_object *o)
 {
-    jd_buf *t = (jd_buf *)&e->config_text; /* a cache of returned strings; grows only */
-    size_t at = t->len;
+    char tmp[64];
+    const char *p = tmp;
+    size_t n;
     switch (o->type) {
-    case MSGPACK_OBJECT_STR: jd_buf_append(t, o->via.str.ptr, o->via.str.size); break;
-    case MSGPACK_OBJECT_POSITIVE_INTEGER: jd_buf_printf(t, "%llu", (unsigned long long)o->via.u64); break;
-    case MSGPACK_OBJECT_NEGATIVE_INTEGER: jd_buf_printf(t, "%lld", (long long)o->via.i64); break;
+    case MSGPACK_OBJECT_STR:
+        p = o->via.str.ptr;
+        n = o->via.str.size;
+        break;
+    case MSGPACK_OBJECT_POSITIVE_INTEGER:
+        n = (size_t)snprintf(tmp, sizeof tmp, "%llu", (unsigned long long)o->via.u64);
+        break;
+    case MSGPACK_OBJECT_NEGATIVE_INTEGER: n = (size_t)snprintf(tmp, sizeof tmp, "%lld", (long long)o->via.i64); break;
     case MSGPACK_OBJECT_FLOAT64:
-    case MSGPACK_OBJECT_FLOAT32: jd_buf_printf(t, "%g", o->via.f64); break;
-    case MSGPACK_OBJECT_BOOLEAN: jd_buf_puts(t, o->via.boolean ? "true" : "false"); break;
+    case MSGPACK_OBJECT_FLOAT32: n = (size_t)snprintf(tmp, sizeof tmp, "%g", o->via.f64); break;
+    case MSGPACK_OBJECT_BOOLEAN: n = (size_t)snprintf(tmp, sizeof tmp, "%s", o->via.boolean ? "true" : "false"); break;
     default: return NULL;
     }
-    jd_buf_putc(t, '\0');
-    /* the buffer may move when it grows: hand out stable copies instead */
-    char *copy = jd_strndup(t->data + at, t->len - at - 1);
-    t->len = at;
     jd_map *cache = (jd_map *)&e->config_cache;
-    char *old = jd_map_get(cache, copy, strlen(copy));
-    if (old) {
-        free(copy);
-        return old;
-    }
-    jd_map_put(cache, copy, strlen(copy), copy);
+    char *have = jd_map_get(cache, p, n);
+    if (have)
+        return have;
+    char *copy = jd_strndup(p, n);
+    jd_map_put(cache, p, n, copy);
     return copy;
 }
 

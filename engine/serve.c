@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "clock.h"
+#include "event.h"
 #include "serve.h"
 
 /* ---------------------------------------------------------------- logging */
@@ -88,6 +89,31 @@ void jd_serve_message_id(jd_server *s, char out[40])
         out[19 + i] = hx[(b >> (60 - 4 * i)) & 15];
     }
     out[35] = '\0';
+}
+
+int jd_serve_ingest(jd_server *s, const msgpack_object *item, const jd_norm_opts *base, char *err, size_t errlen,
+                    uint64_t *lsn)
+{
+    char id[40];
+    jd_norm_opts o = *base;
+    jd_serve_message_id(s, id);
+    o.default_id = id;
+    s->received++;
+    jd_buf_reset(&s->recs);
+    if (jd_event_normalize_ex(item, &o, &s->recs, err, errlen)) {
+        s->rejected[JD_REJ_INVALID]++;
+        return JD_INGEST_INVALID;
+    }
+    if (s->recs.len > JD_MAX_EVENT_BYTES) {
+        snprintf(err, errlen, "event of %zu bytes is over the limit of %d bytes", s->recs.len, JD_MAX_EVENT_BYTES);
+        s->rejected[JD_REJ_TOO_LARGE]++;
+        return JD_INGEST_INVALID;
+    }
+    if (jd_durable_append(s, s->recs.data, s->recs.len, lsn)) {
+        jd_durable_error(s, err, errlen);
+        return JD_INGEST_UNAVAILABLE;
+    }
+    return JD_INGEST_OK;
 }
 
 /* ---------------------------------------------------------------- timers */

@@ -11,6 +11,7 @@
 #include "../include/journeyd.h"
 #include "buf.h"
 #include "durable.h"
+#include "event.h"
 #include "json.h"
 
 #define JD_MAX_EVENT_BYTES (32 * 1024)
@@ -58,6 +59,15 @@ typedef struct jd_server {
 /* A messageId for an event that came without one: "jd-" and 32 hex digits from a
  * per-process generator seeded from the kernel (unique, not secret; no syscall per id). */
 void jd_serve_message_id(jd_server *s, char out[40]);
+
+/* One event from a client (an HTTP body or batch item, a stream item): named when it
+ * has no messageId, normalised into a record, held to the per-event limit, appended to
+ * the event log. Counts it as received and, when refused, by reason. */
+enum { JD_INGEST_OK, JD_INGEST_INVALID, JD_INGEST_UNAVAILABLE };
+/* JD_INGEST_OK (lsn set), JD_INGEST_INVALID (err says why) or JD_INGEST_UNAVAILABLE (the
+ * log cannot write; err says why). */
+int jd_serve_ingest(jd_server *s, const msgpack_object *item, const jd_norm_opts *base, char *err, size_t errlen,
+                    uint64_t *lsn);
 
 /* http.c */
 void jd_http_routes(jd_server *s);

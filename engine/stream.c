@@ -149,35 +149,25 @@ static void batch(conn *c, const msgpack_object *o)
     msgpack_packer_init(&rk, &rej, jd_buf_msgpack_write);
     uint32_t accepted = 0, nrej = 0;
     uint64_t lsn = 0;
-    char err[512], id[40];
+    char err[512];
     for (uint32_t i = 0; i < items->via.array.size; i++) {
-        s->received++;
-        jd_serve_message_id(s, id);
-        no.default_id = id;
-        jd_buf_reset(&s->recs);
-        int bad = jd_event_normalize_ex(&items->via.array.ptr[i], &no, &s->recs, err, sizeof err);
-        if (!bad && s->recs.len > JD_MAX_EVENT_BYTES) {
-            snprintf(err, sizeof err, "event over the limit of %d bytes", JD_MAX_EVENT_BYTES);
-            bad = 1;
-        }
         uint64_t l;
-        if (!bad && jd_durable_append(s, s->recs.data, s->recs.len, &l)) {
+        int rc = jd_serve_ingest(s, &items->via.array.ptr[i], &no, err, sizeof err, &l);
+        if (rc == JD_INGEST_UNAVAILABLE) {
             /* the log cannot write: refuse the rest of the connection; what was logged
              * is processed, and the client resends what it has no ack for */
             jd_buf_free(&ack);
             jd_buf_free(&rej);
-            char why[300];
-            snprintf(err, sizeof err, "event log unavailable: %s", jd_durable_error(s, why, sizeof why));
-            fatal(c, err);
+            char why[600];
+            snprintf(why, sizeof why, "event log unavailable: %s", err);
+            fatal(c, why);
             return;
         }
-        if (!bad)
-            lsn = l;
-        if (!bad) {
+        if (rc == JD_INGEST_OK) {
             accepted++;
+            lsn = l;
             continue;
         }
-        s->rejected[JD_REJ_INVALID]++;
         nrej++;
         msgpack_pack_map(&rk, 2);
         jd_mp_pack_cstr(&rk, "index");

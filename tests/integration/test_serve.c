@@ -303,6 +303,19 @@ static void test_batch(void **state)
     assert_non_null(strstr(r.body, "{\"index\":1,\"error\":"));
     post(&r, "/v1/batch", "Bearer wk1", "{\"batch\":[{\"type\":\"nonsense\"}]}");
     assert_int_equal(r.status, 400);
+    /* an item over 32 KB inside an allowed batch is refused alone */
+    static char big[48 * 1024];
+    int bn = snprintf(big, sizeof big,
+                      "{\"batch\":[{\"type\":\"track\",\"userId\":\"b-2\",\"event\":\"E\","
+                      "\"properties\":{\"pad\":\"");
+    memset(big + bn, 'a', 40 * 1024);
+    snprintf(big + bn + 40 * 1024, sizeof big - (size_t)bn - 40 * 1024,
+             "\"}},{\"type\":\"track\",\"userId\":\"b-2\",\"event\":\"E\"}]}");
+    post(&r, "/v1/batch", "Bearer wk1", big);
+    assert_int_equal(r.status, 200);
+    assert_non_null(strstr(r.body, "\"accepted\":1"));
+    assert_non_null(strstr(r.body, "{\"index\":0,\"error\":\"event of"));
+    assert_non_null(strstr(r.body, "over the limit of 32768 bytes"));
     post(&r, "/v1/batch", "Bearer wk1", "{\"batch\":{}}");
     assert_int_equal(r.status, 400);
     /* the profile shows traits, the journey, pending timers and the decisions */
