@@ -96,11 +96,23 @@ static void grow(jd_dedupe *d)
     }
 }
 
+void jd_dedupe_hash(const char *id, size_t n, uint64_t *a, uint64_t *b)
+{
+    *a = jd_hash(id, n, 0x6a09e667f3bcc908ULL);
+    *b = jd_hash(id, n, 0xbb67ae8584caa73bULL);
+    if (!*a && !*b)
+        *b = 1;
+}
+
 int jd_dedupe_check(jd_dedupe *d, const char *id, size_t n, int64_t ts)
 {
-    uint64_t a = jd_hash(id, n, 0x6a09e667f3bcc908ULL), b = jd_hash(id, n, 0xbb67ae8584caa73bULL);
-    if (!a && !b)
-        b = 1;
+    uint64_t a, b;
+    jd_dedupe_hash(id, n, &a, &b);
+    return jd_dedupe_check_hash(d, a, b, ts);
+}
+
+int jd_dedupe_check_hash(jd_dedupe *d, uint64_t a, uint64_t b, int64_t ts)
+{
     if (ts > d->newest)
         d->newest = ts;
     move_some(d, MOVE_PER_CHECK);

@@ -31,5 +31,9 @@ void jd_dedupe_init(jd_dedupe *d, int64_t ttl_ms);
 void jd_dedupe_free(jd_dedupe *d);
 /* Returns 1 if id was seen (within the ttl), else records it and returns 0. */
 int jd_dedupe_check(jd_dedupe *d, const char *id, size_t n, int64_t ts);
+/* The same in two steps: an id's 128-bit hash (what the store keeps), and the check of
+ * a hash (also how the store's ids are loaded back). */
+void jd_dedupe_hash(const char *id, size_t n, uint64_t *a, uint64_t *b);
+int jd_dedupe_check_hash(jd_dedupe *d, uint64_t a, uint64_t b, int64_t ts);
 
 #endif

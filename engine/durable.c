@@ -34,8 +34,59 @@ struct jd_durable {
     jd_buf data;
     waiter *waits; /* in LSN order: answers go out in the order requests were logged */
     size_t nwaits, capwaits, headwait;
-    uint64_t tick_lsn; /* a tick on its way (0: none) */
+    uint64_t tick_lsn;           /* a tick on its way (0: none) */
+    uint64_t checkpointed;       /* the LSN the store reflects */
+    int force_checkpoint;        /* state changed outside the log (a reload) */
+    struct event *checkpoint_ev; /* every checkpoint interval */
+    int64_t checkpoint_ms;
+    int checkpoint_failing; /* logged once until it works again */
 };
+
+/* Writes the engine's state as of the last processed record into the store, then drops
+ * the log segments the store now covers. */
+static void checkpoint(jd_server *s)
+{
+    jd_durable *d = s->durable;
+    if (d->processed <= d->checkpointed && !d->force_checkpoint)
+        return;
+    jd_error err;
+    if (jd_engine_checkpoint(s->engine, d->processed, &err)) {
+        if (!d->checkpoint_failing) {
+            char extra[1200];
+            jd_buf b;
+            jd_buf_init(&b);
+            jd_buf_puts(&b, "\"error\":");
+            msgpack_object o = {.type = MSGPACK_OBJECT_STR, .via.str = {(uint32_t)strlen(err.text), err.text}};
+            jd_json_write(s->jw, &o, &b);
+            snprintf(extra, sizeof extra, "%s", jd_buf_cstr(&b));
+            jd_buf_free(&b);
+            jd_serve_log(s, "error", "store: checkpoint failed; the event log keeps everything until one works", extra);
+        }
+        d->checkpoint_failing = 1;
+        return;
+    }
+    if (d->checkpoint_failing)
+        jd_serve_log(s, "info", "store: checkpoints work again", NULL);
+    d->checkpoint_failing = 0;
+    d->force_checkpoint = 0;
+    d->checkpointed = d->processed;
+    jd_log_remove_before(d->log, d->checkpointed + 1);
+}
+
+static void on_checkpoint(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    checkpoint(arg);
+}
+
+void jd_durable_checkpoint(jd_server *s)
+{
+    if (!s->durable)
+        return;
+    s->durable->force_checkpoint = 1;
+    checkpoint(s);
+}
 
 static void process_durable(jd_server *s)
 {
@@ -114,10 +165,42 @@ int jd_durable_open(jd_server *s, const char *data_dir, char *err, size_t errlen
     jd_buf_init(&d->data);
     d->efd = -1;
     s->durable = d;
+    /* the store first: it says where in the log to start */
+    char sdir[4096];
+    snprintf(sdir, sizeof sdir, "%s/store", data_dir);
+    jd_store_opts so = {0};
+    const char *tw = jd_engine_config(s->engine, "timer_window");
+    if (tw && jd_parse_duration(tw, &so.window_ms)) {
+        snprintf(err, errlen, "j.config timer_window: a duration like \"15m\", got '%s'", tw);
+        return -1;
+    }
+    d->checkpoint_ms = 1000;
+    const char *ci = jd_engine_config(s->engine, "checkpoint_interval");
+    if (ci && (jd_parse_duration(ci, &d->checkpoint_ms) || d->checkpoint_ms <= 0)) {
+        snprintf(err, errlen, "j.config checkpoint_interval: a duration like \"1s\", got '%s'", ci);
+        return -1;
+    }
+    jd_error se;
+    if (jd_engine_open_store(s->engine, sdir, &so, &se)) {
+        snprintf(err, errlen, "%s", se.text);
+        return -1;
+    }
+    uint64_t from = jd_engine_store_position(s->engine);
+    d->processed = d->checkpointed = from;
     jd_log_info info;
     d->log = jd_log_open(dir, NULL, &info, err, errlen);
     if (!d->log)
         return -1;
+    if (info.last_lsn < from) {
+        /* the damaged tail held records the store had already taken in: new records
+         * must not reuse their numbers */
+        if (jd_log_continue_after(d->log, from, err, errlen))
+            return -1;
+        char extra[128];
+        snprintf(extra, sizeof extra, "\"store_lsn\":%llu,\"log_lsn\":%llu", (unsigned long long)from,
+                 (unsigned long long)info.last_lsn);
+        jd_serve_log(s, "warn", "event log ends before the store's checkpoint; continuing after it", extra);
+    }
     if (info.cut_reason[0]) {
         jd_buf b;
         jd_buf_init(&b);
@@ -133,11 +216,13 @@ int jd_durable_open(jd_server *s, const char *data_dir, char *err, size_t errlen
     /* replay: the engine comes back to the state of the last durable record */
     replay_ctx rc = {s, 0};
     s->replaying = 1;
-    int rr = jd_log_replay(d->log, 1, replay_one, &rc);
+    int rr = jd_log_replay(d->log, from + 1, replay_one, &rc);
     s->replaying = 0;
     char extra[256];
-    snprintf(extra, sizeof extra, "\"records\":%llu,\"last_lsn\":%llu,\"segments\":%zu", (unsigned long long)rc.n,
-             (unsigned long long)info.last_lsn, info.segments);
+    snprintf(extra, sizeof extra,
+             "\"records\":%llu,\"from_lsn\":%llu,\"last_lsn\":%llu,\"segments\":%zu,\"timers_in_memory\":%llu",
+             (unsigned long long)rc.n, (unsigned long long)from + 1, (unsigned long long)info.last_lsn, info.segments,
+             (unsigned long long)jd_engine_stat(s->engine, "timers_pending"));
     jd_serve_log(s, rr ? "error" : "info", rr ? "event log: replay stopped at a bad record" : "event log replayed",
                  extra);
     d->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
@@ -147,6 +232,10 @@ int jd_durable_open(jd_server *s, const char *data_dir, char *err, size_t errlen
     }
     d->ev = event_new(s->base, d->efd, EV_READ | EV_PERSIST, on_durable, s);
     event_add(d->ev, NULL);
+    checkpoint(s); /* what the replay rebuilt goes into the store */
+    d->checkpoint_ev = event_new(s->base, -1, EV_PERSIST, on_checkpoint, s);
+    struct timeval tv = {(time_t)(d->checkpoint_ms / 1000), (suseconds_t)(d->checkpoint_ms % 1000) * 1000};
+    event_add(d->checkpoint_ev, &tv);
     return 0;
 }
 
@@ -222,6 +311,14 @@ void jd_durable_close(jd_server *s)
         jd_log_close(d->log); /* commits what is queued */
         d->log = NULL;
     }
+    /* the state of every processed record goes into the store (the rest replays) */
+    if (d->processed > d->checkpointed || d->force_checkpoint) {
+        jd_error err;
+        if (jd_engine_checkpoint(s->engine, d->processed, &err))
+            jd_serve_log(s, "error", "store: the last checkpoint failed; the event log replays at start", NULL);
+    }
+    if (d->checkpoint_ev)
+        event_free(d->checkpoint_ev);
     if (d->ev)
         event_free(d->ev);
     if (d->efd >= 0)

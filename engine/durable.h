@@ -26,6 +26,8 @@ void jd_durable_wait(struct jd_server *s, uint64_t lsn, jd_durable_fn fn, void *
 void jd_durable_tick(struct jd_server *s, int64_t t);
 /* "" or why the log cannot write. */
 const char *jd_durable_error(struct jd_server *s, char *out, size_t n);
+/* Checkpoints the engine's state into the store now (after a reload). */
+void jd_durable_checkpoint(struct jd_server *s);
 /* Commits what is queued, processes it, and closes the log. */
 void jd_durable_close(struct jd_server *s);
 

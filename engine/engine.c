@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "engine_internal.h"
+#include "store.h"
 
 #define MAX_CHAIN 16 /* stage moves caused by one input (enter hooks calling go) */
 
@@ -285,9 +286,7 @@ static void carry_over(jd_engine *e, const jd_defs *od, jd_journey_count *ocount
         if (nj < 0 || t.inst->status != JD_INST_ACTIVE || t.inst->iid != t.iid || t.inst->gen != t.gen)
             continue; /* (instances of removed journeys are freed: never dereference them) */
         t.journey = (uint16_t)nj;
-        uint64_t seq = t.seq;
-        jd_timers_push(&e->timers, t);
-        e->timers.heap[e->timers.n - 1].seq = seq; /* keep the original order among equals */
+        jd_timers_insert(&e->timers, t); /* keeps its seq: the original order among equals */
     }
     e->timers.next_seq = old.next_seq;
     jd_timers_free(&old);
@@ -308,6 +307,7 @@ int jd_engine_reload(jd_engine *e, const char *config_path, jd_error *err)
     e->channel_actions = jd_xcalloc(e->defs->nchannels + 1, sizeof *e->channel_actions);
     e->counts = new_counts(e->defs);
     carry_over(e, old_defs, ocounts, ochan);
+    jd_persist_all_changed(e); /* statuses may have changed; rows name journeys anyway */
     free_counts(ocounts, old_defs->njourneys);
     free(ochan);
     jd_defs_release_refs(jd_script_L(old_script), old_defs);
@@ -350,6 +350,7 @@ void jd_engine_free(jd_engine *e)
     jd_json_reader_free(e->jr);
     jd_json_writer_free(e->jw);
     jd_effects_free(&e->fx);
+    jd_persist_free(e);
     free(e);
 }
 
@@ -373,7 +374,13 @@ int64_t jd_engine_now(const jd_engine *e)
 int64_t jd_engine_next_due(const jd_engine *e)
 {
     const jd_timer *t = jd_timers_peek(&e->timers);
-    return t ? t->due : -1;
+    int64_t due = t ? t->due : -1;
+    if (e->persist) {
+        int64_t stored = jd_persist_next_due(e);
+        if (stored != INT64_MAX && (due < 0 || stored < due))
+            due = stored;
+    }
+    return due;
 }
 
 /* The time an event acts at. On the real clock an event cannot act in the future (a
@@ -729,6 +736,8 @@ static void apply(jd_engine *e, const char *rule, const jd_journey *j, int stage
             .e = e,
         };
         action_id(e, a.id, rule, inst, repeat, i);
+        if (e->persist)
+            jd_persist_action(e, &a);
         e->stats[JD_STAT_ACTIONS]++;
         e->channel_actions[s->channel]++;
         jd_engine_decide(e, JD_DEC_ACTION, j, stage, "%s %s (%s)", a.channel->name, a.id, rule);
@@ -820,8 +829,10 @@ static void enter_stage(jd_engine *e, const jd_journey *j, jd_instance *inst, in
             .gen = inst->gen,
             .after = (uint16_t)i,
             .journey = (uint16_t)j->index,
+            .seq = e->timers.next_seq++,
         };
-        jd_timers_push(&e->timers, tm);
+        if (!e->persist || !jd_persist_timer_added(e, &tm))
+            jd_timers_insert(&e->timers, tm);
         e->stats[JD_STAT_TIMERS_SCHEDULED]++;
     }
     if (st->enter_ref == LUA_NOREF)
@@ -980,14 +991,29 @@ static void run_rule(jd_engine *e, const jd_trigger *t)
 
 /* ---------------------------------------------------------------- identity */
 
-static jd_user *get_user(jd_engine *e, const char *id, size_t n)
+/* The person with this id if they exist (in memory or in the store), else NULL. */
+static jd_user *find_user(jd_engine *e, const char *id, size_t n)
 {
     jd_user *u = jd_map_get(&e->users, id, n);
+    if (!u && e->persist && (u = jd_persist_load_user(e, id, n)))
+        jd_map_put(&e->users, id, n, u);
+    return u;
+}
+
+jd_user *jd_engine_user(jd_engine *e, const char *id, size_t n)
+{
+    jd_user *u = find_user(e, id, n);
     if (!u) {
         u = jd_user_new(id, n);
         jd_map_put(&e->users, id, n, u);
     }
     return u;
+}
+
+static const char *find_alias(jd_engine *e, const char *id, size_t n)
+{
+    const char *to = jd_map_get(&e->aliases, id, n);
+    return to || !e->persist ? to : jd_persist_load_alias(e, id, n);
 }
 
 /* Folds the profile `from` into `to`: traits (to's win), score, segments. */
@@ -1020,13 +1046,19 @@ static void link_alias(jd_engine *e, jd_str from, jd_str to)
 {
     if (!from.n || !to.n || (from.n == to.n && memcmp(from.p, to.p, from.n) == 0))
         return;
-    char *prev = jd_map_get(&e->aliases, from.p, from.n);
+    const char *prev = find_alias(e, from.p, from.n);
     if (prev && strlen(prev) == to.n && memcmp(prev, to.p, to.n) == 0)
         return;
     free(jd_map_put(&e->aliases, from.p, from.n, jd_strndup(to.p, to.n)));
-    jd_user *old = jd_map_get(&e->users, from.p, from.n);
-    if (old)
-        merge_profiles(e, old, get_user(e, to.p, to.n));
+    if (e->persist)
+        jd_persist_alias(e, from.p, from.n, to.p, to.n);
+    jd_user *old = find_user(e, from.p, from.n);
+    if (old) {
+        jd_user *into = jd_engine_user(e, to.p, to.n);
+        merge_profiles(e, old, into);
+        if (e->persist)
+            jd_persist_user_changed(e, into);
+    }
 }
 
 static jd_user *resolve_user(jd_engine *e, const jd_event *ev)
@@ -1037,13 +1069,13 @@ static jd_user *resolve_user(jd_engine *e, const jd_event *ev)
      * (instances stay with the profile that entered; identify folds traits, not
      * journeys). */
     if (ev->user_id.p == ev->anonymous_id.p && ev->type != JD_EV_TIMER) {
-        const char *canon = jd_map_get(&e->aliases, id.p, id.n);
+        const char *canon = find_alias(e, id.p, id.n);
         if (canon) {
             id.p = canon;
             id.n = strlen(canon);
         }
     }
-    return get_user(e, id.p, id.n);
+    return jd_engine_user(e, id.p, id.n);
 }
 
 /* ---------------------------------------------------------------- processing */
@@ -1090,10 +1122,14 @@ static void process_view(jd_engine *e, const jd_event *ev)
         e->stats[JD_STAT_EVENTS]++;
     /* the time-to-live counts from when an id was seen on the engine clock, not from the
      * event's own timestamp: a late retry of an old event is still a duplicate */
-    if (jd_dedupe_check(&e->dedupe, ev->message_id.p, ev->message_id.n, jd_clock_now(&e->clock))) {
+    uint64_t ha, hb;
+    jd_dedupe_hash(ev->message_id.p, ev->message_id.n, &ha, &hb);
+    if (jd_dedupe_check_hash(&e->dedupe, ha, hb, jd_clock_now(&e->clock))) {
         e->stats[JD_STAT_DUPLICATES]++;
         return;
     }
+    if (e->persist)
+        jd_persist_seen(e, ha, hb, jd_clock_now(&e->clock));
     int64_t now = jd_clock_now(&e->clock);
     if (ev->type != JD_EV_TIMER) {
         /* late: older than the clock (live, by more than a minute of transit) */
@@ -1121,6 +1157,8 @@ static void process_view(jd_engine *e, const jd_event *ev)
         break;
     default: e->user = resolve_user(e, ev); break;
     }
+    if (e->persist)
+        jd_persist_user_changed(e, e->user);
     if (ev->type == JD_EV_TIMER) {
         timer_event(e);
         return;
@@ -1203,9 +1241,16 @@ void jd_engine_advance(jd_engine *e, int64_t t)
      * the gaps between events, and a timer in a gap fires at its own due time */
     int live = e->opts.live;
     int64_t limit = live ? e->opts.overdue_limit_ms : 0;
-    while ((top = jd_timers_peek(&e->timers)) && top->due <= t) {
+    for (;;) {
+        if (e->persist)
+            jd_persist_window(e, t);
+        top = jd_timers_peek(&e->timers);
+        if (!top || top->due > t)
+            break;
         jd_timer tm;
         jd_timers_pop(&e->timers, &tm);
+        if (e->persist)
+            jd_persist_timer_done(e, &tm);
         /* cheap pre-check: a stale stage entry never needs a record */
         if (tm.inst->status != JD_INST_ACTIVE || tm.inst->iid != tm.iid || tm.inst->gen != tm.gen) {
             e->stats[JD_STAT_TIMERS_DROPPED]++;

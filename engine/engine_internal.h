@@ -136,11 +136,34 @@ struct jd_engine {
     jd_call call;
     jd_effects fx;
 
+    struct jd_persist *persist; /* the embedded store (checkpoint.c), NULL: memory only */
+
     jd_action_fn on_action;
     void *on_action_ud;
     jd_log_fn on_log;
     void *on_log_ud;
 };
+
+/* checkpoint.c: the engine's state in the store (all no-ops need e->persist) */
+struct jd_persist;
+jd_user *jd_persist_load_user(jd_engine *e, const char *id, size_t n);
+void jd_persist_user_changed(jd_engine *e, jd_user *u);
+void jd_persist_all_changed(jd_engine *e);
+const char *jd_persist_load_alias(jd_engine *e, const char *id, size_t n);
+void jd_persist_alias(jd_engine *e, const char *from, size_t fn, const char *to, size_t tn);
+/* A timer was scheduled (seq set): noted for the store; 1 when it is beyond the near
+ * window (it stays on disk, not in the heap). */
+int jd_persist_timer_added(jd_engine *e, const jd_timer *tm);
+void jd_persist_timer_done(jd_engine *e, const jd_timer *tm);
+/* Loads stored timers as the clock t nears the edge of the window. */
+void jd_persist_window(jd_engine *e, int64_t t);
+/* The earliest stored timer not in memory (INT64_MAX: none). */
+int64_t jd_persist_next_due(const jd_engine *e);
+void jd_persist_action(jd_engine *e, const jd_action *a);
+void jd_persist_seen(jd_engine *e, uint64_t a, uint64_t b, int64_t ts);
+void jd_persist_free(jd_engine *e);
+/* The person with this id: in memory, else from the store, else new. */
+jd_user *jd_engine_user(jd_engine *e, const char *id, size_t n);
 
 /* lua_ctx.c */
 int jd_ctx_create(jd_engine *e);        /* registers the ctx metatable, returns a ref */

@@ -445,6 +445,17 @@ int jd_log_replay(jd_log *l, uint64_t from, jd_log_visit_fn fn, void *ud)
     return 0;
 }
 
+int jd_log_continue_after(jd_log *l, uint64_t lsn, char *err, size_t errlen)
+{
+    if (l->next_lsn > lsn)
+        return 0;
+    /* a new segment starting at lsn + 1 keeps the numbering consecutive within it */
+    l->next_lsn = lsn + 1;
+    l->pending_last = lsn;
+    atomic_store(&l->durable, lsn);
+    return open_segment(l, lsn + 1, err, errlen);
+}
+
 int jd_log_remove_before(jd_log *l, uint64_t lsn)
 {
     size_t keep = 0;

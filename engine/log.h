@@ -51,6 +51,10 @@ const char *jd_log_error(jd_log *l, char *out, size_t n);
 typedef int (*jd_log_visit_fn)(uint64_t lsn, const void *rec, size_t len, void *ud);
 int jd_log_replay(jd_log *l, uint64_t from, jd_log_visit_fn fn, void *ud);
 
+/* Makes the next LSN at least lsn + 1 (a store that has seen records the log lost
+ * with a damaged tail must never see their numbers again). Before jd_log_start. */
+int jd_log_continue_after(jd_log *l, uint64_t lsn, char *err, size_t errlen);
+
 /* Deletes segments all of whose records are below lsn (a checkpoint covers them). */
 int jd_log_remove_before(jd_log *l, uint64_t lsn);
 

@@ -209,6 +209,8 @@ int jd_serve_reload(jd_server *s, char *why, size_t n)
         snprintf(why, n, "%s", err.text);
         return -1;
     }
+    /* the store must not replay records decided by the old scripts with the new ones */
+    jd_durable_checkpoint(s);
     jd_serve_arm_timer(s);
     return 0;
 }

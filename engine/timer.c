@@ -24,11 +24,16 @@ static int before(const jd_timer *a, const jd_timer *b)
 
 void jd_timers_push(jd_timers *t, jd_timer tm)
 {
+    tm.seq = t->next_seq++;
+    jd_timers_insert(t, tm);
+}
+
+void jd_timers_insert(jd_timers *t, jd_timer tm)
+{
     if (t->n == t->cap) {
         t->cap = t->cap ? t->cap * 2 : 1024;
         t->heap = jd_xrealloc(t->heap, t->cap * sizeof *t->heap);
     }
-    tm.seq = t->next_seq++;
     size_t i = t->n++;
     while (i > 0) {
         size_t p = (i - 1) / 2;

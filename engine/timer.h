@@ -31,6 +31,8 @@ typedef struct jd_timers {
 void jd_timers_init(jd_timers *t);
 void jd_timers_free(jd_timers *t);
 void jd_timers_push(jd_timers *t, jd_timer tm); /* assigns seq */
+/* Inserts with the seq it has (a timer loaded from the store or carried over). */
+void jd_timers_insert(jd_timers *t, jd_timer tm);
 /* The earliest timer, or NULL. */
 const jd_timer *jd_timers_peek(const jd_timers *t);
 void jd_timers_pop(jd_timers *t, jd_timer *out);

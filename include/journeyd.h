@@ -75,6 +75,24 @@ int64_t jd_engine_now(const jd_engine *e);
 /* When the earliest pending timer is due (ms), or -1 when none is pending. */
 int64_t jd_engine_next_due(const jd_engine *e);
 
+/* The embedded store (LMDB in dir): the engine's state is checkpointed there and read
+ * back on first use; only the near window of timers is held in memory. */
+typedef struct jd_store_opts {
+    size_t map_bytes;  /* the most the store may grow to (0: 64 GiB, sparse) */
+    int64_t window_ms; /* timers due within this are held in memory (0: 15 minutes) */
+} jd_store_opts;
+
+/* Opens the store and loads what it holds: the checkpointed state, the messageIds
+ * seen, the near window of timers. Call once, after jd_engine_new and before any
+ * input. 0, or -1 with err. */
+int jd_engine_open_store(jd_engine *e, const char *dir, const jd_store_opts *opts, jd_error *err);
+/* The event log position (LSN) the store reflects: replay the log after it. */
+uint64_t jd_engine_store_position(const jd_engine *e);
+/* Writes everything changed since the last checkpoint — people, aliases, timers, the
+ * outbox of decided actions, messageIds — and lsn, in one transaction. On failure
+ * nothing is lost: the next checkpoint writes it. 0, or -1 with err. */
+int jd_engine_checkpoint(jd_engine *e, uint64_t lsn, jd_error *err);
+
 /* Action accessors. */
 const char *jd_action_id(const jd_action *a);
 int64_t jd_action_time(const jd_action *a);

@@ -1,0 +1,812 @@
+/* checkpoint: the engine's state in the embedded store. Between checkpoints the engine
+ * notes what changed — people, aliases, timers scheduled and done, actions decided, new
+ * messageIds — and jd_engine_checkpoint writes it all, with the log position it
+ * reflects, in one LMDB transaction. People and aliases are read back on first use;
+ * timers are held in memory only for the near window (due before `horizon`), the rest
+ * stay on disk keyed by big-endian (due, seq) and are loaded as the clock approaches.
+ * Rows name journeys and stages (not indexes), so they survive a reload of the scripts.
+ * Uses store, user, timer, dedupe, msgpack-c. */
+#define _POSIX_C_SOURCE 200809L
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine_internal.h"
+#include "store.h"
+
+#define LOAD_LIMIT 262144        /* timers loaded into memory per step */
+#define DEDUPE_PRUNE_MS 600000   /* expired messageIds leave the store this often */
+#define DEFAULT_WINDOW_MS 900000 /* the near window of timers: 15 minutes */
+
+typedef struct jd_persist {
+    jd_store *store;
+    uint64_t lsn;      /* the log position the store reflects */
+    int64_t window_ms; /* timers due within this of the clock are in memory */
+    int64_t horizon;   /* every pending timer due before this is in the heap */
+    int64_t beyond;    /* the earliest known timer at or after horizon (INT64_MAX: none) */
+    jd_user **dirty;
+    size_t ndirty, capdirty;
+    jd_buf aliases; /* from, to: NUL-terminated pairs changed since the checkpoint */
+    jd_buf tm_ins;  /* timer rows scheduled since the checkpoint: key[16] u32 len value */
+    jd_buf tm_del;  /* keys[16] of timers done since the checkpoint */
+    jd_buf far;     /* timer rows at or after horizon, not yet committed (same layout) */
+    jd_buf outbox;  /* action rows: key[16] u32 len value */
+    jd_buf dd;      /* new messageIds: a, b, ts */
+    uint64_t outbox_seq;
+    int64_t last_prune;
+    jd_buf scratch, rows;
+    msgpack_zone zone;
+} jd_persist;
+
+/* ---------------------------------------------------------------- rows */
+
+static void row_put(jd_buf *b, const unsigned char key[16], const void *v, size_t n)
+{
+    uint32_t len = (uint32_t)n;
+    jd_buf_append(b, key, 16);
+    jd_buf_append(b, &len, 4);
+    jd_buf_append(b, v, n);
+}
+
+/* Iterates rows: returns the next offset, or 0 at the end. */
+static size_t row_next(const jd_buf *b, size_t off, const unsigned char **key, const char **v, uint32_t *n)
+{
+    if (off + 20 > b->len)
+        return 0;
+    *key = (const unsigned char *)b->data + off;
+    memcpy(n, b->data + off + 16, 4);
+    *v = b->data + off + 20;
+    return off + 20 + *n;
+}
+
+static void timer_key(unsigned char key[16], int64_t due, uint64_t seq)
+{
+    jd_be64_put(key, (uint64_t)due ^ (1ULL << 63)); /* signed order */
+    jd_be64_put(key + 8, seq);
+}
+
+static int64_t key_due(const unsigned char key[16])
+{
+    return (int64_t)(jd_be64_get(key) ^ (1ULL << 63));
+}
+
+static void id_key(unsigned char key[16], const char *hex)
+{
+    for (int i = 0; i < 16; i++) {
+        int v = 0;
+        for (int k = 0; k < 2; k++) {
+            char c = hex[2 * i + k];
+            v = v * 16 + (c >= 'a' ? c - 'a' + 10 : c >= 'A' ? c - 'A' + 10 : c - '0');
+        }
+        key[i] = (unsigned char)v;
+    }
+}
+
+static int obj_str(const msgpack_object *o, const char **p, size_t *n)
+{
+    if (o->type != MSGPACK_OBJECT_STR)
+        return -1;
+    *p = o->via.str.ptr;
+    *n = o->via.str.size;
+    return 0;
+}
+
+static uint64_t obj_u64(const msgpack_object *o)
+{
+    return o->type == MSGPACK_OBJECT_POSITIVE_INTEGER ? o->via.u64 : 0;
+}
+
+static int64_t obj_i64(const msgpack_object *o)
+{
+    if (o->type == MSGPACK_OBJECT_POSITIVE_INTEGER)
+        return (int64_t)o->via.u64;
+    return o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER ? o->via.i64 : 0;
+}
+
+static int stage_index(const jd_journey *j, const char *name, size_t n)
+{
+    for (size_t s = 0; s < j->nstages; s++)
+        if (strlen(j->stages[s].name) == n && memcmp(j->stages[s].name, name, n) == 0)
+            return (int)s;
+    return -1;
+}
+
+/* ---------------------------------------------------------------- people */
+
+static void pack_name(msgpack_packer *pk, const jd_defs *d, int journey, int stage)
+{
+    if (journey < 0 || (size_t)journey >= d->njourneys) {
+        msgpack_pack_nil(pk);
+        return;
+    }
+    const jd_journey *j = &d->journeys[journey];
+    if (stage < 0 || (size_t)stage >= j->nstages)
+        msgpack_pack_nil(pk);
+    else
+        jd_mp_pack_cstr(pk, j->stages[stage].name);
+}
+
+/* [traits, score, segments, next_iid, instances, decisions] */
+static void encode_user(const jd_engine *e, const jd_user *u, jd_buf *out)
+{
+    const jd_defs *d = e->defs;
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, out, jd_buf_msgpack_write);
+    msgpack_pack_array(&pk, 6);
+    msgpack_pack_bin(&pk, u->traits.len);
+    msgpack_pack_bin_body(&pk, u->traits.data, u->traits.len);
+    msgpack_pack_double(&pk, u->score);
+    msgpack_pack_array(&pk, (uint32_t)u->nsegments);
+    for (size_t i = 0; i < u->nsegments; i++)
+        jd_mp_pack_cstr(&pk, u->segments[i]);
+    msgpack_pack_uint32(&pk, u->next_iid);
+    uint32_t ni = 0;
+    for (const jd_instance *in = u->instances; in; in = in->next)
+        ni++;
+    msgpack_pack_array(&pk, ni);
+    for (const jd_instance *in = u->instances; in; in = in->next) {
+        msgpack_pack_array(&pk, 11);
+        jd_mp_pack_cstr(&pk, d->journeys[in->journey].name);
+        jd_mp_pack_str(&pk, in->key, in->keylen);
+        msgpack_pack_uint8(&pk, (uint8_t)in->status);
+        pack_name(&pk, d, in->journey, in->stage);
+        msgpack_pack_uint32(&pk, in->iid);
+        msgpack_pack_uint32(&pk, in->gen);
+        msgpack_pack_int64(&pk, in->entered_at);
+        msgpack_pack_int64(&pk, in->stage_entered_at);
+        msgpack_pack_int64(&pk, in->left_at);
+        msgpack_pack_uint32(&pk, in->entries);
+        msgpack_pack_uint64(&pk, in->touched);
+    }
+    int cap = e->opts.decisions_per_user;
+    msgpack_pack_array(&pk, u->decisions ? u->ndecisions : 0);
+    for (int i = 0; u->decisions && i < u->ndecisions; i++) {
+        const jd_decision *dc = &u->decisions[(u->dec_next + cap - u->ndecisions + i) % cap];
+        msgpack_pack_array(&pk, 5);
+        msgpack_pack_int64(&pk, dc->time);
+        msgpack_pack_uint8(&pk, dc->kind);
+        if (dc->journey >= 0 && (size_t)dc->journey < d->njourneys)
+            jd_mp_pack_cstr(&pk, d->journeys[dc->journey].name);
+        else
+            msgpack_pack_nil(&pk);
+        pack_name(&pk, d, dc->journey, dc->stage);
+        jd_mp_pack_cstr(&pk, dc->detail);
+    }
+}
+
+static jd_user *decode_user(jd_engine *e, const char *id, size_t idn, const void *v, size_t vn)
+{
+    jd_persist *p = e->persist;
+    msgpack_zone_clear(&p->zone);
+    msgpack_object o;
+    size_t off = 0;
+    if (msgpack_unpack(v, vn, &off, &p->zone, &o) != MSGPACK_UNPACK_SUCCESS || o.type != MSGPACK_OBJECT_ARRAY ||
+        o.via.array.size < 6) {
+        jd_engine_log(e, "error", "store: the profile of %.*s is unreadable; starting it afresh", (int)idn, id);
+        return jd_user_new(id, idn);
+    }
+    const msgpack_object *f = o.via.array.ptr;
+    jd_user *u = jd_user_new(id, idn);
+    if (f[0].type == MSGPACK_OBJECT_BIN && f[0].via.bin.size)
+        jd_buf_append(&u->traits, f[0].via.bin.ptr, f[0].via.bin.size);
+    u->score = f[1].type == MSGPACK_OBJECT_FLOAT64 || f[1].type == MSGPACK_OBJECT_FLOAT32 ? f[1].via.f64
+                                                                                          : (double)obj_i64(&f[1]);
+    for (uint32_t i = 0; f[2].type == MSGPACK_OBJECT_ARRAY && i < f[2].via.array.size; i++) {
+        const char *s;
+        size_t n;
+        if (!obj_str(&f[2].via.array.ptr[i], &s, &n))
+            jd_user_segment_add(u, s, n);
+    }
+    u->next_iid = (uint32_t)obj_u64(&f[3]);
+    for (uint32_t i = 0; f[4].type == MSGPACK_OBJECT_ARRAY && i < f[4].via.array.size; i++) {
+        const msgpack_object *r = &f[4].via.array.ptr[i];
+        if (r->type != MSGPACK_OBJECT_ARRAY || r->via.array.size < 11)
+            continue;
+        const msgpack_object *x = r->via.array.ptr;
+        const char *jn, *key, *sn = NULL;
+        size_t jl, kl, sl = 0;
+        if (obj_str(&x[0], &jn, &jl) || obj_str(&x[1], &key, &kl))
+            continue;
+        const jd_journey *j = jd_defs_journey(e->defs, jn, jl);
+        if (!j)
+            continue; /* the journey is gone: forget the instance (as a reload does) */
+        jd_instance *in = jd_user_instance_add(u, j->index, key, kl);
+        in->status = (jd_inst_status)obj_u64(&x[2]);
+        int st = obj_str(&x[3], &sn, &sl) ? -1 : stage_index(j, sn, sl);
+        if (st < 0) {
+            if (in->status == JD_INST_ACTIVE) {
+                jd_engine_log(e, "warn", "store: stage '%.*s' of journey '%s' no longer exists; user %s leaves it",
+                              (int)sl, sn ? sn : "", j->name, u->id);
+                in->status = JD_INST_EXITED;
+                e->counts[j->index].exited++;
+                e->counts[j->index].active--;
+                jd_persist_user_changed(e, u);
+            }
+            st = j->entry_stage;
+        }
+        in->stage = st;
+        in->iid = (uint32_t)obj_u64(&x[4]);
+        in->gen = (uint32_t)obj_u64(&x[5]);
+        in->entered_at = obj_i64(&x[6]);
+        in->stage_entered_at = obj_i64(&x[7]);
+        in->left_at = obj_i64(&x[8]);
+        in->entries = (uint32_t)obj_u64(&x[9]);
+        in->touched = obj_u64(&x[10]);
+    }
+    for (uint32_t i = 0; f[5].type == MSGPACK_OBJECT_ARRAY && i < f[5].via.array.size; i++) {
+        const msgpack_object *r = &f[5].via.array.ptr[i];
+        if (r->type != MSGPACK_OBJECT_ARRAY || r->via.array.size < 5)
+            continue;
+        const msgpack_object *x = r->via.array.ptr;
+        jd_decision dc = {.time = obj_i64(&x[0]), .kind = (uint8_t)obj_u64(&x[1]), .journey = -1, .stage = -1};
+        const char *s;
+        size_t n;
+        const jd_journey *j = obj_str(&x[2], &s, &n) ? NULL : jd_defs_journey(e->defs, s, n);
+        if (j) {
+            dc.journey = (int16_t)j->index;
+            if (!obj_str(&x[3], &s, &n))
+                dc.stage = (int16_t)stage_index(j, s, n);
+        }
+        if (!obj_str(&x[4], &s, &n))
+            snprintf(dc.detail, sizeof dc.detail, "%.*s", (int)n, s);
+        jd_user_decide(u, e->opts.decisions_per_user, &dc);
+    }
+    return u;
+}
+
+jd_user *jd_persist_load_user(jd_engine *e, const char *id, size_t n)
+{
+    const void *v;
+    size_t vn;
+    if (!e->persist || jd_store_get(e->persist->store, JD_DB_USERS, id, n, &v, &vn) != 0)
+        return NULL;
+    return decode_user(e, id, n, v, vn);
+}
+
+void jd_persist_user_changed(jd_engine *e, jd_user *u)
+{
+    jd_persist *p = e->persist;
+    if (!p || u->dirty)
+        return;
+    u->dirty = 1;
+    if (p->ndirty == p->capdirty) {
+        p->capdirty = p->capdirty ? p->capdirty * 2 : 1024;
+        p->dirty = jd_xrealloc(p->dirty, p->capdirty * sizeof *p->dirty);
+    }
+    p->dirty[p->ndirty++] = u;
+}
+
+const char *jd_persist_load_alias(jd_engine *e, const char *id, size_t n)
+{
+    const void *v;
+    size_t vn;
+    if (!e->persist || jd_store_get(e->persist->store, JD_DB_ALIASES, id, n, &v, &vn) != 0)
+        return NULL;
+    char *to = jd_strndup(v, vn);
+    jd_map_put(&e->aliases, id, n, to);
+    return to;
+}
+
+void jd_persist_alias(jd_engine *e, const char *from, size_t fn, const char *to, size_t tn)
+{
+    jd_persist *p = e->persist;
+    if (!p)
+        return;
+    jd_buf_append(&p->aliases, from, fn);
+    jd_buf_putc(&p->aliases, '\0');
+    jd_buf_append(&p->aliases, to, tn);
+    jd_buf_putc(&p->aliases, '\0');
+}
+
+/* ---------------------------------------------------------------- timers */
+
+/* [user, journey, key, iid, gen, after] */
+static void encode_timer(const jd_engine *e, const jd_timer *tm, jd_buf *out)
+{
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, out, jd_buf_msgpack_write);
+    msgpack_pack_array(&pk, 6);
+    jd_mp_pack_str(&pk, tm->user->id, tm->user->idlen);
+    jd_mp_pack_cstr(&pk, e->defs->journeys[tm->journey].name);
+    jd_mp_pack_str(&pk, tm->inst->key, tm->inst->keylen);
+    msgpack_pack_uint32(&pk, tm->iid);
+    msgpack_pack_uint32(&pk, tm->gen);
+    msgpack_pack_uint16(&pk, tm->after);
+}
+
+int jd_persist_timer_added(jd_engine *e, const jd_timer *tm)
+{
+    jd_persist *p = e->persist;
+    unsigned char key[16];
+    timer_key(key, tm->due, tm->seq);
+    jd_buf_reset(&p->scratch);
+    encode_timer(e, tm, &p->scratch);
+    row_put(&p->tm_ins, key, p->scratch.data, p->scratch.len);
+    if (tm->due < p->horizon)
+        return 0;
+    row_put(&p->far, key, p->scratch.data, p->scratch.len);
+    if (tm->due < p->beyond)
+        p->beyond = tm->due;
+    return 1;
+}
+
+void jd_persist_timer_done(jd_engine *e, const jd_timer *tm)
+{
+    unsigned char key[16];
+    timer_key(key, tm->due, tm->seq);
+    jd_buf_append(&e->persist->tm_del, key, 16);
+}
+
+/* A stored timer row back into the heap; a row whose stage entry is gone is deleted. */
+static void load_timer(jd_engine *e, const unsigned char key[16], const char *v, size_t vn)
+{
+    jd_persist *p = e->persist;
+    msgpack_zone_clear(&p->zone);
+    msgpack_object o;
+    size_t off = 0;
+    const jd_journey *j = NULL;
+    jd_instance *inst = NULL;
+    jd_user *u = NULL;
+    uint64_t iid = 0, gen = 0, after = 0;
+    if (msgpack_unpack(v, vn, &off, &p->zone, &o) == MSGPACK_UNPACK_SUCCESS && o.type == MSGPACK_OBJECT_ARRAY &&
+        o.via.array.size >= 6) {
+        const msgpack_object *f = o.via.array.ptr;
+        const char *uid, *jn, *k;
+        size_t ul, jl, kl;
+        if (!obj_str(&f[0], &uid, &ul) && !obj_str(&f[1], &jn, &jl) && !obj_str(&f[2], &k, &kl) &&
+            (j = jd_defs_journey(e->defs, jn, jl))) {
+            iid = obj_u64(&f[3]);
+            gen = obj_u64(&f[4]);
+            after = obj_u64(&f[5]);
+            /* copies: loading the profile reuses the zone */
+            char *us = jd_strndup(uid, ul), *ks = jd_strndup(k, kl);
+            u = jd_engine_user(e, us, ul);
+            inst = jd_user_instance(u, j->index, ks, kl);
+            free(us);
+            free(ks);
+        }
+    }
+    if (!inst || inst->status != JD_INST_ACTIVE || inst->iid != iid || inst->gen != gen ||
+        after >= j->stages[inst->stage].nafter) {
+        e->stats[JD_STAT_TIMERS_DROPPED]++;
+        jd_buf_append(&p->tm_del, key, 16);
+        return;
+    }
+    jd_timer tm = {
+        .due = key_due(key),
+        .seq = jd_be64_get(key + 8),
+        .user = u,
+        .inst = inst,
+        .iid = (uint32_t)iid,
+        .gen = (uint32_t)gen,
+        .after = (uint16_t)after,
+        .journey = (uint16_t)j->index,
+    };
+    jd_timers_insert(&e->timers, tm);
+}
+
+typedef struct scan_ctx {
+    jd_buf *rows;
+    int64_t target;
+    size_t n;
+    int64_t last_due;
+    int64_t stopped_at; /* the first due not taken, INT64_MAX: the end */
+} scan_ctx;
+
+static int collect_timer(const void *k, size_t kn, const void *v, size_t vn, void *ud)
+{
+    scan_ctx *c = ud;
+    if (kn != 16)
+        return 0;
+    int64_t due = key_due(k);
+    if (due >= c->target || (c->n >= LOAD_LIMIT && due != c->last_due)) {
+        c->stopped_at = due;
+        return 1;
+    }
+    row_put(c->rows, k, v, vn);
+    c->n++;
+    c->last_due = due;
+    return 0;
+}
+
+/* Loads the timers due before t + window into the heap (up to LOAD_LIMIT at a time). */
+static void load_window(jd_engine *e, int64_t t)
+{
+    jd_persist *p = e->persist;
+    int64_t target = t + p->window_ms;
+    if (target <= p->horizon)
+        return;
+    unsigned char from[16];
+    timer_key(from, p->horizon, 0);
+    jd_buf_reset(&p->rows);
+    scan_ctx c = {&p->rows, target, 0, INT64_MIN, INT64_MAX};
+    if (jd_store_scan(p->store, JD_DB_TIMERS, from, 16, collect_timer, &c) < 0) {
+        jd_engine_log(e, "error", "%s", jd_store_error(p->store));
+        return;
+    }
+    int64_t new_horizon = c.stopped_at < target ? c.stopped_at : target;
+    if (c.n >= LOAD_LIMIT && c.stopped_at < target)
+        new_horizon = c.stopped_at; /* the rest next time */
+    /* rows not yet committed: those now inside the window move to the heap */
+    jd_buf keep;
+    jd_buf_init(&keep);
+    int64_t beyond = c.stopped_at;
+    const unsigned char *k;
+    const char *v;
+    uint32_t n;
+    for (size_t off = 0; (off = row_next(&p->far, off, &k, &v, &n));) {
+        int64_t due = key_due(k);
+        if (due < new_horizon) {
+            row_put(&p->rows, k, v, n);
+        } else {
+            row_put(&keep, k, v, n);
+            if (due < beyond)
+                beyond = due;
+        }
+    }
+    jd_buf_free(&p->far);
+    p->far = keep;
+    p->horizon = new_horizon;
+    p->beyond = beyond;
+    for (size_t off = 0; (off = row_next(&p->rows, off, &k, &v, &n));)
+        load_timer(e, k, v, n);
+}
+
+void jd_persist_window(jd_engine *e, int64_t t)
+{
+    jd_persist *p = e->persist;
+    if (p->horizon > t + p->window_ms / 2 || e->timers.n >= LOAD_LIMIT / 2)
+        return;
+    load_window(e, t);
+}
+
+int64_t jd_persist_next_due(const jd_engine *e)
+{
+    return e->persist->beyond;
+}
+
+/* ---------------------------------------------------------------- outbox */
+
+void jd_persist_action(jd_engine *e, const jd_action *a)
+{
+    jd_persist *p = e->persist;
+    size_t jn;
+    const char *json = jd_action_json(a, &jn);
+    jd_buf_reset(&p->scratch);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &p->scratch, jd_buf_msgpack_write);
+    msgpack_pack_map(&pk, 5);
+    jd_mp_pack_cstr(&pk, "seq");
+    msgpack_pack_uint64(&pk, ++p->outbox_seq);
+    jd_mp_pack_cstr(&pk, "status");
+    jd_mp_pack_cstr(&pk, "pending");
+    jd_mp_pack_cstr(&pk, "attempts");
+    msgpack_pack_uint32(&pk, 0);
+    jd_mp_pack_cstr(&pk, "next");
+    msgpack_pack_int64(&pk, a->time);
+    jd_mp_pack_cstr(&pk, "action");
+    jd_mp_pack_str(&pk, json, jn);
+    unsigned char key[16];
+    id_key(key, a->id);
+    row_put(&p->outbox, key, p->scratch.data, p->scratch.len);
+}
+
+void jd_persist_seen(jd_engine *e, uint64_t a, uint64_t b, int64_t ts)
+{
+    jd_persist *p = e->persist;
+    jd_buf_append(&p->dd, &a, 8);
+    jd_buf_append(&p->dd, &b, 8);
+    jd_buf_append(&p->dd, &ts, 8);
+}
+
+/* ---------------------------------------------------------------- meta */
+
+static void encode_state(const jd_engine *e, jd_buf *out)
+{
+    jd_persist *p = e->persist;
+    const jd_defs *d = e->defs;
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, out, jd_buf_msgpack_write);
+    msgpack_pack_map(&pk, 9);
+    jd_mp_pack_cstr(&pk, "lsn");
+    msgpack_pack_uint64(&pk, p->lsn);
+    jd_mp_pack_cstr(&pk, "now");
+    msgpack_pack_int64(&pk, jd_clock_now(&e->clock));
+    jd_mp_pack_cstr(&pk, "event_seq");
+    msgpack_pack_uint64(&pk, e->event_seq);
+    jd_mp_pack_cstr(&pk, "timer_seq");
+    msgpack_pack_uint64(&pk, e->timers.next_seq);
+    jd_mp_pack_cstr(&pk, "outbox_seq");
+    msgpack_pack_uint64(&pk, p->outbox_seq);
+    jd_mp_pack_cstr(&pk, "last_prune");
+    msgpack_pack_int64(&pk, p->last_prune);
+    jd_mp_pack_cstr(&pk, "stats");
+    msgpack_pack_array(&pk, JD_NSTATS);
+    for (int i = 0; i < JD_NSTATS; i++)
+        msgpack_pack_uint64(&pk, e->stats[i]);
+    jd_mp_pack_cstr(&pk, "journeys");
+    msgpack_pack_map(&pk, (uint32_t)d->njourneys);
+    for (size_t i = 0; i < d->njourneys; i++) {
+        const jd_journey *j = &d->journeys[i];
+        const jd_journey_count *jc = &e->counts[i];
+        jd_mp_pack_cstr(&pk, j->name);
+        msgpack_pack_array(&pk, 5);
+        msgpack_pack_uint64(&pk, jc->entered);
+        msgpack_pack_uint64(&pk, jc->converted);
+        msgpack_pack_uint64(&pk, jc->exited);
+        msgpack_pack_uint64(&pk, jc->active);
+        msgpack_pack_map(&pk, (uint32_t)j->nstages);
+        for (size_t s = 0; s < j->nstages; s++) {
+            const jd_stage_count *sc = &jc->stages[s];
+            jd_mp_pack_cstr(&pk, j->stages[s].name);
+            msgpack_pack_array(&pk, 6);
+            msgpack_pack_uint64(&pk, sc->entered);
+            msgpack_pack_uint64(&pk, sc->now);
+            msgpack_pack_uint64(&pk, sc->moved_on);
+            msgpack_pack_uint64(&pk, sc->timed_out);
+            msgpack_pack_uint64(&pk, sc->converted);
+            msgpack_pack_uint64(&pk, sc->exited);
+        }
+    }
+    jd_mp_pack_cstr(&pk, "channels");
+    msgpack_pack_map(&pk, (uint32_t)d->nchannels);
+    for (size_t c = 0; c < d->nchannels; c++) {
+        jd_mp_pack_cstr(&pk, d->channels[c].name);
+        msgpack_pack_uint64(&pk, e->channel_actions[c]);
+    }
+}
+
+static void decode_state(jd_engine *e, const void *v, size_t vn)
+{
+    jd_persist *p = e->persist;
+    msgpack_zone_clear(&p->zone);
+    msgpack_object o;
+    size_t off = 0;
+    if (msgpack_unpack(v, vn, &off, &p->zone, &o) != MSGPACK_UNPACK_SUCCESS || o.type != MSGPACK_OBJECT_MAP)
+        return;
+    const msgpack_object *x;
+    if ((x = jd_mp_get(&o, "lsn", 3)))
+        p->lsn = obj_u64(x);
+    if ((x = jd_mp_get(&o, "now", 3)))
+        jd_clock_advance(&e->clock, obj_i64(x));
+    if ((x = jd_mp_get(&o, "event_seq", 9)))
+        e->event_seq = obj_u64(x);
+    if ((x = jd_mp_get(&o, "timer_seq", 9)))
+        e->timers.next_seq = obj_u64(x);
+    if ((x = jd_mp_get(&o, "outbox_seq", 10)))
+        p->outbox_seq = obj_u64(x);
+    if ((x = jd_mp_get(&o, "last_prune", 10)))
+        p->last_prune = obj_i64(x);
+    if ((x = jd_mp_get(&o, "stats", 5)) && x->type == MSGPACK_OBJECT_ARRAY)
+        for (uint32_t i = 0; i < x->via.array.size && i < JD_NSTATS; i++)
+            e->stats[i] = obj_u64(&x->via.array.ptr[i]);
+    if ((x = jd_mp_get(&o, "journeys", 8)) && x->type == MSGPACK_OBJECT_MAP) {
+        for (uint32_t i = 0; i < x->via.map.size; i++) {
+            const msgpack_object *k = &x->via.map.ptr[i].key, *r = &x->via.map.ptr[i].val;
+            const char *name;
+            size_t n;
+            const jd_journey *j = obj_str(k, &name, &n) ? NULL : jd_defs_journey(e->defs, name, n);
+            if (!j || r->type != MSGPACK_OBJECT_ARRAY || r->via.array.size < 5)
+                continue;
+            jd_journey_count *jc = &e->counts[j->index];
+            jc->entered = obj_u64(&r->via.array.ptr[0]);
+            jc->converted = obj_u64(&r->via.array.ptr[1]);
+            jc->exited = obj_u64(&r->via.array.ptr[2]);
+            jc->active = obj_u64(&r->via.array.ptr[3]);
+            const msgpack_object *sm = &r->via.array.ptr[4];
+            for (uint32_t s = 0; sm->type == MSGPACK_OBJECT_MAP && s < sm->via.map.size; s++) {
+                const msgpack_object *sa = &sm->via.map.ptr[s].val;
+                int si = obj_str(&sm->via.map.ptr[s].key, &name, &n) ? -1 : stage_index(j, name, n);
+                if (si < 0 || sa->type != MSGPACK_OBJECT_ARRAY || sa->via.array.size < 6)
+                    continue;
+                jd_stage_count *sc = &jc->stages[si];
+                const msgpack_object *f = sa->via.array.ptr;
+                *sc = (jd_stage_count){obj_u64(&f[0]), obj_u64(&f[1]), obj_u64(&f[2]),
+                                       obj_u64(&f[3]), obj_u64(&f[4]), obj_u64(&f[5])};
+            }
+        }
+    }
+    if ((x = jd_mp_get(&o, "channels", 8)) && x->type == MSGPACK_OBJECT_MAP) {
+        for (uint32_t i = 0; i < x->via.map.size; i++) {
+            const char *name;
+            size_t n;
+            const jd_channel *c = obj_str(&x->via.map.ptr[i].key, &name, &n) ? NULL : jd_defs_channel(e->defs, name, n);
+            if (c)
+                e->channel_actions[c->index] = obj_u64(&x->via.map.ptr[i].val);
+        }
+    }
+}
+
+typedef struct dd_ctx {
+    jd_engine *e;
+    int64_t now;
+    uint64_t loaded;
+} dd_ctx;
+
+static int load_seen(const void *k, size_t kn, const void *v, size_t vn, void *ud)
+{
+    dd_ctx *c = ud;
+    if (kn != 16 || vn != 8)
+        return 0;
+    int64_t ts;
+    memcpy(&ts, v, 8);
+    if (c->e->dedupe.ttl_ms && ts < c->now - c->e->dedupe.ttl_ms)
+        return 0;
+    jd_dedupe_check_hash(&c->e->dedupe, jd_be64_get(k), jd_be64_get((const unsigned char *)k + 8), ts);
+    c->loaded++;
+    return 0;
+}
+
+static int collect_expired(const void *k, size_t kn, const void *v, size_t vn, void *ud)
+{
+    dd_ctx *c = ud;
+    int64_t ts;
+    if (kn != 16 || vn != 8)
+        return 0;
+    memcpy(&ts, v, 8);
+    if (ts < c->now - c->e->dedupe.ttl_ms)
+        jd_buf_append(&c->e->persist->rows, k, 16);
+    return 0;
+}
+
+/* ---------------------------------------------------------------- open, checkpoint */
+
+int jd_engine_open_store(jd_engine *e, const char *dir, const jd_store_opts *so, jd_error *err)
+{
+    jd_store *st = jd_store_open(dir, so ? so->map_bytes : 0, 0, err->text, sizeof err->text);
+    if (!st)
+        return -1;
+    jd_persist *p = jd_xcalloc(1, sizeof *p);
+    p->store = st;
+    p->window_ms = so && so->window_ms > 0 ? so->window_ms : DEFAULT_WINDOW_MS;
+    p->horizon = INT64_MIN;
+    p->beyond = INT64_MAX;
+    jd_buf_init(&p->aliases);
+    jd_buf_init(&p->tm_ins);
+    jd_buf_init(&p->tm_del);
+    jd_buf_init(&p->far);
+    jd_buf_init(&p->outbox);
+    jd_buf_init(&p->dd);
+    jd_buf_init(&p->scratch);
+    jd_buf_init(&p->rows);
+    msgpack_zone_init(&p->zone, 4096);
+    e->persist = p;
+    const void *v;
+    size_t vn;
+    if (jd_store_get(st, JD_DB_META, "state", 5, &v, &vn) == 0) {
+        jd_buf copy;
+        jd_buf_init(&copy);
+        jd_buf_append(&copy, v, vn);
+        decode_state(e, copy.data, copy.len);
+        jd_buf_free(&copy);
+    }
+    dd_ctx c = {e, jd_clock_now(&e->clock), 0};
+    jd_store_scan(st, JD_DB_DEDUPE, NULL, 0, load_seen, &c);
+    load_window(e, jd_clock_now(&e->clock));
+    return 0;
+}
+
+uint64_t jd_engine_store_position(const jd_engine *e)
+{
+    return e->persist ? e->persist->lsn : 0;
+}
+
+static int write_rows(jd_store *st, int db, const jd_buf *b, int no_overwrite)
+{
+    const unsigned char *k;
+    const char *v;
+    uint32_t n;
+    for (size_t off = 0; (off = row_next(b, off, &k, &v, &n));)
+        if (jd_store_put(st, db, k, 16, v, n, no_overwrite))
+            return -1;
+    return 0;
+}
+
+static int write_checkpoint(jd_engine *e)
+{
+    jd_persist *p = e->persist;
+    jd_store *st = p->store;
+    for (size_t i = 0; i < p->ndirty; i++) {
+        jd_user *u = p->dirty[i];
+        jd_buf_reset(&p->scratch);
+        encode_user(e, u, &p->scratch);
+        if (jd_store_put(st, JD_DB_USERS, u->id, u->idlen, p->scratch.data, p->scratch.len, 0))
+            return -1;
+    }
+    for (size_t off = 0; off < p->aliases.len;) {
+        const char *from = p->aliases.data + off, *to = from + strlen(from) + 1;
+        if (jd_store_put(st, JD_DB_ALIASES, from, strlen(from), to, strlen(to), 0))
+            return -1;
+        off = (size_t)(to - p->aliases.data) + strlen(to) + 1;
+    }
+    if (write_rows(st, JD_DB_TIMERS, &p->tm_ins, 0))
+        return -1;
+    for (size_t off = 0; off + 16 <= p->tm_del.len; off += 16)
+        if (jd_store_del(st, JD_DB_TIMERS, p->tm_del.data + off, 16))
+            return -1;
+    /* an action already in the outbox keeps its row: delivery may have moved it on */
+    if (write_rows(st, JD_DB_OUTBOX, &p->outbox, 1))
+        return -1;
+    for (size_t off = 0; off + 24 <= p->dd.len; off += 24) {
+        uint64_t a, b;
+        unsigned char key[16];
+        memcpy(&a, p->dd.data + off, 8);
+        memcpy(&b, p->dd.data + off + 8, 8);
+        jd_be64_put(key, a);
+        jd_be64_put(key + 8, b);
+        if (jd_store_put(st, JD_DB_DEDUPE, key, 16, p->dd.data + off + 16, 8, 0))
+            return -1;
+    }
+    int64_t now = jd_clock_now(&e->clock);
+    if (e->dedupe.ttl_ms && now - p->last_prune >= DEDUPE_PRUNE_MS) {
+        p->last_prune = now;
+        jd_buf_reset(&p->rows);
+        dd_ctx c = {e, now, 0};
+        if (jd_store_scan(st, JD_DB_DEDUPE, NULL, 0, collect_expired, &c) < 0)
+            return -1;
+        for (size_t off = 0; off + 16 <= p->rows.len; off += 16)
+            if (jd_store_del(st, JD_DB_DEDUPE, p->rows.data + off, 16))
+                return -1;
+    }
+    jd_buf_reset(&p->scratch);
+    encode_state(e, &p->scratch);
+    return jd_store_put(st, JD_DB_META, "state", 5, p->scratch.data, p->scratch.len, 0);
+}
+
+int jd_engine_checkpoint(jd_engine *e, uint64_t lsn, jd_error *err)
+{
+    jd_persist *p = e->persist;
+    if (!p)
+        return 0;
+    uint64_t prev = p->lsn;
+    p->lsn = lsn;
+    if (jd_store_begin(p->store) || write_checkpoint(e) || jd_store_commit(p->store)) {
+        jd_store_abort(p->store);
+        p->lsn = prev;
+        snprintf(err->text, sizeof err->text, "%s", jd_store_error(p->store));
+        return -1; /* everything stays noted: the next checkpoint tries again */
+    }
+    for (size_t i = 0; i < p->ndirty; i++)
+        p->dirty[i]->dirty = 0;
+    p->ndirty = 0;
+    jd_buf_reset(&p->aliases);
+    jd_buf_reset(&p->tm_ins);
+    jd_buf_reset(&p->tm_del);
+    jd_buf_reset(&p->far);
+    jd_buf_reset(&p->outbox);
+    jd_buf_reset(&p->dd);
+    return 0;
+}
+
+void jd_persist_free(jd_engine *e)
+{
+    jd_persist *p = e->persist;
+    if (!p)
+        return;
+    jd_store_close(p->store);
+    free(p->dirty);
+    jd_buf_free(&p->aliases);
+    jd_buf_free(&p->tm_ins);
+    jd_buf_free(&p->tm_del);
+    jd_buf_free(&p->far);
+    jd_buf_free(&p->outbox);
+    jd_buf_free(&p->dd);
+    jd_buf_free(&p->scratch);
+    jd_buf_free(&p->rows);
+    msgpack_zone_destroy(&p->zone);
+    free(p);
+    e->persist = NULL;
+}
+
+void jd_persist_all_changed(jd_engine *e)
+{
+    size_t it = 0;
+    const jd_map_slot *slot;
+    while (jd_map_next(&e->users, &it, &slot))
+        jd_persist_user_changed(e, slot->value);
+}
+
+jd_store *jd_engine_store(const jd_engine *e)
+{
+    return e->persist ? e->persist->store : NULL;
+}
