@@ -217,6 +217,28 @@ M.channel = named_spec("channel", registry.channel_list, registry.channels)
 --- `j.source "hubspot" { verify = ..., map = fn }`: a CRM webhook mapper.
 M.source = named_spec("source", registry.source_list, registry.sources)
 
+local channel_types = {}
+registry.channel_types = channel_types
+local builtin_channel_types = { webhook = true, slack = true, postmark = true, sendgrid = true, smtp = true }
+--- `j.channel_type "name" { format = function(spec, action) return request end }`: a channel
+--- type of your own, in Lua (see scripts/journey/channels/ for the request shape).
+function M.channel_type(name)
+  if type(name) ~= "string" or name == "" then error("channel_type: expects a name", 2) end
+  local loc = core.where(2)
+  return function(spec)
+    if type(spec) ~= "table" or type(spec.format) ~= "function" then
+      error("channel_type " .. name .. ": expects { format = function(spec, action) ... end }", 2)
+    end
+    if builtin_channel_types[name] then error("channel_type " .. name .. ": is a built-in type", 2) end
+    if channel_types[name] then
+      error(("channel_type %s: already defined at %s"):format(name, channel_types[name].loc), 2)
+    end
+    spec.name, spec.loc = name, loc
+    channel_types[name] = spec
+    return spec
+  end
+end
+
 --- `j.config { listen = "127.0.0.1:8080", data_dir = "./data" }`
 function M.config(t)
   if type(t) ~= "table" then error("config: expects a table", 2) end

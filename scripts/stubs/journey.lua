@@ -111,6 +111,31 @@ function Ctx:log(...) end
 ---@field type "webhook"|"slack"|"postmark"|"sendgrid"|"smtp"|string
 ---@field url? string
 ---@field secret? string
+---@field secrets? string[] several "whsec_" secrets (rotation): one signature each
+---@field base_url? string postmark / sendgrid API base (tests point it at loopback)
+---@field token? string postmark server token
+---@field api_key? string sendgrid API key
+---@field from? string
+---@field starttls? boolean|"try" smtp
+---@field allow_hosts? string[] hosts this channel may reach ("*.example.com" too)
+---@field allow_private? boolean allow RFC 1918 / ULA / CGNAT addresses
+---@field allow_loopback? boolean allow 127.0.0.0/8 and ::1 (tests, sidecars)
+---@field concurrency? integer requests in flight at most (16)
+---@field timeout? string|integer per request ("15s")
+---@field retry? string[] the retry schedule ({"5s", "5m", "30m", "2h", ...})
+
+---@class journey.ChannelRequest
+---@field method? string
+---@field url string
+---@field headers? {[1]: string, [2]: string}[]
+---@field body? string|table a table is sent as JSON
+---@field smtp? boolean
+---@field from? string
+---@field to? string[]
+---@field data? string
+
+---@class journey.ChannelTypeSpec
+---@field format fun(spec: journey.ChannelSpec, action: table): journey.ChannelRequest
 
 ---@class journey.SourceRequest
 ---@field method string
@@ -177,6 +202,11 @@ function j.channel(name) end
 ---@param name string
 ---@return fun(spec: journey.SourceSpec)
 function j.source(name) end
+
+---A channel type of your own: format(spec, action) returns the request to send.
+---@param name string
+---@return fun(spec: journey.ChannelTypeSpec)
+function j.channel_type(name) end
 
 ---@param settings {listen?: string, data_dir?: string, write_keys?: string[], admin_keys?: string[], stream_listen?: string, overdue_limit?: string, quarantine?: {errors?: integer, window?: string}}
 function j.config(settings) end
