@@ -10,7 +10,7 @@ SERVE_PKGS := libevent
 TEST_PKGS := cmocka libcurl
 DEB_PKGS := build-essential pkg-config liblua5.4-dev lua5.4 libevent-dev libmsgpack-dev libyajl-dev \
             libcmocka-dev liblmdb-dev libcurl4-openssl-dev libssl-dev zlib1g-dev clang-format \
-            libjansson-dev libcjson-dev wrk time clang libclang-rt-14-dev
+            libjansson-dev libcjson-dev wrk time clang libclang-rt-14-dev python3
 
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) $(SERVE_PKGS) $(TEST_PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
@@ -21,7 +21,8 @@ OPT  ?= -O2 -g
 CFLAGS_ALL = -std=c11 $(OPT) $(WARN) $(EXTRA_CFLAGS) $(PKG_CFLAGS) -Iinclude -Iengine
 LDLIBS_ALL = $(PKG_LIBS) -lm -lpthread $(EXTRA_LDFLAGS)
 
-CLI_SRC  := engine/main.c engine/replay.c engine/serve.c engine/http.c engine/stream.c engine/durable.c
+CLI_SRC  := engine/main.c engine/replay.c engine/serve.c engine/http.c engine/stream.c engine/durable.c \
+            engine/dispatch.c
 LIB_SRC  := $(filter-out $(CLI_SRC),$(wildcard engine/*.c))
 SCRIPTS  := $(sort $(filter-out scripts/stubs/%,$(wildcard scripts/*.lua scripts/*/*.lua scripts/*/*/*.lua)))
 LIB_OBJ  := $(LIB_SRC:engine/%.c=$(BUILD)/obj/%.o) $(BUILD)/obj/scripts_embed.o
@@ -58,7 +59,7 @@ $(BUILD)/libjourneyd.a: $(LIB_OBJ)
 	rm -f $@ && ar rcs $@ $^
 
 $(BUILD)/journeyd: $(CLI_OBJ) $(BUILD)/libjourneyd.a
-	$(CC) $(CFLAGS_ALL) -o $@ $(CLI_OBJ) $(BUILD)/libjourneyd.a $(LDLIBS_ALL) $(shell pkg-config --libs $(SERVE_PKGS))
+	$(CC) $(CFLAGS_ALL) -o $@ $(CLI_OBJ) $(BUILD)/libjourneyd.a $(LDLIBS_ALL) $(shell pkg-config --libs $(SERVE_PKGS) libcurl)
 
 $(BUILD)/jd-stream-send: examples/stream-client/jd_stream_send.c $(BUILD)/libjourneyd.a
 	$(CC) $(CFLAGS_ALL) -o $@ $< $(BUILD)/libjourneyd.a $(LDLIBS_ALL)
@@ -72,6 +73,11 @@ $(BUILD)/tests/%: tests/unit/%.c tests/unit/testutil.h $(BUILD)/libjourneyd.a | 
 # black-box tests of the daemon: they run build/journeyd; libcurl is the HTTP client
 $(BUILD)/tests/test_%: tests/integration/test_%.c $(BUILD)/journeyd $(BUILD)/jd-stream-send | $(BUILD)/tests
 	$(CC) $(CFLAGS_ALL) -Wno-missing-prototypes -o $@ $< $(shell pkg-config --libs cmocka libcurl libcrypto)
+
+# the dispatcher against real receivers on loopback (tests/integration/receiver.py, smtp_sink.py)
+$(BUILD)/tests/test_dispatch: tests/integration/test_dispatch.c $(BUILD)/obj/dispatch.o $(BUILD)/libjourneyd.a | $(BUILD)/tests
+	$(CC) $(CFLAGS_ALL) -Wno-missing-prototypes -o $@ $< $(BUILD)/obj/dispatch.o $(BUILD)/libjourneyd.a $(LDLIBS_ALL) \
+	  $(shell pkg-config --libs cmocka libcurl libevent)
 
 # only with BUILD=$(FUZZ_BUILD) CC=clang (fuzz-build); the stream and HTTP targets also
 # link the serve objects and libevent
