@@ -237,3 +237,15 @@ if [ "${BENCH_PERF:-0}" = 1 ]; then
 fi
 
 sh "$HERE/http.sh" "$BUILD"
+
+# ---------------------------------------------------------------- delivery
+# deliver_bench.c: signed webhooks/s through the dispatcher to a local evhttp receiver,
+# 64 in flight. Guarded: a failure here is reported, the other figures stand.
+(
+  DP=$(sed -n 's/^PKGS[[:space:]]*:=[[:space:]]*//p' Makefile | head -n 1)
+  mkdir -p "$BUILD/bench"
+  ${CC:-cc} -std=c11 ${CFLAGS:--O2 -g} -Wall -Wextra -Iinclude -Iengine $(pkg-config --cflags $DP libevent libcurl) \
+    -o "$BUILD/bench/deliver_bench" tests/bench/deliver_bench.c "$BUILD/obj/dispatch.o" "$BUILD/libjourneyd.a" \
+    $(pkg-config --libs $DP libevent libcurl) -lm -lpthread &&
+  echo && echo "== delivery ==" && "$BUILD/bench/deliver_bench" -n "${BENCH_DELIVERIES:-20000}" -c 64
+) || echo "bench: deliver_bench failed (see above)"
