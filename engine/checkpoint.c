@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "engine_internal.h"
+#include "outbox.h"
 #include "store.h"
 
 #define LOAD_LIMIT 262144        /* timers loaded into memory per step */
@@ -68,18 +69,6 @@ static void timer_key(unsigned char key[16], int64_t due, uint64_t seq)
 static int64_t key_due(const unsigned char key[16])
 {
     return (int64_t)(jd_be64_get(key) ^ (1ULL << 63));
-}
-
-static void id_key(unsigned char key[16], const char *hex)
-{
-    for (int i = 0; i < 16; i++) {
-        int v = 0;
-        for (int k = 0; k < 2; k++) {
-            char c = hex[2 * i + k];
-            v = v * 16 + (c >= 'a' ? c - 'a' + 10 : c >= 'A' ? c - 'A' + 10 : c - '0');
-        }
-        key[i] = (unsigned char)v;
-    }
 }
 
 static int obj_str(const msgpack_object *o, const char **p, size_t *n)
@@ -470,24 +459,12 @@ int64_t jd_persist_next_due(const jd_engine *e)
 void jd_persist_action(jd_engine *e, const jd_action *a)
 {
     jd_persist *p = e->persist;
-    size_t jn;
-    const char *json = jd_action_json(a, &jn);
+    jd_outbox_row row = {.seq = ++p->outbox_seq, .status = "pending", .next = a->time};
+    row.action = jd_action_json(a, &row.action_len);
     jd_buf_reset(&p->scratch);
-    msgpack_packer pk;
-    msgpack_packer_init(&pk, &p->scratch, jd_buf_msgpack_write);
-    msgpack_pack_map(&pk, 5);
-    jd_mp_pack_cstr(&pk, "seq");
-    msgpack_pack_uint64(&pk, ++p->outbox_seq);
-    jd_mp_pack_cstr(&pk, "status");
-    jd_mp_pack_cstr(&pk, "pending");
-    jd_mp_pack_cstr(&pk, "attempts");
-    msgpack_pack_uint32(&pk, 0);
-    jd_mp_pack_cstr(&pk, "next");
-    msgpack_pack_int64(&pk, a->time);
-    jd_mp_pack_cstr(&pk, "action");
-    jd_mp_pack_str(&pk, json, jn);
+    jd_outbox_encode(&row, &p->scratch);
     unsigned char key[16];
-    id_key(key, a->id);
+    jd_outbox_key(key, a->id);
     row_put(&p->outbox, key, p->scratch.data, p->scratch.len);
 }
 

@@ -1016,6 +1016,17 @@ static const char *find_alias(jd_engine *e, const char *id, size_t n)
     return to || !e->persist ? to : jd_persist_load_alias(e, id, n);
 }
 
+jd_user *jd_engine_find_user(jd_engine *e, const char *id, size_t n)
+{
+    jd_user *u = find_user(e, id, n);
+    if (!u) {
+        const char *canon = find_alias(e, id, n);
+        if (canon)
+            u = find_user(e, canon, strlen(canon));
+    }
+    return u;
+}
+
 /* Folds the profile `from` into `to`: traits (to's win), score, segments. */
 static void merge_profiles(jd_engine *e, jd_user *from, jd_user *to)
 {

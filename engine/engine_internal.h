@@ -164,6 +164,8 @@ void jd_persist_seen(jd_engine *e, uint64_t a, uint64_t b, int64_t ts);
 void jd_persist_free(jd_engine *e);
 /* The person with this id: in memory, else from the store, else new. */
 jd_user *jd_engine_user(jd_engine *e, const char *id, size_t n);
+/* The person with this id or alias if they exist (memory or store), else NULL. */
+jd_user *jd_engine_find_user(jd_engine *e, const char *id, size_t n);
 
 /* lua_ctx.c */
 int jd_ctx_create(jd_engine *e);        /* registers the ctx metatable, returns a ref */

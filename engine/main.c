@@ -4,6 +4,7 @@
 
 #include "../include/journeyd.h"
 #include "cli.h"
+#include "outbox.h"
 #include "serve.h"
 
 static void help(FILE *f)
@@ -19,6 +20,8 @@ static void help(FILE *f)
             "      the sidecar: Segment HTTP API, admin API, /metrics; logs JSON lines on stdout\n"
             "  journeyd check CONFIG.lua\n"
             "      validate scripts and list journeys and stages; errors as file:line: message\n"
+            "  journeyd outbox DATA_DIR [--status pending|retrying|delivered|dead]\n"
+            "      the decided actions in a data directory's store, as JSON lines in decision order\n"
             "  journeyd --help | --version\n",
             JOURNEYD_VERSION);
 }
@@ -44,6 +47,8 @@ int main(int argc, char **argv)
         return jd_cmd_serve(argc - 1, argv + 1);
     if (strcmp(cmd, "check") == 0)
         return jd_cmd_check(argc - 1, argv + 1);
+    if (strcmp(cmd, "outbox") == 0)
+        return jd_cmd_outbox(argc - 1, argv + 1);
     fprintf(stderr, "journeyd: unknown command '%s'\n\n", cmd);
     help(stderr);
     return 2;

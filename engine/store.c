@@ -56,8 +56,8 @@ jd_store *jd_store_open(const char *dir, size_t map_bytes, int readonly, char *e
     rc = mdb_txn_begin(s->env, NULL, readonly ? MDB_RDONLY : 0, &t);
     for (int i = 0; !rc && i < JD_DB_N; i++)
         rc = mdb_dbi_open(t, db_names[i], readonly ? 0 : MDB_CREATE, &s->dbi[i]);
-    if (!rc)
-        rc = readonly ? (mdb_txn_abort(t), 0) : mdb_txn_commit(t);
+    if (!rc) /* committed even when read-only: an aborted transaction closes its handles */
+        rc = mdb_txn_commit(t);
     else
         mdb_txn_abort(t);
     if (rc) {

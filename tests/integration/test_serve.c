@@ -138,6 +138,10 @@ static int spawn_daemon(void)
             return 0;
         usleep(50000);
     }
+    char cmd[700]; /* say why: the daemon's last words */
+    snprintf(cmd, sizeof cmd, "tail -n 20 '%s' >&2", logpath);
+    if (system(cmd) != 0)
+        fprintf(stderr, "(no daemon log)\n");
     return -1;
 }
 
@@ -708,6 +712,60 @@ static void test_restart_after_kill(void **state)
     assert_int_equal(atol(m + strlen("\njourneyd_events_duplicate_total ")), dups + 1);
 }
 
+/* The outbox in the store (read with `journeyd outbox` while the daemon runs, after a
+ * checkpoint): every acknowledged sign-up has exactly one welcome and one nudge, nobody
+ * has two, and ids are unique. Polls: the last checkpoint may be up to a second old. */
+static void check_outbox(const int *signups, int nsignups)
+{
+    static unsigned char welcome[15000], nudge[15000];
+    char cmd[1200], line[8192];
+    int ok = 0, nrows = 0, bad = 0;
+    for (int tries = 0; tries < 40 && !ok; tries++) {
+        memset(welcome, 0, sizeof welcome);
+        memset(nudge, 0, sizeof nudge);
+        nrows = bad = 0;
+        snprintf(cmd, sizeof cmd, "'%s' outbox '%s/data'", bin, cfgdir);
+        FILE *p = popen(cmd, "r");
+        assert_non_null(p);
+        while (fgets(line, sizeof line, p)) {
+            const char *u = strstr(line, "\"user\":\"c-");
+            if (!u)
+                continue; /* the other tests' people share the data directory */
+            nrows++;
+            if (!strstr(line, "\"status\":\"pending\"")) {
+                bad++;
+                continue;
+            }
+            int n = atoi(u + 10);
+            if (n < 0 || n >= 15000) {
+                bad++;
+                continue;
+            }
+            if (strstr(line, "\"template\":\"welcome\""))
+                welcome[n]++;
+            else if (strstr(line, "\"template\":\"nudge\""))
+                nudge[n]++;
+            else
+                bad++;
+        }
+        pclose(p);
+        ok = 1;
+        for (int k = 0; k < nsignups && ok; k++)
+            ok = welcome[signups[k]] == 1 && nudge[signups[k]] == 1;
+        if (!ok)
+            usleep(250000);
+    }
+    assert_int_equal(bad, 0);
+    for (int k = 0; k < nsignups; k++)
+        if (welcome[signups[k]] != 1 || nudge[signups[k]] != 1)
+            fail_msg("outbox: sign-up c-%d has %d welcome and %d nudge actions (want 1 and 1)", signups[k],
+                     welcome[signups[k]], nudge[signups[k]]);
+    for (int n = 0; n < 15000; n++) /* unacknowledged sign-ups may be in, but only once */
+        if (welcome[n] > 1 || nudge[n] > 1)
+            fail_msg("outbox: c-%d has %d welcome and %d nudge actions", n, welcome[n], nudge[n]);
+    assert_true(nrows >= 2 * nsignups);
+}
+
 /* kill -9 at random moments while a client sends: after every restart, everything
  * acknowledged is there, each stage timer fired once (the person moved on exactly once),
  * and no action id was decided twice across all the runs' logs. */
@@ -813,6 +871,7 @@ static void test_crash_rounds(void **state)
         if (strcmp(ids[k], ids[k - 1]) == 0)
             fail_msg("action id %s decided twice", ids[k]);
     assert_true(nids > acked_signups); /* welcome + nudge per sign-up, at least */
+    check_outbox(signups, acked_signups);
 }
 
 static void test_sigterm_exits_cleanly(void **state)

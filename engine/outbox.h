@@ -1,0 +1,45 @@
+/* outbox: the decided actions in the store, each under its stable id, with where its
+ * delivery stands (pending, retrying, delivered, dead). The processor adds rows in its
+ * checkpoint (checkpoint.c); delivery updates them here. Uses store, msgpack-c. */
+#ifndef JD_OUTBOX_H
+#define JD_OUTBOX_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "buf.h"
+#include "store.h"
+
+typedef struct jd_outbox_row {
+    char id[33];
+    uint64_t seq;       /* decision order */
+    const char *status; /* "pending", "retrying", "delivered", "dead" */
+    size_t status_len;
+    uint32_t attempts;
+    int64_t next;       /* when the next attempt may go (ms) */
+    const char *action; /* the action as JSON */
+    size_t action_len;
+    const char *error; /* the last failure, or NULL */
+    size_t error_len;
+} jd_outbox_row;
+
+/* Decodes a stored row; 0 or -1. Pointers are into v. */
+int jd_outbox_decode(const void *k, size_t kn, const void *v, size_t vn, jd_outbox_row *row);
+/* Encodes a row (id not included: it is the key). */
+void jd_outbox_encode(const jd_outbox_row *row, jd_buf *out);
+void jd_outbox_key(unsigned char key[16], const char *hex_id);
+
+/* Every row (status NULL) or those with a status, in decision order, appended to out as
+ * rows of the struct above (pointers into a copy kept in *keep). Returns the count, -1 on
+ * error. Free keep with jd_buf_free. */
+long jd_outbox_list(jd_store *st, const char *status, jd_buf *rows, jd_buf *keep);
+
+/* Sets a row's status, attempts, next attempt time and last error, in its own
+ * transaction. 0, 1 when there is no such row, -1 on error. */
+int jd_outbox_update(jd_store *st, const char *id, const char *status, uint32_t attempts, int64_t next,
+                     const char *error);
+
+/* `journeyd outbox DATA_DIR [--status S]`: the rows as JSON lines. */
+int jd_cmd_outbox(int argc, char **argv);
+
+#endif

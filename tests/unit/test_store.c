@@ -1,0 +1,281 @@
+#define _GNU_SOURCE
+/* The embedded store (store.c, checkpoint.c, outbox.c): state written by a checkpoint
+ * comes back in a fresh engine; re-processing after a crash decides the same action ids
+ * and adds no duplicate to the outbox; only the near window of timers is held in memory;
+ * a timer fires once across a restart; messageIds stay seen. */
+#include "testutil.h"
+
+#include <sys/stat.h>
+
+#include "outbox.h"
+#include "store.h"
+
+static const char *const LUA =
+    HDR "j.journey \"trial\" {\n"
+        "  entry = j.on(\"Signed Up\"),\n"
+        "  goal = j.on(\"Paid\"),\n"
+        "  j.stage \"new\" {\n"
+        "    enter = function(ctx) ctx:send(\"email\", { t = \"welcome\" }) end,\n"
+        "    j.on(\"Project Created\"):go \"active\",\n"
+        "    j.after(\"2h\", function(ctx) ctx:send(\"email\", { t = \"nudge\" }) end),\n"
+        "  },\n"
+        "  j.stage \"active\" {\n"
+        "    enter = function(ctx) ctx:set(\"active\", true) ctx:segment_add(\"doers\") end,\n"
+        "  },\n"
+        "}\n"
+        "j.on(\"Pricing Viewed\", function(ctx) ctx:score(5) end)\n";
+
+static char dir[] = "/tmp/jd-store-test-XXXXXX";
+
+static int setup(void **state)
+{
+    (void)state;
+    return mkdtemp(dir) ? 0 : -1;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    char cmd[256];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    return system(cmd) ? -1 : 0;
+}
+
+/* A fresh store directory per test. */
+static void fresh(char *out, size_t n, const char *name)
+{
+    snprintf(out, n, "%s/%s", dir, name);
+}
+
+static void open_with_store(tu_run *r, const char *path, int64_t window_ms)
+{
+    jd_options o = {.virtual_clock = 1, .dedupe_ttl_ms = 86400000, .decisions_per_user = 20};
+    jd_error err;
+    if (!tu_load_opts(r, LUA, &o, &err))
+        fail_msg("load: %s", err.text);
+    jd_store_opts so = {.window_ms = window_ms};
+    if (jd_engine_open_store(r->e, path, &so, &err))
+        fail_msg("store: %s", err.text);
+}
+
+static void checkpoint(tu_run *r, uint64_t lsn)
+{
+    jd_error err;
+    if (jd_engine_checkpoint(r->e, lsn, &err))
+        fail_msg("checkpoint: %s", err.text);
+}
+
+static void ev(tu_run *r, const char *user, const char *event, const char *t, const char *id)
+{
+    tu_event(r, "{\"type\":\"track\",\"userId\":\"%s\",\"event\":\"%s\",\"timestamp\":\"%s\",\"messageId\":\"%s\"}",
+             user, event, t, id);
+}
+
+/* The outbox rows (JSON action text) of a store, in decision order. */
+static long outbox(const char *path, char ids[][33], long max)
+{
+    char err[256];
+    jd_store *st = jd_store_open(path, 0, 1, err, sizeof err);
+    if (!st)
+        fail_msg("%s", err);
+    jd_buf rows, keep;
+    jd_buf_init(&rows);
+    jd_buf_init(&keep);
+    long n = jd_outbox_list(st, NULL, &rows, &keep);
+    for (long i = 0; i < n && i < max; i++)
+        memcpy(ids[i], ((jd_outbox_row *)rows.data)[i].id, 33);
+    jd_buf_free(&rows);
+    jd_buf_free(&keep);
+    jd_store_close(st);
+    return n;
+}
+
+static void action_id(const char *json, char out[33])
+{
+    const char *p = strstr(json, "\"id\":\"");
+    assert_non_null(p);
+    memcpy(out, p + 6, 32);
+    out[32] = '\0';
+}
+
+static void test_state_comes_back(void **state)
+{
+    (void)state;
+    char path[512];
+    fresh(path, sizeof path, "back");
+    tu_run a;
+    open_with_store(&a, path, 0);
+    tu_event(&a, "{\"type\":\"identify\",\"userId\":\"u1\",\"traits\":{\"plan\":\"pro\"},\"messageId\":\"i1\","
+                 "\"timestamp\":\"2026-03-01T09:00:00Z\"}");
+    ev(&a, "u1", "Signed Up", "2026-03-01T10:00:00Z", "e1");
+    ev(&a, "u1", "Pricing Viewed", "2026-03-01T10:01:00Z", "e2");
+    ev(&a, "u2", "Signed Up", "2026-03-01T10:02:00Z", "e3");
+    ev(&a, "u2", "Project Created", "2026-03-01T10:03:00Z", "e4");
+    checkpoint(&a, 5);
+    EXPECT_NACTIONS(&a, 2);
+    tu_free(&a);
+
+    tu_run b;
+    open_with_store(&b, path, 0);
+    assert_int_equal(jd_engine_store_position(b.e), 5);
+    char *u1 = jd_engine_user_json(b.e, "u1", 2);
+    assert_non_null(u1);
+    assert_non_null(strstr(u1, "\"plan\":\"pro\""));
+    assert_non_null(strstr(u1, "\"score\":5"));
+    assert_non_null(strstr(u1, "\"stage\":\"new\""));
+    free(u1);
+    char *u2 = jd_engine_user_json(b.e, "u2", 2);
+    assert_non_null(u2);
+    assert_non_null(strstr(u2, "\"stage\":\"active\""));
+    assert_non_null(strstr(u2, "doers"));
+    free(u2);
+    /* counters came back too */
+    char *js = jd_engine_journeys_json(b.e);
+    assert_non_null(strstr(js, "\"entered\":2"));
+    free(js);
+    /* an id seen before the restart is still a duplicate */
+    ev(&b, "u1", "Pricing Viewed", "2026-03-01T10:05:00Z", "e2");
+    assert_int_equal(jd_engine_stat(b.e, "duplicates"), 1);
+    /* u1's 2h nudge fires once, after the restart (u2 left the stage: its timer drops) */
+    tu_advance(&b, "2026-03-01T13:00:00Z");
+    EXPECT_NACTIONS(&b, 1);
+    EXPECT_COUNT(&b, 1, "\"user\":\"u1\"", "nudge");
+    checkpoint(&b, 6);
+    tu_free(&b);
+
+    tu_run c;
+    open_with_store(&c, path, 0);
+    tu_advance(&c, "2026-03-02T13:00:00Z");
+    EXPECT_NACTIONS(&c, 0); /* fired once: never again */
+    assert_int_equal(jd_engine_next_due(c.e), -1);
+    tu_free(&c);
+    char ids[8][33];
+    assert_int_equal(outbox(path, ids, 8), 3); /* two welcomes and the nudge */
+}
+
+/* A crash after the checkpoint at record 3: records 4..6 are processed again from the
+ * log. The actions they decide carry the same ids, and the outbox holds each once. */
+static void test_reprocessing_keeps_ids(void **state)
+{
+    (void)state;
+    char path[512];
+    fresh(path, sizeof path, "crash");
+    static const char *const users[] = {"a", "b", "c", "d", "e", "f"};
+    tu_run a;
+    open_with_store(&a, path, 0);
+    char t[64], id[16];
+    for (int i = 0; i < 6; i++) {
+        snprintf(t, sizeof t, "2026-03-01T10:0%d:00Z", i);
+        snprintf(id, sizeof id, "m%d", i);
+        ev(&a, users[i], "Signed Up", t, id);
+        if (i == 2)
+            checkpoint(&a, 3);
+    }
+    tu_advance(&a, "2026-03-01T13:00:00Z"); /* the nudges too, not checkpointed */
+    assert_int_equal(a.nactions, 12);
+    char decided[12][33];
+    for (size_t i = 0; i < a.nactions; i++)
+        action_id(a.actions[i], decided[i]);
+    tu_free(&a); /* the crash: nothing after record 3 was checkpointed */
+
+    tu_run b;
+    open_with_store(&b, path, 0);
+    assert_int_equal(jd_engine_store_position(b.e), 3);
+    for (int i = 3; i < 6; i++) {
+        snprintf(t, sizeof t, "2026-03-01T10:0%d:00Z", i);
+        snprintf(id, sizeof id, "m%d", i);
+        ev(&b, users[i], "Signed Up", t, id);
+    }
+    tu_advance(&b, "2026-03-01T13:00:00Z");
+    assert_int_equal(b.nactions, 9); /* three welcomes again, six nudges */
+    for (size_t i = 0; i < b.nactions; i++) {
+        char got[33];
+        action_id(b.actions[i], got);
+        int found = 0;
+        for (int k = 0; k < 12; k++)
+            found |= strcmp(got, decided[k]) == 0;
+        if (!found)
+            fail_msg("re-processing decided a new id: %s", b.actions[i]);
+    }
+    checkpoint(&b, 6);
+    tu_free(&b);
+    char ids[32][33];
+    long n = outbox(path, ids, 32);
+    assert_int_equal(n, 12);
+    for (long i = 0; i < n; i++)
+        for (long k = i + 1; k < n; k++)
+            assert_string_not_equal(ids[i], ids[k]);
+}
+
+/* Timers far beyond the window stay on disk; the engine still knows when the next one
+ * is due, and loads them as the clock gets there. */
+static void test_near_window(void **state)
+{
+    (void)state;
+    char path[512];
+    fresh(path, sizeof path, "window");
+    tu_run a;
+    open_with_store(&a, path, 60000); /* a one-minute window */
+    ev(&a, "w1", "Signed Up", "2026-03-01T10:00:00Z", "w1");
+    ev(&a, "w2", "Signed Up", "2026-03-01T10:30:00Z", "w2");
+    assert_int_equal(jd_engine_stat(a.e, "timers_pending"), 0); /* 2h out: on disk */
+    int64_t due;
+    assert_int_equal(jd_parse_time("2026-03-01T12:00:00Z", &due), 0);
+    assert_int_equal(jd_engine_next_due(a.e), due);
+    checkpoint(&a, 2);
+    tu_free(&a);
+
+    tu_run b;
+    open_with_store(&b, path, 60000);
+    assert_int_equal(jd_engine_stat(b.e, "timers_pending"), 0);
+    assert_int_equal(jd_engine_next_due(b.e), due);
+    tu_advance(&b, "2026-03-01T12:00:00Z");
+    EXPECT_NACTIONS(&b, 1);
+    EXPECT_COUNT(&b, 1, "\"user\":\"w1\"", "nudge");
+    tu_advance(&b, "2026-03-01T12:30:00Z");
+    EXPECT_COUNT(&b, 1, "\"user\":\"w2\"", "nudge");
+    EXPECT_NACTIONS(&b, 2);
+    tu_free(&b);
+}
+
+/* An outbox row moved on by delivery keeps its status when the action is decided again. */
+static void test_outbox_update(void **state)
+{
+    (void)state;
+    char path[512];
+    fresh(path, sizeof path, "update");
+    tu_run a;
+    open_with_store(&a, path, 0);
+    ev(&a, "o1", "Signed Up", "2026-03-01T10:00:00Z", "o1");
+    checkpoint(&a, 1);
+    char id[33];
+    action_id(a.actions[0], id);
+    tu_free(&a);
+    char err[256];
+    jd_store *st = jd_store_open(path, 0, 0, err, sizeof err);
+    assert_non_null(st);
+    assert_int_equal(jd_outbox_update(st, id, "delivered", 1, 0, NULL), 0);
+    assert_int_equal(jd_outbox_update(st, "00000000000000000000000000000000", "dead", 1, 0, "x"), 1);
+    jd_buf rows, keep;
+    jd_buf_init(&rows);
+    jd_buf_init(&keep);
+    assert_int_equal(jd_outbox_list(st, "delivered", &rows, &keep), 1);
+    jd_outbox_row *r = (jd_outbox_row *)rows.data;
+    assert_string_equal(r->id, id);
+    assert_int_equal(r->attempts, 1);
+    assert_non_null(strstr(r->action, "welcome"));
+    jd_buf_free(&rows);
+    jd_buf_free(&keep);
+    jd_store_close(st);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_state_comes_back),
+        cmocka_unit_test(test_reprocessing_keeps_ids),
+        cmocka_unit_test(test_near_window),
+        cmocka_unit_test(test_outbox_update),
+    };
+    return cmocka_run_group_tests_name("store", tests, setup, teardown);
+}
