@@ -10,7 +10,7 @@ SERVE_PKGS := libevent
 TEST_PKGS := cmocka libcurl
 DEB_PKGS := build-essential pkg-config liblua5.4-dev lua5.4 libevent-dev libmsgpack-dev libyajl-dev \
             libcmocka-dev liblmdb-dev libcurl4-openssl-dev libssl-dev zlib1g-dev clang-format \
-            libjansson-dev libcjson-dev wrk time clang libclang-rt-14-dev python3
+            libjansson-dev libcjson-dev wrk time clang libclang-rt-14-dev python3 chromium
 
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) $(SERVE_PKGS) $(TEST_PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
@@ -23,10 +23,12 @@ LDLIBS_ALL = $(PKG_LIBS) -lm -lpthread $(EXTRA_LDFLAGS)
 
 CLI_SRC  := engine/main.c engine/replay.c engine/serve.c engine/http.c engine/stream.c engine/durable.c \
             engine/dispatch.c
+CLI_SRC  += engine/trace_cmd.c
 LIB_SRC  := $(filter-out $(CLI_SRC),$(wildcard engine/*.c))
 SCRIPTS  := $(sort $(filter-out scripts/stubs/%,$(wildcard scripts/*.lua scripts/*/*.lua scripts/*/*/*.lua)))
 LIB_OBJ  := $(LIB_SRC:engine/%.c=$(BUILD)/obj/%.o) $(BUILD)/obj/scripts_embed.o
 CLI_OBJ  := $(CLI_SRC:engine/%.c=$(BUILD)/obj/%.o)
+CLI_OBJ  += $(BUILD)/obj/dashboard_embed.o
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 INTEG_SRC := $(wildcard tests/integration/test_*.c)
@@ -41,6 +43,7 @@ FUZZ_SRC   := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_NAMES := $(FUZZ_SRC:tests/fuzz/%.c=%)
 FUZZ_SERVE := $(BUILD)/fuzz/fuzz_http $(BUILD)/fuzz/fuzz_stream
 FUZZ_SERVE_OBJ := $(BUILD)/obj/serve.o $(BUILD)/obj/http.o $(BUILD)/obj/stream.o $(BUILD)/obj/durable.o
+FUZZ_SERVE_OBJ += $(BUILD)/obj/dashboard_embed.o
 
 .PHONY: all deps run demo test unit examples fuzz-smoke fuzz-build asan bench fuzz format format-check install clean
 
@@ -54,6 +57,13 @@ $(BUILD)/scripts_embed.c: $(SCRIPTS) tools/embed.sh | $(BUILD)/obj
 
 $(BUILD)/obj/scripts_embed.o: $(BUILD)/scripts_embed.c
 	$(CC) $(CFLAGS_ALL) -Wno-missing-prototypes -c $< -o $@
+
+# the dashboard page (GET /), built into the binary
+$(BUILD)/dashboard_embed.c: engine/dashboard.html tools/embed_asset.sh | $(BUILD)/obj
+	sh tools/embed_asset.sh jd_dashboard_html engine/dashboard.html > $@.tmp && mv $@.tmp $@
+
+$(BUILD)/obj/dashboard_embed.o: $(BUILD)/dashboard_embed.c
+	$(CC) $(CFLAGS_ALL) -c $< -o $@
 
 $(BUILD)/libjourneyd.a: $(LIB_OBJ)
 	rm -f $@ && ar rcs $@ $^

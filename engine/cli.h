@@ -4,5 +4,6 @@
 
 int jd_cmd_replay(int argc, char **argv);
 int jd_cmd_check(int argc, char **argv);
+int jd_cmd_trace(int argc, char **argv); /* trace_cmd.c */
 
 #endif

@@ -1,7 +1,7 @@
 /* defs: the compiled form of a script set — journeys, stages, triggers, rules,
  * channels — and the trigger index that routes an event to the triggers that could
  * match it. Built by lua_journey from the journey module's registry; read by engine.
- * Uses map, match, event. */
+ * Uses map, match, event, stats (alert specs). */
 #ifndef JD_DEFS_H
 #define JD_DEFS_H
 
@@ -9,6 +9,7 @@
 
 #include "map.h"
 #include "match.h"
+#include "stats.h"
 
 typedef enum jd_role {
     JD_ROLE_EXIT,       /* journey exit: leaves, not converted */
@@ -72,6 +73,9 @@ typedef struct jd_journey {
     jd_stage *stages;
     size_t nstages;
     uint64_t version; /* hash of the definition */
+    /* `alert` entries, evaluated by stats; inline so jd_defs_free has nothing to free */
+    jd_alert_spec alerts[JD_MAX_ALERTS];
+    size_t nalerts;
 } jd_journey;
 
 typedef struct jd_channel {

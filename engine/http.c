@@ -1,8 +1,8 @@
 /* http: the HTTP surface of `journeyd serve` — the Segment Tracking API
- * (/v1/track|identify|page|screen|group|alias|batch), the admin API (/v1/users/ID,
- * /v1/journeys[/NAME]) and /metrics, /livez, /readyz. Auth, size limits and JSON error
- * bodies live here. Uses serve, event, json, the engine API, libevent, OpenSSL
- * (base64, constant-time compare). */
+ * (/v1/track|identify|page|screen|group|alias|batch), the admin API
+ * (/v1/users/ID[/trace], /v1/journeys[/NAME[/funnel]]), the dashboard (/) and /metrics,
+ * /livez, /readyz. Auth, size limits and JSON error bodies live here. Uses serve, event,
+ * json, the engine API, libevent, OpenSSL (base64, constant-time compare). */
 #define _POSIX_C_SOURCE 200809L
 #include <event2/buffer.h>
 #include <event2/http.h>
@@ -469,6 +469,63 @@ static void handle_lookup(jd_server *s, struct evhttp_request *req, const char *
     free(name);
 }
 
+/* The path segment before suffix ("/v1/users/ID/trace" -> "ID"), malloc'd, or NULL when
+ * path is not prefix + a non-empty segment + suffix. */
+static char *segment_before(const char *path, const char *prefix, const char *suffix)
+{
+    size_t pl = strlen(prefix), sl = strlen(suffix), n = strlen(path);
+    if (n <= pl + sl || strncmp(path, prefix, pl) != 0 || strcmp(path + n - sl, suffix) != 0)
+        return NULL;
+    char *seg = malloc(n - pl - sl + 1);
+    if (seg) {
+        memcpy(seg, path + pl, n - pl - sl);
+        seg[n - pl - sl] = '\0';
+    }
+    return seg;
+}
+
+/* GET /v1/journeys/NAME/funnel?window=1h|24h|7d|all (default all). */
+static void handle_funnel(jd_server *s, struct evhttp_request *req, const char *encoded)
+{
+    struct evkeyvalq q;
+    const char *query = evhttp_uri_get_query(evhttp_request_get_evhttp_uri(req));
+    if (evhttp_parse_query_str(query && *query ? query : "window=all", &q) != 0) { /* (it initialises q) */
+        reply_error(s, req, 400, "Bad Request", "bad_request", "malformed query");
+        return;
+    }
+    const char *w = evhttp_find_header(&q, "window");
+    if (!w)
+        w = "all";
+    if (strcmp(w, "1h") && strcmp(w, "24h") && strcmp(w, "7d") && strcmp(w, "all")) {
+        reply_error(s, req, 400, "Bad Request", "bad_request", "window must be 1h, 24h, 7d or all");
+        evhttp_clear_headers(&q);
+        return;
+    }
+    size_t n = 0;
+    char *name = evhttp_uridecode(encoded, 0, &n);
+    char *json = name ? jd_engine_funnel_json(s->engine, name, n, w) : NULL;
+    if (!json)
+        reply_error(s, req, 404, "Not Found", "not_found", "no such journey");
+    else
+        reply_json(req, 200, "OK", json);
+    free(json);
+    free(name);
+    evhttp_clear_headers(&q);
+}
+
+/* GET /: the dashboard (engine/dashboard.html, built into the binary). It holds no data:
+ * the page asks the admin API, so it is served without a key. */
+extern const unsigned char jd_dashboard_html[];
+extern const size_t jd_dashboard_html_len;
+
+static void handle_dashboard(struct evhttp_request *req)
+{
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Cache-Control", "no-store");
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Security-Policy",
+                      "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'");
+    reply(req, 200, "OK", "text/html; charset=utf-8", (const char *)jd_dashboard_html, jd_dashboard_html_len);
+}
+
 static void handle_metrics(jd_server *s, struct evhttp_request *req)
 {
     static const char *const bounds[JD_LATENCY_BUCKETS] = {"0.0001", "0.00025", "0.0005", "0.001", "0.0025", "0.005",
@@ -539,6 +596,10 @@ static void on_request(struct evhttp_request *req, void *arg)
         handle_metrics(s, req);
         return;
     }
+    if (strcmp(path, "/") == 0 && cmd == EVHTTP_REQ_GET) {
+        handle_dashboard(req);
+        return;
+    }
     if (strncmp(path, "/v1/", 4) == 0 && is_event_kind(path + 4)) {
         if (cmd != EVHTTP_REQ_POST) {
             reply_error(s, req, 405, "Method Not Allowed", "method_not_allowed", "use POST");
@@ -583,7 +644,14 @@ static void on_request(struct evhttp_request *req, void *arg)
             reply_error(s, req, 405, "Method Not Allowed", "method_not_allowed", "use GET");
             return;
         }
-        if (strncmp(path, "/v1/users/", 10) == 0 && path[10])
+        char *seg;
+        if ((seg = segment_before(path, "/v1/users/", "/trace"))) {
+            handle_lookup(s, req, seg, jd_engine_user_trace_json, "no such user");
+            free(seg);
+        } else if ((seg = segment_before(path, "/v1/journeys/", "/funnel"))) {
+            handle_funnel(s, req, seg);
+            free(seg);
+        } else if (strncmp(path, "/v1/users/", 10) == 0 && path[10])
             handle_lookup(s, req, path + 10, jd_engine_user_json, "no such user");
         else if (strcmp(path, "/v1/journeys") == 0) {
             char *json = jd_engine_journeys_json(s->engine);

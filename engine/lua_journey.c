@@ -345,26 +345,81 @@ static void compile_list(cstate *cs, lua_State *L, int jidx, const char *field, 
     lua_pop(L, 1);
 }
 
-static void check_alert(cstate *cs, lua_State *L, int aidx, jd_journey *j)
+/* A number field: 1 and *v when present, 0 when absent; an error when not a number. */
+static int alert_number(lua_State *L, int aidx, const char *f, double *v, const char *loc, const char *jname)
 {
-    char loc[512];
-    snprintf(loc, sizeof loc, "%s", j->loc);
+    int t = lua_getfield(L, aidx, f);
+    if (t != LUA_TNIL && t != LUA_TNUMBER)
+        luaL_error(L, "%s: journey '%s': alert %s must be a number", loc, jname, f);
+    *v = lua_tonumber(L, -1);
+    lua_pop(L, 1);
+    return t == LUA_TNUMBER;
+}
+
+/* One `alert` entry: { stage =, dropoff_above = | conversion_below =, window = "1h" |
+ * "24h" | "7d" (24h), min_sample = (20), channel = } into j->alerts. */
+static void compile_alert(cstate *cs, lua_State *L, int aidx, jd_journey *j)
+{
+    const char *loc = j->loc;
+    if (j->nalerts >= JD_MAX_ALERTS)
+        luaL_error(L, "%s: journey '%s': at most %d alerts", loc, j->name, JD_MAX_ALERTS);
+    jd_alert_spec *a = &j->alerts[j->nalerts];
+    memset(a, 0, sizeof *a);
     char ch[256], st[256];
     field_cstr(L, aidx, "channel", ch, sizeof ch);
     field_cstr(L, aidx, "stage", st, sizeof st);
-    if (ch[0] && !jd_defs_channel(cs->d, ch, strlen(ch)))
+    const jd_channel *chan = ch[0] ? jd_defs_channel(cs->d, ch, strlen(ch)) : NULL;
+    if (!ch[0])
+        luaL_error(L, "%s: journey '%s': alert needs a channel", loc, j->name);
+    if (!chan)
         luaL_error(L, "%s: journey '%s': alert uses unknown channel '%s'", loc, j->name, ch);
-    if (st[0] && find_stage(j, st) < 0)
+    if (strlen(ch) >= sizeof a->channel_name)
+        luaL_error(L, "%s: journey '%s': alert channel name too long", loc, j->name);
+    a->channel = chan->index;
+    snprintf(a->channel_name, sizeof a->channel_name, "%s", ch);
+    a->stage = -1;
+    if (st[0] && (a->stage = find_stage(j, st)) < 0)
         luaL_error(L, "%s: journey '%s': alert names unknown stage '%s'", loc, j->name, st);
-    lua_getfield(L, aidx, "window");
-    if (lua_type(L, -1) == LUA_TSTRING) {
-        int64_t ms;
+    double drop, conv;
+    int has_drop = alert_number(L, aidx, "dropoff_above", &drop, loc, j->name);
+    int has_conv = alert_number(L, aidx, "conversion_below", &conv, loc, j->name);
+    if (has_drop == has_conv)
+        luaL_error(L, "%s: journey '%s': alert needs one of dropoff_above or conversion_below", loc, j->name);
+    if (has_drop && a->stage < 0)
+        luaL_error(L, "%s: journey '%s': alert dropoff_above needs a stage", loc, j->name);
+    a->kind = has_drop ? JD_ALERT_DROPOFF_ABOVE : JD_ALERT_CONVERSION_BELOW;
+    a->threshold = has_drop ? drop : conv;
+    if (!(a->threshold >= 0 && a->threshold <= 1))
+        luaL_error(L, "%s: journey '%s': alert threshold must be between 0 and 1", loc, j->name);
+    double ms;
+    a->min_sample = 20;
+    if (alert_number(L, aidx, "min_sample", &ms, loc, j->name)) {
+        if (!(ms >= 0 && ms <= 4e9))
+            luaL_error(L, "%s: journey '%s': alert min_sample must be a count", loc, j->name);
+        a->min_sample = (uint32_t)ms;
+    }
+    a->window = JD_WIN_24H;
+    int wt = lua_getfield(L, aidx, "window");
+    if (wt == LUA_TSTRING) {
+        int64_t wms;
         size_t n;
         const char *w = lua_tolstring(L, -1, &n);
-        if (jd_duration_parse(w, n, &ms))
+        if (jd_duration_parse(w, n, &wms))
             luaL_error(L, "%s: journey '%s': alert window: bad duration '%s'", loc, j->name, w);
+        if (wms == 3600000LL)
+            a->window = JD_WIN_1H;
+        else if (wms == 86400000LL)
+            a->window = JD_WIN_24H;
+        else if (wms == 7 * 86400000LL)
+            a->window = JD_WIN_7D;
+        else
+            luaL_error(L, "%s: journey '%s': alert window must be \"1h\", \"24h\" or \"7d\", not '%s'", loc, j->name,
+                       w);
+    } else if (wt != LUA_TNIL) {
+        luaL_error(L, "%s: journey '%s': alert window must be a string", loc, j->name);
     }
     lua_pop(L, 1);
+    j->nalerts++;
 }
 
 static void compile_journey(cstate *cs, lua_State *L, int jidx, int index)
@@ -484,11 +539,11 @@ static void compile_journey(cstate *cs, lua_State *L, int jidx, int index)
             for (lua_Integer k = 1; k <= (lua_Integer)lua_rawlen(L, ai); k++) {
                 lua_rawgeti(L, ai, k);
                 if (lua_type(L, -1) == LUA_TTABLE)
-                    check_alert(cs, L, lua_gettop(L), j);
+                    compile_alert(cs, L, lua_gettop(L), j);
                 lua_pop(L, 1);
             }
         } else {
-            check_alert(cs, L, ai, j);
+            compile_alert(cs, L, ai, j);
         }
     }
     lua_pop(L, 1);

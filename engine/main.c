@@ -20,6 +20,9 @@ static void help(FILE *f)
             "      the sidecar: Segment HTTP API, admin API, /metrics; logs JSON lines on stdout\n"
             "  journeyd check CONFIG.lua\n"
             "      validate scripts and list journeys and stages; errors as file:line: message\n"
+            "  journeyd trace -c CONFIG.lua EVENTS.jsonl [--until ISO8601] USER_ID\n"
+            "  journeyd trace --url http://127.0.0.1:PORT [--key ADMINKEY] USER_ID\n"
+            "      one person's decisions and their reasons as a timeline (a dry run, or a daemon)\n"
             "  journeyd outbox DATA_DIR [--status pending|retrying|delivered|dead]\n"
             "      the decided actions in a data directory's store, as JSON lines in decision order\n"
             "  journeyd --help | --version\n",
@@ -47,6 +50,8 @@ int main(int argc, char **argv)
         return jd_cmd_serve(argc - 1, argv + 1);
     if (strcmp(cmd, "check") == 0)
         return jd_cmd_check(argc - 1, argv + 1);
+    if (strcmp(cmd, "trace") == 0)
+        return jd_cmd_trace(argc - 1, argv + 1);
     if (strcmp(cmd, "outbox") == 0)
         return jd_cmd_outbox(argc - 1, argv + 1);
     fprintf(stderr, "journeyd: unknown command '%s'\n\n", cmd);

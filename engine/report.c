@@ -1,6 +1,6 @@
 /* report: read-only views of an engine — the funnel text, the script description for
- * `check`, JSON for the admin API (a user, the journeys), Prometheus metrics, and
- * j.config values. Uses engine_internal, json, msgpack-c. */
+ * `check`, JSON for the admin API (a user, their decision trace, the journeys),
+ * Prometheus metrics, and j.config values. Uses engine_internal, json, msgpack-c. */
 #include <lauxlib.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -135,6 +135,37 @@ static const char *status_name(jd_inst_status s)
     return s == JD_INST_ACTIVE ? "active" : s == JD_INST_CONVERTED ? "converted" : "exited";
 }
 
+/* A person's recent decisions, oldest first: [{time, kind, journey, stage, detail}]
+ * (shared by /v1/users/ID and /v1/users/ID/trace). */
+static void pack_decisions(msgpack_packer *pk, const jd_engine *e, const jd_user *u)
+{
+    const jd_defs *d = e->defs;
+    msgpack_pack_array(pk, u->ndecisions);
+    int cap = e->opts.decisions_per_user;
+    for (int k = 0; k < u->ndecisions; k++) {
+        /* oldest first */
+        int idx = (u->dec_next - u->ndecisions + k + cap) % (cap ? cap : 1);
+        const jd_decision *dc = &u->decisions[idx];
+        msgpack_pack_map(pk, 5);
+        jd_mp_pack_cstr(pk, "time");
+        pk_time(pk, dc->time);
+        jd_mp_pack_cstr(pk, "kind");
+        jd_mp_pack_cstr(pk, jd_decision_kind_name(dc->kind));
+        jd_mp_pack_cstr(pk, "journey");
+        if (dc->journey >= 0 && (size_t)dc->journey < d->njourneys)
+            jd_mp_pack_cstr(pk, d->journeys[dc->journey].name);
+        else
+            msgpack_pack_nil(pk);
+        jd_mp_pack_cstr(pk, "stage");
+        if (dc->journey >= 0 && (size_t)dc->journey < d->njourneys && dc->stage >= 0)
+            jd_mp_pack_cstr(pk, d->journeys[dc->journey].stages[dc->stage].name);
+        else
+            msgpack_pack_nil(pk);
+        jd_mp_pack_cstr(pk, "detail");
+        jd_mp_pack_cstr(pk, dc->detail);
+    }
+}
+
 char *jd_engine_user_json(const jd_engine *e, const char *id, size_t n)
 {
     const jd_user *u = jd_map_get(&e->users, id, n);
@@ -224,30 +255,24 @@ char *jd_engine_user_json(const jd_engine *e, const char *id, size_t n)
         }
     }
     jd_mp_pack_cstr(&pk, "decisions");
-    msgpack_pack_array(&pk, u->ndecisions);
-    int cap = e->opts.decisions_per_user;
-    for (int k = 0; k < u->ndecisions; k++) {
-        /* oldest first */
-        int idx = (u->dec_next - u->ndecisions + k + cap) % (cap ? cap : 1);
-        const jd_decision *dc = &u->decisions[idx];
-        msgpack_pack_map(&pk, 5);
-        jd_mp_pack_cstr(&pk, "time");
-        pk_time(&pk, dc->time);
-        jd_mp_pack_cstr(&pk, "kind");
-        jd_mp_pack_cstr(&pk, jd_decision_kind_name(dc->kind));
-        jd_mp_pack_cstr(&pk, "journey");
-        if (dc->journey >= 0 && (size_t)dc->journey < d->njourneys)
-            jd_mp_pack_cstr(&pk, d->journeys[dc->journey].name);
-        else
-            msgpack_pack_nil(&pk);
-        jd_mp_pack_cstr(&pk, "stage");
-        if (dc->journey >= 0 && (size_t)dc->journey < d->njourneys && dc->stage >= 0)
-            jd_mp_pack_cstr(&pk, d->journeys[dc->journey].stages[dc->stage].name);
-        else
-            msgpack_pack_nil(&pk);
-        jd_mp_pack_cstr(&pk, "detail");
-        jd_mp_pack_cstr(&pk, dc->detail);
-    }
+    pack_decisions(&pk, e, u);
+    return to_json(e, &mp);
+}
+
+char *jd_engine_user_trace_json(const jd_engine *e, const char *id, size_t n)
+{
+    const jd_user *u = jd_engine_find_user((jd_engine *)e, id, n);
+    if (!u)
+        return NULL;
+    jd_buf mp;
+    jd_buf_init(&mp);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &mp, jd_buf_msgpack_write);
+    msgpack_pack_map(&pk, 2);
+    jd_mp_pack_cstr(&pk, "id");
+    jd_mp_pack_str(&pk, u->id, u->idlen);
+    jd_mp_pack_cstr(&pk, "decisions");
+    pack_decisions(&pk, e, u);
     return to_json(e, &mp);
 }
 

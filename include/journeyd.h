@@ -149,6 +149,17 @@ char *jd_engine_journey_json(const jd_engine *e, const char *name, size_t n);
 /* Prometheus text exposition of the engine's counters (malloc'd). */
 char *jd_engine_metrics(const jd_engine *e);
 
+/* Analytics. The funnel of journey `name` over a window ("1h", "24h", "7d" or "all";
+ * NULL: "all") as JSON: its stages in order with counts (entered, now, moved_on,
+ * timed_out, exited, converted), conversion from the previous stage, drop-off, time in
+ * stage (median, p90) and the state of its alerts. Malloc'd; NULL when the journey is
+ * unknown or the window is not one of those. */
+char *jd_engine_funnel_json(const jd_engine *e, const char *name, size_t n, const char *window);
+/* A person's recent decisions with their reasons, oldest first, as JSON
+ * {"id", "decisions": [{time, kind, journey, stage, detail}]} (kept when
+ * jd_options.decisions_per_user > 0). Malloc'd; NULL when the person is unknown. */
+char *jd_engine_user_trace_json(const jd_engine *e, const char *id, size_t n);
+
 /* A j.config value as text (strings, numbers, booleans), or NULL. Valid while e lives. */
 const char *jd_engine_config(const jd_engine *e, const char *key);
 /* The i-th element of a j.config list of strings (or a single string when i == 0), or

@@ -3,6 +3,7 @@
 #   unit: the cmocka binaries in BUILD/tests (their own summaries are printed too)
 #   examples: each examples/*/ replayed and compared with its expected.jsonl
 #   cli: tests/integration/*.sh (black-box tests of the journeyd binary)
+#   browser: tests/browser/*.sh (the dashboard in headless chromium; skipped without it)
 #   fuzz: each libFuzzer target in FUZZ_BUILD/fuzz for FUZZ_SMOKE_SECONDS (5) over its seeds
 #         (tests/fuzz/corpus/NAME, read only); new inputs go to a temporary directory,
 #         crashes to FUZZ_BUILD/artifacts/NAME/, the log to FUZZ_BUILD/NAME.log
@@ -40,6 +41,14 @@ if make -s format-check > /dev/null 2>&1; then add format-check 0; echo "ok   fo
 for s in tests/integration/*.sh; do
   [ -f "$s" ] || continue
   if sh "$s" "$BUILD"; then add "$s" 0; echo "ok   $s"; else add "$s" 1; echo "FAIL $s"; fi
+done
+
+# browser: tests/browser/*.sh drive the dashboard in headless chromium; exit 77 means
+# chromium is missing: "skip", counted neither way
+for s in tests/browser/*.sh; do
+  [ -f "$s" ] || continue
+  sh "$s" "$BUILD"; rc=$?
+  if [ "$rc" = 77 ]; then echo "skip $s"; elif [ "$rc" = 0 ]; then add "$s" 0; echo "ok   $s"; else add "$s" 1; echo "FAIL $s"; fi
 done
 
 for f in "$FUZZ_BUILD"/fuzz/fuzz_*; do
