@@ -106,6 +106,8 @@ const char *jd_buf_cstr(jd_buf *b)
 int jd_buf_msgpack_write(void *data, const char *buf, size_t len)
 {
     jd_buf *b = data;
+    if (len == 0)
+        return 0; /* buf may be NULL (an empty body) */
     if (b->cap - b->len <= len)
         jd_buf_reserve(b, len);
     memcpy(b->data + b->len, buf, len);

@@ -15,9 +15,10 @@
 #include "outbox.h"
 #include "store.h"
 
-#define LOAD_LIMIT 262144        /* timers loaded into memory per step */
-#define DEDUPE_PRUNE_MS 600000   /* expired messageIds leave the store this often */
-#define DEFAULT_WINDOW_MS 900000 /* the near window of timers: 15 minutes */
+#define LOAD_LIMIT 262144          /* timers loaded into memory per step */
+#define DEDUPE_PRUNE_MS 600000     /* expired messageIds leave the store this often */
+#define DEFAULT_WINDOW_MS 900000   /* the near window of timers: 15 minutes */
+#define DEFAULT_CACHE_USERS 100000 /* people kept in memory between uses */
 
 typedef struct jd_persist {
     jd_store *store;
@@ -27,12 +28,15 @@ typedef struct jd_persist {
     int64_t beyond;    /* the earliest known timer at or after horizon (INT64_MAX: none) */
     jd_user **dirty;
     size_t ndirty, capdirty;
-    jd_buf aliases; /* from, to: NUL-terminated pairs changed since the checkpoint */
-    jd_buf tm_ins;  /* timer rows scheduled since the checkpoint: key[16] u32 len value */
-    jd_buf tm_del;  /* keys[16] of timers done since the checkpoint */
-    jd_buf far;     /* timer rows at or after horizon, not yet committed (same layout) */
-    jd_buf outbox;  /* action rows: key[16] u32 len value */
-    jd_buf dd;      /* new messageIds: a, b, ts */
+    jd_buf aliases;     /* from, to: NUL-terminated pairs changed since the checkpoint */
+    jd_buf tm_ins;      /* timer rows scheduled since the checkpoint: key[16] u32 len value */
+    jd_buf tm_del;      /* keys[16] of timers done since the checkpoint */
+    jd_buf far;         /* timer rows at or after horizon, not yet committed (same layout) */
+    int64_t far_min;    /* the earliest due in far (INT64_MAX: empty) */
+    size_t cache_users; /* people kept in memory after a checkpoint */
+    jd_buf outbox;      /* action rows: key[16] u32 len value */
+    jd_buf results;     /* delivery outcomes: id, status, error (NUL-ended), attempts u32, next i64 */
+    jd_buf dd;          /* new messageIds: a, b, ts */
     uint64_t outbox_seq;
     int64_t last_prune;
     jd_buf scratch, rows;
@@ -314,6 +318,8 @@ int jd_persist_timer_added(jd_engine *e, const jd_timer *tm)
     if (tm->due < p->horizon)
         return 0;
     row_put(&p->far, key, p->scratch.data, p->scratch.len);
+    if (tm->due < p->far_min)
+        p->far_min = tm->due;
     if (tm->due < p->beyond)
         p->beyond = tm->due;
     return 1;
@@ -372,6 +378,7 @@ static void load_timer(jd_engine *e, const unsigned char key[16], const char *v,
         .journey = (uint16_t)j->index,
     };
     jd_timers_insert(&e->timers, tm);
+    u->timers++;
 }
 
 typedef struct scan_ctx {
@@ -416,27 +423,30 @@ static void load_window(jd_engine *e, int64_t t)
     int64_t new_horizon = c.stopped_at < target ? c.stopped_at : target;
     if (c.n >= LOAD_LIMIT && c.stopped_at < target)
         new_horizon = c.stopped_at; /* the rest next time */
-    /* rows not yet committed: those now inside the window move to the heap */
-    jd_buf keep;
-    jd_buf_init(&keep);
-    int64_t beyond = c.stopped_at;
+    /* rows not yet committed: those now inside the window move to the heap (the buffer
+     * is only walked when one of them is) */
     const unsigned char *k;
     const char *v;
     uint32_t n;
-    for (size_t off = 0; (off = row_next(&p->far, off, &k, &v, &n));) {
-        int64_t due = key_due(k);
-        if (due < new_horizon) {
-            row_put(&p->rows, k, v, n);
-        } else {
-            row_put(&keep, k, v, n);
-            if (due < beyond)
-                beyond = due;
+    if (p->far_min < new_horizon) {
+        jd_buf keep;
+        jd_buf_init(&keep);
+        p->far_min = INT64_MAX;
+        for (size_t off = 0; (off = row_next(&p->far, off, &k, &v, &n));) {
+            int64_t due = key_due(k);
+            if (due < new_horizon) {
+                row_put(&p->rows, k, v, n);
+            } else {
+                row_put(&keep, k, v, n);
+                if (due < p->far_min)
+                    p->far_min = due;
+            }
         }
+        jd_buf_free(&p->far);
+        p->far = keep;
     }
-    jd_buf_free(&p->far);
-    p->far = keep;
     p->horizon = new_horizon;
-    p->beyond = beyond;
+    p->beyond = c.stopped_at < p->far_min ? c.stopped_at : p->far_min;
     for (size_t off = 0; (off = row_next(&p->rows, off, &k, &v, &n));)
         load_timer(e, k, v, n);
 }
@@ -466,6 +476,22 @@ void jd_persist_action(jd_engine *e, const jd_action *a)
     unsigned char key[16];
     jd_outbox_key(key, a->id);
     row_put(&p->outbox, key, p->scratch.data, p->scratch.len);
+}
+
+void jd_engine_outbox_result(jd_engine *e, const char *id, const char *status, uint32_t attempts, int64_t next,
+                             const char *error)
+{
+    jd_persist *p = e->persist;
+    if (!p)
+        return;
+    jd_buf_puts(&p->results, id);
+    jd_buf_putc(&p->results, '\0');
+    jd_buf_puts(&p->results, status);
+    jd_buf_putc(&p->results, '\0');
+    jd_buf_puts(&p->results, error ? error : "");
+    jd_buf_putc(&p->results, '\0');
+    jd_buf_append(&p->results, &attempts, 4);
+    jd_buf_append(&p->results, &next, 8);
 }
 
 void jd_persist_seen(jd_engine *e, uint64_t a, uint64_t b, int64_t ts)
@@ -638,11 +664,14 @@ int jd_engine_open_store(jd_engine *e, const char *dir, const jd_store_opts *so,
     p->window_ms = so && so->window_ms > 0 ? so->window_ms : DEFAULT_WINDOW_MS;
     p->horizon = INT64_MIN;
     p->beyond = INT64_MAX;
+    p->far_min = INT64_MAX;
+    p->cache_users = so && so->cache_users ? so->cache_users : DEFAULT_CACHE_USERS;
     jd_buf_init(&p->aliases);
     jd_buf_init(&p->tm_ins);
     jd_buf_init(&p->tm_del);
     jd_buf_init(&p->far);
     jd_buf_init(&p->outbox);
+    jd_buf_init(&p->results);
     jd_buf_init(&p->dd);
     jd_buf_init(&p->scratch);
     jd_buf_init(&p->rows);
@@ -704,6 +733,18 @@ static int write_checkpoint(jd_engine *e)
     /* an action already in the outbox keeps its row: delivery may have moved it on */
     if (write_rows(st, JD_DB_OUTBOX, &p->outbox, 1))
         return -1;
+    /* then what delivery made of them (rows decided in this interval exist by now) */
+    for (size_t off = 0; off < p->results.len;) {
+        const char *id = p->results.data + off, *status = id + strlen(id) + 1, *error = status + strlen(status) + 1;
+        off = (size_t)(error - p->results.data) + strlen(error) + 1;
+        uint32_t attempts;
+        int64_t next;
+        memcpy(&attempts, p->results.data + off, 4);
+        memcpy(&next, p->results.data + off + 4, 8);
+        off += 12;
+        if (jd_outbox_set(st, id, status, attempts, next, error[0] ? error : NULL) < 0)
+            return -1;
+    }
     for (size_t off = 0; off + 24 <= p->dd.len; off += 24) {
         uint64_t a, b;
         unsigned char key[16];
@@ -730,6 +771,38 @@ static int write_checkpoint(jd_engine *e)
     return jd_store_put(st, JD_DB_META, "state", 5, p->scratch.data, p->scratch.len, 0);
 }
 
+/* After a checkpoint everything is in the store: people beyond the cache size who have
+ * no timer in memory and no change since leave memory (they come back on first use);
+ * the alias cache is dropped whole when it is over the size. */
+static void evict(jd_engine *e)
+{
+    jd_persist *p = e->persist;
+    if (e->users.count > p->cache_users) {
+        jd_buf ids;
+        jd_buf_init(&ids);
+        size_t it = 0, want = e->users.count - p->cache_users * 9 / 10;
+        const jd_map_slot *slot;
+        while (want && jd_map_next(&e->users, &it, &slot)) {
+            const jd_user *u = slot->value;
+            if (u->dirty || u->timers || u == e->user)
+                continue;
+            jd_buf_append(&ids, &u, sizeof u);
+            want--;
+        }
+        for (size_t off = 0; off < ids.len; off += sizeof(jd_user *)) {
+            jd_user *u;
+            memcpy(&u, ids.data + off, sizeof u);
+            jd_map_del(&e->users, u->id, u->idlen);
+            jd_user_free(u);
+        }
+        jd_buf_free(&ids);
+    }
+    if (e->aliases.count > p->cache_users) {
+        jd_map_free(&e->aliases, free);
+        jd_map_init(&e->aliases);
+    }
+}
+
 int jd_engine_checkpoint(jd_engine *e, uint64_t lsn, jd_error *err)
 {
     jd_persist *p = e->persist;
@@ -750,8 +823,11 @@ int jd_engine_checkpoint(jd_engine *e, uint64_t lsn, jd_error *err)
     jd_buf_reset(&p->tm_ins);
     jd_buf_reset(&p->tm_del);
     jd_buf_reset(&p->far);
+    p->far_min = INT64_MAX;
     jd_buf_reset(&p->outbox);
+    jd_buf_reset(&p->results);
     jd_buf_reset(&p->dd);
+    evict(e);
     return 0;
 }
 
@@ -767,6 +843,7 @@ void jd_persist_free(jd_engine *e)
     jd_buf_free(&p->tm_del);
     jd_buf_free(&p->far);
     jd_buf_free(&p->outbox);
+    jd_buf_free(&p->results);
     jd_buf_free(&p->dd);
     jd_buf_free(&p->scratch);
     jd_buf_free(&p->rows);

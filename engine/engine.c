@@ -283,8 +283,10 @@ static void carry_over(jd_engine *e, const jd_defs *od, jd_journey_count *ocount
     for (size_t i = 0; i < old.n; i++) {
         jd_timer t = old.heap[i];
         int nj = jmap[t.journey];
-        if (nj < 0 || t.inst->status != JD_INST_ACTIVE || t.inst->iid != t.iid || t.inst->gen != t.gen)
+        if (nj < 0 || t.inst->status != JD_INST_ACTIVE || t.inst->iid != t.iid || t.inst->gen != t.gen) {
+            t.user->timers--;
             continue; /* (instances of removed journeys are freed: never dereference them) */
+        }
         t.journey = (uint16_t)nj;
         jd_timers_insert(&e->timers, t); /* keeps its seq: the original order among equals */
     }
@@ -831,8 +833,10 @@ static void enter_stage(jd_engine *e, const jd_journey *j, jd_instance *inst, in
             .journey = (uint16_t)j->index,
             .seq = e->timers.next_seq++,
         };
-        if (!e->persist || !jd_persist_timer_added(e, &tm))
+        if (!e->persist || !jd_persist_timer_added(e, &tm)) {
             jd_timers_insert(&e->timers, tm);
+            e->user->timers++;
+        }
         e->stats[JD_STAT_TIMERS_SCHEDULED]++;
     }
     if (st->enter_ref == LUA_NOREF)
@@ -1260,6 +1264,7 @@ void jd_engine_advance(jd_engine *e, int64_t t)
             break;
         jd_timer tm;
         jd_timers_pop(&e->timers, &tm);
+        tm.user->timers--;
         if (e->persist)
             jd_persist_timer_done(e, &tm);
         /* cheap pre-check: a stale stage entry never needs a record */

@@ -144,25 +144,18 @@ long jd_outbox_list(jd_store *st, const char *status, jd_buf *rows, jd_buf *keep
     return n;
 }
 
-int jd_outbox_update(jd_store *st, const char *id, const char *status, uint32_t attempts, int64_t next,
-                     const char *error)
+int jd_outbox_set(jd_store *st, const char *id, const char *status, uint32_t attempts, int64_t next, const char *error)
 {
     unsigned char key[16];
     jd_outbox_key(key, id);
-    if (jd_store_begin(st))
-        return -1;
     const void *v;
     size_t vn;
     int rc = jd_store_get(st, JD_DB_OUTBOX, key, 16, &v, &vn);
-    if (rc) {
-        jd_store_abort(st);
+    if (rc)
         return rc;
-    }
     jd_outbox_row r;
-    if (jd_outbox_decode(key, 16, v, vn, &r)) {
-        jd_store_abort(st);
+    if (jd_outbox_decode(key, 16, v, vn, &r))
         return -1;
-    }
     jd_buf copy, out;
     jd_buf_init(&copy);
     jd_buf_init(&out);
@@ -175,12 +168,23 @@ int jd_outbox_update(jd_store *st, const char *id, const char *status, uint32_t 
     r.error = error;
     r.error_len = error ? strlen(error) : 0;
     jd_outbox_encode(&r, &out);
-    rc = jd_store_put(st, JD_DB_OUTBOX, key, 16, out.data, out.len, 0) || jd_store_commit(st) ? -1 : 0;
-    if (rc)
-        jd_store_abort(st);
+    rc = jd_store_put(st, JD_DB_OUTBOX, key, 16, out.data, out.len, 0) ? -1 : 0;
     jd_buf_free(&copy);
     jd_buf_free(&out);
     return rc;
+}
+
+int jd_outbox_update(jd_store *st, const char *id, const char *status, uint32_t attempts, int64_t next,
+                     const char *error)
+{
+    if (jd_store_begin(st))
+        return -1;
+    int rc = jd_outbox_set(st, id, status, attempts, next, error);
+    if (rc || jd_store_commit(st)) {
+        jd_store_abort(st);
+        return rc ? rc : -1;
+    }
+    return 0;
 }
 
 /* ---------------------------------------------------------------- CLI */

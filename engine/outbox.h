@@ -39,6 +39,9 @@ long jd_outbox_list(jd_store *st, const char *status, jd_buf *rows, jd_buf *keep
 int jd_outbox_update(jd_store *st, const char *id, const char *status, uint32_t attempts, int64_t next,
                      const char *error);
 
+/* The same inside the open write transaction. */
+int jd_outbox_set(jd_store *st, const char *id, const char *status, uint32_t attempts, int64_t next, const char *error);
+
 /* `journeyd outbox DATA_DIR [--status S]`: the rows as JSON lines. */
 int jd_cmd_outbox(int argc, char **argv);
 

@@ -168,12 +168,8 @@ static void pack_decisions(msgpack_packer *pk, const jd_engine *e, const jd_user
 
 char *jd_engine_user_json(const jd_engine *e, const char *id, size_t n)
 {
-    const jd_user *u = jd_map_get(&e->users, id, n);
-    if (!u) {
-        const char *canon = jd_map_get(&e->aliases, id, n);
-        if (canon)
-            u = jd_map_get(&e->users, canon, strlen(canon));
-    }
+    /* reading a person in from the store changes no state: the cache is not the model */
+    const jd_user *u = jd_engine_find_user((jd_engine *)e, id, n);
     if (!u)
         return NULL;
     const jd_defs *d = e->defs;

@@ -200,6 +200,15 @@ uint64_t jd_store_count(jd_store *s, int db)
     return st.ms_entries;
 }
 
+uint64_t jd_store_db_bytes(jd_store *s, int db)
+{
+    MDB_txn *t = read_txn(s);
+    MDB_stat st;
+    if (!t || mdb_stat(t, s->dbi[db], &st))
+        return 0;
+    return (uint64_t)st.ms_psize * (st.ms_branch_pages + st.ms_leaf_pages + st.ms_overflow_pages);
+}
+
 uint64_t jd_store_disk_bytes(const jd_store *s)
 {
     struct stat st;

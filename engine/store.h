@@ -39,6 +39,8 @@ int jd_store_scan(jd_store *s, int db, const void *from, size_t fromn, jd_store_
 
 /* Entries in db (last commit). */
 uint64_t jd_store_count(jd_store *s, int db);
+/* Bytes of pages a database uses (last commit). */
+uint64_t jd_store_db_bytes(jd_store *s, int db);
 /* Bytes the store file takes on disk. */
 uint64_t jd_store_disk_bytes(const jd_store *s);
 

@@ -60,7 +60,8 @@ typedef struct jd_user {
     uint32_t next_iid;
     jd_decision *decisions; /* ring, allocated on first use */
     uint16_t ndecisions, dec_next;
-    uint8_t dirty; /* changed since the store's last checkpoint */
+    uint8_t dirty;   /* changed since the store's last checkpoint */
+    uint32_t timers; /* timers in memory that point here: not evicted while > 0 */
 } jd_user;
 
 jd_user *jd_user_new(const char *id, size_t n);

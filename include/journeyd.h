@@ -78,8 +78,9 @@ int64_t jd_engine_next_due(const jd_engine *e);
 /* The embedded store (LMDB in dir): the engine's state is checkpointed there and read
  * back on first use; only the near window of timers is held in memory. */
 typedef struct jd_store_opts {
-    size_t map_bytes;  /* the most the store may grow to (0: 64 GiB, sparse) */
-    int64_t window_ms; /* timers due within this are held in memory (0: 15 minutes) */
+    size_t map_bytes;   /* the most the store may grow to (0: 64 GiB, sparse) */
+    int64_t window_ms;  /* timers due within this are held in memory (0: 15 minutes) */
+    size_t cache_users; /* people kept in memory after a checkpoint (0: 100,000) */
 } jd_store_opts;
 
 /* Opens the store and loads what it holds: the checkpointed state, the messageIds
@@ -92,6 +93,11 @@ uint64_t jd_engine_store_position(const jd_engine *e);
  * outbox of decided actions, messageIds — and lsn, in one transaction. On failure
  * nothing is lost: the next checkpoint writes it. 0, or -1 with err. */
 int jd_engine_checkpoint(jd_engine *e, uint64_t lsn, jd_error *err);
+
+/* What delivery made of an outbox row ("delivered", "retrying", "dead", "pending"),
+ * written with the next checkpoint. */
+void jd_engine_outbox_result(jd_engine *e, const char *id, const char *status, uint32_t attempts, int64_t next,
+                             const char *error);
 
 /* Action accessors. */
 const char *jd_action_id(const jd_action *a);
