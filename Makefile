@@ -8,9 +8,12 @@ BUILD   ?= build
 PKGS    := lua5.4 msgpack yajl libcrypto zlib lmdb
 SERVE_PKGS := libevent
 TEST_PKGS := cmocka libcurl
+# redis-server, libhiredis-dev, nodejs, npm: the peers of `make bench`; npm only when there
+# is no npm command (NodeSource's nodejs bundles npm and conflicts with Debian's package)
 DEB_PKGS := build-essential pkg-config liblua5.4-dev lua5.4 libevent-dev libmsgpack-dev libyajl-dev \
             libcmocka-dev liblmdb-dev libcurl4-openssl-dev libssl-dev zlib1g-dev clang-format \
-            libjansson-dev libcjson-dev wrk time clang libclang-rt-14-dev python3 chromium
+            libjansson-dev libcjson-dev wrk time clang libclang-rt-14-dev python3 chromium \
+            redis-server libhiredis-dev nodejs $(if $(shell command -v npm),,npm)
 
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) $(SERVE_PKGS) $(TEST_PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
@@ -22,7 +25,7 @@ CFLAGS_ALL = -std=c11 $(OPT) $(WARN) $(EXTRA_CFLAGS) $(PKG_CFLAGS) -Iinclude -Ie
 LDLIBS_ALL = $(PKG_LIBS) -lm -lpthread $(EXTRA_LDFLAGS)
 
 CLI_SRC  := engine/main.c engine/replay.c engine/serve.c engine/http.c engine/stream.c engine/durable.c \
-            engine/dispatch.c
+            engine/dispatch.c engine/delivery.c
 CLI_SRC  += engine/trace_cmd.c
 LIB_SRC  := $(filter-out $(CLI_SRC),$(wildcard engine/*.c))
 SCRIPTS  := $(sort $(filter-out scripts/stubs/%,$(wildcard scripts/*.lua scripts/*/*.lua scripts/*/*/*.lua)))
@@ -42,7 +45,7 @@ FUZZ_SAN   := -fsanitize=address,undefined -fno-sanitize-recover=all
 FUZZ_SRC   := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_NAMES := $(FUZZ_SRC:tests/fuzz/%.c=%)
 FUZZ_SERVE := $(BUILD)/fuzz/fuzz_http $(BUILD)/fuzz/fuzz_stream
-FUZZ_SERVE_OBJ := $(BUILD)/obj/serve.o $(BUILD)/obj/http.o $(BUILD)/obj/stream.o $(BUILD)/obj/durable.o
+FUZZ_SERVE_OBJ := $(BUILD)/obj/serve.o $(BUILD)/obj/http.o $(BUILD)/obj/stream.o $(BUILD)/obj/durable.o $(BUILD)/obj/delivery.o $(BUILD)/obj/dispatch.o
 FUZZ_SERVE_OBJ += $(BUILD)/obj/dashboard_embed.o
 
 .PHONY: all deps run demo test unit examples fuzz-smoke fuzz-build asan bench fuzz format format-check install clean
@@ -96,7 +99,7 @@ $(BUILD)/fuzz/%: tests/fuzz/%.c $(wildcard tests/fuzz/*.h) $(BUILD)/libjourneyd.
 	  $(BUILD)/libjourneyd.a $(LDLIBS_ALL) $(FUZZ_LIBS)
 $(FUZZ_SERVE): $(FUZZ_SERVE_OBJ)
 $(FUZZ_SERVE): FUZZ_OBJ = $(FUZZ_SERVE_OBJ)
-$(FUZZ_SERVE): FUZZ_LIBS = $(shell pkg-config --libs $(SERVE_PKGS))
+$(FUZZ_SERVE): FUZZ_LIBS = $(shell pkg-config --libs $(SERVE_PKGS) libcurl)
 
 fuzz-build:
 	@$(MAKE) --no-print-directory BUILD=$(FUZZ_BUILD) CC=$(FUZZ_CC) OPT="-O1 -g -fno-omit-frame-pointer" \
@@ -135,8 +138,10 @@ asan:
 	  EXTRA_CFLAGS="-fsanitize=address,undefined -fno-sanitize-recover=undefined" \
 	  EXTRA_LDFLAGS="-fsanitize=address,undefined" test
 
+# run.sh: the engine's own figures; table.sh: journeyd and its peers (Redis + Lua,
+# json-rules-engine, the floor) measured in the same run, as one table.
 bench: deps all
-	@sh tests/bench/run.sh $(BUILD)
+	@sh tests/bench/run.sh $(BUILD) && sh tests/bench/table.sh $(BUILD)
 
 # Each target for FUZZ_SECONDS; new inputs go to $(FUZZ_BUILD)/corpus/NAME (kept between
 # runs), crashes to $(FUZZ_BUILD)/artifacts/NAME/. The seeds in tests/fuzz/corpus/NAME are

@@ -236,6 +236,17 @@ if [ "${BENCH_PERF:-0}" = 1 ]; then
   fi
 fi
 
+# the figures tests/bench/table.sh puts in its table
+{
+  echo "lines $LINES"
+  echo "runs $RUNS"
+  echo "replay_seconds $REPLAY_WALL"
+  echo "replay_rss_kb $RSS_MAX"
+  echo "inmem_seconds $INMEM_S"
+  echo "floor_seconds $FLOOR_S"
+  echo "floor_calls $FLOOR_CALLS"
+} > "$OUT/results.txt"
+
 sh "$HERE/http.sh" "$BUILD"
 
 # ---------------------------------------------------------------- delivery
