@@ -626,29 +626,37 @@ typedef struct dd_ctx {
     uint64_t loaded;
 } dd_ctx;
 
+/* messageIds are keyed by (seen time, hash): written near the end of the tree, loaded
+ * from the start of the time-to-live, pruned from the front */
+static void seen_key(unsigned char key[24], int64_t ts, uint64_t a, uint64_t b)
+{
+    jd_be64_put(key, (uint64_t)ts ^ (1ULL << 63));
+    jd_be64_put(key + 8, a);
+    jd_be64_put(key + 16, b);
+}
+
 static int load_seen(const void *k, size_t kn, const void *v, size_t vn, void *ud)
 {
+    (void)v;
+    (void)vn;
     dd_ctx *c = ud;
-    if (kn != 16 || vn != 8)
+    if (kn != 24)
         return 0;
-    int64_t ts;
-    memcpy(&ts, v, 8);
-    if (c->e->dedupe.ttl_ms && ts < c->now - c->e->dedupe.ttl_ms)
-        return 0;
-    jd_dedupe_check_hash(&c->e->dedupe, jd_be64_get(k), jd_be64_get((const unsigned char *)k + 8), ts);
+    const unsigned char *p = k;
+    int64_t ts = key_due(p);
+    jd_dedupe_check_hash(&c->e->dedupe, jd_be64_get(p + 8), jd_be64_get(p + 16), ts);
     c->loaded++;
     return 0;
 }
 
 static int collect_expired(const void *k, size_t kn, const void *v, size_t vn, void *ud)
 {
+    (void)v;
+    (void)vn;
     dd_ctx *c = ud;
-    int64_t ts;
-    if (kn != 16 || vn != 8)
-        return 0;
-    memcpy(&ts, v, 8);
-    if (ts < c->now - c->e->dedupe.ttl_ms)
-        jd_buf_append(&c->e->persist->rows, k, 16);
+    if (kn != 24 || key_due(k) >= c->now - c->e->dedupe.ttl_ms)
+        return 1; /* the rest is younger */
+    jd_buf_append(&c->e->persist->rows, k, 24);
     return 0;
 }
 
@@ -687,7 +695,9 @@ int jd_engine_open_store(jd_engine *e, const char *dir, const jd_store_opts *so,
         jd_buf_free(&copy);
     }
     dd_ctx c = {e, jd_clock_now(&e->clock), 0};
-    jd_store_scan(st, JD_DB_DEDUPE, NULL, 0, load_seen, &c);
+    unsigned char from[24];
+    seen_key(from, e->dedupe.ttl_ms ? c.now - e->dedupe.ttl_ms : INT64_MIN, 0, 0);
+    jd_store_scan(st, JD_DB_DEDUPE, from, sizeof from, load_seen, &c);
     load_window(e, jd_clock_now(&e->clock));
     return 0;
 }
@@ -747,12 +757,13 @@ static int write_checkpoint(jd_engine *e)
     }
     for (size_t off = 0; off + 24 <= p->dd.len; off += 24) {
         uint64_t a, b;
-        unsigned char key[16];
+        int64_t ts;
+        unsigned char key[24];
         memcpy(&a, p->dd.data + off, 8);
         memcpy(&b, p->dd.data + off + 8, 8);
-        jd_be64_put(key, a);
-        jd_be64_put(key + 8, b);
-        if (jd_store_put(st, JD_DB_DEDUPE, key, 16, p->dd.data + off + 16, 8, 0))
+        memcpy(&ts, p->dd.data + off + 16, 8);
+        seen_key(key, ts, a, b);
+        if (jd_store_put(st, JD_DB_DEDUPE, key, 24, "", 0, 0))
             return -1;
     }
     int64_t now = jd_clock_now(&e->clock);
@@ -762,8 +773,8 @@ static int write_checkpoint(jd_engine *e)
         dd_ctx c = {e, now, 0};
         if (jd_store_scan(st, JD_DB_DEDUPE, NULL, 0, collect_expired, &c) < 0)
             return -1;
-        for (size_t off = 0; off + 16 <= p->rows.len; off += 16)
-            if (jd_store_del(st, JD_DB_DEDUPE, p->rows.data + off, 16))
+        for (size_t off = 0; off + 24 <= p->rows.len; off += 24)
+            if (jd_store_del(st, JD_DB_DEDUPE, p->rows.data + off, 24))
                 return -1;
     }
     jd_buf_reset(&p->scratch);

@@ -80,6 +80,12 @@ static void on_checkpoint(evutil_socket_t fd, short what, void *arg)
     checkpoint(arg);
 }
 
+void jd_durable_changed(jd_server *s)
+{
+    if (s->durable)
+        s->durable->force_checkpoint = 1;
+}
+
 void jd_durable_checkpoint(jd_server *s)
 {
     if (!s->durable)

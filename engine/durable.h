@@ -26,6 +26,9 @@ void jd_durable_wait(struct jd_server *s, uint64_t lsn, jd_durable_fn fn, void *
 void jd_durable_tick(struct jd_server *s, int64_t t);
 /* "" or why the log cannot write. */
 const char *jd_durable_error(struct jd_server *s, char *out, size_t n);
+/* State changed outside the log (a delivery outcome): the next periodic checkpoint
+ * writes it even when no record came in. */
+void jd_durable_changed(struct jd_server *s);
 /* Checkpoints the engine's state into the store now (after a reload). */
 void jd_durable_checkpoint(struct jd_server *s);
 /* Commits what is queued, processes it, and closes the log. */

@@ -17,6 +17,8 @@
 #include "event.h"
 #include "serve.h"
 
+#include "delivery.h"
+
 /* ---------------------------------------------------------------- replies */
 
 static void reply(struct evhttp_request *req, int code, const char *reason, const char *ctype, const char *body,
@@ -537,6 +539,10 @@ static void handle_metrics(jd_server *s, struct evhttp_request *req)
     jd_buf_init(&b);
     jd_buf_puts(&b, engine);
     free(engine);
+    char *deliveries = jd_delivery_metrics(s);
+    if (deliveries)
+        jd_buf_puts(&b, deliveries);
+    free(deliveries);
     jd_buf_printf(&b,
                   "# HELP journeyd_events_received_total Events received over HTTP.\n"
                   "# TYPE journeyd_events_received_total counter\njourneyd_events_received_total %llu\n",
@@ -559,6 +565,40 @@ static void handle_metrics(jd_server *s, struct evhttp_request *req)
                   (unsigned long long)s->latency_count, s->latency_sum, (unsigned long long)s->latency_count);
     reply(req, 200, "OK", "text/plain; version=0.0.4", b.data, b.len);
     jd_buf_free(&b);
+}
+
+/* GET /v1/deadletters, POST /v1/deadletters/ID/retry */
+static void handle_deadletters(jd_server *s, struct evhttp_request *req, const char *rest, enum evhttp_cmd_type cmd)
+{
+    if (!*rest) {
+        if (cmd != EVHTTP_REQ_GET) {
+            reply_error(s, req, 405, "Method Not Allowed", "method_not_allowed", "use GET");
+            return;
+        }
+        char *json = jd_delivery_dead_json(s);
+        reply_json(req, 200, "OK", json);
+        free(json);
+        return;
+    }
+    char id[64];
+    const char *tail = rest[0] == '/' ? strchr(rest + 1, '/') : NULL;
+    if (!tail || strcmp(tail, "/retry") != 0 || (size_t)(tail - rest - 1) >= sizeof id) {
+        reply_error(s, req, 404, "Not Found", "not_found", "no such resource");
+        return;
+    }
+    if (cmd != EVHTTP_REQ_POST) {
+        reply_error(s, req, 405, "Method Not Allowed", "method_not_allowed", "use POST");
+        return;
+    }
+    memcpy(id, rest + 1, (size_t)(tail - rest - 1));
+    id[tail - rest - 1] = '\0';
+    int st = jd_delivery_retry(s, id);
+    if (st == 404)
+        reply_error(s, req, 404, "Not Found", "not_found", "no such dead letter (or delivery is off)");
+    else if (st == 409)
+        reply_error(s, req, 409, "Conflict", "not_dead", "the action is not a dead letter");
+    else
+        reply_json(req, 200, "OK", "{\"success\":true}");
 }
 
 /* ---------------------------------------------------------------- routing */
@@ -617,10 +657,15 @@ static void on_request(struct evhttp_request *req, void *arg)
         return;
     }
     int admin = strncmp(path, "/v1/users/", 10) == 0 || strcmp(path, "/v1/journeys") == 0 ||
-                strncmp(path, "/v1/journeys/", 13) == 0 || strcmp(path, "/v1/admin/reload") == 0;
+                strncmp(path, "/v1/journeys/", 13) == 0 || strcmp(path, "/v1/admin/reload") == 0 ||
+                strncmp(path, "/v1/deadletters", 15) == 0;
     if (admin) {
         if (!admin_allowed(s, req)) {
             reply_error(s, req, 401, "Unauthorized", "unauthorized", "an admin key is required");
+            return;
+        }
+        if (strncmp(path, "/v1/deadletters", 15) == 0) {
+            handle_deadletters(s, req, path + 15, cmd);
             return;
         }
         if (strcmp(path, "/v1/admin/reload") == 0) {

@@ -4,6 +4,7 @@
 
 #include "../include/journeyd.h"
 #include "cli.h"
+#include "delivery.h"
 #include "outbox.h"
 #include "serve.h"
 
@@ -25,6 +26,8 @@ static void help(FILE *f)
             "      one person's decisions and their reasons as a timeline (a dry run, or a daemon)\n"
             "  journeyd outbox DATA_DIR [--status pending|retrying|delivered|dead]\n"
             "      the decided actions in a data directory's store, as JSON lines in decision order\n"
+            "  journeyd deadletters DATA_DIR | --url http://127.0.0.1:PORT [--key ADMINKEY] [retry ID]\n"
+            "      actions whose delivery failed for good; retry one through a running daemon\n"
             "  journeyd --help | --version\n",
             JOURNEYD_VERSION);
 }
@@ -54,6 +57,8 @@ int main(int argc, char **argv)
         return jd_cmd_trace(argc - 1, argv + 1);
     if (strcmp(cmd, "outbox") == 0)
         return jd_cmd_outbox(argc - 1, argv + 1);
+    if (strcmp(cmd, "deadletters") == 0)
+        return jd_cmd_deadletters(argc - 1, argv + 1);
     fprintf(stderr, "journeyd: unknown command '%s'\n\n", cmd);
     help(stderr);
     return 2;

@@ -20,9 +20,11 @@
 #include "event.h"
 #include "serve.h"
 
+#include "delivery.h"
+
 /* ---------------------------------------------------------------- logging */
 
-static void json_string(jd_server *s, jd_buf *out, const char *str)
+void jd_serve_json_string(jd_server *s, jd_buf *out, const char *str)
 {
     msgpack_object o = {.type = MSGPACK_OBJECT_STR, .via.str = {(uint32_t)strlen(str), str}};
     jd_json_write(s->jw, &o, out);
@@ -37,7 +39,7 @@ void jd_serve_log(jd_server *s, const char *level, const char *msg, const char *
     jd_buf b;
     jd_buf_init(&b);
     jd_buf_printf(&b, "{\"time\":\"%s\",\"level\":\"%s\",\"msg\":", t, level);
-    json_string(s, &b, msg);
+    jd_serve_json_string(s, &b, msg);
     if (extra_json && extra_json[0]) {
         jd_buf_putc(&b, ',');
         jd_buf_puts(&b, extra_json);
@@ -53,12 +55,13 @@ static void on_engine_log(const char *level, const char *line, void *ud)
     jd_serve_log(ud, level, line, NULL);
 }
 
-/* Until delivery exists, a decided action is logged as a JSON line. */
+/* A decided action is logged as a JSON line and handed to delivery. */
 static void on_action(const jd_action *a, void *ud)
 {
     jd_server *s = ud;
     if (s->replaying)
-        return; /* decided before the restart, and logged then */
+        return; /* logged when first decided; its outbox row is delivered from the store */
+    jd_delivery_action(s, a);
     size_t n;
     const char *j = jd_action_json(a, &n);
     jd_buf b;
@@ -203,7 +206,7 @@ int jd_serve_reload(jd_server *s, char *why, size_t n)
         jd_buf b;
         jd_buf_init(&b);
         jd_buf_puts(&b, "\"error\":");
-        json_string(s, &b, err.text);
+        jd_serve_json_string(s, &b, err.text);
         jd_serve_log(s, "error", "reload failed; the previous scripts stay", jd_buf_cstr(&b));
         jd_buf_free(&b);
         snprintf(why, n, "%s", err.text);
@@ -211,6 +214,7 @@ int jd_serve_reload(jd_server *s, char *why, size_t n)
     }
     /* the store must not replay records decided by the old scripts with the new ones */
     jd_durable_checkpoint(s);
+    jd_delivery_reload(s);
     jd_serve_arm_timer(s);
     return 0;
 }
@@ -337,6 +341,7 @@ int jd_server_open(jd_server *s, const char *config, const jd_options *opts, cha
 
 void jd_server_close(jd_server *s)
 {
+    jd_delivery_close(s); /* what is in flight is in the outbox: it goes again at start */
     jd_durable_close(s);
     if (s->timer)
         event_free(s->timer);
@@ -423,7 +428,7 @@ int jd_cmd_serve(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     /* the state comes back from the event log before anything is accepted */
     s->ready = 0;
-    if (jd_durable_open(s, data_dir, err, sizeof err)) {
+    if (jd_durable_open(s, data_dir, err, sizeof err) || jd_delivery_open(s, err, sizeof err)) {
         fprintf(stderr, "journeyd: %s\n", err);
         goto done;
     }

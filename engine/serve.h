@@ -24,9 +24,10 @@ typedef struct jd_durable jd_durable;
 
 typedef struct jd_server {
     jd_engine *engine;
-    jd_durable *durable;   /* NULL: no event log (events are processed at once) */
-    int replaying;         /* the log is being replayed: decided actions are not logged again */
-    int64_t last_received; /* receivedAt never goes backwards */
+    jd_durable *durable;          /* NULL: no event log (events are processed at once) */
+    struct jd_dispatch *dispatch; /* NULL: delivery is off (delivery.c) */
+    int replaying;                /* the log is being replayed: decided actions are not logged again */
+    int64_t last_received;        /* receivedAt never goes backwards */
     char *config_path;
     struct event_base *base;
     struct evhttp *http;
@@ -68,6 +69,9 @@ enum { JD_INGEST_OK, JD_INGEST_INVALID, JD_INGEST_UNAVAILABLE };
  * log cannot write; err says why). */
 int jd_serve_ingest(jd_server *s, const msgpack_object *item, const jd_norm_opts *base, char *err, size_t errlen,
                     uint64_t *lsn);
+
+/* A string as a JSON string literal, appended to out. */
+void jd_serve_json_string(jd_server *s, jd_buf *out, const char *str);
 
 /* http.c */
 void jd_http_routes(jd_server *s);
