@@ -250,6 +250,16 @@ static int timer_cb(CURLM *multi, long timeout_ms, void *userp)
     return 0;
 }
 
+static void set_refused(item *it, const char *host, jd_addr_class c)
+{
+    snprintf(it->refused, sizeof it->refused, "address refused: %s is %s (allow_%s to permit)", host,
+             jd_addr_class_name(c),
+             c == JD_ADDR_LOOPBACK                        ? "loopback"
+             : c == JD_ADDR_LINK_LOCAL                    ? "link_local"
+             : c == JD_ADDR_PRIVATE || c == JD_ADDR_CGNAT ? "private"
+                                                          : "nothing");
+}
+
 /* Every socket libcurl opens goes through the address check, after DNS: a name that
  * resolves (or re-resolves) to a refused address never gets a connection. */
 static curl_socket_t open_socket(void *clientp, curlsocktype purpose, struct curl_sockaddr *a)
@@ -263,15 +273,40 @@ static curl_socket_t open_socket(void *clientp, curlsocktype purpose, struct cur
             inet_ntop(AF_INET, &((struct sockaddr_in *)&a->addr)->sin_addr, host, sizeof host);
         else if (a->family == AF_INET6)
             inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&a->addr)->sin6_addr, host, sizeof host);
-        snprintf(it->refused, sizeof it->refused, "address refused: %s is %s (allow_%s to permit)", host,
-                 jd_addr_class_name(c),
-                 c == JD_ADDR_LOOPBACK                        ? "loopback"
-                 : c == JD_ADDR_LINK_LOCAL                    ? "link_local"
-                 : c == JD_ADDR_PRIVATE || c == JD_ADDR_CGNAT ? "private"
-                                                              : "nothing");
+        set_refused(it, host, c);
         return CURL_SOCKET_BAD;
     }
     return socket(a->family, a->socktype, a->protocol);
+}
+
+/* A reused keep-alive connection opens no socket: this runs for every request, fresh or
+ * reused, with the peer's address, so a connection another channel (with a looser
+ * policy) opened to the same host is refused here too. */
+static int check_peer(void *clientp, char *peer_ip, char *local_ip, int peer_port, int local_port)
+{
+    (void)local_ip;
+    (void)local_port;
+    item *it = clientp;
+    struct sockaddr_storage ss;
+    memset(&ss, 0, sizeof ss);
+    socklen_t len;
+    if (inet_pton(AF_INET, peer_ip, &((struct sockaddr_in *)&ss)->sin_addr) == 1) {
+        ss.ss_family = AF_INET;
+        ((struct sockaddr_in *)&ss)->sin_port = htons((uint16_t)peer_port);
+        len = sizeof(struct sockaddr_in);
+    } else if (inet_pton(AF_INET6, peer_ip, &((struct sockaddr_in6 *)&ss)->sin6_addr) == 1) {
+        ss.ss_family = AF_INET6;
+        ((struct sockaddr_in6 *)&ss)->sin6_port = htons((uint16_t)peer_port);
+        len = sizeof(struct sockaddr_in6);
+    } else {
+        snprintf(it->refused, sizeof it->refused, "address refused: cannot read the peer address '%s'", peer_ip);
+        return CURL_PREREQFUNC_ABORT;
+    }
+    jd_addr_class c = jd_addr_check((struct sockaddr *)&ss, len, it->ch->allow);
+    if (c == JD_ADDR_PUBLIC)
+        return CURL_PREREQFUNC_OK;
+    set_refused(it, peer_ip, c);
+    return CURL_PREREQFUNC_ABORT;
 }
 
 static size_t on_body(char *p, size_t size, size_t n, void *ud)
@@ -607,6 +642,8 @@ static void start(chan *ch, item *it)
     curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, (long)(ch->timeout_ms < 10000 ? ch->timeout_ms : 10000));
     curl_easy_setopt(h, CURLOPT_OPENSOCKETFUNCTION, open_socket);
     curl_easy_setopt(h, CURLOPT_OPENSOCKETDATA, it);
+    curl_easy_setopt(h, CURLOPT_PREREQFUNCTION, check_peer);
+    curl_easy_setopt(h, CURLOPT_PREREQDATA, it);
     curl_easy_setopt(h, CURLOPT_PROXY, ""); /* no proxy from the environment: the guard sees the real peer */
     curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
     curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);

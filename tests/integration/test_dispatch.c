@@ -13,6 +13,7 @@
 #include <time.h>
 
 #include "../unit/testutil.h"
+#include "itutil.h"
 
 #include "deliver.h"
 #include "dispatch.h"
@@ -20,83 +21,8 @@
 #define SECRET1 "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 #define SECRET2 "whsec_c2Vjb25kLXNlY3JldC1rZXk="
 
-typedef struct proc {
-    pid_t pid;
-    int port;
-    char out[128];
-} proc;
-
 static proc recv_p, smtp_p;
 static tu_run R;
-
-/* ---------------------------------------------------------------- processes */
-
-static int start_proc(proc *p, const char *const argv[])
-{
-    int fds[2];
-    if (pipe(fds))
-        return -1;
-    p->pid = fork();
-    if (p->pid == 0) {
-        dup2(fds[1], 1);
-        close(fds[0]);
-        close(fds[1]);
-        execvp(argv[0], (char *const *)argv);
-        _exit(127);
-    }
-    close(fds[1]);
-    char buf[64] = {0};
-    size_t got = 0;
-    struct pollfd pf = {.fd = fds[0], .events = POLLIN};
-    while (got < sizeof buf - 1 && !strchr(buf, '\n') && poll(&pf, 1, 10000) > 0) {
-        ssize_t n = read(fds[0], buf + got, sizeof buf - 1 - got);
-        if (n <= 0)
-            break;
-        got += (size_t)n;
-    }
-    close(fds[0]);
-    if (sscanf(buf, "port %d", &p->port) != 1) {
-        kill(p->pid, SIGTERM);
-        waitpid(p->pid, NULL, 0);
-        return -1;
-    }
-    return 0;
-}
-
-static void stop_proc(proc *p)
-{
-    if (p->pid > 0) {
-        kill(p->pid, SIGTERM);
-        waitpid(p->pid, NULL, 0);
-        p->pid = 0;
-    }
-    if (p->out[0])
-        unlink(p->out);
-}
-
-/* Lines of a JSONL file containing every given substring (NULL-terminated). */
-static size_t count_lines(const char *path, ...)
-{
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return 0;
-    char *line = NULL;
-    size_t cap = 0, n = 0;
-    while (getline(&line, &cap, f) > 0) {
-        va_list ap;
-        va_start(ap, path);
-        int ok = 1;
-        const char *s;
-        while ((s = va_arg(ap, const char *)))
-            if (!strstr(line, s))
-                ok = 0;
-        va_end(ap);
-        n += ok;
-    }
-    free(line);
-    fclose(f);
-    return n;
-}
 
 /* The value of "t" of each line containing s, in file order (up to max). */
 static size_t times_of(const char *path, const char *s, double *t, size_t max)

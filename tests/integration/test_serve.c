@@ -20,6 +20,8 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+
+#include "itutil.h"
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 
@@ -39,75 +41,19 @@ static void write_config(const char *text)
     fclose(f);
 }
 
-typedef struct resp {
-    long status;
-    char body[65536];
-    size_t n;
-} resp;
-
-static size_t on_body(char *p, size_t sz, size_t nm, void *ud)
-{
-    resp *r = ud;
-    size_t n = sz * nm;
-    if (r->n + n >= sizeof r->body)
-        n = sizeof r->body - 1 - r->n;
-    memcpy(r->body + r->n, p, n);
-    r->n += n;
-    r->body[r->n] = '\0';
-    return sz * nm;
-}
-
 static struct curl_slist *extra_headers; /* added to the next request only */
 
 /* method "GET"/"POST"; auth is a full Authorization header value or NULL. */
 static void http(resp *r, const char *method, const char *path, const char *auth, const char *body, size_t blen)
 {
-    memset(r, 0, sizeof *r);
-    CURL *c = curl_easy_init();
-    char url[256];
-    snprintf(url, sizeof url, "http://127.0.0.1:%d%s", port, path);
-    struct curl_slist *h = curl_slist_append(NULL, "Content-Type: application/json");
-    for (struct curl_slist *x = extra_headers; x; x = x->next)
-        h = curl_slist_append(h, x->data);
+    it_http(r, port, method, path, auth, extra_headers, body, blen);
     curl_slist_free_all(extra_headers);
     extra_headers = NULL;
-    char ah[1024];
-    if (auth) {
-        snprintf(ah, sizeof ah, "Authorization: %s", auth);
-        h = curl_slist_append(h, ah);
-    }
-    curl_easy_setopt(c, CURLOPT_URL, url);
-    curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, r);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT, 10L);
-    if (strcmp(method, "POST") == 0) {
-        curl_easy_setopt(c, CURLOPT_POSTFIELDS, body ? body : "");
-        curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, (long)(body ? blen : 0));
-    }
-    CURLcode rc = curl_easy_perform(c);
-    if (rc == CURLE_OK)
-        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &r->status);
-    else
-        r->status = -1;
-    curl_slist_free_all(h);
-    curl_easy_cleanup(c);
 }
 
 static void post(resp *r, const char *path, const char *auth, const char *body)
 {
     http(r, "POST", path, auth, body, strlen(body));
-}
-
-static int free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t l = sizeof a;
-    bind(fd, (struct sockaddr *)&a, sizeof a);
-    getsockname(fd, (struct sockaddr *)&a, &l);
-    close(fd);
-    return ntohs(a.sin_port);
 }
 
 /* Starts the daemon on the test's ports and data directory (appending to its log) and
@@ -731,7 +677,7 @@ static void check_outbox(const int *signups, int nsignups)
             const char *u = strstr(line, "\"user\":\"c-");
             if (!u)
                 continue; /* the other tests' people share the data directory */
-            nrows++; /* any status: the test channel's receiver refuses (loopback), so most are dead */
+            nrows++;      /* any status: the test channel's receiver refuses (loopback), so most are dead */
             int n = atoi(u + 10);
             if (n < 0 || n >= 15000) {
                 bad++;
