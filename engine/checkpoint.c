@@ -119,13 +119,14 @@ static void pack_name(msgpack_packer *pk, const jd_defs *d, int journey, int sta
         jd_mp_pack_cstr(pk, j->stages[stage].name);
 }
 
-/* [traits, score, segments, next_iid, instances, decisions] */
+/* [traits, score, segments, next_iid, instances, decisions, sent]; sent (frequency
+ * caps' history, [[channel hash, time], ...]) came later: rows without it decode */
 static void encode_user(const jd_engine *e, const jd_user *u, jd_buf *out)
 {
     const jd_defs *d = e->defs;
     msgpack_packer pk;
     msgpack_packer_init(&pk, out, jd_buf_msgpack_write);
-    msgpack_pack_array(&pk, 6);
+    msgpack_pack_array(&pk, 7);
     msgpack_pack_bin(&pk, u->traits.len);
     msgpack_pack_bin_body(&pk, u->traits.data, u->traits.len);
     msgpack_pack_double(&pk, u->score);
@@ -164,6 +165,12 @@ static void encode_user(const jd_engine *e, const jd_user *u, jd_buf *out)
             msgpack_pack_nil(&pk);
         pack_name(&pk, d, dc->journey, dc->stage);
         jd_mp_pack_cstr(&pk, dc->detail);
+    }
+    msgpack_pack_array(&pk, u->nsent);
+    for (uint16_t i = 0; i < u->nsent; i++) {
+        msgpack_pack_array(&pk, 2);
+        msgpack_pack_uint64(&pk, u->sent[i].channel);
+        msgpack_pack_int64(&pk, u->sent[i].time);
     }
 }
 
@@ -243,6 +250,11 @@ static jd_user *decode_user(jd_engine *e, const char *id, size_t idn, const void
         if (!obj_str(&x[4], &s, &n))
             snprintf(dc.detail, sizeof dc.detail, "%.*s", (int)n, s);
         jd_user_decide(u, e->opts.decisions_per_user, &dc);
+    }
+    for (uint32_t i = 0; o.via.array.size > 6 && f[6].type == MSGPACK_OBJECT_ARRAY && i < f[6].via.array.size; i++) {
+        const msgpack_object *r = &f[6].via.array.ptr[i];
+        if (r->type == MSGPACK_OBJECT_ARRAY && r->via.array.size >= 2 && u->nsent < JD_MAX_SENT)
+            jd_user_sent_add(u, obj_u64(&r->via.array.ptr[0]), obj_i64(&r->via.array.ptr[1]), INT64_MIN, JD_MAX_SENT);
     }
     return u;
 }
@@ -469,7 +481,7 @@ int64_t jd_persist_next_due(const jd_engine *e)
 void jd_persist_action(jd_engine *e, const jd_action *a)
 {
     jd_persist *p = e->persist;
-    jd_outbox_row row = {.seq = ++p->outbox_seq, .status = "pending", .next = a->time};
+    jd_outbox_row row = {.seq = ++p->outbox_seq, .status = "pending", .next = a->deliver_at ? a->deliver_at : a->time};
     row.action = jd_action_json(a, &row.action_len);
     jd_buf_reset(&p->scratch);
     jd_outbox_encode(&row, &p->scratch);

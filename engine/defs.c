@@ -137,6 +137,7 @@ void jd_defs_free(jd_defs *d)
     for (size_t i = 0; i < d->nchannels; i++) {
         free(d->channels[i].name);
         free(d->channels[i].type);
+        free(d->channels[i].window);
     }
     free(d->channels);
     for (size_t i = 0; i < d->nsources; i++) {

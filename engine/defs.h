@@ -1,7 +1,7 @@
 /* defs: the compiled form of a script set — journeys, stages, triggers, rules,
  * channels — and the trigger index that routes an event to the triggers that could
  * match it. Built by lua_journey from the journey module's registry; read by engine.
- * Uses map, match, event, stats (alert specs). */
+ * Uses map, match, event, stats (alert specs), window (send windows, caps). */
 #ifndef JD_DEFS_H
 #define JD_DEFS_H
 
@@ -10,6 +10,7 @@
 #include "map.h"
 #include "match.h"
 #include "stats.h"
+#include "window.h"
 
 typedef enum jd_role {
     JD_ROLE_EXIT,       /* journey exit: leaves, not converted */
@@ -82,6 +83,8 @@ typedef struct jd_channel {
     char *name;
     char *type;
     int index;
+    jd_window *window; /* `window`: sends outside it are deferred; NULL: any time */
+    jd_cap cap;        /* `cap`: sends beyond it are suppressed; max 0: none */
 } jd_channel;
 
 /* A CRM webhook source: Lua functions that verify a request and map it to events. */

@@ -15,9 +15,9 @@
 #define MAX_CHAIN 16 /* stage moves caused by one input (enter hooks calling go) */
 
 static const char *const stat_names[JD_NSTATS] = {
-    "events",     "duplicates",  "invalid",          "unmatched",        "actions",
-    "lua_errors", "lua_calls",   "timers_scheduled", "timers_fired",     "timers_dropped",
-    "late",       "transitions", "timers_skipped",   "quarantine_skips", "rules_quarantined",
+    "events",         "duplicates",       "invalid",           "unmatched",      "actions",    "lua_errors",
+    "lua_calls",      "timers_scheduled", "timers_fired",      "timers_dropped", "late",       "transitions",
+    "timers_skipped", "quarantine_skips", "rules_quarantined", "deferred",       "suppressed",
 };
 
 void jd_engine_decide(jd_engine *e, int kind, const jd_journey *j, int stage, const char *fmt, ...)
@@ -331,6 +331,8 @@ void jd_engine_free(jd_engine *e)
     }
     jd_script_free(e->script);
     free(e->channel_actions);
+    jd_map_free(&e->channel_held, free);
+    jd_tzcache_free(e->zones);
     jd_buf_free(&e->config);
     jd_map_free(&e->config_cache, free);
     msgpack_zone_destroy(&e->config_zone);
@@ -638,6 +640,10 @@ int64_t jd_action_time(const jd_action *a)
 {
     return a->time;
 }
+int64_t jd_action_deliver_at(const jd_action *a)
+{
+    return a->deliver_at;
+}
 const char *jd_action_channel(const jd_action *a)
 {
     return a->channel->name;
@@ -652,7 +658,7 @@ const char *jd_action_json(const jd_action *a, size_t *len)
     msgpack_packer_init(&pk, rec, jd_buf_msgpack_write);
     char t[40];
     jd_time_format(a->time, t);
-    msgpack_pack_map(&pk, 7);
+    msgpack_pack_map(&pk, a->deliver_at ? 8 : 7);
     jd_mp_pack_cstr(&pk, "time");
     jd_mp_pack_cstr(&pk, t);
     jd_mp_pack_cstr(&pk, "user");
@@ -673,6 +679,12 @@ const char *jd_action_json(const jd_action *a, size_t *len)
     jd_buf_append(rec, a->payload, a->payload_len);
     jd_mp_pack_cstr(&pk, "id");
     jd_mp_pack_cstr(&pk, a->id);
+    if (a->deliver_at) {
+        char da[40];
+        jd_time_format(a->deliver_at, da);
+        jd_mp_pack_cstr(&pk, "deliver_at");
+        jd_mp_pack_cstr(&pk, da);
+    }
     msgpack_zone_clear(&e->action_zone);
     msgpack_object o;
     size_t off = 0;
@@ -682,6 +694,83 @@ const char *jd_action_json(const jd_action *a, size_t *len)
     if (len)
         *len = e->action_json.len;
     return jd_buf_cstr(&e->action_json);
+}
+
+/* The zone a send window reads the clock in: its fixed zone, else the person's
+ * `timezone` trait (when tz = "user"), else j.config default_timezone, else UTC. A bad
+ * trait falls back to the default and is logged once per name. NULL: UTC. */
+static const jd_tz *window_zone(jd_engine *e, const jd_window *w)
+{
+    if (w->tz[0])
+        return jd_tzcache_get(&e->zones, w->tz, strlen(w->tz));
+    if (w->tz_user) {
+        const msgpack_object *tz = jd_mp_get(user_traits(e), "timezone", 8);
+        if (tz && tz->type == MSGPACK_OBJECT_STR) {
+            const jd_tz *z = jd_tzcache_get(&e->zones, tz->via.str.ptr, tz->via.str.size);
+            if (z)
+                return z;
+            if (jd_tzcache_first_warning(&e->zones, tz->via.str.ptr, tz->via.str.size))
+                jd_engine_log(e, "warn",
+                              "user %s: timezone '%.*s' is not in the system tz database; send windows use "
+                              "the default zone",
+                              e->user->id, (int)tz->via.str.size, tz->via.str.ptr);
+        }
+    }
+    const char *def = jd_engine_config(e, "default_timezone");
+    return def ? jd_tzcache_get(&e->zones, def, strlen(def)) : NULL;
+}
+
+static uint64_t *held_count(jd_engine *e, const jd_channel *ch)
+{
+    uint64_t *c = jd_map_get(&e->channel_held, ch->name, strlen(ch->name));
+    if (!c) {
+        c = jd_xcalloc(2, sizeof *c);
+        jd_map_put(&e->channel_held, ch->name, strlen(ch->name), c);
+    }
+    return c;
+}
+
+/* Send windows and frequency caps, decided on the engine's clock: 1 when the send is
+ * suppressed by its cap; else sets a->deliver_at when the window defers it, and
+ * remembers a capped send (at the time it reaches the person). */
+static int hold(jd_engine *e, const jd_send *s, jd_action *a)
+{
+    const jd_channel *ch = a->channel;
+    const jd_window *w = s->has_window ? &s->window : ch->window;
+    const jd_cap *cap = s->has_cap ? &s->cap : &ch->cap;
+    if (w && !w->days)
+        w = NULL; /* `window = false` */
+    if (!w && !cap->max)
+        return 0;
+    jd_user *u = e->user;
+    uint64_t chash = jd_hash(ch->name, strlen(ch->name), 0);
+    if (cap->max && jd_user_sent_count(u, chash, a->time - cap->per_ms) >= cap->max) {
+        e->stats[JD_STAT_SUPPRESSED]++;
+        held_count(e, ch)[1]++;
+        jd_engine_decide(e, JD_DEC_SUPPRESSED, a->journey, a->stage, "%s: cap %u per %s reached", ch->name, cap->max,
+                         cap->per);
+        return 1;
+    }
+    if (w) {
+        const jd_tz *z = window_zone(e, w);
+        int64_t at = jd_window_next(w, z, a->time);
+        if (at > a->time) {
+            char t[40];
+            jd_time_format(at, t);
+            a->deliver_at = at;
+            e->stats[JD_STAT_DEFERRED]++;
+            held_count(e, ch)[0]++;
+            jd_engine_decide(e, JD_DEC_DEFERRED, a->journey, a->stage, "window %s %s: deferred to %s", w->text,
+                             z ? jd_tz_name(z) : "UTC", t);
+        }
+    }
+    if (cap->max) {
+        /* keep what the largest cap on the channel (this one or the declared one) needs */
+        int64_t per = cap->per_ms > ch->cap.per_ms ? cap->per_ms : ch->cap.per_ms;
+        uint32_t max = cap->max > ch->cap.max ? cap->max : ch->cap.max;
+        jd_user_sent_add(u, chash, a->deliver_at ? a->deliver_at : a->time, a->time - per, max);
+    }
+    return 0;
 }
 
 /* Applies a successful hook's effects: traits, score, segments, log lines, sends. */
@@ -738,6 +827,8 @@ static void apply(jd_engine *e, const char *rule, const jd_journey *j, int stage
             .e = e,
         };
         action_id(e, a.id, rule, inst, repeat, i);
+        if (hold(e, s, &a))
+            continue;
         if (e->persist)
             jd_persist_action(e, &a);
         e->stats[JD_STAT_ACTIONS]++;

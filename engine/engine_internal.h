@@ -17,11 +17,16 @@
 #include "script.h"
 #include "timer.h"
 #include "user.h"
+#include "window.h"
 
 /* What a hook asked for; applied only if the hook returns without error. */
 typedef struct jd_send {
     int channel;
     size_t off, len; /* payload bytes in fx.payloads */
+    /* ctx:send's third argument: overrides the channel's window / cap when set */
+    uint8_t has_window, has_cap; /* has_window with window.days == 0: `window = false` */
+    jd_window window;
+    jd_cap cap;
 } jd_send;
 
 typedef struct jd_effects {
@@ -67,6 +72,7 @@ struct jd_action {
     const char *payload;
     size_t payload_len;
     const char *rule;
+    int64_t deliver_at; /* deferred by a send window to this time (ms); 0: now */
     jd_buf *json;
     int json_ready;
     struct jd_engine *e;
@@ -88,6 +94,8 @@ enum {
     JD_STAT_TIMERS_SKIPPED,
     JD_STAT_QUARANTINE_SKIPS,
     JD_STAT_QUARANTINED,
+    JD_STAT_DEFERRED,
+    JD_STAT_SUPPRESSED,
     JD_NSTATS
 };
 
@@ -103,6 +111,8 @@ struct jd_engine {
     jd_timers timers;
     jd_journey_count *counts;
     uint64_t *channel_actions;    /* per channel */
+    jd_map channel_held;          /* channel name -> malloc'd uint64_t[2]: deferred, suppressed */
+    jd_tzcache *zones;            /* send windows' time zones, loaded on first use */
     jd_map rule_errors;           /* rule id -> jd_rule_stat*: Lua errors, quarantine */
     uint32_t quarantine_errors;   /* this many errors ... (0: never quarantine) */
     int64_t quarantine_window_ms; /* ... within this window quarantine a rule */
@@ -173,6 +183,11 @@ int jd_journey_core_open(lua_State *L); /* require "journey.core" */
 int jd_crypto_open(lua_State *L);       /* require "journey.crypto" (lua_crypto.c) */
 void jd_effects_reset(jd_effects *fx);
 void jd_effects_free(jd_effects *fx);
+
+/* lua_journey.c: a `window` / `cap` table at idx (j.channel, ctx:send) into *w / *c;
+ * raises a Lua error prefixed with where on a bad spec or an unknown fixed zone. */
+void jd_lua_window(jd_engine *e, lua_State *L, int idx, jd_window *w, const char *where);
+void jd_lua_cap(lua_State *L, int idx, jd_cap *c, const char *where);
 
 /* lua_journey.c: compiles the journey module's registry; NULL with err set. */
 jd_defs *jd_compile(jd_engine *e, char *err, size_t errlen);

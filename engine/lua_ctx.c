@@ -55,9 +55,40 @@ static jd_engine *live(lua_State *L, int writes)
     return e;
 }
 
-/*** @method ctx:send(channel, payload)
+/* ctx:send's options: { window = table | false, cap = table | false }. */
+static void send_options(jd_engine *e, lua_State *L, int idx, jd_send *s)
+{
+    if (!lua_istable(L, idx))
+        luaL_error(L, "send: options must be a table { window = ..., cap = ... }");
+    lua_pushnil(L);
+    while (lua_next(L, idx)) {
+        const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : "";
+        if (strcmp(k, "window") && strcmp(k, "cap"))
+            luaL_error(L, "send: unknown option '%s' (window, cap)", k);
+        lua_pop(L, 1);
+    }
+    int t = lua_getfield(L, idx, "window");
+    if (t == LUA_TBOOLEAN && !lua_toboolean(L, -1))
+        s->has_window = 1; /* days == 0: no window, whatever the channel says */
+    else if (t != LUA_TNIL) {
+        jd_lua_window(e, L, -1, &s->window, "send");
+        s->has_window = 1;
+    }
+    lua_pop(L, 1);
+    t = lua_getfield(L, idx, "cap");
+    if (t == LUA_TBOOLEAN && !lua_toboolean(L, -1))
+        s->has_cap = 1; /* max == 0: no cap */
+    else if (t != LUA_TNIL) {
+        jd_lua_cap(L, -1, &s->cap, "send");
+        s->has_cap = 1;
+    }
+    lua_pop(L, 1);
+}
+
+/*** @method ctx:send(channel, payload, options)
  * Decides an action on a declared channel. payload is a table (sent as JSON) or a
- * string. Delivered after the hook returns without error. */
+ * string. Delivered after the hook returns without error. options (optional):
+ * { window = {...} | false, cap = {...} | false } override the channel's. */
 static int ctx_send(lua_State *L)
 {
     jd_engine *e = live(L, 1);
@@ -79,11 +110,14 @@ static int ctx_send(lua_State *L)
         fx->payloads.len = off;
         return luaL_error(L, "send: payload: %s", err);
     }
+    jd_send snd = {.channel = c->index, .off = off, .len = fx->payloads.len - off};
+    if (!lua_isnoneornil(L, 4))
+        send_options(e, L, 4, &snd); /* an error fails the hook: none of its effects apply */
     if (fx->nsends == fx->capsends) {
         fx->capsends = fx->capsends ? fx->capsends * 2 : 8;
         fx->sends = jd_xrealloc(fx->sends, fx->capsends * sizeof *fx->sends);
     }
-    fx->sends[fx->nsends++] = (jd_send){.channel = c->index, .off = off, .len = fx->payloads.len - off};
+    fx->sends[fx->nsends++] = snd;
     return 0;
 }
 

@@ -46,6 +46,56 @@ static int field_ref(lua_State *L, int idx, const char *f)
     return LUA_NOREF;
 }
 
+/* ---------------------------------------------------------------- windows, caps */
+
+/* A string field of a window table, or NULL; an error when present but not a string. */
+static const char *window_field(lua_State *L, int idx, const char *f, char *tmp, size_t n, const char *where)
+{
+    int t = lua_getfield(L, idx, f);
+    if (t != LUA_TNIL && t != LUA_TSTRING)
+        luaL_error(L, "%s: window %s must be a string", where, f);
+    const char *r = t == LUA_TSTRING ? (snprintf(tmp, n, "%s", lua_tostring(L, -1)), tmp) : NULL;
+    lua_pop(L, 1);
+    return r;
+}
+
+void jd_lua_window(jd_engine *e, lua_State *L, int idx, jd_window *w, const char *where)
+{
+    idx = lua_absindex(L, idx);
+    if (!lua_istable(L, idx))
+        luaL_error(L, "%s: window must be a table { days = \"mon-fri\", hours = \"09-17\", tz = \"user\" }", where);
+    lua_pushnil(L);
+    while (lua_next(L, idx)) {
+        const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : "";
+        if (strcmp(k, "days") && strcmp(k, "hours") && strcmp(k, "tz"))
+            luaL_error(L, "%s: window: unknown field '%s' (days, hours, tz)", where, k);
+        lua_pop(L, 1);
+    }
+    char days[64], hours[64], tz[128], err[256];
+    const char *d = window_field(L, idx, "days", days, sizeof days, where);
+    const char *h = window_field(L, idx, "hours", hours, sizeof hours, where);
+    const char *z = window_field(L, idx, "tz", tz, sizeof tz, where);
+    if (jd_window_parse(w, d, h, z, err, sizeof err))
+        luaL_error(L, "%s: %s", where, err);
+    if (w->tz[0] && !jd_tzcache_get(&e->zones, w->tz, strlen(w->tz)))
+        luaL_error(L, "%s: window tz '%s': no such zone in the system tz database", where, w->tz);
+}
+
+void jd_lua_cap(lua_State *L, int idx, jd_cap *c, const char *where)
+{
+    idx = lua_absindex(L, idx);
+    if (!lua_istable(L, idx))
+        luaL_error(L, "%s: cap must be a table { max = 3, per = \"7d\" }", where);
+    lua_getfield(L, idx, "max");
+    lua_getfield(L, idx, "per");
+    char err[256];
+    if (!lua_isinteger(L, -2) || lua_type(L, -1) != LUA_TSTRING)
+        luaL_error(L, "%s: cap needs max (an integer) and per (a duration like \"7d\")", where);
+    if (jd_cap_parse(c, lua_tointeger(L, -2), lua_tostring(L, -1), err, sizeof err))
+        luaL_error(L, "%s: %s", where, err);
+    lua_pop(L, 2);
+}
+
 static jd_trigger *new_trigger(cstate *cs)
 {
     jd_defs *d = cs->d;
@@ -572,7 +622,15 @@ static int compile_cf(lua_State *L)
     const char *perr = NULL;
     if (jd_lua_pack(L, -1, &pk, &perr))
         luaL_error(L, "config: %s", perr);
-    lua_pop(L, 1);
+    int tzt = lua_getfield(L, -1, "default_timezone"); /* send windows' zone when none is named */
+    if (tzt != LUA_TNIL &&
+        (tzt != LUA_TSTRING || !jd_tzcache_get(&cs->e->zones, lua_tostring(L, -1), lua_rawlen(L, -1)))) {
+        char tzloc[512];
+        field_cstr(L, reg, "default_timezone_loc", tzloc, sizeof tzloc);
+        luaL_error(L, "%s: j.config default_timezone: '%s' is not a zone of the system tz database", tzloc,
+                   tzt == LUA_TSTRING ? lua_tostring(L, -1) : luaL_typename(L, -1));
+    }
+    lua_pop(L, 2);
 
     /* channels */
     lua_getfield(L, reg, "channel_list");
@@ -590,6 +648,16 @@ static int compile_cf(lua_State *L)
         if (!c->type)
             luaL_error(L, "%s: channel '%s': needs a type (webhook, slack, postmark, sendgrid, smtp, ...)", loc,
                        c->name);
+        char where[600];
+        snprintf(where, sizeof where, "%s: channel '%s'", loc, c->name);
+        if (lua_getfield(L, -1, "window") != LUA_TNIL) {
+            c->window = jd_xcalloc(1, sizeof *c->window);
+            jd_lua_window(cs->e, L, -1, c->window, where);
+        }
+        lua_pop(L, 1);
+        if (lua_getfield(L, -1, "cap") != LUA_TNIL)
+            jd_lua_cap(L, -1, &c->cap, where);
+        lua_pop(L, 1);
         jd_map_put(&d->channel_by_name, c->name, strlen(c->name), c);
         lua_pop(L, 1);
     }

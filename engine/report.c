@@ -415,6 +415,19 @@ char *jd_engine_metrics(const jd_engine *e)
         label(&b, e->defs->channels[i].name);
         jd_buf_printf(&b, "\"} %llu\n", (unsigned long long)e->channel_actions[i]);
     }
+    static const char *const held[2][2] = {{"deferred", "Actions deferred by a send window, by channel."},
+                                           {"suppressed", "Sends suppressed by a frequency cap, by channel."}};
+    for (int k = 0; k < 2; k++) {
+        jd_buf_printf(&b, "# HELP journeyd_actions_%s_total %s\n# TYPE journeyd_actions_%s_total counter\n", held[k][0],
+                      held[k][1], held[k][0]);
+        for (size_t i = 0; i < e->defs->nchannels; i++) {
+            const char *name = e->defs->channels[i].name;
+            const uint64_t *c = jd_map_get(&e->channel_held, name, strlen(name));
+            jd_buf_printf(&b, "journeyd_actions_%s_total{channel=\"", held[k][0]);
+            label(&b, name);
+            jd_buf_printf(&b, "\"} %llu\n", (unsigned long long)(c ? c[k] : 0));
+        }
+    }
     static const char *const jn[] = {"entered", "converted", "exited"};
     for (int k = 0; k < 3; k++) {
         jd_buf_printf(&b,

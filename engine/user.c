@@ -25,6 +25,7 @@ void jd_user_free(jd_user *u)
         free(u->segments[i]);
     free(u->segments);
     free(u->decisions);
+    free(u->sent);
     jd_buf_free(&u->traits);
     free(u->id);
     free(u);
@@ -182,7 +183,7 @@ jd_instance *jd_user_instance_add(jd_user *u, int journey, const char *key, size
 const char *jd_decision_kind_name(int kind)
 {
     static const char *const names[JD_DEC_NKINDS] = {
-        "entered", "moved", "timer", "action", "converted", "exited", "error",
+        "entered", "moved", "timer", "action", "converted", "exited", "error", "deferred", "suppressed",
     };
     return kind >= 0 && kind < JD_DEC_NKINDS ? names[kind] : "?";
 }
@@ -197,4 +198,47 @@ void jd_user_decide(jd_user *u, int cap, const jd_decision *d)
     u->dec_next = (uint16_t)((u->dec_next + 1) % cap);
     if (u->ndecisions < cap)
         u->ndecisions++;
+}
+
+uint32_t jd_user_sent_count(const jd_user *u, uint64_t channel, int64_t since)
+{
+    uint32_t n = 0;
+    for (uint16_t i = 0; i < u->nsent; i++)
+        n += u->sent[i].channel == channel && u->sent[i].time > since;
+    return n;
+}
+
+static void sent_remove(jd_user *u, uint16_t at)
+{
+    memmove(&u->sent[at], &u->sent[at + 1], (size_t)(u->nsent - at - 1) * sizeof *u->sent);
+    u->nsent--;
+}
+
+void jd_user_sent_add(jd_user *u, uint64_t channel, int64_t time, int64_t keep_after, uint32_t keep_max)
+{
+    uint32_t mine = 0;
+    for (uint16_t i = 0; i < u->nsent;) {
+        if (u->sent[i].channel == channel && u->sent[i].time <= keep_after) {
+            sent_remove(u, i);
+            continue;
+        }
+        mine += u->sent[i].channel == channel;
+        i++;
+    }
+    for (; mine && (mine >= keep_max || u->nsent >= JD_MAX_SENT); mine--) { /* drop the oldest of this channel */
+        uint16_t old = UINT16_MAX;
+        for (uint16_t i = 0; i < u->nsent; i++)
+            if (u->sent[i].channel == channel && (old == UINT16_MAX || u->sent[i].time < u->sent[old].time))
+                old = i;
+        sent_remove(u, old);
+    }
+    if (u->nsent >= JD_MAX_SENT) { /* other channels fill it: drop the oldest overall */
+        uint16_t old = 0;
+        for (uint16_t i = 1; i < u->nsent; i++)
+            if (u->sent[i].time < u->sent[old].time)
+                old = i;
+        sent_remove(u, old);
+    }
+    u->sent = jd_xrealloc(u->sent, ((size_t)u->nsent + 1) * sizeof *u->sent);
+    u->sent[u->nsent++] = (jd_sent){.time = time, .channel = channel};
 }

@@ -37,6 +37,8 @@ typedef enum jd_decision_kind {
     JD_DEC_CONVERTED,
     JD_DEC_EXITED,
     JD_DEC_ERROR,
+    JD_DEC_DEFERRED,   /* an action outside its send window: delivered later */
+    JD_DEC_SUPPRESSED, /* a send beyond its frequency cap: not emitted */
     JD_DEC_NKINDS
 } jd_decision_kind;
 
@@ -49,6 +51,14 @@ typedef struct jd_decision {
     char detail[104];
 } jd_decision;
 
+/* A send on a capped channel, remembered for frequency caps. */
+typedef struct jd_sent {
+    int64_t time;     /* when it reaches the person: deliver_at, else the decision time */
+    uint64_t channel; /* jd_hash(name, n, 0) of the channel: stable across reloads */
+} jd_sent;
+
+#define JD_MAX_SENT 1024 /* per person, all channels */
+
 typedef struct jd_user {
     char *id;
     size_t idlen;
@@ -60,6 +70,8 @@ typedef struct jd_user {
     uint32_t next_iid;
     jd_decision *decisions; /* ring, allocated on first use */
     uint16_t ndecisions, dec_next;
+    jd_sent *sent; /* capped sends, bounded by the caps that need them */
+    uint16_t nsent;
     uint8_t dirty;   /* changed since the store's last checkpoint */
     uint32_t timers; /* timers in memory that point here: not evicted while > 0 */
 } jd_user;
@@ -80,6 +92,12 @@ int jd_user_segment_remove(jd_user *u, const char *name, size_t n);
 const char *jd_decision_kind_name(int kind);
 /* Appends to the ring of the last cap decisions. */
 void jd_user_decide(jd_user *u, int cap, const jd_decision *d);
+
+/* Sends on channel with time > since (future deliveries included). */
+uint32_t jd_user_sent_count(const jd_user *u, uint64_t channel, int64_t since);
+/* Remembers a send, forgetting this channel's sends at or before keep_after and all but
+ * its keep_max latest (and the oldest beyond JD_MAX_SENT). */
+void jd_user_sent_add(jd_user *u, uint64_t channel, int64_t time, int64_t keep_after, uint32_t keep_max);
 
 jd_instance *jd_user_instance(jd_user *u, int journey, const char *key, size_t keylen);
 jd_instance *jd_user_instance_add(jd_user *u, int journey, const char *key, size_t keylen);

@@ -102,6 +102,8 @@ void jd_engine_outbox_result(jd_engine *e, const char *id, const char *status, u
 /* Action accessors. */
 const char *jd_action_id(const jd_action *a);
 int64_t jd_action_time(const jd_action *a);
+/* When a send window deferred the action: the moment it may be delivered (ms, UTC); 0: now. */
+int64_t jd_action_deliver_at(const jd_action *a);
 const char *jd_action_channel(const jd_action *a);
 /* The action as one JSON object: time, user, journey, stage, channel, payload, id. */
 const char *jd_action_json(const jd_action *a, size_t *len);

@@ -243,6 +243,7 @@ end
 function M.config(t)
   if type(t) ~= "table" then error("config: expects a table", 2) end
   for k, v in pairs(t) do registry.config[k] = v end
+  if t.default_timezone ~= nil then registry.default_timezone_loc = core.where(2) end
 end
 
 --- `j.env("NAME", default)`: an environment variable (for secrets and URLs).

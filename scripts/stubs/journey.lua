@@ -51,10 +51,26 @@ function Trigger:when(fn) end
 ---@field rule string
 local Ctx = {}
 
+---A send window: outside it an action is deferred (decided now, `deliver_at` later).
+---@class journey.Window
+---@field days? string "mon-fri", "sat,sun", "mon-wed,fri" (every day when absent)
+---@field hours? string "09-17", "09:30-17:00", "22-06" (end exclusive; all day when absent)
+---@field tz? "user"|string "user": the person's `timezone` trait; or an IANA name; default: j.config default_timezone
+
+---A frequency cap per person and channel: sends beyond it are suppressed.
+---@class journey.Cap
+---@field max integer sends at most ...
+---@field per string ... within any sliding period this long ("7d")
+
+---@class journey.SendOptions
+---@field window? journey.Window|false overrides the channel's (false: none)
+---@field cap? journey.Cap|false overrides the channel's (false: none)
+
 ---Decide an action on a declared channel.
 ---@param channel string
 ---@param payload? table|string
-function Ctx:send(channel, payload) end
+---@param options? journey.SendOptions
+function Ctx:send(channel, payload, options) end
 
 ---Set profile traits (nil removes).
 ---@overload fun(self: journey.Ctx, traits: table<string, any>)
@@ -122,6 +138,8 @@ function Ctx:log(...) end
 ---@field allow_loopback? boolean allow 127.0.0.0/8 and ::1 (tests, sidecars)
 ---@field concurrency? integer requests in flight at most (16)
 ---@field timeout? string|integer per request ("15s")
+---@field window? journey.Window sends outside it are deferred
+---@field cap? journey.Cap sends beyond it are suppressed
 ---@field retry? string[] the retry schedule ({"5s", "5m", "30m", "2h", ...})
 
 ---@class journey.ChannelRequest
@@ -208,7 +226,7 @@ function j.source(name) end
 ---@return fun(spec: journey.ChannelTypeSpec)
 function j.channel_type(name) end
 
----@param settings {listen?: string, data_dir?: string, write_keys?: string[], admin_keys?: string[], stream_listen?: string, overdue_limit?: string, quarantine?: {errors?: integer, window?: string}}
+---@param settings {listen?: string, data_dir?: string, write_keys?: string[], admin_keys?: string[], stream_listen?: string, overdue_limit?: string, quarantine?: {errors?: integer, window?: string}, default_timezone?: string}
 function j.config(settings) end
 
 ---@param name string
