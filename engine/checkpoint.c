@@ -28,15 +28,18 @@ typedef struct jd_persist {
     int64_t beyond;    /* the earliest known timer at or after horizon (INT64_MAX: none) */
     jd_user **dirty;
     size_t ndirty, capdirty;
-    jd_buf aliases;     /* from, to: NUL-terminated pairs changed since the checkpoint */
-    jd_buf tm_ins;      /* timer rows scheduled since the checkpoint: key[16] u32 len value */
-    jd_buf tm_del;      /* keys[16] of timers done since the checkpoint */
-    jd_buf far;         /* timer rows at or after horizon, not yet committed (same layout) */
-    int64_t far_min;    /* the earliest due in far (INT64_MAX: empty) */
-    size_t cache_users; /* people kept in memory after a checkpoint */
-    jd_buf outbox;      /* action rows: key[16] u32 len value */
-    jd_buf results;     /* delivery outcomes: id, status, error (NUL-ended), attempts u32, next i64 */
-    jd_buf dd;          /* new messageIds: a, b, ts */
+    jd_buf aliases;                    /* from, to: NUL-terminated pairs changed since the checkpoint */
+    jd_buf tm_ins;                     /* timer rows scheduled since the checkpoint: key[16] u32 len value */
+    jd_buf tm_del;                     /* keys[16] of timers done since the checkpoint */
+    jd_buf far;                        /* timer rows at or after horizon, not yet committed (same layout) */
+    int64_t far_min;                   /* the earliest due in far (INT64_MAX: empty) */
+    size_t cache_users;                /* people kept in memory after a checkpoint */
+    struct jd_ckpt *inflight, *failed; /* the batch being written; one that failed */
+    jd_buf far_inflight;               /* far timer rows in the batch being written */
+    int64_t far_inflight_min;
+    jd_buf outbox;  /* action rows: key[16] u32 len value */
+    jd_buf results; /* delivery outcomes: id, status, error (NUL-ended), attempts u32, next i64 */
+    jd_buf dd;      /* new messageIds: a, b, ts */
     uint64_t outbox_seq;
     int64_t last_prune;
     jd_buf scratch, rows;
@@ -457,8 +460,32 @@ static void load_window(jd_engine *e, int64_t t)
         jd_buf_free(&p->far);
         p->far = keep;
     }
+    if (p->far_inflight_min < new_horizon) {
+        /* the batch may have committed before the scan: skip what the scan returned */
+        jd_map seen;
+        jd_map_init(&seen);
+        for (size_t off = 0; (off = row_next(&p->rows, off, &k, &v, &n));)
+            jd_map_put(&seen, (const char *)k, 16, &seen);
+        jd_buf keep;
+        jd_buf_init(&keep);
+        p->far_inflight_min = INT64_MAX;
+        for (size_t off = 0; (off = row_next(&p->far_inflight, off, &k, &v, &n));) {
+            int64_t due = key_due(k);
+            if (due >= new_horizon) {
+                row_put(&keep, k, v, n);
+                if (due < p->far_inflight_min)
+                    p->far_inflight_min = due;
+            } else if (!jd_map_get(&seen, (const char *)k, 16)) {
+                row_put(&p->rows, k, v, n);
+            }
+        }
+        jd_map_free(&seen, NULL);
+        jd_buf_free(&p->far_inflight);
+        p->far_inflight = keep;
+    }
     p->horizon = new_horizon;
-    p->beyond = c.stopped_at < p->far_min ? c.stopped_at : p->far_min;
+    int64_t fm = p->far_min < p->far_inflight_min ? p->far_min : p->far_inflight_min;
+    p->beyond = c.stopped_at < fm ? c.stopped_at : fm;
     for (size_t off = 0; (off = row_next(&p->rows, off, &k, &v, &n));)
         load_timer(e, k, v, n);
 }
@@ -661,17 +688,6 @@ static int load_seen(const void *k, size_t kn, const void *v, size_t vn, void *u
     return 0;
 }
 
-static int collect_expired(const void *k, size_t kn, const void *v, size_t vn, void *ud)
-{
-    (void)v;
-    (void)vn;
-    dd_ctx *c = ud;
-    if (kn != 24 || key_due(k) >= c->now - c->e->dedupe.ttl_ms)
-        return 1; /* the rest is younger */
-    jd_buf_append(&c->e->persist->rows, k, 24);
-    return 0;
-}
-
 /* ---------------------------------------------------------------- open, checkpoint */
 
 int jd_engine_open_store(jd_engine *e, const char *dir, const jd_store_opts *so, jd_error *err)
@@ -685,6 +701,8 @@ int jd_engine_open_store(jd_engine *e, const char *dir, const jd_store_opts *so,
     p->horizon = INT64_MIN;
     p->beyond = INT64_MAX;
     p->far_min = INT64_MAX;
+    p->far_inflight_min = INT64_MAX;
+    jd_buf_init(&p->far_inflight);
     p->cache_users = so && so->cache_users ? so->cache_users : DEFAULT_CACHE_USERS;
     jd_buf_init(&p->aliases);
     jd_buf_init(&p->tm_ins);
@@ -730,68 +748,177 @@ static int write_rows(jd_store *st, int db, const jd_buf *b, int no_overwrite)
     return 0;
 }
 
-static int write_checkpoint(jd_engine *e)
+/* A checkpoint's writes, taken on the processor's thread and written on any thread. */
+struct jd_ckpt {
+    jd_store *store;
+    uint64_t lsn;
+    jd_buf users;   /* u32 id length, id, u32 value length, value */
+    jd_buf aliases; /* as in jd_persist */
+    jd_buf tm_ins, tm_del, outbox, results, dd;
+    jd_buf state;
+    int64_t prune_before; /* messageIds seen before this leave the store; INT64_MIN: none */
+    char err[256];
+};
+
+static void ckpt_free(jd_ckpt *c)
+{
+    if (!c)
+        return;
+    jd_buf_free(&c->users);
+    jd_buf_free(&c->aliases);
+    jd_buf_free(&c->tm_ins);
+    jd_buf_free(&c->tm_del);
+    jd_buf_free(&c->outbox);
+    jd_buf_free(&c->results);
+    jd_buf_free(&c->dd);
+    jd_buf_free(&c->state);
+    free(c);
+}
+
+/* Moves what is noted in src to the end of dst (src is left empty). */
+static void move_buf(jd_buf *dst, jd_buf *src)
+{
+    if (!dst->len) {
+        jd_buf tmp = *dst;
+        *dst = *src;
+        *src = tmp;
+    } else {
+        jd_buf_append(dst, src->data, src->len);
+    }
+    jd_buf_reset(src);
+}
+
+jd_ckpt *jd_engine_checkpoint_take(jd_engine *e, uint64_t lsn)
 {
     jd_persist *p = e->persist;
-    jd_store *st = p->store;
+    if (!p || p->inflight)
+        return NULL;
+    /* a batch that failed to write goes again, with what came since after it */
+    jd_ckpt *c = p->failed ? p->failed : jd_xcalloc(1, sizeof *c);
+    p->failed = NULL;
+    c->store = p->store;
+    c->lsn = lsn;
     for (size_t i = 0; i < p->ndirty; i++) {
         jd_user *u = p->dirty[i];
         jd_buf_reset(&p->scratch);
         encode_user(e, u, &p->scratch);
-        if (jd_store_put(st, JD_DB_USERS, u->id, u->idlen, p->scratch.data, p->scratch.len, 0))
-            return -1;
+        uint32_t kl = (uint32_t)u->idlen, vl = (uint32_t)p->scratch.len;
+        jd_buf_append(&c->users, &kl, 4);
+        jd_buf_append(&c->users, u->id, u->idlen);
+        jd_buf_append(&c->users, &vl, 4);
+        jd_buf_append(&c->users, p->scratch.data, p->scratch.len);
+        u->dirty = 0;
     }
-    for (size_t off = 0; off < p->aliases.len;) {
-        const char *from = p->aliases.data + off, *to = from + strlen(from) + 1;
+    p->ndirty = 0;
+    move_buf(&c->aliases, &p->aliases);
+    move_buf(&c->tm_ins, &p->tm_ins);
+    move_buf(&c->tm_del, &p->tm_del);
+    move_buf(&c->outbox, &p->outbox);
+    move_buf(&c->results, &p->results);
+    move_buf(&c->dd, &p->dd);
+    /* timers beyond the window stay visible to window loads until the batch is in */
+    move_buf(&p->far_inflight, &p->far);
+    if (p->far_min < p->far_inflight_min)
+        p->far_inflight_min = p->far_min;
+    p->far_min = INT64_MAX;
+    int64_t now = jd_clock_now(&e->clock);
+    c->prune_before = INT64_MIN;
+    if (e->dedupe.ttl_ms && now - p->last_prune >= DEDUPE_PRUNE_MS) {
+        p->last_prune = now;
+        c->prune_before = now - e->dedupe.ttl_ms;
+    }
+    uint64_t prev = p->lsn;
+    p->lsn = lsn; /* the state row records the position it reflects */
+    jd_buf_reset(&c->state);
+    encode_state(e, &c->state);
+    p->lsn = prev;
+    p->inflight = c;
+    return c;
+}
+
+static int prune_visit(const void *k, size_t kn, const void *v, size_t vn, void *ud)
+{
+    (void)v;
+    (void)vn;
+    jd_ckpt *c = ud;
+    if (kn != 24 || key_due(k) >= c->prune_before)
+        return 1;                    /* the rest is younger */
+    jd_buf_append(&c->state, k, 24); /* after the state row: see jd_ckpt_write */
+    return 0;
+}
+
+static int write_batch(jd_ckpt *c)
+{
+    jd_store *st = c->store;
+    for (size_t off = 0; off + 8 <= c->users.len;) {
+        uint32_t kl, vl;
+        memcpy(&kl, c->users.data + off, 4);
+        const char *k = c->users.data + off + 4;
+        memcpy(&vl, k + kl, 4);
+        if (jd_store_put(st, JD_DB_USERS, k, kl, k + kl + 4, vl, 0))
+            return -1;
+        off += 8 + kl + vl;
+    }
+    for (size_t off = 0; off < c->aliases.len;) {
+        const char *from = c->aliases.data + off, *to = from + strlen(from) + 1;
         if (jd_store_put(st, JD_DB_ALIASES, from, strlen(from), to, strlen(to), 0))
             return -1;
-        off = (size_t)(to - p->aliases.data) + strlen(to) + 1;
+        off = (size_t)(to - c->aliases.data) + strlen(to) + 1;
     }
-    if (write_rows(st, JD_DB_TIMERS, &p->tm_ins, 0))
+    if (write_rows(st, JD_DB_TIMERS, &c->tm_ins, 0))
         return -1;
-    for (size_t off = 0; off + 16 <= p->tm_del.len; off += 16)
-        if (jd_store_del(st, JD_DB_TIMERS, p->tm_del.data + off, 16))
+    for (size_t off = 0; off + 16 <= c->tm_del.len; off += 16)
+        if (jd_store_del(st, JD_DB_TIMERS, c->tm_del.data + off, 16))
             return -1;
     /* an action already in the outbox keeps its row: delivery may have moved it on */
-    if (write_rows(st, JD_DB_OUTBOX, &p->outbox, 1))
+    if (write_rows(st, JD_DB_OUTBOX, &c->outbox, 1))
         return -1;
     /* then what delivery made of them (rows decided in this interval exist by now) */
-    for (size_t off = 0; off < p->results.len;) {
-        const char *id = p->results.data + off, *status = id + strlen(id) + 1, *error = status + strlen(status) + 1;
-        off = (size_t)(error - p->results.data) + strlen(error) + 1;
+    for (size_t off = 0; off < c->results.len;) {
+        const char *id = c->results.data + off, *status = id + strlen(id) + 1, *error = status + strlen(status) + 1;
+        off = (size_t)(error - c->results.data) + strlen(error) + 1;
         uint32_t attempts;
         int64_t next;
-        memcpy(&attempts, p->results.data + off, 4);
-        memcpy(&next, p->results.data + off + 4, 8);
+        memcpy(&attempts, c->results.data + off, 4);
+        memcpy(&next, c->results.data + off + 4, 8);
         off += 12;
         if (jd_outbox_set(st, id, status, attempts, next, error[0] ? error : NULL) < 0)
             return -1;
     }
-    for (size_t off = 0; off + 24 <= p->dd.len; off += 24) {
+    for (size_t off = 0; off + 24 <= c->dd.len; off += 24) {
         uint64_t a, b;
         int64_t ts;
         unsigned char key[24];
-        memcpy(&a, p->dd.data + off, 8);
-        memcpy(&b, p->dd.data + off + 8, 8);
-        memcpy(&ts, p->dd.data + off + 16, 8);
+        memcpy(&a, c->dd.data + off, 8);
+        memcpy(&b, c->dd.data + off + 8, 8);
+        memcpy(&ts, c->dd.data + off + 16, 8);
         seen_key(key, ts, a, b);
         if (jd_store_put(st, JD_DB_DEDUPE, key, 24, "", 0, 0))
             return -1;
     }
-    int64_t now = jd_clock_now(&e->clock);
-    if (e->dedupe.ttl_ms && now - p->last_prune >= DEDUPE_PRUNE_MS) {
-        p->last_prune = now;
-        jd_buf_reset(&p->rows);
-        dd_ctx c = {e, now, 0};
-        if (jd_store_scan(st, JD_DB_DEDUPE, NULL, 0, collect_expired, &c) < 0)
+    size_t state_len = c->state.len;
+    if (jd_store_put(st, JD_DB_META, "state", 5, c->state.data, state_len, 0))
+        return -1;
+    if (c->prune_before != INT64_MIN) {
+        if (jd_store_scan(st, JD_DB_DEDUPE, NULL, 0, prune_visit, c) < 0)
             return -1;
-        for (size_t off = 0; off + 24 <= p->rows.len; off += 24)
-            if (jd_store_del(st, JD_DB_DEDUPE, p->rows.data + off, 24))
+        for (size_t off = state_len; off + 24 <= c->state.len; off += 24)
+            if (jd_store_del(st, JD_DB_DEDUPE, c->state.data + off, 24))
                 return -1;
+        c->state.len = state_len;
     }
-    jd_buf_reset(&p->scratch);
-    encode_state(e, &p->scratch);
-    return jd_store_put(st, JD_DB_META, "state", 5, p->scratch.data, p->scratch.len, 0);
+    return 0;
+}
+
+int jd_ckpt_write(jd_ckpt *c)
+{
+    if (jd_store_begin(c->store) || write_batch(c) || jd_store_commit(c->store)) {
+        snprintf(c->err, sizeof c->err, "%s", jd_store_error(c->store));
+        jd_store_abort(c->store);
+        return -1;
+    }
+    c->err[0] = '\0';
+    return 0;
 }
 
 /* After a checkpoint everything is in the store: people beyond the cache size who have
@@ -820,38 +947,51 @@ static void evict(jd_engine *e)
         }
         jd_buf_free(&ids);
     }
-    if (e->aliases.count > p->cache_users) {
+    if (e->aliases.count > p->cache_users && !p->aliases.len) {
         jd_map_free(&e->aliases, free);
         jd_map_init(&e->aliases);
     }
 }
 
-int jd_engine_checkpoint(jd_engine *e, uint64_t lsn, jd_error *err)
+int jd_engine_checkpoint_done(jd_engine *e, jd_ckpt *c, jd_error *err)
 {
     jd_persist *p = e->persist;
-    if (!p)
-        return 0;
-    uint64_t prev = p->lsn;
-    p->lsn = lsn;
-    if (jd_store_begin(p->store) || write_checkpoint(e) || jd_store_commit(p->store)) {
-        jd_store_abort(p->store);
-        p->lsn = prev;
-        snprintf(err->text, sizeof err->text, "%s", jd_store_error(p->store));
-        return -1; /* everything stays noted: the next checkpoint tries again */
+    p->inflight = NULL;
+    jd_buf_reset(&p->far_inflight); /* committed, or kept in the failed batch's rows */
+    p->far_inflight_min = INT64_MAX;
+    if (c->err[0]) {
+        snprintf(err->text, sizeof err->text, "%s", c->err);
+        c->err[0] = '\0';
+        p->failed = c; /* nothing is lost: it is written first next time */
+        /* its far timers must stay visible: put them back among the uncommitted */
+        const unsigned char *k;
+        const char *v;
+        uint32_t n;
+        for (size_t off = 0; (off = row_next(&c->tm_ins, off, &k, &v, &n));)
+            if (key_due(k) >= p->horizon) {
+                row_put(&p->far, k, v, n);
+                if (key_due(k) < p->far_min)
+                    p->far_min = key_due(k);
+            }
+        return -1;
     }
-    for (size_t i = 0; i < p->ndirty; i++)
-        p->dirty[i]->dirty = 0;
-    p->ndirty = 0;
-    jd_buf_reset(&p->aliases);
-    jd_buf_reset(&p->tm_ins);
-    jd_buf_reset(&p->tm_del);
-    jd_buf_reset(&p->far);
-    p->far_min = INT64_MAX;
-    jd_buf_reset(&p->outbox);
-    jd_buf_reset(&p->results);
-    jd_buf_reset(&p->dd);
+    p->lsn = c->lsn;
+    ckpt_free(c);
     evict(e);
     return 0;
+}
+
+int jd_engine_checkpoint(jd_engine *e, uint64_t lsn, jd_error *err)
+{
+    if (!e->persist)
+        return 0;
+    jd_ckpt *c = jd_engine_checkpoint_take(e, lsn);
+    if (!c) {
+        snprintf(err->text, sizeof err->text, "a checkpoint is being written");
+        return -1;
+    }
+    jd_ckpt_write(c);
+    return jd_engine_checkpoint_done(e, c, err);
 }
 
 void jd_persist_free(jd_engine *e)
@@ -860,6 +1000,8 @@ void jd_persist_free(jd_engine *e)
     if (!p)
         return;
     jd_store_close(p->store);
+    ckpt_free(p->failed);
+    jd_buf_free(&p->far_inflight);
     free(p->dirty);
     jd_buf_free(&p->aliases);
     jd_buf_free(&p->tm_ins);

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <errno.h>
+#include <pthread.h>
 #include <sys/eventfd.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -40,37 +41,149 @@ struct jd_durable {
     struct event *checkpoint_ev; /* every checkpoint interval */
     int64_t checkpoint_ms;
     int checkpoint_failing; /* logged once until it works again */
+    /* the checkpoint writer: the store is written off the loop, one batch at a time */
+    pthread_t ck_thread;
+    int ck_started;
+    pthread_mutex_t ck_mu;
+    pthread_cond_t ck_cv;
+    jd_ckpt *ck_job;  /* handed to the writer */
+    jd_ckpt *ck_done; /* written (or failed), back to the loop */
+    int ck_busy;      /* a batch is taken and not yet handed back */
+    uint64_t ck_lsn;  /* the position the batch reflects */
+    int ck_stop;
+    int ck_efd;
+    struct event *ck_ev;
 };
 
-/* Writes the engine's state as of the last processed record into the store, then drops
- * the log segments the store now covers. */
-static void checkpoint(jd_server *s)
+static void *ck_writer(void *arg)
+{
+    jd_durable *d = arg;
+    pthread_mutex_lock(&d->ck_mu);
+    for (;;) {
+        while (!d->ck_job && !d->ck_stop)
+            pthread_cond_wait(&d->ck_cv, &d->ck_mu);
+        if (!d->ck_job)
+            break;
+        jd_ckpt *c = d->ck_job;
+        pthread_mutex_unlock(&d->ck_mu);
+        jd_ckpt_write(c);
+        pthread_mutex_lock(&d->ck_mu);
+        d->ck_job = NULL;
+        d->ck_done = c;
+        pthread_cond_broadcast(&d->ck_cv);
+        uint64_t one = 1;
+        ssize_t w = write(d->ck_efd, &one, sizeof one);
+        (void)w;
+    }
+    pthread_mutex_unlock(&d->ck_mu);
+    return NULL;
+}
+
+static void checkpoint_failed(jd_server *s, const char *why)
 {
     jd_durable *d = s->durable;
-    if (d->processed <= d->checkpointed && !d->force_checkpoint)
-        return;
-    jd_error err;
-    if (jd_engine_checkpoint(s->engine, d->processed, &err)) {
-        if (!d->checkpoint_failing) {
-            char extra[1200];
-            jd_buf b;
-            jd_buf_init(&b);
-            jd_buf_puts(&b, "\"error\":");
-            msgpack_object o = {.type = MSGPACK_OBJECT_STR, .via.str = {(uint32_t)strlen(err.text), err.text}};
-            jd_json_write(s->jw, &o, &b);
-            snprintf(extra, sizeof extra, "%s", jd_buf_cstr(&b));
-            jd_buf_free(&b);
-            jd_serve_log(s, "error", "store: checkpoint failed; the event log keeps everything until one works", extra);
-        }
-        d->checkpoint_failing = 1;
-        return;
+    if (!d->checkpoint_failing) {
+        jd_buf b;
+        jd_buf_init(&b);
+        jd_buf_puts(&b, "\"error\":");
+        jd_serve_json_string(s, &b, why);
+        jd_serve_log(s, "error", "store: checkpoint failed; the event log keeps everything until one works",
+                     jd_buf_cstr(&b));
+        jd_buf_free(&b);
     }
+    d->checkpoint_failing = 1;
+}
+
+static void checkpoint_ok(jd_server *s, uint64_t lsn)
+{
+    jd_durable *d = s->durable;
     if (d->checkpoint_failing)
         jd_serve_log(s, "info", "store: checkpoints work again", NULL);
     d->checkpoint_failing = 0;
-    d->force_checkpoint = 0;
-    d->checkpointed = d->processed;
+    d->checkpointed = lsn;
     jd_log_remove_before(d->log, d->checkpointed + 1);
+}
+
+/* A written batch back on the loop. */
+static void ck_finish(jd_server *s, jd_ckpt *c)
+{
+    jd_durable *d = s->durable;
+    jd_error err;
+    d->ck_busy = 0;
+    if (jd_engine_checkpoint_done(s->engine, c, &err))
+        checkpoint_failed(s, err.text);
+    else
+        checkpoint_ok(s, d->ck_lsn);
+}
+
+static void on_ck_done(evutil_socket_t fd, short what, void *arg)
+{
+    (void)what;
+    jd_server *s = arg;
+    jd_durable *d = s->durable;
+    uint64_t v;
+    ssize_t r = read(fd, &v, sizeof v);
+    (void)r;
+    pthread_mutex_lock(&d->ck_mu);
+    jd_ckpt *c = d->ck_done;
+    d->ck_done = NULL;
+    pthread_mutex_unlock(&d->ck_mu);
+    if (c)
+        ck_finish(s, c);
+}
+
+/* Waits for the batch in flight, if any, and takes it back. */
+static void ck_wait(jd_server *s)
+{
+    jd_durable *d = s->durable;
+    if (!d->ck_busy)
+        return;
+    pthread_mutex_lock(&d->ck_mu);
+    while (d->ck_job)
+        pthread_cond_wait(&d->ck_cv, &d->ck_mu);
+    jd_ckpt *c = d->ck_done;
+    d->ck_done = NULL;
+    pthread_mutex_unlock(&d->ck_mu);
+    if (c)
+        ck_finish(s, c);
+}
+
+/* Checkpoints now, in the loop's thread (start, reload, close). */
+static void checkpoint_now(jd_server *s)
+{
+    jd_durable *d = s->durable;
+    ck_wait(s);
+    if (d->processed <= d->checkpointed && !d->force_checkpoint)
+        return;
+    d->force_checkpoint = 0;
+    jd_error err;
+    if (jd_engine_checkpoint(s->engine, d->processed, &err))
+        checkpoint_failed(s, err.text);
+    else
+        checkpoint_ok(s, d->processed);
+}
+
+/* Every interval: what changed goes to the writer thread (the loop only encodes it);
+ * when it is in, the log segments the store covers are dropped. */
+static void checkpoint(jd_server *s)
+{
+    jd_durable *d = s->durable;
+    if (d->ck_busy || (d->processed <= d->checkpointed && !d->force_checkpoint))
+        return;
+    if (!d->ck_started) {
+        checkpoint_now(s);
+        return;
+    }
+    jd_ckpt *c = jd_engine_checkpoint_take(s->engine, d->processed);
+    if (!c)
+        return;
+    d->force_checkpoint = 0;
+    d->ck_busy = 1;
+    d->ck_lsn = d->processed;
+    pthread_mutex_lock(&d->ck_mu);
+    d->ck_job = c;
+    pthread_cond_signal(&d->ck_cv);
+    pthread_mutex_unlock(&d->ck_mu);
 }
 
 static void on_checkpoint(evutil_socket_t fd, short what, void *arg)
@@ -91,7 +204,7 @@ void jd_durable_checkpoint(jd_server *s)
     if (!s->durable)
         return;
     s->durable->force_checkpoint = 1;
-    checkpoint(s);
+    checkpoint_now(s);
 }
 
 static void process_durable(jd_server *s)
@@ -170,6 +283,7 @@ int jd_durable_open(jd_server *s, const char *data_dir, char *err, size_t errlen
     jd_durable *d = jd_xcalloc(1, sizeof *d);
     jd_buf_init(&d->data);
     d->efd = -1;
+    d->ck_efd = -1;
     s->durable = d;
     /* the store first: it says where in the log to start */
     char sdir[4096];
@@ -238,7 +352,17 @@ int jd_durable_open(jd_server *s, const char *data_dir, char *err, size_t errlen
     }
     d->ev = event_new(s->base, d->efd, EV_READ | EV_PERSIST, on_durable, s);
     event_add(d->ev, NULL);
-    checkpoint(s); /* what the replay rebuilt goes into the store */
+    checkpoint_now(s); /* what the replay rebuilt goes into the store */
+    pthread_mutex_init(&d->ck_mu, NULL);
+    pthread_cond_init(&d->ck_cv, NULL);
+    d->ck_efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (d->ck_efd < 0 || pthread_create(&d->ck_thread, NULL, ck_writer, d)) {
+        snprintf(err, errlen, "cannot start the checkpoint writer");
+        return -1;
+    }
+    d->ck_started = 1;
+    d->ck_ev = event_new(s->base, d->ck_efd, EV_READ | EV_PERSIST, on_ck_done, s);
+    event_add(d->ck_ev, NULL);
     d->checkpoint_ev = event_new(s->base, -1, EV_PERSIST, on_checkpoint, s);
     struct timeval tv = {(time_t)(d->checkpoint_ms / 1000), (suseconds_t)(d->checkpoint_ms % 1000) * 1000};
     event_add(d->checkpoint_ev, &tv);
@@ -313,12 +437,28 @@ void jd_durable_close(jd_server *s)
     jd_durable *d = s->durable;
     if (!d)
         return;
+    /* the batch in flight first (it drops log segments when it is in) */
+    if (d->ck_started) {
+        ck_wait(s);
+        pthread_mutex_lock(&d->ck_mu);
+        d->ck_stop = 1;
+        pthread_cond_signal(&d->ck_cv);
+        pthread_mutex_unlock(&d->ck_mu);
+        pthread_join(d->ck_thread, NULL);
+        pthread_mutex_destroy(&d->ck_mu);
+        pthread_cond_destroy(&d->ck_cv);
+        d->ck_started = 0;
+    }
     if (d->log) {
         jd_log_close(d->log); /* commits what is queued */
         d->log = NULL;
     }
     /* the state of every processed record goes into the store (the rest replays) */
-    if (d->processed > d->checkpointed || d->force_checkpoint) {
+    if (d->ck_ev)
+        event_free(d->ck_ev);
+    if (d->ck_efd >= 0)
+        close(d->ck_efd);
+    if (s->engine && (d->processed > d->checkpointed || d->force_checkpoint)) {
         jd_error err;
         if (jd_engine_checkpoint(s->engine, d->processed, &err))
             jd_serve_log(s, "error", "store: the last checkpoint failed; the event log replays at start", NULL);

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <pthread.h>
 #include <sys/stat.h>
 
 #include "buf.h"
@@ -15,8 +16,9 @@ static const char *const db_names[JD_DB_N] = {"meta", "users", "aliases", "timer
 struct jd_store {
     MDB_env *env;
     MDB_dbi dbi[JD_DB_N];
-    MDB_txn *wtxn; /* the open write transaction, or NULL */
-    MDB_txn *rtxn; /* a reset read transaction, renewed per read */
+    MDB_txn *wtxn;    /* the open write transaction, or NULL */
+    pthread_t wowner; /* the thread that opened it: only its reads see it */
+    MDB_txn *rtxn;    /* a reset read transaction, renewed per read */
     int rtxn_live;
     char path[4096];
     char err[256];
@@ -86,11 +88,12 @@ int jd_store_begin(jd_store *s)
 {
     if (s->wtxn)
         return 0;
-    int rc = mdb_txn_begin(s->env, NULL, 0, &s->wtxn);
-    if (rc) {
-        s->wtxn = NULL;
+    MDB_txn *t;
+    int rc = mdb_txn_begin(s->env, NULL, 0, &t);
+    if (rc)
         return fail(s, "begin", rc);
-    }
+    s->wowner = pthread_self();
+    __atomic_store_n(&s->wtxn, t, __ATOMIC_RELEASE); /* after wowner: a reader sees both */
     return 0;
 }
 
@@ -116,16 +119,18 @@ int jd_store_commit(jd_store *s)
 {
     if (!s->wtxn)
         return 0;
-    int rc = mdb_txn_commit(s->wtxn);
-    s->wtxn = NULL;
+    MDB_txn *t = s->wtxn;
+    __atomic_store_n(&s->wtxn, NULL, __ATOMIC_RELEASE);
+    int rc = mdb_txn_commit(t);
     return rc ? fail(s, "commit", rc) : 0;
 }
 
 void jd_store_abort(jd_store *s)
 {
-    if (s->wtxn)
-        mdb_txn_abort(s->wtxn);
-    s->wtxn = NULL;
+    MDB_txn *t = s->wtxn;
+    __atomic_store_n(&s->wtxn, NULL, __ATOMIC_RELEASE);
+    if (t)
+        mdb_txn_abort(t);
 }
 
 const char *jd_store_error(const jd_store *s)
@@ -133,11 +138,13 @@ const char *jd_store_error(const jd_store *s)
     return s->err;
 }
 
-/* The transaction a read runs in: the write one, else a fresh view of the last commit. */
+/* The transaction a read runs in: the write one in the thread writing, else a fresh view
+ * of the last commit (the processor reads while a checkpoint is written elsewhere). */
 static MDB_txn *read_txn(jd_store *s)
 {
-    if (s->wtxn)
-        return s->wtxn;
+    MDB_txn *w = __atomic_load_n(&s->wtxn, __ATOMIC_ACQUIRE);
+    if (w && pthread_equal(s->wowner, pthread_self()))
+        return w;
     if (s->rtxn_live) {
         mdb_txn_reset(s->rtxn);
         s->rtxn_live = 0;

@@ -1,7 +1,8 @@
 /* store: the embedded store — an LMDB environment in DATA_DIR/store with one named
  * database per kind of state (meta, users, aliases, timers, outbox, dedupe). The engine
  * writes a checkpoint into it in one write transaction; readers on the same thread see
- * the last committed checkpoint. Uses LMDB. Not thread-safe: one thread per store. */
+ * the last committed checkpoint. Uses LMDB. One thread writes (begin .. commit) while one
+ * other thread reads: a reader never sees the open write transaction of another thread. */
 #ifndef JD_STORE_H
 #define JD_STORE_H
 

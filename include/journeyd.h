@@ -94,6 +94,16 @@ uint64_t jd_engine_store_position(const jd_engine *e);
  * nothing is lost: the next checkpoint writes it. 0, or -1 with err. */
 int jd_engine_checkpoint(jd_engine *e, uint64_t lsn, jd_error *err);
 
+/* The same in three steps, so the store is written off the processor's thread: take
+ * what changed into a batch (processor thread; NULL while a batch is in flight), write
+ * it (any thread; 0 or -1), then hand it back (processor thread): on success the store
+ * reflects lsn and the batch is freed; on failure it is kept and written first next time
+ * (-1 with err). */
+typedef struct jd_ckpt jd_ckpt;
+jd_ckpt *jd_engine_checkpoint_take(jd_engine *e, uint64_t lsn);
+int jd_ckpt_write(jd_ckpt *c);
+int jd_engine_checkpoint_done(jd_engine *e, jd_ckpt *c, jd_error *err);
+
 /* What delivery made of an outbox row ("delivered", "retrying", "dead", "pending"),
  * written with the next checkpoint. */
 void jd_engine_outbox_result(jd_engine *e, const char *id, const char *status, uint32_t attempts, int64_t next,
