@@ -134,7 +134,8 @@ int jd_delivery_open(jd_server *s, char *err, size_t errlen)
         n = jd_outbox_list(st, pass ? "retrying" : "pending", &rows, &keep);
         for (long i = 0; i < n; i++) {
             const jd_outbox_row *r = (const jd_outbox_row *)rows.data + i;
-            submit(s, r->id, r->action, r->action_len, r->attempts, pass ? r->next : 0);
+            /* next: a retry's time, or a deferred action's deliver_at */
+            submit(s, r->id, r->action, r->action_len, r->attempts, r->next);
         }
         total += n > 0 ? n : 0;
     }
@@ -154,7 +155,7 @@ void jd_delivery_action(jd_server *s, const jd_action *a)
     const char *json = jd_action_json(a, &n);
     char id[33];
     snprintf(id, sizeof id, "%s", jd_action_id(a));
-    submit(s, id, json, n, 0, 0);
+    submit(s, id, json, n, 0, jd_action_deliver_at(a)); /* a send window may defer it */
 }
 
 void jd_delivery_reload(jd_server *s)
