@@ -96,6 +96,16 @@ static void webhook_id(const char *path, char out[64])
     assert_int_equal(strlen(out), 32);
 }
 
+/* A weekday that is not today (UTC), for a window that must defer. */
+static const char *tomorrow(void)
+{
+    static const char *const days[] = {"sun", "mon", "tue", "wed", "thu", "fri", "sat"};
+    time_t t = time(NULL);
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    return days[(tm.tm_wday + 1) % 7];
+}
+
 static int group_setup(void **state)
 {
     (void)state;
@@ -146,6 +156,10 @@ static int group_setup(void **state)
             "hook('restart', '/restart', { '3s' })\n"
             "j.channel 'guarded' { type = 'webhook', url = R .. '/guarded', secret = '" SECRET "' }\n"
             "j.channel 'team' { type = 'slack', url = R .. '/slack', allow_loopback = true }\n"
+            "j.channel 'office' { type = 'webhook', url = R .. '/office', allow_loopback = true,\n"
+            "                     window = { days = '%s', hours = '09-17', tz = 'UTC' } }\n"
+            "j.channel 'capped' { type = 'webhook', url = R .. '/capped', allow_loopback = true,\n"
+            "                     cap = { max = 1, per = '1h' } }\n"
             "j.channel 'mail' { type = 'smtp', url = 'smtp://127.0.0.1:%d', from = 'hi@acme.test',\n"
             "                   allow_loopback = true }\n"
             "j.on('Notify', function(ctx)\n"
@@ -155,7 +169,7 @@ static int group_setup(void **state)
             "  elseif ch == 'team' then ctx:send('team', { text = 'stalled: ' .. ctx.user.id })\n"
             "  else ctx:send(ch, { user = ctx.user.id }) end\n"
             "end)\n",
-            recv_p.port, smtp_p.port);
+            recv_p.port, tomorrow(), smtp_p.port);
     fclose(f);
     port = free_port();
     return spawn_daemon();
@@ -283,12 +297,45 @@ static void test_restart_mid_retry(void **state)
     assert_non_null(strstr(r.body, "journeyd_deliveries_total"));
 }
 
+/* On the daemon's real clock: a send outside its channel's window waits (its outbox row
+ * is pending with a later time, the trace says deferred); a send over the cap is dropped
+ * (the trace says suppressed). */
+static void test_window_and_cap(void **state)
+{
+    (void)state;
+    track("fay", "office", "d-8");
+    track("gus", "capped", "d-9");
+    track("gus", "capped", "d-10");
+    assert_int_equal(wait_lines(recv_p.out, 1, 5000, "\"path\": \"/capped\"", NULL), 1);
+    usleep(500000);
+    assert_int_equal(count_lines(recv_p.out, "\"path\": \"/office\"", NULL), 0);
+    assert_int_equal(count_lines(recv_p.out, "\"path\": \"/capped\"", NULL), 1);
+    resp r;
+    it_http(&r, port, "GET", "/v1/users/fay/trace", NULL, NULL, NULL, 0);
+    assert_int_equal(r.status, 200);
+    assert_non_null(strstr(r.body, "deferred"));
+    it_http(&r, port, "GET", "/v1/users/gus/trace", NULL, NULL, NULL, 0);
+    assert_non_null(strstr(r.body, "suppressed"));
+    char cmd[1400];
+    snprintf(cmd, sizeof cmd, "'%s' outbox '%s/data' --status pending | grep -c '\"user\":\"fay\"'", bin, dir);
+    int n = 0;
+    for (int i = 0; i < 20 && n != 1; i++) {
+        FILE *p = popen(cmd, "r");
+        if (fscanf(p, "%d", &n) != 1)
+            n = 0;
+        pclose(p);
+        if (n != 1)
+            usleep(100000);
+    }
+    assert_int_equal(n, 1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_webhook_slack_and_mail), cmocka_unit_test(test_retries_then_delivered),
         cmocka_unit_test(test_dead_letter_and_retry),  cmocka_unit_test(test_loopback_refused_without_option),
-        cmocka_unit_test(test_restart_mid_retry),
+        cmocka_unit_test(test_restart_mid_retry),      cmocka_unit_test(test_window_and_cap),
     };
     return cmocka_run_group_tests_name("delivery", tests, group_setup, group_teardown);
 }
