@@ -141,7 +141,7 @@ asan:
 # run.sh: the engine's own figures; table.sh: journeyd and its peers (Redis + Lua,
 # json-rules-engine, the floor) measured in the same run, as one table.
 bench: deps all
-	@sh tests/bench/run.sh $(BUILD) && sh tests/bench/table.sh $(BUILD)
+	@sh tests/bench/run.sh $(BUILD) && sh tests/bench/table.sh $(BUILD) && sh tests/bench/store.sh $(BUILD)
 
 # Each target for FUZZ_SECONDS; new inputs go to $(FUZZ_BUILD)/corpus/NAME (kept between
 # runs), crashes to $(FUZZ_BUILD)/artifacts/NAME/. The seeds in tests/fuzz/corpus/NAME are
