@@ -549,7 +549,7 @@ static void encode_state(const jd_engine *e, jd_buf *out)
     const jd_defs *d = e->defs;
     msgpack_packer pk;
     msgpack_packer_init(&pk, out, jd_buf_msgpack_write);
-    msgpack_pack_map(&pk, 9);
+    msgpack_pack_map(&pk, 10);
     jd_mp_pack_cstr(&pk, "lsn");
     msgpack_pack_uint64(&pk, p->lsn);
     jd_mp_pack_cstr(&pk, "now");
@@ -596,6 +596,14 @@ static void encode_state(const jd_engine *e, jd_buf *out)
         jd_mp_pack_cstr(&pk, d->channels[c].name);
         msgpack_pack_uint64(&pk, e->channel_actions[c]);
     }
+    /* journey analytics (jd_stats_save bytes), loaded by name like the counters above */
+    jd_buf an;
+    jd_buf_init(&an);
+    jd_stats_save(jd_engine_stats(e), &an);
+    jd_mp_pack_cstr(&pk, "analytics");
+    msgpack_pack_bin(&pk, an.len);
+    msgpack_pack_bin_body(&pk, an.data, an.len);
+    jd_buf_free(&an);
 }
 
 static void decode_state(jd_engine *e, const void *v, size_t vn)
@@ -657,6 +665,9 @@ static void decode_state(jd_engine *e, const void *v, size_t vn)
                 e->channel_actions[c->index] = obj_u64(&x->via.map.ptr[i].val);
         }
     }
+    if ((x = jd_mp_get(&o, "analytics", 9)) && x->type == MSGPACK_OBJECT_BIN &&
+        jd_stats_load(e->analytics, x->via.bin.ptr, x->via.bin.size))
+        jd_engine_log(e, "warn", "store: the saved journey analytics are unreadable; counting starts afresh");
 }
 
 typedef struct dd_ctx {

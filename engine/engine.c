@@ -135,6 +135,32 @@ static void free_counts(jd_journey_count *c, size_t n)
     free(c);
 }
 
+/* Analytics for a set of defs: every journey registered in defs order (a stats index is
+ * the journey index) with its alerts; nothing counted yet. */
+static void new_analytics(jd_engine *e)
+{
+    const jd_defs *d = e->defs;
+    e->analytics = jd_stats_new();
+    for (size_t i = 0; i < d->njourneys; i++) {
+        const jd_journey *j = &d->journeys[i];
+        const char **names = jd_xcalloc(j->nstages ? j->nstages : 1, sizeof *names);
+        for (size_t k = 0; k < j->nstages; k++)
+            names[k] = j->stages[k].name;
+        jd_stats_journey(e->analytics, j->name, j->nstages, names);
+        free(names);
+        jd_stats_set_alerts(e->analytics, (int)i, j->alerts, j->nalerts);
+    }
+    free(e->analytics_dirty);
+    e->analytics_dirty = jd_xcalloc(d->njourneys ? d->njourneys : 1, 1);
+    e->analytics_changed = 0;
+    e->alert_minute = INT64_MIN; /* evaluate every alert at the next check */
+}
+
+const jd_stats *jd_engine_stats(const jd_engine *e)
+{
+    return e->analytics;
+}
+
 jd_engine *jd_engine_new(const char *config_path, const jd_options *opts, jd_error *err)
 {
     jd_engine *e = jd_xcalloc(1, sizeof *e);
@@ -153,6 +179,8 @@ jd_engine *jd_engine_new(const char *config_path, const jd_options *opts, jd_err
     jd_map_init(&e->users);
     jd_map_init(&e->aliases);
     jd_map_init(&e->rule_errors);
+    jd_map_init(&e->alert_counts);
+    e->alert_user = jd_user_new("", 0);
     jd_dedupe_init(&e->dedupe, e->opts.dedupe_ttl_ms);
     jd_timers_init(&e->timers);
     msgpack_zone_init(&e->zone, 4096);
@@ -178,6 +206,7 @@ jd_engine *jd_engine_new(const char *config_path, const jd_options *opts, jd_err
     }
     e->channel_actions = jd_xcalloc(e->defs->nchannels + 1, sizeof *e->channel_actions);
     e->counts = new_counts(e->defs);
+    new_analytics(e);
     /* j.config { quarantine = { errors = 20, window = "1m" } }; errors = 0 turns it off */
     e->quarantine_errors = 20;
     e->quarantine_window_ms = 60000;
@@ -309,6 +338,14 @@ int jd_engine_reload(jd_engine *e, const char *config_path, jd_error *err)
     e->channel_actions = jd_xcalloc(e->defs->nchannels + 1, sizeof *e->channel_actions);
     e->counts = new_counts(e->defs);
     carry_over(e, old_defs, ocounts, ochan);
+    /* analytics by journey and stage name; "in stage now" from the recount above */
+    jd_stats *oan = e->analytics;
+    new_analytics(e);
+    jd_stats_carry(e->analytics, oan);
+    jd_stats_free(oan);
+    for (size_t i = 0; i < e->defs->njourneys; i++)
+        for (size_t s = 0; s < e->defs->journeys[i].nstages; s++)
+            jd_stats_set_now(e->analytics, (int)i, (int)s, e->counts[i].stages[s].now);
     jd_persist_all_changed(e); /* statuses may have changed; rows name journeys anyway */
     free_counts(ocounts, old_defs->njourneys);
     free(ochan);
@@ -330,6 +367,10 @@ void jd_engine_free(jd_engine *e)
         jd_defs_free(e->defs);
     }
     jd_script_free(e->script);
+    jd_stats_free(e->analytics);
+    free(e->analytics_dirty);
+    jd_map_free(&e->alert_counts, free);
+    jd_user_free(e->alert_user);
     free(e->channel_actions);
     jd_map_free(&e->channel_held, free);
     jd_tzcache_free(e->zones);
@@ -839,9 +880,129 @@ static void apply(jd_engine *e, const char *rule, const jd_journey *j, int stage
     }
 }
 
+/* ---------------------------------------------------------------- alerts */
+
+/* Turns an alert's state change into a log line, a metrics count and, when the alert has
+ * a channel, an action decided like a ctx:send's (the channel's send window and cap,
+ * outbox, dispatcher, signing, retries). Alert actions belong to no person: their user is
+ * e->alert_user, id "" (no traits: a window uses the default zone; a cap counts the
+ * channel's alerts, in memory). Its id comes from the journey, the alert's index, the edge and the clock minute and
+ * input sequence it happened at, so re-processing the log after a crash decides the same
+ * id. */
+static void emit_alert(jd_engine *e, const jd_alert_edge *ed, int64_t now)
+{
+    const jd_journey *j = &e->defs->journeys[ed->journey];
+    const char *stage = ed->spec.stage >= 0 ? j->stages[ed->spec.stage].name : "";
+    const char *edge = ed->firing ? "fired" : "recovered";
+    char text[512];
+    jd_alert_edge_text(e->analytics, ed, text, sizeof text);
+    jd_engine_log(e, ed->firing ? "warn" : "info", "alert %s: %s", edge, text);
+    jd_buf *k = &e->keybuf;
+    jd_buf_reset(k);
+    jd_buf_printf(k, "%s%c%s%c%s", j->name, 0, stage, 0, edge);
+    uint64_t *n = jd_map_get(&e->alert_counts, k->data, k->len);
+    if (!n) {
+        n = jd_xcalloc(1, sizeof *n);
+        jd_map_put(&e->alert_counts, k->data, k->len, n);
+    }
+    (*n)++;
+    const jd_channel *ch = jd_defs_channel(e->defs, ed->spec.channel_name, strlen(ed->spec.channel_name));
+    if (!ch)
+        return;
+    jd_buf payload;
+    jd_buf_init(&payload);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &payload, jd_buf_msgpack_write);
+    msgpack_pack_map(&pk, 9);
+    jd_mp_pack_cstr(&pk, "text");
+    jd_mp_pack_cstr(&pk, text);
+    jd_mp_pack_cstr(&pk, "alert");
+    jd_mp_pack_cstr(&pk, edge);
+    jd_mp_pack_cstr(&pk, "kind");
+    jd_mp_pack_cstr(&pk, ed->spec.kind == JD_ALERT_DROPOFF_ABOVE ? "dropoff_above" : "conversion_below");
+    jd_mp_pack_cstr(&pk, "journey");
+    jd_mp_pack_cstr(&pk, j->name);
+    jd_mp_pack_cstr(&pk, "stage");
+    if (ed->spec.stage >= 0)
+        jd_mp_pack_cstr(&pk, stage);
+    else
+        msgpack_pack_nil(&pk);
+    jd_mp_pack_cstr(&pk, "value");
+    msgpack_pack_double(&pk, ed->value);
+    jd_mp_pack_cstr(&pk, "threshold");
+    msgpack_pack_double(&pk, ed->spec.threshold);
+    jd_mp_pack_cstr(&pk, "window");
+    jd_mp_pack_cstr(&pk, jd_stats_window_name(ed->spec.window));
+    jd_mp_pack_cstr(&pk, "sample");
+    msgpack_pack_uint64(&pk, ed->sample);
+    char rule[300];
+    snprintf(rule, sizeof rule, "%s/alert#%d", j->name, ed->alert + 1);
+    jd_action a = {
+        .time = now,
+        .user = e->alert_user,
+        .journey = j,
+        .stage = ed->spec.stage,
+        .channel = ch,
+        .payload = payload.data,
+        .payload_len = payload.len,
+        .rule = rule,
+        .e = e,
+    };
+    jd_buf_reset(k);
+    jd_buf_printf(k, "alert%c%s%c%d%c%s%c%lld%c%llu", 0, j->name, 0, ed->alert, 0, edge, 0,
+                  (long long)(now / 60000 - (now % 60000 < 0)), 0, (unsigned long long)e->event_seq);
+    hex128(a.id, jd_hash(k->data, k->len, 0x1f83d9abfb41bd6bULL), jd_hash(k->data, k->len, 0x5be0cd19137e2179ULL));
+    /* checks run between inputs: the current person is free to borrow */
+    jd_user *person = e->user;
+    jd_send send = {.channel = (int)ch->index};
+    e->user = e->alert_user;
+    e->user_traits = NULL;
+    int held = hold(e, &send, &a);
+    e->user = person;
+    e->user_traits = NULL;
+    if (!held) {
+        if (e->persist)
+            jd_persist_action(e, &a);
+        e->stats[JD_STAT_ACTIONS]++;
+        e->channel_actions[ch->index]++;
+        if (e->on_action)
+            e->on_action(&a, e->on_action_ud);
+    }
+    jd_buf_free(&payload);
+}
+
+/* Checks alerts as counters change and as time passes: the journeys whose counters
+ * changed since the last check, and every journey once per minute of clock time (old
+ * buckets leaving a window change figures too). */
+static void check_alerts(jd_engine *e)
+{
+    int64_t now = jd_clock_now(&e->clock), minute = now / 60000 - (now % 60000 < 0);
+    int all = minute != e->alert_minute;
+    if (!all && !e->analytics_changed)
+        return;
+    jd_alert_edge edges[JD_MAX_ALERTS * 4];
+    for (size_t i = 0; i < e->defs->njourneys; i++) {
+        if (!e->defs->journeys[i].nalerts || (!all && !e->analytics_dirty[i]))
+            continue;
+        size_t n = jd_stats_check_alerts(e->analytics, (int)i, now, edges, sizeof edges / sizeof edges[0]);
+        for (size_t k = 0; k < n; k++)
+            emit_alert(e, &edges[k], now);
+    }
+    memset(e->analytics_dirty, 0, e->defs->njourneys);
+    e->analytics_changed = 0;
+    e->alert_minute = minute;
+}
+
 /* ---------------------------------------------------------------- stages */
 
 static void enter_stage(jd_engine *e, const jd_journey *j, jd_instance *inst, int s, int64_t at, int depth);
+
+/* The journey's analytics changed: its alerts are checked after this input. */
+static void analytics_touch(jd_engine *e, const jd_journey *j)
+{
+    e->analytics_dirty[j->index] = 1;
+    e->analytics_changed = 1;
+}
 
 static void leave(jd_engine *e, const jd_journey *j, jd_instance *inst, jd_inst_status status)
 {
@@ -851,17 +1012,22 @@ static void leave(jd_engine *e, const jd_journey *j, jd_instance *inst, jd_inst_
     jd_stage_count *sc = &jc->stages[inst->stage];
     sc->now--;
     jc->active--;
+    int64_t now = jd_clock_now(&e->clock);
     if (status == JD_INST_CONVERTED) {
         sc->converted++;
         jc->converted++;
+        jd_stats_converted(e->analytics, j->index, inst->stage, now, now - inst->stage_entered_at,
+                           now - inst->entered_at);
     } else {
         sc->exited++;
         jc->exited++;
+        jd_stats_exited(e->analytics, j->index, inst->stage, now, now - inst->stage_entered_at);
     }
+    analytics_touch(e, j);
     jd_engine_decide(e, status == JD_INST_CONVERTED ? JD_DEC_CONVERTED : JD_DEC_EXITED, j, inst->stage, "%.*s",
                      (int)e->ev->name.n, e->ev->name.p);
     inst->status = status;
-    inst->left_at = jd_clock_now(&e->clock);
+    inst->left_at = now;
     inst->touched = e->event_seq;
 }
 
@@ -879,10 +1045,16 @@ static void move(jd_engine *e, const jd_journey *j, jd_instance *inst, int targe
     }
     jd_stage_count *sc = &e->counts[j->index].stages[inst->stage];
     sc->now--;
-    if (timed_out)
+    /* time in the stage from the entry enter_stage is about to overwrite */
+    int64_t in_stage = at - inst->stage_entered_at, now = jd_clock_now(&e->clock);
+    if (timed_out) {
         sc->timed_out++;
-    else
+        jd_stats_timed_out(e->analytics, j->index, inst->stage, target, now, in_stage);
+    } else {
         sc->moved_on++;
+        jd_stats_moved(e->analytics, j->index, inst->stage, target, now, in_stage);
+    }
+    analytics_touch(e, j);
     e->stats[JD_STAT_TRANSITIONS]++;
     jd_engine_decide(e, JD_DEC_MOVED, j, target, "%s -> %s on %.*s", j->stages[inst->stage].name,
                      j->stages[target].name, (int)e->ev->name.n, e->ev->name.p);
@@ -993,6 +1165,10 @@ static void enter_journey(jd_engine *e, const jd_journey *j, const char *key, si
         go = e->fx.go;
         ex = e->fx.exit;
     }
+    /* counted where they actually start (an entry hook's ctx:go); enter_stage counts
+     * only the e->counts side, later moves count through move() */
+    jd_stats_entered(e->analytics, j->index, go >= 0 ? go : stage, jd_clock_now(&e->clock));
+    analytics_touch(e, j);
     enter_stage(e, j, inst, go >= 0 ? go : stage, at, 0);
     if (ex)
         leave(e, j, inst, JD_INST_EXITED);
@@ -1382,8 +1558,10 @@ void jd_engine_advance(jd_engine *e, int64_t t)
             jd_event_view(&root, &ev))
             continue;
         process_view(e, &ev);
+        check_alerts(e);
     }
     jd_clock_advance(&e->clock, t);
+    check_alerts(e);
     if (overdue_fired || overdue_skipped) {
         char when[40];
         jd_time_format(t, when);
@@ -1412,6 +1590,7 @@ static void process_input(jd_engine *e, const jd_event *ev)
     process_view(e, ev);
     if (e->clock.is_virtual)
         jd_engine_advance(e, jd_clock_now(&e->clock));
+    check_alerts(e);
 }
 
 int jd_engine_process(jd_engine *e, const void *record, size_t len, jd_error *err)

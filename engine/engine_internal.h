@@ -110,6 +110,15 @@ struct jd_engine {
     jd_dedupe dedupe;
     jd_timers timers;
     jd_journey_count *counts;
+    /* journey analytics (stats.c): windowed counters and alert states, journeys in defs
+     * order; `stats` below is the engine's own counters */
+    jd_stats *analytics;
+    unsigned char *analytics_dirty; /* per journey: counters changed since the last alert check */
+    int analytics_changed;          /* some analytics_dirty is set */
+    int64_t alert_minute;           /* clock minute of the last check of every alert */
+    /* alert edges for /metrics: "journey\0stage\0fired|recovered" -> malloc'd uint64_t */
+    jd_map alert_counts;
+    jd_user *alert_user;          /* whom alert actions belong to: id "", never stored */
     uint64_t *channel_actions;    /* per channel */
     jd_map channel_held;          /* channel name -> malloc'd uint64_t[2]: deferred, suppressed */
     jd_tzcache *zones;            /* send windows' time zones, loaded on first use */
@@ -205,6 +214,9 @@ typedef struct jd_rule_stat {
 /* Counts a Lua error of a rule (total and per rule) and quarantines it when it keeps
  * failing. */
 void jd_engine_count_error(jd_engine *e, const char *rule);
+
+/* The engine's analytics (windowed counters, quantiles, alert states). */
+const jd_stats *jd_engine_stats(const jd_engine *e);
 
 /* Records a decision in the current user's trace (when enabled). */
 void jd_engine_decide(jd_engine *e, int kind, const jd_journey *j, int stage, const char *fmt, ...)

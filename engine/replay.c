@@ -1,7 +1,8 @@
-/* replay: `journeyd replay -c CONFIG.lua EVENTS.jsonl [--until T] [--report FILE]`.
- * A deterministic dry run on a virtual clock: every decided action as a JSON line on
- * stdout, in time order; then the funnel on stderr (or --report). Nothing is
- * delivered. Uses the public engine API. */
+/* replay: `journeyd replay -c CONFIG.lua EVENTS.jsonl [--until T] [--report FILE]
+ * [--window W]`. A deterministic dry run on a virtual clock: every decided action as a
+ * JSON line on stdout, in time order; then the funnel on stderr (or --report), with the
+ * windowed figures of the journey analytics. Nothing is delivered. Uses the public
+ * engine API, and engine_internal and stats for the analytics. */
 #define _POSIX_C_SOURCE 200809L
 #include <getopt.h>
 #include <stdio.h>
@@ -10,6 +11,8 @@
 
 #include "../include/journeyd.h"
 #include "cli.h"
+#include "engine_internal.h"
+#include "stats.h"
 
 static void print_action(const jd_action *a, void *ud)
 {
@@ -43,26 +46,98 @@ static void line_id(char out[64], unsigned long n)
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: journeyd replay -c CONFIG.lua EVENTS.jsonl [--until ISO8601] [--report FILE]\n");
+    fprintf(f, "usage: journeyd replay -c CONFIG.lua EVENTS.jsonl [--until ISO8601] [--report FILE] "
+               "[--window 1h|24h|7d|all]\n");
+}
+
+/* A duration in ms, short: "850ms", "42.0s", "12.5m", "30.2h", "2.5d" (quantiles are
+ * within 2%: three figures say all there is). */
+static const char *ms_text(char t[32], double ms)
+{
+    if (ms < 1000)
+        snprintf(t, 32, "%.0fms", ms);
+    else if (ms < 60e3)
+        snprintf(t, 32, "%.1fs", ms / 1e3);
+    else if (ms < 3600e3)
+        snprintf(t, 32, "%.1fm", ms / 60e3);
+    else if (ms < 2 * 86400e3)
+        snprintf(t, 32, "%.1fh", ms / 3600e3);
+    else
+        snprintf(t, 32, "%.1fd", ms / 86400e3);
+    return t;
+}
+
+/* A ratio as a percentage, "-" when there is none (r < 0). */
+static const char *pct_text(char t[32], double r)
+{
+    if (r < 0)
+        snprintf(t, 32, "-");
+    else
+        snprintf(t, 32, "%.1f%%", r * 100);
+    return t;
+}
+
+/* The analytics over a window at the end of the replay: per journey its conversion and
+ * time to convert, per stage conversion from the previous stage, drop-off (timed out or
+ * exited, of those who left), conversion (moved on or converted, of those who left) and
+ * time in stage (median, p90) of the visits that ended in the window. */
+static void print_window(FILE *f, const jd_engine *e, jd_stats_window w)
+{
+    const jd_stats *s = jd_engine_stats(e);
+    int64_t now = jd_engine_now(e);
+    char t[40];
+    jd_time_format(now, t);
+    for (size_t i = 0; i < e->defs->njourneys; i++) {
+        const jd_journey *j = &e->defs->journeys[i];
+        jd_journey_figures jf;
+        jd_stats_query(s, (int)i, w, now, &jf);
+        char a[32], b[32], c[32];
+        fprintf(f, "journey %s over %s at %s: entered %llu, converted %llu (%s), exited %llu", j->name,
+                jd_stats_window_name(w), t, (unsigned long long)jf.entered, (unsigned long long)jf.converted,
+                pct_text(a, jf.conversion), (unsigned long long)jf.exited);
+        if (jf.to_convert.n)
+            fprintf(f, ", time to convert median %s, p90 %s", ms_text(a, jf.to_convert.median_ms),
+                    ms_text(b, jf.to_convert.p90_ms));
+        fprintf(f, "\n  %-24s %9s %9s %9s %9s %10s %9s %9s\n", "stage", "entered", "left", "from_prev", "dropoff",
+                "conversion", "median", "p90");
+        uint64_t prev = 0;
+        for (size_t k = 0; k < j->nstages; k++) {
+            jd_stage_figures sf;
+            jd_stats_query_stage(s, (int)i, (int)k, w, now, &sf);
+            fprintf(f, "  %-24s %9llu %9llu %9s %9s %10s", j->stages[k].name, (unsigned long long)sf.entered,
+                    (unsigned long long)sf.left, pct_text(a, k && prev ? (double)sf.entered / (double)prev : -1),
+                    pct_text(b, sf.dropoff), pct_text(c, sf.conversion));
+            if (sf.in_stage.n)
+                fprintf(f, " %9s %9s\n", ms_text(a, sf.in_stage.median_ms), ms_text(b, sf.in_stage.p90_ms));
+            else
+                fprintf(f, " %9s %9s\n", "-", "-");
+            prev = sf.entered;
+        }
+    }
 }
 
 int jd_cmd_replay(int argc, char **argv)
 {
     static const struct option opts[] = {
-        {"config", required_argument, 0, 'c'},
-        {"until", required_argument, 0, 'u'},
-        {"report", required_argument, 0, 'r'},
-        {"help", no_argument, 0, 'h'},
-        {0, 0, 0, 0},
+        {"config", required_argument, 0, 'c'}, {"until", required_argument, 0, 'u'},
+        {"report", required_argument, 0, 'r'}, {"window", required_argument, 0, 'w'},
+        {"help", no_argument, 0, 'h'},         {0, 0, 0, 0},
     };
     const char *config = NULL, *until = NULL, *report = NULL;
+    jd_stats_window window = JD_WIN_ALL;
     int c;
     optind = 1;
-    while ((c = getopt_long(argc, argv, "c:u:r:h", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "c:u:r:w:h", opts, NULL)) != -1) {
         switch (c) {
         case 'c': config = optarg; break;
         case 'u': until = optarg; break;
         case 'r': report = optarg; break;
+        case 'w':
+            if (jd_stats_window_parse(optarg, &window)) {
+                fprintf(stderr, "journeyd: --window: 1h, 24h, 7d or all, not '%s'\n", optarg);
+                return 2;
+            }
+            break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
@@ -133,6 +208,7 @@ int jd_cmd_replay(int argc, char **argv)
     char *funnel = jd_engine_funnel_text(e);
     fputs(funnel, rep);
     free(funnel);
+    print_window(rep, e, window);
     fprintf(rep,
             "replayed %lu lines: %llu events, %lu invalid, %llu duplicates, %llu unmatched; %llu actions, "
             "%llu timers fired, %llu timers dropped, %llu late events, %llu lua errors\n",

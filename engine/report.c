@@ -453,6 +453,17 @@ char *jd_engine_metrics(const jd_engine *e)
             jd_buf_printf(&b, "\"} %llu\n", (unsigned long long)e->counts[i].stages[s].now);
         }
     }
+    jd_buf_puts(&b, "# HELP journeyd_alerts_total Journey alerts that fired or recovered (stage \"\": the whole "
+                    "journey).\n# TYPE journeyd_alerts_total counter\n");
+    it = 0;
+    while (jd_map_next(&e->alert_counts, &it, &slot)) { /* key: journey NUL stage NUL edge */
+        const char *stage = slot->key + strlen(slot->key) + 1, *edge = stage + strlen(stage) + 1;
+        jd_buf_puts(&b, "journeyd_alerts_total{journey=\"");
+        label(&b, slot->key);
+        jd_buf_puts(&b, "\",stage=\"");
+        label(&b, stage);
+        jd_buf_printf(&b, "\",edge=\"%s\"} %llu\n", edge, (unsigned long long)*(const uint64_t *)slot->value);
+    }
     jd_buf_cstr(&b);
     return b.data;
 }

@@ -107,11 +107,12 @@ function Ctx:log(...) end
 ---@field [integer] journey.Trigger
 
 ---@class journey.Alert
----@field stage? string
----@field dropoff_above? number
----@field window? string
----@field min_sample? integer
----@field channel? string
+---@field stage? string the stage watched; without it (conversion_below only) the whole journey
+---@field dropoff_above? number fires when the stage's drop-off (0..1) goes above it
+---@field conversion_below? number fires when the conversion (0..1) goes below it
+---@field window? "1h"|"24h"|"7d"
+---@field min_sample? integer no state change while fewer people are in the figure (20)
+---@field channel string where the fired / recovered actions go
 
 ---@class journey.JourneySpec
 ---@field entry journey.Trigger

@@ -19,6 +19,8 @@
 #      activated: entered 1, now 0, converted 1; 50.0% of signed_up's entries
 #      dormant:   entered 0
 #      u1's trace: entered, action (welcome), moved, action (crm), converted = 5
+#   Every window (1h too) holds all of it; u1's visits of signed_up and activated give a
+#   time in stage; the drop-off alert (min_sample 50) has 1 person: it stays ok.
 set -u
 BUILD=${1:-build}
 B=$BUILD/journeyd
@@ -88,10 +90,10 @@ grep -q 'data-loaded="1"' "$T/dom.html" && ok "the page loaded the funnels" || b
 
 # expect ID VALUE: the element with that id shows exactly VALUE
 expect() {
-  if grep -q "id=\"$1\">$2<" "$T/dom.html"; then
+  if grep -q "id=\"$1\">$2<" "${DOM:-$T/dom.html}"; then
     ok "$1 = $2"
   else
-    bad "$1: want $2, page shows '$(grep -o "id=\"$1\">[^<]*" "$T/dom.html" | sed 's/.*>//')'"
+    bad "$1: want $2, page shows '$(grep -o "id=\"$1\">[^<]*" "${DOM:-$T/dom.html}" | sed 's/.*>//')'"
   fi
 }
 J=f-trial_onboarding
@@ -117,6 +119,22 @@ expect trace-count 5
 grep -q 'drop-off of signed_up above 60.0% over 24h' "$T/dom.html" && ok "the alert is listed" || bad "the alert is not listed"
 grep -q '>signed_up -&gt; activated on Project Created<' "$T/dom.html" && ok "the trace shows why u1 moved" ||
   bad "the trace lacks the move"
+expect $J-alert-0 ok
+curl -s "$URL/v1/journeys/trial_onboarding/funnel?window=1h" | grep -q '"source":"stats"' &&
+  ok "the funnel comes from the engine's windowed analytics" || bad "the funnel is not from the analytics"
+grep -q "id=\"$J-signed_up-time\">[^<–]" "$T/dom.html" && ok "time in stage shown for signed_up" ||
+  bad "no time in stage for signed_up"
+
+# the last hour holds the same numbers
+dump "$URL/#window=1h" "$T/dom1h.html"
+grep -q 'window 1h' "$T/dom1h.html" && ok "window 1h selected" || bad "window 1h not selected"
+DOM=$T/dom1h.html
+expect $J-entered 2
+expect $J-converted 1
+expect $J-signed_up-moved_on 1
+expect $J-signed_up-dropoff 0.0%
+expect $J-activated-from_previous 50.0%
+DOM=
 
 "$CHROME" --headless=new --no-sandbox --disable-gpu --user-data-dir="$T/chrome" --virtual-time-budget=4000 \
   --hide-scrollbars --window-size=1280,900 --screenshot="$BUILD/dashboard.png" "$URL/#user=u1" >/dev/null 2>&1
