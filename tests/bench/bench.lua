@@ -4,6 +4,10 @@
 local j = require "journey"
 local h = require "bench_hooks"
 
+-- `journeyd serve` rows measure ingest up to the decision and the outbox; deliveries are
+-- measured on their own (deliver_bench), so the daemon leaves actions pending here
+j.config { delivery = "off" }
+
 j.channel "email" { type = "webhook", url = "http://127.0.0.1:9/email" }
 j.channel "team"  { type = "slack",   url = "http://127.0.0.1:9/slack" }
 j.channel "crm"   { type = "webhook", url = "http://127.0.0.1:9/crm" }
