@@ -726,6 +726,8 @@ int jd_engine_open_store(jd_engine *e, const char *dir, const jd_store_opts *so,
     jd_buf_init(&p->rows);
     msgpack_zone_init(&p->zone, 4096);
     e->persist = p;
+    if (so && so->dedupe_ttl_ms > 0)
+        e->dedupe.ttl_ms = so->dedupe_ttl_ms;
     const void *v;
     size_t vn;
     if (jd_store_get(st, JD_DB_META, "state", 5, &v, &vn) == 0) {

@@ -294,6 +294,13 @@ int jd_durable_open(jd_server *s, const char *data_dir, char *err, size_t errlen
         snprintf(err, errlen, "j.config timer_window: a duration like \"15m\", got '%s'", tw);
         return -1;
     }
+    const char *dw = getenv("JOURNEYD_DEDUPE_WINDOW");
+    if (!dw || !*dw)
+        dw = jd_engine_config(s->engine, "dedupe_window");
+    if (dw && (jd_parse_duration(dw, &so.dedupe_ttl_ms) || so.dedupe_ttl_ms <= 0)) {
+        snprintf(err, errlen, "dedupe_window: a duration like \"24h\", got '%s'", dw);
+        return -1;
+    }
     d->checkpoint_ms = 1000;
     const char *ci = jd_engine_config(s->engine, "checkpoint_interval");
     if (ci && (jd_parse_duration(ci, &d->checkpoint_ms) || d->checkpoint_ms <= 0)) {

@@ -78,9 +78,10 @@ int64_t jd_engine_next_due(const jd_engine *e);
 /* The embedded store (LMDB in dir): the engine's state is checkpointed there and read
  * back on first use; only the near window of timers is held in memory. */
 typedef struct jd_store_opts {
-    size_t map_bytes;   /* the most the store may grow to (0: 64 GiB, sparse) */
-    int64_t window_ms;  /* timers due within this are held in memory (0: 15 minutes) */
-    size_t cache_users; /* people kept in memory after a checkpoint (0: 100,000) */
+    size_t map_bytes;      /* the most the store may grow to (0: 64 GiB, sparse) */
+    int64_t window_ms;     /* timers due within this are held in memory (0: 15 minutes) */
+    size_t cache_users;    /* people kept in memory after a checkpoint (0: 100,000) */
+    int64_t dedupe_ttl_ms; /* messageIds are remembered this long (0: as in jd_options) */
 } jd_store_opts;
 
 /* Opens the store and loads what it holds: the checkpointed state, the messageIds
