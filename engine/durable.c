@@ -116,15 +116,13 @@ static void ck_finish(jd_server *s, jd_ckpt *c)
         checkpoint_ok(s, d->ck_lsn);
 }
 
-static void on_ck_done(evutil_socket_t fd, short what, void *arg)
+/* Takes a written batch back (waiting for the writer first when asked). */
+static void ck_collect(jd_server *s, int wait)
 {
-    (void)what;
-    jd_server *s = arg;
     jd_durable *d = s->durable;
-    uint64_t v;
-    ssize_t r = read(fd, &v, sizeof v);
-    (void)r;
     pthread_mutex_lock(&d->ck_mu);
+    while (wait && d->ck_job)
+        pthread_cond_wait(&d->ck_cv, &d->ck_mu);
     jd_ckpt *c = d->ck_done;
     d->ck_done = NULL;
     pthread_mutex_unlock(&d->ck_mu);
@@ -132,20 +130,20 @@ static void on_ck_done(evutil_socket_t fd, short what, void *arg)
         ck_finish(s, c);
 }
 
+static void on_ck_done(evutil_socket_t fd, short what, void *arg)
+{
+    (void)what;
+    uint64_t v;
+    ssize_t r = read(fd, &v, sizeof v);
+    (void)r;
+    ck_collect(arg, 0);
+}
+
 /* Waits for the batch in flight, if any, and takes it back. */
 static void ck_wait(jd_server *s)
 {
-    jd_durable *d = s->durable;
-    if (!d->ck_busy)
-        return;
-    pthread_mutex_lock(&d->ck_mu);
-    while (d->ck_job)
-        pthread_cond_wait(&d->ck_cv, &d->ck_mu);
-    jd_ckpt *c = d->ck_done;
-    d->ck_done = NULL;
-    pthread_mutex_unlock(&d->ck_mu);
-    if (c)
-        ck_finish(s, c);
+    if (s->durable->ck_busy)
+        ck_collect(s, 1);
 }
 
 /* Checkpoints now, in the loop's thread (start, reload, close). */
