@@ -141,6 +141,7 @@ static void new_analytics(jd_engine *e)
 {
     const jd_defs *d = e->defs;
     e->analytics = jd_stats_new();
+    e->alert_journeys = 0;
     for (size_t i = 0; i < d->njourneys; i++) {
         const jd_journey *j = &d->journeys[i];
         const char **names = jd_xcalloc(j->nstages ? j->nstages : 1, sizeof *names);
@@ -149,6 +150,7 @@ static void new_analytics(jd_engine *e)
         jd_stats_journey(e->analytics, j->name, j->nstages, names);
         free(names);
         jd_stats_set_alerts(e->analytics, (int)i, j->alerts, j->nalerts);
+        e->alert_journeys += j->nalerts > 0;
     }
     free(e->analytics_dirty);
     e->analytics_dirty = jd_xcalloc(d->njourneys ? d->njourneys : 1, 1);
@@ -976,6 +978,8 @@ static void emit_alert(jd_engine *e, const jd_alert_edge *ed, int64_t now)
  * buckets leaving a window change figures too). */
 static void check_alerts(jd_engine *e)
 {
+    if (!e->alert_journeys)
+        return;
     int64_t now = jd_clock_now(&e->clock), minute = now / 60000 - (now % 60000 < 0);
     int all = minute != e->alert_minute;
     if (!all && !e->analytics_changed)

@@ -116,6 +116,7 @@ struct jd_engine {
     unsigned char *analytics_dirty; /* per journey: counters changed since the last alert check */
     int analytics_changed;          /* some analytics_dirty is set */
     int64_t alert_minute;           /* clock minute of the last check of every alert */
+    size_t alert_journeys;          /* journeys with alerts (0: nothing to check) */
     /* alert edges for /metrics: "journey\0stage\0fired|recovered" -> malloc'd uint64_t */
     jd_map alert_counts;
     jd_user *alert_user;          /* whom alert actions belong to: id "", never stored */

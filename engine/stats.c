@@ -257,10 +257,15 @@ static void node_window(const node *nd, jd_stats_window w, int64_t now, uint64_t
     const cell *ring = hourly ? nd->hour : nd->min;
     size_t nslots = hourly ? HOUR_SLOTS : MIN_SLOTS;
     memset(out, 0, NC * sizeof *out);
-    for (size_t i = 0; i < nslots; i++)
-        if (ring[i].period >= lo && ring[i].period <= hi)
+    /* only the window's periods: 24 cells for 24h, not the whole ring (alerts ask this
+     * after every transition) */
+    for (int64_t p = lo; p <= hi; p++) {
+        int64_t m = p % (int64_t)nslots;
+        const cell *c = &ring[m < 0 ? m + (int64_t)nslots : m];
+        if (c->period == p)
             for (int k = 0; k < NC; k++)
-                out[k] += ring[i].c[k];
+                out[k] += c->c[k];
+    }
     if (!bins)
         return;
     const qset *q = hourly ? &nd->qhour : &nd->qmin;
