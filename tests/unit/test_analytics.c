@@ -318,37 +318,13 @@ static void test_reload_keeps_analytics(void **state)
 
 /* ---------------------------------------------------------------- store */
 
-static char dir[] = "/tmp/jd-analytics-test-XXXXXX";
-
-static int setup(void **state)
-{
-    (void)state;
-    return mkdtemp(dir) ? 0 : -1;
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    char cmd[256];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    return system(cmd) ? -1 : 0;
-}
-
 static void open_store(tu_run *r, const char *lua, const char *path)
 {
     jd_options o = {.virtual_clock = 1, .dedupe_ttl_ms = 86400000};
     jd_error err;
     if (!tu_load_opts(r, lua, &o, &err))
         fail_msg("load: %s", err.text);
-    if (jd_engine_open_store(r->e, path, NULL, &err))
-        fail_msg("store: %s", err.text);
-}
-
-static void checkpoint(tu_run *r, uint64_t lsn)
-{
-    jd_error err;
-    if (jd_engine_checkpoint(r->e, lsn, &err))
-        fail_msg("checkpoint: %s", err.text);
+    tu_open_store(r, path, NULL);
 }
 
 static void sev(tu_run *r, const char *user, const char *event, const char *hhmm, const char *id)
@@ -362,8 +338,7 @@ static void sev(tu_run *r, const char *user, const char *event, const char *hhmm
 static void test_store_round_trip(void **state)
 {
     (void)state;
-    char path[512];
-    snprintf(path, sizeof path, "%s/flow", dir);
+    const char *path = "flow";
     tu_run a;
     open_store(&a, FLOW, path);
     sev(&a, "u1", "Start", "00:00", "m1");
@@ -371,7 +346,7 @@ static void test_store_round_trip(void **state)
     sev(&a, "u1", "Next", "00:10", "m3");
     sev(&a, "u1", "Paid", "00:30", "m4");
     sev(&a, "u2", "Quit", "00:40", "m5");
-    checkpoint(&a, 5);
+    tu_checkpoint(&a, 5);
     char *w1 = jd_engine_funnel_json(a.e, "jr", 2, "1h"), *all1 = jd_engine_funnel_json(a.e, "jr", 2, "all");
     tu_free(&a);
 
@@ -393,15 +368,14 @@ static void test_store_round_trip(void **state)
 static void test_alert_after_crash(void **state)
 {
     (void)state;
-    char path[512];
-    snprintf(path, sizeof path, "%s/alert", dir);
+    const char *path = "alert";
     static const char *const users[] = {"u1", "u2", "u3", "u4"};
     static const char *const starts[] = {"s1", "s2", "s3", "s4"}, *const quits[] = {"q1", "q2", "q3", "q4"};
     tu_run a;
     open_store(&a, ALERT, path);
     for (int i = 0; i < 4; i++)
         sev(&a, users[i], "Start", "00:00", starts[i]);
-    checkpoint(&a, 4);
+    tu_checkpoint(&a, 4);
     for (int i = 0; i < 4; i++)
         sev(&a, users[i], "Quit", "00:01", quits[i]);
     EXPECT_NACTIONS(&a, 1);
@@ -415,7 +389,7 @@ static void test_alert_after_crash(void **state)
     EXPECT_NACTIONS(&b, 1);
     assert_string_equal(first, b.actions[0]);
     free(first);
-    checkpoint(&b, 8);
+    tu_checkpoint(&b, 8);
     tu_free(&b);
 
     tu_run c;
@@ -440,5 +414,5 @@ int main(void)
         cmocka_unit_test(test_store_round_trip),
         cmocka_unit_test(test_alert_after_crash),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, tu_group_setup, tu_group_teardown);
 }

@@ -25,28 +25,6 @@ static const char *const LUA =
         "}\n"
         "j.on(\"Pricing Viewed\", function(ctx) ctx:score(5) end)\n";
 
-static char dir[] = "/tmp/jd-store-test-XXXXXX";
-
-static int setup(void **state)
-{
-    (void)state;
-    return mkdtemp(dir) ? 0 : -1;
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    char cmd[256];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    return system(cmd) ? -1 : 0;
-}
-
-/* A fresh store directory per test. */
-static void fresh(char *out, size_t n, const char *name)
-{
-    snprintf(out, n, "%s/%s", dir, name);
-}
-
 static void open_with_store(tu_run *r, const char *path, int64_t window_ms)
 {
     jd_options o = {.virtual_clock = 1, .dedupe_ttl_ms = 86400000, .decisions_per_user = 20};
@@ -54,15 +32,7 @@ static void open_with_store(tu_run *r, const char *path, int64_t window_ms)
     if (!tu_load_opts(r, LUA, &o, &err))
         fail_msg("load: %s", err.text);
     jd_store_opts so = {.window_ms = window_ms};
-    if (jd_engine_open_store(r->e, path, &so, &err))
-        fail_msg("store: %s", err.text);
-}
-
-static void checkpoint(tu_run *r, uint64_t lsn)
-{
-    jd_error err;
-    if (jd_engine_checkpoint(r->e, lsn, &err))
-        fail_msg("checkpoint: %s", err.text);
+    tu_open_store(r, path, &so);
 }
 
 static void ev(tu_run *r, const char *user, const char *event, const char *t, const char *id)
@@ -72,9 +42,10 @@ static void ev(tu_run *r, const char *user, const char *event, const char *t, co
 }
 
 /* The outbox rows (JSON action text) of a store, in decision order. */
-static long outbox(const char *path, char ids[][33], long max)
+static long outbox(const char *name, char ids[][33], long max)
 {
-    char err[256];
+    char err[256], path[256];
+    snprintf(path, sizeof path, "%s/%s", tu_dir, name);
     jd_store *st = jd_store_open(path, 0, 1, err, sizeof err);
     if (!st)
         fail_msg("%s", err);
@@ -101,8 +72,7 @@ static void action_id(const char *json, char out[33])
 static void test_state_comes_back(void **state)
 {
     (void)state;
-    char path[512];
-    fresh(path, sizeof path, "back");
+    const char *path = "back";
     tu_run a;
     open_with_store(&a, path, 0);
     tu_event(&a, "{\"type\":\"identify\",\"userId\":\"u1\",\"traits\":{\"plan\":\"pro\"},\"messageId\":\"i1\","
@@ -111,7 +81,7 @@ static void test_state_comes_back(void **state)
     ev(&a, "u1", "Pricing Viewed", "2026-03-01T10:01:00Z", "e2");
     ev(&a, "u2", "Signed Up", "2026-03-01T10:02:00Z", "e3");
     ev(&a, "u2", "Project Created", "2026-03-01T10:03:00Z", "e4");
-    checkpoint(&a, 5);
+    tu_checkpoint(&a, 5);
     EXPECT_NACTIONS(&a, 2);
     tu_free(&a);
 
@@ -140,7 +110,7 @@ static void test_state_comes_back(void **state)
     tu_advance(&b, "2026-03-01T13:00:00Z");
     EXPECT_NACTIONS(&b, 1);
     EXPECT_COUNT(&b, 1, "\"user\":\"u1\"", "nudge");
-    checkpoint(&b, 6);
+    tu_checkpoint(&b, 6);
     tu_free(&b);
 
     tu_run c;
@@ -158,8 +128,7 @@ static void test_state_comes_back(void **state)
 static void test_reprocessing_keeps_ids(void **state)
 {
     (void)state;
-    char path[512];
-    fresh(path, sizeof path, "crash");
+    const char *path = "crash";
     static const char *const users[] = {"a", "b", "c", "d", "e", "f"};
     tu_run a;
     open_with_store(&a, path, 0);
@@ -169,7 +138,7 @@ static void test_reprocessing_keeps_ids(void **state)
         snprintf(id, sizeof id, "m%d", i);
         ev(&a, users[i], "Signed Up", t, id);
         if (i == 2)
-            checkpoint(&a, 3);
+            tu_checkpoint(&a, 3);
     }
     tu_advance(&a, "2026-03-01T13:00:00Z"); /* the nudges too, not checkpointed */
     assert_int_equal(a.nactions, 12);
@@ -197,7 +166,7 @@ static void test_reprocessing_keeps_ids(void **state)
         if (!found)
             fail_msg("re-processing decided a new id: %s", b.actions[i]);
     }
-    checkpoint(&b, 6);
+    tu_checkpoint(&b, 6);
     tu_free(&b);
     char ids[32][33];
     long n = outbox(path, ids, 32);
@@ -212,8 +181,7 @@ static void test_reprocessing_keeps_ids(void **state)
 static void test_near_window(void **state)
 {
     (void)state;
-    char path[512];
-    fresh(path, sizeof path, "window");
+    const char *path = "window";
     tu_run a;
     open_with_store(&a, path, 60000); /* a one-minute window */
     ev(&a, "w1", "Signed Up", "2026-03-01T10:00:00Z", "w1");
@@ -222,7 +190,7 @@ static void test_near_window(void **state)
     int64_t due;
     assert_int_equal(jd_parse_time("2026-03-01T12:00:00Z", &due), 0);
     assert_int_equal(jd_engine_next_due(a.e), due);
-    checkpoint(&a, 2);
+    tu_checkpoint(&a, 2);
     tu_free(&a);
 
     tu_run b;
@@ -242,17 +210,17 @@ static void test_near_window(void **state)
 static void test_outbox_update(void **state)
 {
     (void)state;
-    char path[512];
-    fresh(path, sizeof path, "update");
+    const char *path = "update";
     tu_run a;
     open_with_store(&a, path, 0);
     ev(&a, "o1", "Signed Up", "2026-03-01T10:00:00Z", "o1");
-    checkpoint(&a, 1);
+    tu_checkpoint(&a, 1);
     char id[33];
     action_id(a.actions[0], id);
     tu_free(&a);
-    char err[256];
-    jd_store *st = jd_store_open(path, 0, 0, err, sizeof err);
+    char err[256], full[256];
+    snprintf(full, sizeof full, "%s/%s", tu_dir, path);
+    jd_store *st = jd_store_open(full, 0, 0, err, sizeof err);
     assert_non_null(st);
     assert_int_equal(jd_outbox_update(st, id, "delivered", 1, 0, NULL), 0);
     assert_int_equal(jd_outbox_update(st, "00000000000000000000000000000000", "dead", 1, 0, "x"), 1);
@@ -277,5 +245,5 @@ int main(void)
         cmocka_unit_test(test_near_window),
         cmocka_unit_test(test_outbox_update),
     };
-    return cmocka_run_group_tests_name("store", tests, setup, teardown);
+    return cmocka_run_group_tests_name("store", tests, tu_group_setup, tu_group_teardown);
 }

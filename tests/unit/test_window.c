@@ -485,44 +485,23 @@ static void test_load_errors(void **state)
 
 /* ---------------------------------------------------------------- the store */
 
-static char dir[] = "/tmp/jd-window-test-XXXXXX";
-
-static int setup(void **state)
-{
-    (void)state;
-    return mkdtemp(dir) ? 0 : -1;
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    char cmd[256];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    return system(cmd) ? -1 : 0;
-}
-
 static void open_store(tu_run *r, const char *path)
 {
     load(r, SCRIPT);
-    jd_store_opts so = {0};
-    jd_error err;
-    if (jd_engine_open_store(r->e, path, &so, &err))
-        fail_msg("store: %s", err.text);
+    tu_open_store(r, path, NULL);
 }
 
 static void test_state_survives_the_store(void **state)
 {
     (void)state;
-    char path[512];
-    snprintf(path, sizeof path, "%s/caps", dir);
+    const char *path = "caps";
     tu_run a;
     open_store(&a, path);
     ping(&a, "u1", "Ping", "2026-02-28T10:00:00Z", "m1"); /* deferred to Monday 08:00Z */
     ping(&a, "u1", "Ping", "2026-03-02T09:30:00Z", "m2");
     EXPECT_NACTIONS(&a, 2);
     char *deferred = id_of(a.actions[0]);
-    jd_error err;
-    assert_int_equal(jd_engine_checkpoint(a.e, 2, &err), 0);
+    tu_checkpoint(&a, 2);
     tu_free(&a);
 
     tu_run b;
@@ -538,8 +517,9 @@ static void test_state_survives_the_store(void **state)
     tu_free(&b);
 
     /* the outbox row of the deferred action waits until deliver_at */
-    char e2[256];
-    jd_store *st = jd_store_open(path, 0, 1, e2, sizeof e2);
+    char e2[256], full[256];
+    snprintf(full, sizeof full, "%s/%s", tu_dir, path);
+    jd_store *st = jd_store_open(full, 0, 1, e2, sizeof e2);
     assert_non_null(st);
     jd_buf rows, keep;
     jd_buf_init(&rows);
@@ -623,5 +603,5 @@ int main(void)
         cmocka_unit_test(test_history_is_bounded),
         cmocka_unit_test(test_cost),
     };
-    return cmocka_run_group_tests_name("window", tests, setup, teardown);
+    return cmocka_run_group_tests_name("window", tests, tu_group_setup, tu_group_teardown);
 }

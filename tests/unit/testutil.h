@@ -153,6 +153,44 @@ static inline void tu_dump(const tu_run *r)
         fprintf(stderr, "  log %zu: %s\n", i, r->logs[i]);
 }
 
+/* ---------------------------------------------------------------- the store */
+
+/* A temporary directory for a test group's stores: tu_group_setup / tu_group_teardown as
+ * cmocka's group setup and teardown. */
+static char tu_dir[64];
+
+static inline int tu_group_setup(void **state)
+{
+    (void)state;
+    snprintf(tu_dir, sizeof tu_dir, "/tmp/jd-test-%d-XXXXXX", (int)getpid());
+    return mkdtemp(tu_dir) ? 0 : -1;
+}
+
+static inline int tu_group_teardown(void **state)
+{
+    (void)state;
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tu_dir);
+    return system(cmd) ? -1 : 0;
+}
+
+/* Opens a store in tu_dir/name for r's engine, or fails the test. */
+static inline void tu_open_store(tu_run *r, const char *name, const jd_store_opts *so)
+{
+    char path[256];
+    snprintf(path, sizeof path, "%s/%s", tu_dir, name);
+    jd_error err;
+    if (jd_engine_open_store(r->e, path, so, &err))
+        fail_msg("store: %s", err.text);
+}
+
+static inline void tu_checkpoint(tu_run *r, uint64_t lsn)
+{
+    jd_error err;
+    if (jd_engine_checkpoint(r->e, lsn, &err))
+        fail_msg("checkpoint: %s", err.text);
+}
+
 /* ---------------------------------------------------------------- shared by the script tests */
 
 /* Two channels every test script declares (3 lines). */
