@@ -344,6 +344,21 @@ const char *jd_tz_name(const jd_tz *z)
     return z->name;
 }
 
+/* The transition at or before t: trans[i] <= t < trans[i + 1] (needs trans[0] <= t <
+ * trans[ntrans - 1]). */
+static size_t bracket(const jd_tz *z, int64_t t)
+{
+    size_t lo = 0, hi = z->ntrans - 1;
+    while (hi - lo > 1) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (z->trans[mid] <= t)
+            lo = mid;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
 int32_t jd_tz_offset(const jd_tz *z, int64_t t)
 {
     if (z->ntrans == 0 || t >= z->trans[z->ntrans - 1]) {
@@ -353,31 +368,15 @@ int32_t jd_tz_offset(const jd_tz *z, int64_t t)
     }
     if (t < z->trans[0])
         return z->off[0];
-    size_t lo = 0, hi = z->ntrans - 1; /* trans[lo] <= t < trans[hi] */
-    while (hi - lo > 1) {
-        size_t mid = lo + (hi - lo) / 2;
-        if (z->trans[mid] <= t)
-            lo = mid;
-        else
-            hi = mid;
-    }
-    return z->off[z->idx[lo]];
+    return z->off[z->idx[bracket(z, t)]];
 }
 
 int64_t jd_tz_next_change(const jd_tz *z, int64_t t)
 {
     if (z->ntrans && t < z->trans[z->ntrans - 1]) {
-        size_t lo = 0, hi = z->ntrans - 1; /* the first transition > t */
         if (z->trans[0] > t)
             return z->trans[0];
-        while (hi - lo > 1) {
-            size_t mid = lo + (hi - lo) / 2;
-            if (z->trans[mid] <= t)
-                lo = mid;
-            else
-                hi = mid;
-        }
-        return z->trans[hi];
+        return z->trans[bracket(z, t) + 1]; /* the first transition > t */
     }
     if (!z->has_dst)
         return INT64_MAX;
