@@ -140,7 +140,8 @@ long jd_outbox_list(jd_store *st, const char *status, jd_buf *rows, jd_buf *keep
         }
     }
     jd_buf_free(&offs);
-    qsort(rows->data, (size_t)n, sizeof(jd_outbox_row), by_seq);
+    if (n > 1) /* (an empty list has no buffer to sort) */
+        qsort(rows->data, (size_t)n, sizeof(jd_outbox_row), by_seq);
     return n;
 }
 
