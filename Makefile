@@ -119,11 +119,16 @@ deps:
 
 # The main job: the daemon with the trial-onboarding example on ./data (Ctrl-C stops it).
 RUN_LISTEN ?= 127.0.0.1:8080
+RUN_DELIVERY ?= off
 run: deps all
 	@echo "journeyd serve on http://$(RUN_LISTEN) with examples/trial-onboarding; send an event with:"
 	@echo "  curl -s http://$(RUN_LISTEN)/v1/track -d '{\"userId\":\"ada\",\"event\":\"Signed Up\",\"properties\":{\"plan\":\"trial\"}}'"
 	@echo "  curl -s http://$(RUN_LISTEN)/v1/users/ada"
-	$(BUILD)/journeyd serve -c examples/trial-onboarding/journeyd.lua --listen $(RUN_LISTEN) --data-dir ./data
+	@echo "  open http://$(RUN_LISTEN)/ (the dashboard); build/journeyd outbox ./data (the decided actions)"
+	@echo "delivery: $(RUN_DELIVERY) (the example's channels have no receiver; RUN_DELIVERY=on with ESP_URL, SLACK_URL,"
+	@echo "  CRM_WEBHOOK_URL pointing at yours delivers them)"
+	JOURNEYD_DELIVERY=$(RUN_DELIVERY) $(BUILD)/journeyd serve -c examples/trial-onboarding/journeyd.lua \
+	  --listen $(RUN_LISTEN) --data-dir ./data
 
 # A dry run of the same example on a virtual clock: its actions, then its funnel.
 demo: all
