@@ -313,7 +313,18 @@ int jd_durable_open(jd_server *s, const char *data_dir, char *err, size_t errlen
     uint64_t from = jd_engine_store_position(s->engine);
     d->processed = d->checkpointed = from;
     jd_log_info info;
-    d->log = jd_log_open(dir, NULL, &info, err, errlen);
+    jd_log_opts lo = {0};
+    const char *ss = jd_engine_config(s->engine, "log_segment_size"); /* bytes; tests use small ones */
+    if (ss) {
+        char *end;
+        unsigned long long v = strtoull(ss, &end, 10);
+        if (*end || v < 4096) {
+            snprintf(err, errlen, "j.config log_segment_size: a number of bytes (at least 4096), got '%s'", ss);
+            return -1;
+        }
+        lo.segment_bytes = (size_t)v;
+    }
+    d->log = jd_log_open(dir, &lo, &info, err, errlen);
     if (!d->log)
         return -1;
     if (info.last_lsn < from) {

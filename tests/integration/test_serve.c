@@ -814,6 +814,15 @@ static void test_crash_rounds(void **state)
             fail_msg("action id %s decided twice", ids[k]);
     assert_true(nids > acked_signups); /* welcome + nudge per sign-up, at least */
     check_outbox(signups, acked_signups);
+    /* some megabytes went through 64 KB segments; checkpoints removed the ones covered */
+    char cmd[1200];
+    snprintf(cmd, sizeof cmd, "ls '%s/data/log' | grep -c '\\.log$'", cfgdir);
+    FILE *p = popen(cmd, "r");
+    int segs = 0;
+    assert_int_equal(fscanf(p, "%d", &segs), 1);
+    pclose(p);
+    if (segs < 1 || segs > 4)
+        fail_msg("%d log segments left after checkpoints (want 1 to 4)", segs);
 }
 
 static void test_sigterm_exits_cleanly(void **state)

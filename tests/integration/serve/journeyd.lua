@@ -1,7 +1,8 @@
 -- Test config for the daemon's black-box tests (tests/integration/test_serve.c).
 local j = require "journey"
 
-j.config { listen = "127.0.0.1:0", write_keys = { "from-config" } }
+-- small log segments, so the crash test sees checkpoints remove them
+j.config { listen = "127.0.0.1:0", write_keys = { "from-config" }, log_segment_size = 65536 }
 j.channel "email" { type = "webhook", url = "http://127.0.0.1:9/never" }
 
 j.journey "onboarding" {
