@@ -142,7 +142,7 @@ static void encode_user(const jd_engine *e, const jd_user *u, jd_buf *out)
         ni++;
     msgpack_pack_array(&pk, ni);
     for (const jd_instance *in = u->instances; in; in = in->next) {
-        msgpack_pack_array(&pk, 11);
+        msgpack_pack_array(&pk, 12);
         jd_mp_pack_cstr(&pk, d->journeys[in->journey].name);
         jd_mp_pack_str(&pk, in->key, in->keylen);
         msgpack_pack_uint8(&pk, (uint8_t)in->status);
@@ -154,6 +154,7 @@ static void encode_user(const jd_engine *e, const jd_user *u, jd_buf *out)
         msgpack_pack_int64(&pk, in->left_at);
         msgpack_pack_uint32(&pk, in->entries);
         msgpack_pack_uint64(&pk, in->touched);
+        msgpack_pack_uint64(&pk, in->version); /* came later: rows without it decode as 0 */
     }
     int cap = e->opts.decisions_per_user;
     msgpack_pack_array(&pk, u->decisions ? u->ndecisions : 0);
@@ -175,6 +176,31 @@ static void encode_user(const jd_engine *e, const jd_user *u, jd_buf *out)
         msgpack_pack_uint64(&pk, u->sent[i].channel);
         msgpack_pack_int64(&pk, u->sent[i].time);
     }
+}
+
+/* One element of a row's instance array: [journey, key, status, stage, iid, gen,
+ * entered_at, stage_entered_at, left_at, entries, touched, version]; version came
+ * later (absent: 0). Returns -1 when it is not one. */
+static int stored_instance(const msgpack_object *r, jd_stored_instance *si)
+{
+    if (r->type != MSGPACK_OBJECT_ARRAY || r->via.array.size < 11)
+        return -1;
+    const msgpack_object *x = r->via.array.ptr;
+    memset(si, 0, sizeof *si);
+    if (obj_str(&x[0], &si->journey, &si->journeyn) || obj_str(&x[1], &si->key, &si->keylen))
+        return -1;
+    if (obj_str(&x[3], &si->stage, &si->stagen))
+        si->stage = NULL, si->stagen = 0;
+    si->status = (jd_inst_status)obj_u64(&x[2]);
+    si->iid = (uint32_t)obj_u64(&x[4]);
+    si->gen = (uint32_t)obj_u64(&x[5]);
+    si->entered_at = obj_i64(&x[6]);
+    si->stage_entered_at = obj_i64(&x[7]);
+    si->left_at = obj_i64(&x[8]);
+    si->entries = (uint32_t)obj_u64(&x[9]);
+    si->touched = obj_u64(&x[10]);
+    si->version = r->via.array.size > 11 ? obj_u64(&x[11]) : 0;
+    return 0;
 }
 
 static jd_user *decode_user(jd_engine *e, const char *id, size_t idn, const void *v, size_t vn)
@@ -202,20 +228,40 @@ static jd_user *decode_user(jd_engine *e, const char *id, size_t idn, const void
     }
     u->next_iid = (uint32_t)obj_u64(&f[3]);
     for (uint32_t i = 0; f[4].type == MSGPACK_OBJECT_ARRAY && i < f[4].via.array.size; i++) {
-        const msgpack_object *r = &f[4].via.array.ptr[i];
-        if (r->type != MSGPACK_OBJECT_ARRAY || r->via.array.size < 11)
+        jd_stored_instance si;
+        if (stored_instance(&f[4].via.array.ptr[i], &si))
             continue;
-        const msgpack_object *x = r->via.array.ptr;
-        const char *jn, *key, *sn = NULL;
-        size_t jl, kl, sl = 0;
-        if (obj_str(&x[0], &jn, &jl) || obj_str(&x[1], &key, &kl))
-            continue;
-        const jd_journey *j = jd_defs_journey(e->defs, jn, jl);
+        const char *sn = si.stage;
+        size_t sl = si.stagen;
+        const jd_journey *j = jd_defs_journey(e->defs, si.journey, si.journeyn);
         if (!j)
             continue; /* the journey is gone: forget the instance (as a reload does) */
-        jd_instance *in = jd_user_instance_add(u, j->index, key, kl);
-        in->status = (jd_inst_status)obj_u64(&x[2]);
-        int st = obj_str(&x[3], &sn, &sl) ? -1 : stage_index(j, sn, sl);
+        jd_instance *in = jd_user_instance_add(u, j->index, si.key, si.keylen);
+        in->status = si.status;
+        in->version = si.version;
+        in->gen = si.gen;
+        in->stage_entered_at = si.stage_entered_at;
+        in->left_at = si.left_at;
+        int st = sn ? stage_index(j, sn, sl) : -1;
+        if (in->status == JD_INST_ACTIVE && j->migrates && in->version && in->version != j->version && sn) {
+            /* stored under an earlier version of a journey that migrates (a reload
+             * happened while this person was not in memory): as carry_over does */
+            int to = jd_journey_migrate_stage(j, sn, sl);
+            in->version = j->version;
+            jd_persist_user_changed(e, u);
+            if (to == JD_MIGRATE_EXIT) {
+                in->status = JD_INST_EXITED;
+                in->left_at = jd_clock_now(&e->clock);
+                e->counts[j->index].exited++;
+                e->counts[j->index].active--;
+                st = j->entry_stage;
+            } else if (to >= 0 && to != st) {
+                in->gen++;
+                in->stage_entered_at = jd_clock_now(&e->clock);
+                in->migrated = 1; /* the engine schedules the new stage's timers */
+                st = to;
+            }
+        }
         if (st < 0) {
             if (in->status == JD_INST_ACTIVE) {
                 jd_engine_log(e, "warn", "store: stage '%.*s' of journey '%s' no longer exists; user %s leaves it",
@@ -228,13 +274,10 @@ static jd_user *decode_user(jd_engine *e, const char *id, size_t idn, const void
             st = j->entry_stage;
         }
         in->stage = st;
-        in->iid = (uint32_t)obj_u64(&x[4]);
-        in->gen = (uint32_t)obj_u64(&x[5]);
-        in->entered_at = obj_i64(&x[6]);
-        in->stage_entered_at = obj_i64(&x[7]);
-        in->left_at = obj_i64(&x[8]);
-        in->entries = (uint32_t)obj_u64(&x[9]);
-        in->touched = obj_u64(&x[10]);
+        in->iid = si.iid;
+        in->entered_at = si.entered_at;
+        in->entries = si.entries;
+        in->touched = si.touched;
     }
     for (uint32_t i = 0; f[5].type == MSGPACK_OBJECT_ARRAY && i < f[5].via.array.size; i++) {
         const msgpack_object *r = &f[5].via.array.ptr[i];
@@ -1041,4 +1084,45 @@ void jd_persist_all_changed(jd_engine *e)
 jd_store *jd_engine_store(const jd_engine *e)
 {
     return e->persist ? e->persist->store : NULL;
+}
+
+typedef struct scan_instances {
+    jd_stored_instance_fn fn;
+    void *ud;
+    msgpack_zone zone;
+} scan_instances;
+
+static int visit_user(const void *k, size_t kn, const void *v, size_t vn, void *ud)
+{
+    (void)k;
+    (void)kn;
+    scan_instances *sc = ud;
+    msgpack_zone_clear(&sc->zone);
+    msgpack_object o;
+    size_t off = 0;
+    if (msgpack_unpack(v, vn, &off, &sc->zone, &o) != MSGPACK_UNPACK_SUCCESS || o.type != MSGPACK_OBJECT_ARRAY ||
+        o.via.array.size < 6 || o.via.array.ptr[4].type != MSGPACK_OBJECT_ARRAY)
+        return 0;
+    const msgpack_object *list = &o.via.array.ptr[4];
+    for (uint32_t i = 0; i < list->via.array.size; i++) {
+        jd_stored_instance si;
+        if (stored_instance(&list->via.array.ptr[i], &si) == 0 && sc->fn(&si, sc->ud))
+            return 1;
+    }
+    return 0;
+}
+
+int jd_persist_scan_instances(const char *store_dir, jd_stored_instance_fn fn, void *ud, char *err, size_t errlen)
+{
+    jd_store *st = jd_store_open(store_dir, 0, 1, err, errlen);
+    if (!st)
+        return -1;
+    scan_instances sc = {.fn = fn, .ud = ud};
+    msgpack_zone_init(&sc.zone, 4096);
+    int rc = jd_store_scan(st, JD_DB_USERS, NULL, 0, visit_user, &sc) < 0 ? -1 : 0;
+    if (rc)
+        snprintf(err, errlen, "%s: cannot read the people in the store", store_dir);
+    msgpack_zone_destroy(&sc.zone);
+    jd_store_close(st);
+    return rc;
 }

@@ -132,6 +132,9 @@ void jd_defs_free(jd_defs *d)
         free(j->name);
         free(j->loc);
         free(j->key);
+        for (size_t m = 0; m < j->nmigrate; m++)
+            free(j->migrate[m].from);
+        free(j->migrate);
     }
     free(d->journeys);
     for (size_t i = 0; i < d->nchannels; i++) {
@@ -169,4 +172,15 @@ const jd_source *jd_defs_source(const jd_defs *d, const char *name)
         if (strcmp(d->sources[i].name, name) == 0)
             return &d->sources[i];
     return NULL;
+}
+
+int jd_journey_migrate_stage(const jd_journey *j, const char *old_stage, size_t n)
+{
+    for (size_t m = 0; m < j->nmigrate; m++)
+        if (strlen(j->migrate[m].from) == n && memcmp(j->migrate[m].from, old_stage, n) == 0)
+            return j->migrate[m].to;
+    for (size_t s = 0; s < j->nstages; s++)
+        if (strlen(j->stages[s].name) == n && memcmp(j->stages[s].name, old_stage, n) == 0)
+            return (int)s;
+    return j->migrate_other;
 }

@@ -54,6 +54,14 @@ typedef struct jd_stage {
     size_t nafter;
 } jd_stage;
 
+/* One `migrate` entry: people in stage `from` of an earlier version go to stage `to`. */
+typedef struct jd_migration {
+    char *from;
+    int to; /* stage index, or JD_MIGRATE_EXIT */
+} jd_migration;
+
+#define JD_MIGRATE_EXIT (-2) /* leave the journey, counted as exited */
+
 typedef enum jd_reentry { JD_REENTRY_NEVER, JD_REENTRY_ALWAYS, JD_REENTRY_COOLDOWN } jd_reentry;
 
 typedef struct jd_journey {
@@ -73,7 +81,12 @@ typedef struct jd_journey {
     size_t keylen;
     jd_stage *stages;
     size_t nstages;
-    uint64_t version; /* hash of the definition */
+    uint64_t version; /* hash of the definition: triggers, stages, hook bytecode */
+    /* `migrate`: when declared, a reload that changes the version moves active people */
+    int migrates;
+    jd_migration *migrate;
+    size_t nmigrate;
+    int migrate_other; /* `["*"]`: a stage index, JD_MIGRATE_EXIT, or -1 (none) */
     /* `alert` entries, evaluated by stats; inline so jd_defs_free has nothing to free */
     jd_alert_spec alerts[JD_MAX_ALERTS];
     size_t nalerts;
@@ -125,6 +138,10 @@ void jd_defs_build_index(jd_defs *d);
 void jd_defs_free(jd_defs *d);
 const jd_journey *jd_defs_journey(const jd_defs *d, const char *name, size_t n);
 const jd_channel *jd_defs_channel(const jd_defs *d, const char *name, size_t n);
+/* Where a person in stage `old_stage` of an earlier version of j goes under j's
+ * `migrate`: the table's entry, else the stage of the same name, else `["*"]`. Returns a
+ * stage index, JD_MIGRATE_EXIT, or -1 (no rule: the stage is gone). */
+int jd_journey_migrate_stage(const jd_journey *j, const char *old_stage, size_t n);
 const jd_source *jd_defs_source(const jd_defs *d, const char *name);
 
 #endif

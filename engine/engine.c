@@ -235,20 +235,33 @@ jd_engine *jd_engine_new(const char *config_path, const jd_options *opts, jd_err
     return e;
 }
 
+static void schedule_migrated(jd_engine *e, jd_user *u);
+
 /* Carries state from the old defs to the new by name: instances (removed journeys are
- * forgotten, removed stages make an active person leave), counters, timers. */
+ * forgotten, removed stages make an active person leave), counters, timers. A journey
+ * whose version changed and that declares `migrate` moves its active people to the
+ * stages the table names (or exits them); a person whose stage changed gets the new
+ * stage's timers, one whose stage kept its name keeps the pending ones. */
 static void carry_over(jd_engine *e, const jd_defs *od, jd_journey_count *ocounts, uint64_t *ochan)
 {
     const jd_defs *nd = e->defs;
     int *jmap = jd_xcalloc(od->njourneys ? od->njourneys : 1, sizeof *jmap);
     int **smap = jd_xcalloc(od->njourneys ? od->njourneys : 1, sizeof *smap);
+    unsigned char *migrating = jd_xcalloc(od->njourneys ? od->njourneys : 1, 1);
+    int64_t now = jd_clock_now(&e->clock);
+    int moved = 0;
     for (size_t i = 0; i < od->njourneys; i++) {
         const jd_journey *oj = &od->journeys[i];
         const jd_journey *nj = jd_defs_journey(nd, oj->name, strlen(oj->name));
         jmap[i] = nj ? nj->index : -1;
         smap[i] = jd_xcalloc(oj->nstages ? oj->nstages : 1, sizeof **smap);
+        migrating[i] = nj && nj->migrates && nj->version != oj->version;
         for (size_t s = 0; s < oj->nstages; s++) {
             smap[i][s] = -1;
+            if (migrating[i]) {
+                smap[i][s] = jd_journey_migrate_stage(nj, oj->stages[s].name, strlen(oj->stages[s].name));
+                continue;
+            }
             for (size_t k = 0; nj && k < nj->nstages; k++)
                 if (strcmp(nj->stages[k].name, oj->stages[s].name) == 0)
                     smap[i][s] = (int)k;
@@ -258,10 +271,10 @@ static void carry_over(jd_engine *e, const jd_defs *od, jd_journey_count *ocount
             e->counts[nj->index].converted = ocounts[i].converted;
             e->counts[nj->index].exited = ocounts[i].exited;
             for (size_t s = 0; s < oj->nstages; s++)
-                if (smap[i][s] >= 0) {
-                    jd_stage_count now = e->counts[nj->index].stages[smap[i][s]];
+                if (smap[i][s] >= 0 && strcmp(oj->stages[s].name, nj->stages[smap[i][s]].name) == 0) {
+                    jd_stage_count sc = e->counts[nj->index].stages[smap[i][s]];
                     e->counts[nj->index].stages[smap[i][s]] = ocounts[i].stages[s];
-                    e->counts[nj->index].stages[smap[i][s]].now = now.now;
+                    e->counts[nj->index].stages[smap[i][s]].now = sc.now;
                 }
         }
     }
@@ -288,6 +301,26 @@ static void carry_over(jd_engine *e, const jd_defs *od, jd_journey_count *ocount
                 continue;
             }
             int ns = smap[in->journey][in->stage];
+            const jd_journey *oj = &od->journeys[in->journey];
+            if (migrating[in->journey] && in->status == JD_INST_ACTIVE) {
+                in->version = nd->journeys[nj].version;
+                if (ns == JD_MIGRATE_EXIT) {
+                    jd_engine_log(e, "info", "reload: journey '%s' migrates stage '%s' to exit; user %s leaves",
+                                  oj->name, oj->stages[in->stage].name, u->id);
+                    in->status = JD_INST_EXITED;
+                    in->left_at = now;
+                    e->counts[nj].exited++;
+                    ns = 0;
+                } else if (ns >= 0 && strcmp(nd->journeys[nj].stages[ns].name, oj->stages[in->stage].name) != 0) {
+                    /* a new stage entry: the old stage's timers are dropped (gen), the new
+                     * stage's are scheduled below */
+                    in->gen++;
+                    in->stage_entered_at = now;
+                    in->migrated = 1;
+                    moved = 1;
+                    e->counts[nj].stages[ns].entered++;
+                }
+            }
             if (ns < 0) {
                 if (in->status == JD_INST_ACTIVE) {
                     jd_engine_log(e, "warn", "reload: stage '%s' of journey '%s' removed; user %s leaves the journey",
@@ -323,10 +356,14 @@ static void carry_over(jd_engine *e, const jd_defs *od, jd_journey_count *ocount
     }
     e->timers.next_seq = old.next_seq;
     jd_timers_free(&old);
+    it = 0;
+    while (moved && jd_map_next(&e->users, &it, &slot))
+        schedule_migrated(e, slot->value);
     for (size_t i = 0; i < od->njourneys; i++)
         free(smap[i]);
     free(smap);
     free(jmap);
+    free(migrating);
 }
 
 int jd_engine_reload(jd_engine *e, const char *config_path, jd_error *err)
@@ -1079,6 +1116,41 @@ static void follow(jd_engine *e, const jd_journey *j, jd_instance *inst, int go,
         leave(e, j, inst, JD_INST_EXITED);
 }
 
+/* The timers (j.after) of the stage inst is in, counted from at, for this stage entry. */
+static void schedule_afters(jd_engine *e, jd_user *u, const jd_journey *j, jd_instance *inst, int64_t at)
+{
+    const jd_stage *st = &j->stages[inst->stage];
+    for (size_t i = 0; i < st->nafter; i++) {
+        jd_timer tm = {
+            .due = at + st->after[i]->delay_ms,
+            .user = u,
+            .inst = inst,
+            .iid = inst->iid,
+            .gen = inst->gen,
+            .after = (uint16_t)i,
+            .journey = (uint16_t)j->index,
+            .seq = e->timers.next_seq++,
+        };
+        if (!e->persist || !jd_persist_timer_added(e, &tm)) {
+            jd_timers_insert(&e->timers, tm);
+            u->timers++;
+        }
+        e->stats[JD_STAT_TIMERS_SCHEDULED]++;
+    }
+}
+
+/* A person's instances that a `migrate` moved to another stage when they were loaded
+ * or reloaded: the new stage's timers, from the time of the move. */
+static void schedule_migrated(jd_engine *e, jd_user *u)
+{
+    for (jd_instance *in = u->instances; in; in = in->next)
+        if (in->migrated) {
+            in->migrated = 0;
+            if (in->status == JD_INST_ACTIVE)
+                schedule_afters(e, u, &e->defs->journeys[in->journey], in, in->stage_entered_at);
+        }
+}
+
 static void enter_stage(jd_engine *e, const jd_journey *j, jd_instance *inst, int s, int64_t at, int depth)
 {
     const jd_stage *st = &j->stages[s];
@@ -1089,23 +1161,7 @@ static void enter_stage(jd_engine *e, const jd_journey *j, jd_instance *inst, in
     jd_stage_count *sc = &e->counts[j->index].stages[s];
     sc->entered++;
     sc->now++;
-    for (size_t i = 0; i < st->nafter; i++) {
-        jd_timer tm = {
-            .due = at + st->after[i]->delay_ms,
-            .user = e->user,
-            .inst = inst,
-            .iid = inst->iid,
-            .gen = inst->gen,
-            .after = (uint16_t)i,
-            .journey = (uint16_t)j->index,
-            .seq = e->timers.next_seq++,
-        };
-        if (!e->persist || !jd_persist_timer_added(e, &tm)) {
-            jd_timers_insert(&e->timers, tm);
-            e->user->timers++;
-        }
-        e->stats[JD_STAT_TIMERS_SCHEDULED]++;
-    }
+    schedule_afters(e, e->user, j, inst, at);
     if (st->enter_ref == LUA_NOREF)
         return;
     char rule[512];
@@ -1156,6 +1212,7 @@ static void enter_journey(jd_engine *e, const jd_journey *j, const char *key, si
     inst->entries++;
     inst->entered_at = at;
     inst->touched = e->event_seq;
+    inst->version = j->version;
     jd_journey_count *jc = &e->counts[j->index];
     jc->entered++;
     jc->active++;
@@ -1270,8 +1327,10 @@ static void run_rule(jd_engine *e, const jd_trigger *t)
 static jd_user *find_user(jd_engine *e, const char *id, size_t n)
 {
     jd_user *u = jd_map_get(&e->users, id, n);
-    if (!u && e->persist && (u = jd_persist_load_user(e, id, n)))
+    if (!u && e->persist && (u = jd_persist_load_user(e, id, n))) {
         jd_map_put(&e->users, id, n, u);
+        schedule_migrated(e, u);
+    }
     return u;
 }
 

@@ -164,6 +164,20 @@ struct jd_engine {
     void *on_log_ud;
 };
 
+/* checkpoint.c: one journey instance of a stored person, as the store holds it (the
+ * strings point into the row: valid during the callback only). */
+typedef struct jd_stored_instance {
+    const char *journey, *key, *stage; /* stage NULL: none stored */
+    size_t journeyn, keylen, stagen;
+    jd_inst_status status;
+    uint32_t iid, gen, entries;
+    int64_t entered_at, stage_entered_at, left_at;
+    uint64_t touched, version;
+} jd_stored_instance;
+typedef int (*jd_stored_instance_fn)(const jd_stored_instance *si, void *ud); /* nonzero: stop */
+/* Every instance of every person in the store at store_dir, opened read-only. */
+int jd_persist_scan_instances(const char *store_dir, jd_stored_instance_fn fn, void *ud, char *err, size_t errlen);
+
 /* checkpoint.c: the engine's state in the store (all no-ops need e->persist) */
 struct jd_persist;
 jd_user *jd_persist_load_user(jd_engine *e, const char *id, size_t n);

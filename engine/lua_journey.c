@@ -337,7 +337,7 @@ static int find_stage(const jd_journey *j, const char *name)
     return -1;
 }
 
-static void resolve_target(lua_State *L, int tidx, jd_journey *j, jd_trigger *t)
+static void resolve_target(cstate *cs, lua_State *L, int tidx, jd_journey *j, jd_trigger *t)
 {
     if (t->action != JD_ACT_GO)
         return;
@@ -345,6 +345,7 @@ static void resolve_target(lua_State *L, int tidx, jd_journey *j, jd_trigger *t)
     field_cstr(L, tidx, "target", target, sizeof target);
     field_cstr(L, tidx, "go_loc", loc, sizeof loc);
     t->target = find_stage(j, target);
+    jd_buf_printf(&cs->desc, "[go %s]", target);
     if (t->target < 0) {
         jd_buf names;
         jd_buf_init(&names);
@@ -472,6 +473,166 @@ static void compile_alert(cstate *cs, lua_State *L, int aidx, jd_journey *j)
     j->nalerts++;
 }
 
+/* ---------------------------------------------------------------- versions */
+
+static int dump_writer(lua_State *L, const void *p, size_t n, void *ud)
+{
+    (void)L;
+    jd_buf_append(ud, p, n);
+    return 0;
+}
+
+typedef struct dump_reader {
+    const unsigned char *p, *end;
+    size_t isize, nsize; /* sizeof lua_Integer, lua_Number in the header */
+    jd_buf *out;
+} dump_reader;
+
+/* lua_dump's variable-length size: 7 bits a byte, most significant first, the last byte
+ * marked with 0x80. Returns -1 past the end. */
+static int dump_size(dump_reader *r, size_t *x)
+{
+    *x = 0;
+    for (int i = 0; i < 10 && r->p < r->end; i++) {
+        unsigned b = *r->p++;
+        *x = (*x << 7) | (b & 0x7f);
+        if (b & 0x80)
+            return 0;
+    }
+    return -1;
+}
+
+static int dump_copy(dump_reader *r, size_t n)
+{
+    if ((size_t)(r->end - r->p) < n)
+        return -1;
+    jd_buf_append(r->out, r->p, n);
+    r->p += n;
+    return 0;
+}
+
+static int dump_copy_size(dump_reader *r, size_t *x)
+{
+    if (dump_size(r, x))
+        return -1;
+    jd_buf_append(r->out, x, sizeof *x);
+    return 0;
+}
+
+static int dump_string(dump_reader *r)
+{
+    size_t n;
+    return dump_copy_size(r, &n) || (n && dump_copy(r, n - 1));
+}
+
+/* One function of a stripped Lua 5.4 dump, copied without its line numbers (which move
+ * when lines are added above or inside it). */
+static int dump_function(dump_reader *r, int depth)
+{
+    size_t n, ignored;
+    if (depth > 200 || dump_string(r) || dump_size(r, &ignored) || dump_size(r, &ignored) || dump_copy(r, 3))
+        return -1;
+    if (dump_copy_size(r, &n) || n > (size_t)(r->end - r->p) / 4 || dump_copy(r, n * 4)) /* code */
+        return -1;
+    if (dump_copy_size(r, &n)) /* constants */
+        return -1;
+    for (size_t i = 0; i < n; i++) {
+        if (r->p >= r->end)
+            return -1;
+        unsigned tt = *r->p;
+        if (dump_copy(r, 1))
+            return -1;
+        if ((tt == 0x13 && dump_copy(r, r->nsize)) || (tt == 0x03 && dump_copy(r, r->isize)) ||
+            ((tt == 0x04 || tt == 0x14) && dump_string(r)))
+            return -1;
+    }
+    if (dump_copy_size(r, &n) || n > (size_t)(r->end - r->p) / 3 || dump_copy(r, n * 3)) /* upvalues */
+        return -1;
+    if (dump_copy_size(r, &n)) /* nested functions */
+        return -1;
+    for (size_t i = 0; i < n; i++)
+        if (dump_function(r, depth + 1))
+            return -1;
+    for (int k = 0; k < 4; k++) /* debug information: all empty when stripped */
+        if (dump_size(r, &n) || n)
+            return -1;
+    return 0;
+}
+
+/* Appends the stripped bytecode of the function under registry ref to the version text:
+ * the same code gives the same bytes whatever its comments, spacing or position. */
+static void version_hook(cstate *cs, lua_State *L, int ref, const char *what)
+{
+    if (ref == LUA_NOREF)
+        return;
+    jd_buf_printf(&cs->desc, " <%s:", what);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
+    jd_buf raw;
+    jd_buf_init(&raw);
+    if (lua_type(L, -1) == LUA_TFUNCTION && !lua_iscfunction(L, -1) && lua_dump(L, dump_writer, &raw, 1) == 0) {
+        const unsigned char *p = (const unsigned char *)raw.data;
+        size_t before = cs->desc.len;
+        dump_reader r = {.p = p, .end = p + raw.len, .out = &cs->desc};
+        /* header: signature 4, version, format, data 6, sizes of Instruction, Integer,
+         * Number, then a test integer and number, then the count of upvalues */
+        if (raw.len < 15 || p[12] != 4 || (r.isize = p[13]) > 16 || (r.nsize = p[14]) > 16 ||
+            raw.len < 15 + r.isize + r.nsize + 1) {
+            r.p = r.end + 1;
+        } else {
+            r.p += 15 + r.isize + r.nsize;
+            jd_buf_append(&cs->desc, r.p, 1); /* upvalues */
+            r.p++;
+        }
+        if (r.p > r.end || dump_function(&r, 0) || r.p != r.end) { /* unknown layout: the whole dump */
+            cs->desc.len = before;
+            jd_buf_append(&cs->desc, raw.data, raw.len);
+        }
+    }
+    jd_buf_free(&raw);
+    lua_pop(L, 1);
+    jd_buf_putc(&cs->desc, '>');
+}
+
+static void version_trigger(cstate *cs, lua_State *L, const jd_trigger *t)
+{
+    version_hook(cs, L, t->when_ref, "when");
+    version_hook(cs, L, t->fn_ref, t->rule_id);
+}
+
+/* `migrate = { old = "new" | "exit", ["*"] = "exit" | "stage" }` */
+static void compile_migrate(lua_State *L, int jidx, jd_journey *j)
+{
+    j->migrate_other = -1;
+    int t = lua_getfield(L, jidx, "migrate");
+    if (t == LUA_TNIL) {
+        lua_pop(L, 1);
+        return;
+    }
+    if (t != LUA_TTABLE)
+        luaL_error(L, "%s: journey '%s': migrate must be a table { old_stage = \"new_stage\", [\"*\"] = \"exit\" }",
+                   j->loc, j->name);
+    j->migrates = 1;
+    int mi = lua_gettop(L);
+    lua_pushnil(L);
+    while (lua_next(L, mi)) {
+        if (lua_type(L, -2) != LUA_TSTRING || lua_type(L, -1) != LUA_TSTRING)
+            luaL_error(L, "%s: journey '%s': migrate maps stage names to stage names (or \"exit\")", j->loc, j->name);
+        const char *from = lua_tostring(L, -2), *to = lua_tostring(L, -1);
+        int ti = strcmp(to, "exit") == 0 ? JD_MIGRATE_EXIT : find_stage(j, to);
+        if (ti == -1)
+            luaL_error(L, "%s: journey '%s': migrate %s -> unknown stage '%s'", j->loc, j->name, from, to);
+        if (strcmp(from, "*") == 0) {
+            j->migrate_other = ti;
+        } else {
+            j->migrate = jd_xrealloc(j->migrate, (j->nmigrate + 1) * sizeof *j->migrate);
+            j->migrate[j->nmigrate].from = jd_strndup(from, strlen(from));
+            j->migrate[j->nmigrate++].to = ti;
+        }
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+}
+
 static void compile_journey(cstate *cs, lua_State *L, int jidx, int index)
 {
     jd_defs *d = cs->d;
@@ -533,7 +694,7 @@ static void compile_journey(cstate *cs, lua_State *L, int jidx, int index)
     check_no_after(L, j->entry, "entry");
     if (j->entry->action == JD_ACT_EXIT)
         luaL_error(L, "%s: journey '%s': an entry cannot :exit()", j->entry->loc, j->name);
-    resolve_target(L, lua_gettop(L), j, j->entry);
+    resolve_target(cs, L, lua_gettop(L), j, j->entry);
     j->entry_stage = j->entry->action == JD_ACT_GO ? j->entry->target : 0;
     char prefix[300];
     snprintf(prefix, sizeof prefix, "%s/entry/", j->name);
@@ -561,7 +722,7 @@ static void compile_journey(cstate *cs, lua_State *L, int jidx, int index)
             int after = strcmp(kind, "after") == 0;
             jd_trigger *t =
                 compile_trigger(cs, L, tt, after ? JD_ROLE_TIMEOUT : JD_ROLE_TRANSITION, index, (int)s, j->unit);
-            resolve_target(L, tt, j, t);
+            resolve_target(cs, L, tt, j, t);
             if (!after && t->action == JD_ACT_NONE && t->fn_ref == LUA_NOREF)
                 luaL_error(L, "%s: this trigger does nothing: give it :go \"stage\", :exit() or a function", t->loc);
             snprintf(prefix, sizeof prefix, "%s/%s/", j->name, st->name);
@@ -597,6 +758,20 @@ static void compile_journey(cstate *cs, lua_State *L, int jidx, int index)
         }
     }
     lua_pop(L, 1);
+    compile_migrate(L, jidx, j);
+    version_trigger(cs, L, j->entry);
+    for (size_t k = 0; k < j->ngoals; k++)
+        version_trigger(cs, L, j->goals[k]);
+    for (size_t k = 0; k < j->nexits; k++)
+        version_trigger(cs, L, j->exits[k]);
+    for (size_t s = 0; s < j->nstages; s++) {
+        const jd_stage *st = &j->stages[s];
+        version_hook(cs, L, st->enter_ref, st->name);
+        for (size_t k = 0; k < st->non; k++)
+            version_trigger(cs, L, st->on[k]);
+        for (size_t k = 0; k < st->nafter; k++)
+            version_trigger(cs, L, st->after[k]);
+    }
     j->version = jd_hash(cs->desc.data, cs->desc.len, 0x4a4f55524e4559ULL);
 }
 

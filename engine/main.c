@@ -19,7 +19,7 @@ static void help(FILE *f)
             "      then a funnel per journey and stage (stderr or FILE). Nothing is delivered.\n"
             "  journeyd serve -c CONFIG.lua [--listen HOST:PORT] [--data-dir DIR]\n"
             "      the sidecar: Segment HTTP API, admin API, /metrics; logs JSON lines on stdout\n"
-            "  journeyd check CONFIG.lua\n"
+            "  journeyd check [--against DATA_DIR] CONFIG.lua\n"
             "      validate scripts and list journeys and stages; errors as file:line: message\n"
             "  journeyd trace -c CONFIG.lua EVENTS.jsonl [--until ISO8601] USER_ID\n"
             "  journeyd trace --url http://127.0.0.1:PORT [--key ADMINKEY] USER_ID\n"

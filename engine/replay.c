@@ -225,8 +225,14 @@ int jd_cmd_replay(int argc, char **argv)
 
 int jd_cmd_check(int argc, char **argv)
 {
+    const char *against = NULL;
+    if (argc == 4 && strcmp(argv[1], "--against") == 0) {
+        against = argv[2];
+        argv += 2;
+        argc -= 2;
+    }
     if (argc != 2 || argv[1][0] == '-') {
-        fprintf(stderr, "usage: journeyd check CONFIG.lua\n");
+        fprintf(stderr, "usage: journeyd check [--against DATA_DIR] CONFIG.lua\n");
         return 2;
     }
     jd_options o = {.virtual_clock = 1};
@@ -239,7 +245,19 @@ int jd_cmd_check(int argc, char **argv)
     char *d = jd_engine_describe(e);
     fputs(d, stdout);
     free(d);
-    printf("%s: ok\n", argv[1]);
+    int rc = 0;
+    if (against) {
+        char *a = jd_engine_check_against(e, against, &err);
+        if (a) {
+            printf("against %s:\n%s", against, a);
+            free(a);
+        } else {
+            fprintf(stderr, "%s\n", err.text);
+            rc = 2;
+        }
+    }
+    if (rc == 0)
+        printf("%s: ok\n", argv[1]);
     jd_engine_free(e);
-    return 0;
+    return rc;
 }

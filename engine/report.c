@@ -514,3 +514,136 @@ const char *jd_engine_config_item(const jd_engine *e, const char *key, size_t i)
         return i < o->via.array.size ? config_text(e, &o->via.array.ptr[i]) : NULL;
     return i == 0 ? config_text(e, o) : NULL;
 }
+
+/* ---------------------------------------------------------------- check --against */
+
+/* Active people of the store by "journey\0stage\0" then the 8 version bytes. */
+static int count_active(const jd_stored_instance *si, void *ud)
+{
+    if (si->status != JD_INST_ACTIVE)
+        return 0;
+    jd_buf k;
+    jd_buf_init(&k);
+    jd_buf_append(&k, si->journey, si->journeyn);
+    jd_buf_putc(&k, '\0');
+    if (si->stage)
+        jd_buf_append(&k, si->stage, si->stagen);
+    jd_buf_putc(&k, '\0');
+    jd_buf_append(&k, &si->version, sizeof si->version);
+    uint64_t *n = jd_map_get(ud, k.data, k.len);
+    if (!n) {
+        n = jd_xcalloc(1, sizeof *n);
+        jd_map_put(ud, k.data, k.len, n);
+    }
+    (*n)++;
+    jd_buf_free(&k);
+    return 0;
+}
+
+/* What reloading e's scripts over the people at data_dir/store would do to them, per
+ * journey and stage; NULL with err set when the store cannot be read. */
+char *jd_engine_check_against(const jd_engine *e, const char *data_dir, jd_error *err)
+{
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s/store", data_dir);
+    jd_map counts;
+    jd_map_init(&counts);
+    if (jd_persist_scan_instances(dir, count_active, &counts, err->text, sizeof err->text)) {
+        jd_map_free(&counts, free);
+        return NULL;
+    }
+    jd_buf b;
+    jd_buf_init(&b);
+    const jd_defs *d = e->defs;
+    /* journeys the edit removes */
+    size_t it = 0;
+    const jd_map_slot *slot;
+    jd_map gone;
+    jd_map_init(&gone);
+    while (jd_map_next(&counts, &it, &slot)) {
+        const char *jn = slot->key;
+        if (jd_defs_journey(d, jn, strlen(jn)))
+            continue;
+        uint64_t *n = jd_map_get(&gone, jn, strlen(jn));
+        if (!n) {
+            n = jd_xcalloc(1, sizeof *n);
+            jd_map_put(&gone, jn, strlen(jn), n);
+        }
+        *n += *(uint64_t *)slot->value;
+    }
+    it = 0;
+    while (jd_map_next(&gone, &it, &slot))
+        jd_buf_printf(&b, "journey %s: removed; %llu active leave it\n", slot->key,
+                      (unsigned long long)*(uint64_t *)slot->value);
+    jd_map_free(&gone, free);
+    for (size_t i = 0; i < d->njourneys; i++) {
+        const jd_journey *j = &d->journeys[i];
+        size_t jl = strlen(j->name);
+        uint64_t same = 0, other = 0, unknown = 0;
+        it = 0;
+        while (jd_map_next(&counts, &it, &slot)) {
+            if (strcmp(slot->key, j->name) != 0)
+                continue;
+            const char *sn = slot->key + jl + 1;
+            uint64_t v;
+            memcpy(&v, sn + strlen(sn) + 1, sizeof v);
+            uint64_t n = *(uint64_t *)slot->value;
+            *(v == j->version ? &same : v ? &other : &unknown) += n;
+        }
+        jd_buf_printf(&b, "journey %s  version %016llx: %s (active: %llu on it, %llu on others, %llu unknown)\n",
+                      j->name, (unsigned long long)j->version,
+                      other     ? "changes"
+                      : same    ? "unchanged"
+                      : unknown ? "unknown"
+                                : "no one active",
+                      (unsigned long long)same, (unsigned long long)other, (unsigned long long)unknown);
+        it = 0;
+        while (jd_map_next(&counts, &it, &slot)) {
+            if (strcmp(slot->key, j->name) != 0)
+                continue;
+            const char *sn = slot->key + jl + 1;
+            size_t sl = strlen(sn);
+            uint64_t v;
+            memcpy(&v, sn + sl + 1, sizeof v);
+            unsigned long long n = (unsigned long long)*(uint64_t *)slot->value;
+            if (v == j->version)
+                continue;
+            int here = -1;
+            for (size_t s = 0; s < j->nstages; s++)
+                if (strcmp(j->stages[s].name, sn) == 0)
+                    here = (int)s;
+            if (j->migrates && v) {
+                int to = jd_journey_migrate_stage(j, sn, sl);
+                if (to == JD_MIGRATE_EXIT)
+                    jd_buf_printf(&b, "  stage %s: %llu active (version %016llx) migrate: exit\n", sn, n,
+                                  (unsigned long long)v);
+                else if (to == here && to >= 0)
+                    jd_buf_printf(&b, "  stage %s: %llu active (version %016llx) migrate: stay, timers kept\n", sn, n,
+                                  (unsigned long long)v);
+                else if (to >= 0)
+                    jd_buf_printf(&b, "  stage %s: %llu active (version %016llx) migrate: to %s\n", sn, n,
+                                  (unsigned long long)v, j->stages[to].name);
+                else
+                    jd_buf_printf(&b, "  stage %s: %llu active (version %016llx) removed: they leave (exited)\n", sn, n,
+                                  (unsigned long long)v);
+            } else if (here >= 0) {
+                jd_buf_printf(&b, "  stage %s: %llu active (version %016llx) keep: stay in %s, new version\n", sn, n,
+                              (unsigned long long)v, sn);
+            } else {
+                jd_buf_printf(&b, "  stage %s: %llu active (version %016llx) removed: they leave (exited)\n", sn, n,
+                              (unsigned long long)v);
+            }
+        }
+        for (size_t s = 0; s < j->nstages; s++) {
+            int seen = 0;
+            it = 0;
+            while (!seen && jd_map_next(&counts, &it, &slot))
+                seen = strcmp(slot->key, j->name) == 0 && strcmp(slot->key + jl + 1, j->stages[s].name) == 0;
+            if (!seen)
+                jd_buf_printf(&b, "  stage %s: no one active (added or empty)\n", j->stages[s].name);
+        }
+    }
+    jd_map_free(&counts, free);
+    jd_buf_cstr(&b);
+    return b.data;
+}

@@ -27,6 +27,8 @@ typedef struct jd_instance {
     int64_t left_at;
     uint32_t entries; /* times entered, all time */
     uint64_t touched; /* the event that last changed it (no re-entry on the event that left) */
+    uint64_t version; /* the journey's version it entered with (or migrated to); 0: unknown */
+    uint8_t migrated; /* moved to another stage by a `migrate` on load: its timers are due */
 } jd_instance;
 
 typedef enum jd_decision_kind {

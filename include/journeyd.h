@@ -126,6 +126,10 @@ uint64_t jd_engine_stat(const jd_engine *e, const char *name);
 
 /* Lists journeys and stages (for `journeyd check`), malloc'd text. */
 char *jd_engine_describe(const jd_engine *e);
+/* For `journeyd check --against DATA_DIR`: per journey whether its version changes and
+ * where the active people of DATA_DIR/store (read only) would go on a reload to e's
+ * scripts; malloc'd text, NULL with err set when the store cannot be read. */
+char *jd_engine_check_against(const jd_engine *e, const char *data_dir, jd_error *err);
 
 /* A CRM webhook for a j.source: the request as received. */
 typedef struct jd_header {

@@ -121,6 +121,7 @@ function Ctx:log(...) end
 ---@field reentry? "never"|"always"|string
 ---@field key? string
 ---@field alert? journey.Alert|journey.Alert[]
+---@field migrate? table<string, string> on a reload that changes the journey's version, where active people go: old stage = "new stage" or "exit"; `["*"]` for stages not named nor kept
 ---@field description? string
 ---@field [integer] journey.Stage
 

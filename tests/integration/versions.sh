@@ -1,0 +1,50 @@
+#!/bin/sh
+# journeyd check --against DATA_DIR: a daemon leaves people in a store, then check reports
+# what an edit of the journey would do to them, without changing the store.
+set -u
+B=${1:-build}/journeyd
+T=$(mktemp -d)
+PORT=$((20000 + $$ % 20000))
+PID=
+trap '[ -n "$PID" ] && kill "$PID" 2>/dev/null; rm -rf "$T"' EXIT
+fail() { echo "versions: $*"; exit 1; }
+
+cat >"$T/v1.lua" <<'LUA'
+local j = require "journey"
+j.journey "trial" {
+  entry = j.on("Signed Up"),
+  j.stage "signed_up" { j.on("Project Created"):go "activated" },
+  j.stage "activated" {},
+}
+LUA
+cat >"$T/v2.lua" <<'LUA'
+local j = require "journey"
+j.journey "trial" {
+  entry = j.on("Signed Up"),
+  migrate = { signed_up = "onboarding", ["*"] = "exit" },
+  j.stage "onboarding" { j.on("Project Created"):go "done" },
+  j.stage "done" {},
+}
+LUA
+$B serve -c "$T/v1.lua" --listen 127.0.0.1:$PORT --data-dir "$T/data" >"$T/serve.log" 2>&1 &
+PID=$!
+i=0
+until curl -sf "http://127.0.0.1:$PORT/livez" >/dev/null 2>&1; do
+  i=$((i + 1)); [ $i -gt 50 ] && fail "daemon did not start: $(tail -3 "$T/serve.log")"; sleep 0.1
+done
+post() { curl -sf -X POST "http://127.0.0.1:$PORT/v1/track" -H 'Content-Type: application/json' -d "$1" >/dev/null || fail "post $1"; }
+post '{"userId":"u1","event":"Signed Up","messageId":"m1"}'
+post '{"userId":"u2","event":"Signed Up","messageId":"m2"}'
+post '{"userId":"u3","event":"Signed Up","messageId":"m3"}'
+post '{"userId":"u3","event":"Project Created","messageId":"m4"}'
+kill -TERM "$PID"; wait "$PID"; PID=
+
+$B check --against "$T/data" "$T/v1.lua" >"$T/same" || fail "check --against exited $?"
+grep -q "^journey trial  version [0-9a-f]\{16\}: unchanged (active: 3 on it" "$T/same" || fail "same scripts: $(cat "$T/same")"
+$B check --against "$T/data" "$T/v2.lua" >"$T/out" || fail "check --against exited $?"
+grep -q "^journey trial  version [0-9a-f]\{16\}: changes (active: 0 on it, 3 on others" "$T/out" || fail "no change: $(cat "$T/out")"
+grep -q "^  stage signed_up: 2 active (version [0-9a-f]*) migrate: to onboarding" "$T/out" || fail "migrate: $(cat "$T/out")"
+grep -q "^  stage activated: 1 active (version [0-9a-f]*) migrate: exit" "$T/out" || fail "exit: $(cat "$T/out")"
+grep -q "^  stage done: no one active" "$T/out" || fail "added: $(cat "$T/out")"
+$B check --against "$T/nowhere" "$T/v2.lua" >/dev/null 2>&1; [ $? = 2 ] || fail "a missing store must exit 2"
+exit 0

@@ -1,0 +1,209 @@
+/* test_versions: journey versions (a hash of triggers, stages and stripped hook
+ * bytecode), `migrate` on reload, versions in the store. */
+#define _DEFAULT_SOURCE
+#include "testutil.h"
+
+#define JOURNEY(enter_body, delay, extra)                                                                           \
+    HDR "j.journey \"trial\" {\n"                                                                                   \
+        "  entry = j.on(\"Signed Up\"),\n" extra "  j.stage \"signed_up\" {\n"                                      \
+        "    enter = function(ctx) " enter_body " end,\n"                                                           \
+        "    j.on(\"Project Created\"):go \"activated\",\n"                                                         \
+        "    j.after(\"" delay "\", function(ctx) ctx:send(\"email\", { template = \"nudge\" }) end),\n"            \
+        "  },\n"                                                                                                    \
+        "  j.stage \"activated\" { j.after(\"1d\", function(ctx) ctx:send(\"email\", { template = \"tip\" }) end) " \
+        "},\n"                                                                                                      \
+        "}\n"
+
+static const char *const BASE = JOURNEY("ctx:send(\"email\", { template = \"welcome\" })", "2d", "");
+
+static void rewrite(tu_run *r, const char *lua)
+{
+    FILE *f = fopen(r->path, "w");
+    assert_non_null(f);
+    fputs(lua, f);
+    fclose(f);
+}
+
+static void reload(tu_run *r, const char *lua)
+{
+    rewrite(r, lua);
+    jd_error err;
+    if (jd_engine_reload(r->e, r->path, &err))
+        fail_msg("reload: %s", err.text);
+}
+
+/* The version of journey trial as shown by /v1/journeys/trial. */
+static void version_of(tu_run *r, char out[17])
+{
+    char *js = jd_engine_journey_json(r->e, "trial", 5);
+    assert_non_null(js);
+    const char *v = strstr(js, "\"version\":\"");
+    assert_non_null(v);
+    memcpy(out, v + 11, 16);
+    out[16] = '\0';
+    free(js);
+}
+
+static void test_version_stable_and_sensitive(void **state)
+{
+    (void)state;
+    tu_run r;
+    tu_start(&r, BASE);
+    char v0[17], v[17];
+    version_of(&r, v0);
+    assert_int_equal(strlen(v0), 16);
+    reload(&r, BASE); /* same text */
+    version_of(&r, v);
+    assert_string_equal(v, v0);
+    /* comments, blank lines and spacing inside a hook body and above it */
+    reload(&r,
+           "-- a comment\n\n" JOURNEY("\n  -- say hello\n   ctx:send(\"email\",{template=\"welcome\"})\n", "2d", ""));
+    version_of(&r, v);
+    assert_string_equal(v, v0);
+    reload(&r, JOURNEY("ctx:send(\"email\", { template = \"hello\" })", "2d", "")); /* a hook */
+    version_of(&r, v);
+    assert_string_not_equal(v, v0);
+    reload(&r, JOURNEY("ctx:send(\"email\", { template = \"welcome\" })", "3d", "")); /* a trigger */
+    version_of(&r, v);
+    assert_string_not_equal(v, v0);
+    reload(&r, BASE);
+    version_of(&r, v);
+    assert_string_equal(v, v0);
+    tu_free(&r);
+}
+
+/* The new version renames signed_up to onboarding and drops activated. */
+#define V2(migrate)                                                                                  \
+    HDR "j.journey \"trial\" {\n"                                                                    \
+        "  entry = j.on(\"Signed Up\"),\n" migrate "  j.stage \"onboarding\" {\n"                    \
+        "    j.on(\"Project Created\"):go \"done\",\n"                                               \
+        "    j.after(\"1d\", function(ctx) ctx:send(\"email\", { template = \"v2-nudge\" }) end),\n" \
+        "  },\n"                                                                                     \
+        "  j.stage \"done\" {},\n"                                                                   \
+        "}\n"
+
+static int in_stage(tu_run *r, const char *user, const char *want)
+{
+    char *js = jd_engine_user_json(r->e, user, strlen(user));
+    assert_non_null(js);
+    char pat[128];
+    snprintf(pat, sizeof pat, "\"stage\":\"%s\"", want);
+    int ok = strstr(js, pat) != NULL && strstr(js, "\"active\"") != NULL;
+    free(js);
+    return ok;
+}
+
+static void test_migrate_moves_mapped_people(void **state)
+{
+    (void)state;
+    tu_run r;
+    tu_start(&r, BASE);
+    tu_track(&r, "a", "Signed Up", "2026-01-01T00:00:00Z", NULL);
+    tu_track(&r, "b", "Signed Up", "2026-01-01T00:00:00Z", NULL);
+    tu_track(&r, "b", "Project Created", "2026-01-01T01:00:00Z", NULL);
+    EXPECT_COUNT(&r, 2, "welcome", NULL);
+    size_t before = r.nactions;
+    reload(&r, V2("  migrate = { signed_up = \"onboarding\", [\"*\"] = \"exit\" },\n"));
+    assert_int_equal(r.nactions, before); /* nothing re-sent by the edit */
+    assert_true(in_stage(&r, "a", "onboarding"));
+    assert_false(in_stage(&r, "b", "done")); /* activated was removed: * = exit */
+    char *js = jd_engine_journey_json(r.e, "trial", 5);
+    assert_non_null(strstr(js, "\"exited\":1"));
+    free(js);
+    /* a's old 2d nudge is gone; the new stage's 1d timer counts from the reload */
+    tu_advance(&r, "2026-01-05T00:00:00Z");
+    EXPECT_COUNT(&r, 0, "\"nudge\"", NULL);
+    EXPECT_COUNT(&r, 1, "v2-nudge", NULL);
+    EXPECT_COUNT(&r, 0, "tip", NULL);
+    /* no re-entry of b, who left */
+    tu_track(&r, "b", "Signed Up", "2026-01-06T00:00:00Z", NULL);
+    assert_false(in_stage(&r, "b", "onboarding"));
+    tu_free(&r);
+}
+
+static void test_kept_stage_keeps_timers(void **state)
+{
+    (void)state;
+    tu_run r;
+    tu_start(&r, BASE);
+    tu_track(&r, "a", "Signed Up", "2026-01-01T00:00:00Z", NULL);
+    /* a hook changes, the stage keeps its name: the pending 2d nudge still fires once */
+    reload(&r, JOURNEY("ctx:send(\"email\", { template = \"hi\" })", "2d", "  migrate = {},\n"));
+    tu_advance(&r, "2026-01-02T12:00:00Z");
+    EXPECT_COUNT(&r, 0, "\"nudge\"", NULL);
+    tu_advance(&r, "2026-01-04T00:00:00Z");
+    EXPECT_COUNT(&r, 1, "\"nudge\"", NULL);
+    EXPECT_COUNT(&r, 1, "welcome", NULL);
+    EXPECT_COUNT(&r, 0, "\"hi\"", NULL);
+    tu_free(&r);
+}
+
+static void test_no_migrate_keeps_people(void **state)
+{
+    (void)state;
+    tu_run r;
+    tu_start(&r, BASE);
+    tu_track(&r, "a", "Signed Up", "2026-01-01T00:00:00Z", NULL);
+    reload(&r, JOURNEY("ctx:send(\"email\", { template = \"hi\" })", "2d", ""));
+    assert_true(in_stage(&r, "a", "signed_up"));
+    tu_advance(&r, "2026-01-04T00:00:00Z");
+    EXPECT_COUNT(&r, 1, "\"nudge\"", NULL);
+    tu_free(&r);
+}
+
+static void test_bad_migrate(void **state)
+{
+    (void)state;
+    tu_run r;
+    jd_error err;
+    assert_null(tu_load(&r, V2("  migrate = { signed_up = \"nowhere\" },\n"), &err));
+    assert_non_null(strstr(err.text, "unknown stage 'nowhere'"));
+    tu_free(&r);
+}
+
+static void test_version_in_store(void **state)
+{
+    (void)state;
+    tu_run r;
+    tu_start(&r, BASE);
+    tu_open_store(&r, "v", NULL);
+    tu_track(&r, "a", "Signed Up", "2026-01-01T00:00:00Z", NULL);
+    char v0[17];
+    version_of(&r, v0);
+    tu_checkpoint(&r, 1);
+    jd_engine_free(r.e);
+    /* reopen with a migrating edit: a is read from the store and migrated then */
+    rewrite(&r, V2("  migrate = { signed_up = \"onboarding\" },\n"));
+    jd_options o = {.virtual_clock = 1};
+    jd_error err;
+    r.e = jd_engine_new(r.path, &o, &err);
+    assert_non_null(r.e);
+    jd_engine_on_action(r.e, tu_on_action, &r);
+    tu_open_store(&r, "v", NULL);
+    assert_true(in_stage(&r, "a", "onboarding"));
+    tu_free(&r);
+    /* the same scripts: the stored version matches, a stays */
+    tu_start(&r, BASE);
+    tu_open_store(&r, "v2", NULL);
+    tu_track(&r, "b", "Signed Up", "2026-01-01T00:00:00Z", NULL);
+    tu_checkpoint(&r, 1);
+    jd_engine_free(r.e);
+    r.e = jd_engine_new(r.path, &o, &err);
+    assert_non_null(r.e);
+    tu_open_store(&r, "v2", NULL);
+    assert_true(in_stage(&r, "b", "signed_up"));
+    tu_free(&r);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_version_stable_and_sensitive),
+        cmocka_unit_test(test_migrate_moves_mapped_people),
+        cmocka_unit_test(test_kept_stage_keeps_timers),
+        cmocka_unit_test(test_no_migrate_keeps_people),
+        cmocka_unit_test(test_bad_migrate),
+        cmocka_unit_test(test_version_in_store),
+    };
+    return cmocka_run_group_tests(tests, tu_group_setup, tu_group_teardown);
+}
