@@ -199,9 +199,13 @@ char *jd_engine_user_json(const jd_engine *e, const char *id, size_t n)
     msgpack_pack_array(&pk, ninst);
     for (const jd_instance *i = u->instances; i; i = i->next) {
         const jd_journey *j = &d->journeys[i->journey];
-        msgpack_pack_map(&pk, 7);
+        msgpack_pack_map(&pk, 8);
         jd_mp_pack_cstr(&pk, "journey");
         jd_mp_pack_cstr(&pk, j->name);
+        char v[24];
+        snprintf(v, sizeof v, "%016llx", (unsigned long long)i->version);
+        jd_mp_pack_cstr(&pk, "version"); /* the one it entered with (or migrated to); 0: unknown */
+        jd_mp_pack_cstr(&pk, v);
         jd_mp_pack_cstr(&pk, "key");
         pack_key_or_nil(&pk, i);
         jd_mp_pack_cstr(&pk, "status");

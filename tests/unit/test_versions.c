@@ -138,6 +138,42 @@ static void test_kept_stage_keeps_timers(void **state)
     tu_free(&r);
 }
 
+/* The id of the first action whose JSON contains needle (copied), or fails. */
+static void action_id_of(tu_run *r, const char *needle, char out[33])
+{
+    for (size_t i = 0; i < r->nactions; i++)
+        if (strstr(r->actions[i], needle)) {
+            const char *p = strstr(r->actions[i], "\"id\":\"");
+            assert_non_null(p);
+            memcpy(out, p + 6, 32);
+            out[32] = '\0';
+            return;
+        }
+    fail_msg("no action with %s", needle);
+}
+
+/* An edit does not change the ids of actions it does not touch: the nudge pending across a
+ * hook-only edit fires with the id it would have had without the edit. */
+static void test_action_ids_unchanged(void **state)
+{
+    (void)state;
+    char plain[33], edited[33];
+    tu_run r;
+    tu_start(&r, BASE);
+    tu_track(&r, "a", "Signed Up", "2026-01-01T00:00:00Z", NULL);
+    tu_advance(&r, "2026-01-04T00:00:00Z");
+    action_id_of(&r, "\"nudge\"", plain);
+    tu_free(&r);
+    tu_start(&r, BASE);
+    tu_track(&r, "a", "Signed Up", "2026-01-01T00:00:00Z", NULL);
+    reload(&r, JOURNEY("ctx:send(\"email\", { template = \"hi\" })", "2d", "  migrate = { [\"*\"] = \"exit\" },\n"));
+    tu_advance(&r, "2026-01-04T00:00:00Z");
+    action_id_of(&r, "\"nudge\"", edited);
+    assert_string_equal(plain, edited);
+    EXPECT_COUNT(&r, 1, "\"nudge\"", NULL);
+    tu_free(&r);
+}
+
 static void test_no_migrate_keeps_people(void **state)
 {
     (void)state;
@@ -181,6 +217,11 @@ static void test_version_in_store(void **state)
     jd_engine_on_action(r.e, tu_on_action, &r);
     tu_open_store(&r, "v", NULL);
     assert_true(in_stage(&r, "a", "onboarding"));
+    char *js = jd_engine_user_json(r.e, "a", 1);
+    char want[64];
+    snprintf(want, sizeof want, "\"version\":\"%s\"", v0);
+    assert_null(strstr(js, want)); /* migrated: the new version */
+    free(js);
     tu_free(&r);
     /* the same scripts: the stored version matches, a stays */
     tu_start(&r, BASE);
@@ -192,6 +233,9 @@ static void test_version_in_store(void **state)
     assert_non_null(r.e);
     tu_open_store(&r, "v2", NULL);
     assert_true(in_stage(&r, "b", "signed_up"));
+    js = jd_engine_user_json(r.e, "b", 1);
+    assert_non_null(strstr(js, want)); /* the version it entered with, from the store */
+    free(js);
     tu_free(&r);
 }
 
@@ -202,6 +246,7 @@ int main(void)
         cmocka_unit_test(test_migrate_moves_mapped_people),
         cmocka_unit_test(test_kept_stage_keeps_timers),
         cmocka_unit_test(test_no_migrate_keeps_people),
+        cmocka_unit_test(test_action_ids_unchanged),
         cmocka_unit_test(test_bad_migrate),
         cmocka_unit_test(test_version_in_store),
     };
