@@ -222,6 +222,10 @@ static void test_version_in_store(void **state)
     snprintf(want, sizeof want, "\"version\":\"%s\"", v0);
     assert_null(strstr(js, want)); /* migrated: the new version */
     free(js);
+    /* the stored 2d nudge of the old stage is dropped; the new stage's timer fires once */
+    tu_advance(&r, "2026-01-06T00:00:00Z");
+    EXPECT_COUNT(&r, 0, "\"nudge\"", NULL);
+    EXPECT_COUNT(&r, 1, "v2-nudge", NULL);
     tu_free(&r);
     /* the same scripts: the stored version matches, a stays */
     tu_start(&r, BASE);
