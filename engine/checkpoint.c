@@ -615,7 +615,7 @@ static void encode_state(const jd_engine *e, jd_buf *out)
         const jd_journey *j = &d->journeys[i];
         const jd_journey_count *jc = &e->counts[i];
         jd_mp_pack_cstr(&pk, j->name);
-        msgpack_pack_array(&pk, 5);
+        msgpack_pack_array(&pk, 6); /* the version came later: rows without it still load */
         msgpack_pack_uint64(&pk, jc->entered);
         msgpack_pack_uint64(&pk, jc->converted);
         msgpack_pack_uint64(&pk, jc->exited);
@@ -632,6 +632,7 @@ static void encode_state(const jd_engine *e, jd_buf *out)
             msgpack_pack_uint64(&pk, sc->converted);
             msgpack_pack_uint64(&pk, sc->exited);
         }
+        msgpack_pack_uint64(&pk, j->version);
     }
     jd_mp_pack_cstr(&pk, "channels");
     msgpack_pack_map(&pk, (uint32_t)d->nchannels);
@@ -1112,11 +1113,48 @@ static int visit_user(const void *k, size_t kn, const void *v, size_t vn, void *
     return 0;
 }
 
-int jd_persist_scan_instances(const char *store_dir, jd_stored_instance_fn fn, void *ud, char *err, size_t errlen)
+/* The journeys of the state row: their version (0: not recorded) and stage names, as
+ * the scripts of the last checkpoint defined them. */
+static void scan_journeys(jd_store *st, jd_stored_journey_fn fn, void *ud)
+{
+    const void *v;
+    size_t vn, off = 0;
+    if (!fn || jd_store_get(st, JD_DB_META, "state", 5, &v, &vn) != 0)
+        return;
+    msgpack_zone zone;
+    msgpack_zone_init(&zone, 4096);
+    msgpack_object o;
+    const msgpack_object *x;
+    if (msgpack_unpack(v, vn, &off, &zone, &o) == MSGPACK_UNPACK_SUCCESS && o.type == MSGPACK_OBJECT_MAP &&
+        (x = jd_mp_get(&o, "journeys", 8)) && x->type == MSGPACK_OBJECT_MAP) {
+        for (uint32_t i = 0; i < x->via.map.size; i++) {
+            const msgpack_object *r = &x->via.map.ptr[i].val;
+            jd_stored_journey sj = {0};
+            if (obj_str(&x->via.map.ptr[i].key, &sj.name, &sj.namen) || r->type != MSGPACK_OBJECT_ARRAY ||
+                r->via.array.size < 5 || r->via.array.ptr[4].type != MSGPACK_OBJECT_MAP)
+                continue;
+            sj.version = r->via.array.size > 5 ? obj_u64(&r->via.array.ptr[5]) : 0;
+            const msgpack_object *sm = &r->via.array.ptr[4];
+            sj.stages = jd_xcalloc(sm->via.map.size + 1, sizeof *sj.stages);
+            sj.stagen = jd_xcalloc(sm->via.map.size + 1, sizeof *sj.stagen);
+            for (uint32_t k = 0; k < sm->via.map.size; k++)
+                if (!obj_str(&sm->via.map.ptr[k].key, &sj.stages[sj.nstages], &sj.stagen[sj.nstages]))
+                    sj.nstages++;
+            fn(&sj, ud);
+            free(sj.stages);
+            free(sj.stagen);
+        }
+    }
+    msgpack_zone_destroy(&zone);
+}
+
+int jd_persist_scan_instances(const char *store_dir, jd_stored_journey_fn jfn, jd_stored_instance_fn fn, void *ud,
+                              char *err, size_t errlen)
 {
     jd_store *st = jd_store_open(store_dir, 0, 1, err, errlen);
     if (!st)
         return -1;
+    scan_journeys(st, jfn, ud);
     scan_instances sc = {.fn = fn, .ud = ud};
     msgpack_zone_init(&sc.zone, 4096);
     int rc = jd_store_scan(st, JD_DB_USERS, NULL, 0, visit_user, &sc) < 0 ? -1 : 0;

@@ -175,8 +175,20 @@ typedef struct jd_stored_instance {
     uint64_t touched, version;
 } jd_stored_instance;
 typedef int (*jd_stored_instance_fn)(const jd_stored_instance *si, void *ud); /* nonzero: stop */
-/* Every instance of every person in the store at store_dir, opened read-only. */
-int jd_persist_scan_instances(const char *store_dir, jd_stored_instance_fn fn, void *ud, char *err, size_t errlen);
+/* A journey as the scripts of the store's last checkpoint defined it (the state row). */
+typedef struct jd_stored_journey {
+    const char *name;
+    size_t namen;
+    uint64_t version; /* 0: not recorded */
+    const char **stages;
+    size_t *stagen;
+    size_t nstages;
+} jd_stored_journey;
+typedef void (*jd_stored_journey_fn)(const jd_stored_journey *sj, void *ud);
+/* Opens the store at store_dir read-only, hands jfn (when not NULL) each journey of the
+ * last checkpoint, then fn every instance of every person. */
+int jd_persist_scan_instances(const char *store_dir, jd_stored_journey_fn jfn, jd_stored_instance_fn fn, void *ud,
+                              char *err, size_t errlen);
 
 /* checkpoint.c: the engine's state in the store (all no-ops need e->persist) */
 struct jd_persist;

@@ -521,9 +521,49 @@ const char *jd_engine_config_item(const jd_engine *e, const char *key, size_t i)
 
 /* ---------------------------------------------------------------- check --against */
 
-/* Active people of the store by "journey\0stage\0" then the 8 version bytes. */
+typedef struct against {
+    jd_map counts;   /* "journey\0stage\0" + 8 version bytes -> uint64_t active people */
+    jd_map journeys; /* journey name -> stored_journey: the last checkpoint's definition */
+} against;
+
+typedef struct stored_journey {
+    uint64_t version;
+    jd_buf stages; /* names, NUL-terminated, in a row */
+} stored_journey;
+
+static void free_stored_journey(void *p)
+{
+    stored_journey *sj = p;
+    jd_buf_free(&sj->stages);
+    free(sj);
+}
+
+static void note_journey(const jd_stored_journey *sj, void *ud)
+{
+    against *a = ud;
+    stored_journey *x = jd_xcalloc(1, sizeof *x);
+    x->version = sj->version;
+    jd_buf_init(&x->stages);
+    for (size_t i = 0; i < sj->nstages; i++) {
+        jd_buf_append(&x->stages, sj->stages[i], sj->stagen[i]);
+        jd_buf_putc(&x->stages, '\0');
+    }
+    stored_journey *old = jd_map_put(&a->journeys, sj->name, sj->namen, x);
+    if (old)
+        free_stored_journey(old);
+}
+
+static int stored_has_stage(const stored_journey *sj, const char *name)
+{
+    for (size_t off = 0; sj && off < sj->stages.len; off += strlen(sj->stages.data + off) + 1)
+        if (strcmp(sj->stages.data + off, name) == 0)
+            return 1;
+    return 0;
+}
+
 static int count_active(const jd_stored_instance *si, void *ud)
 {
+    against *a = ud;
     if (si->status != JD_INST_ACTIVE)
         return 0;
     jd_buf k;
@@ -534,37 +574,65 @@ static int count_active(const jd_stored_instance *si, void *ud)
         jd_buf_append(&k, si->stage, si->stagen);
     jd_buf_putc(&k, '\0');
     jd_buf_append(&k, &si->version, sizeof si->version);
-    uint64_t *n = jd_map_get(ud, k.data, k.len);
+    uint64_t *n = jd_map_get(&a->counts, k.data, k.len);
     if (!n) {
         n = jd_xcalloc(1, sizeof *n);
-        jd_map_put(ud, k.data, k.len, n);
+        jd_map_put(&a->counts, k.data, k.len, n);
     }
     (*n)++;
     jd_buf_free(&k);
     return 0;
 }
 
-/* What reloading e's scripts over the people at data_dir/store would do to them, per
- * journey and stage; NULL with err set when the store cannot be read. */
+/* One stored (stage, version) group of a journey's active people and what a reload to j
+ * does to them. */
+static void against_stage(jd_buf *b, const jd_journey *j, const char *sn, uint64_t v, unsigned long long n)
+{
+    size_t sl = strlen(sn);
+    int here = -1;
+    for (size_t s = 0; s < j->nstages; s++)
+        if (strcmp(j->stages[s].name, sn) == 0)
+            here = (int)s;
+    jd_buf_printf(b, "  stage %s: %llu active (version %016llx) ", sn, n, (unsigned long long)v);
+    int to = j->migrates && v ? jd_journey_migrate_stage(j, sn, sl) : here;
+    if (j->migrates && v && to == JD_MIGRATE_EXIT)
+        jd_buf_puts(b, "migrate: exit\n");
+    else if (j->migrates && v && to >= 0 && to == here)
+        jd_buf_puts(b, "migrate: stay, timers kept\n");
+    else if (j->migrates && v && to >= 0)
+        jd_buf_printf(b, "migrate: to %s\n", j->stages[to].name);
+    else if (to >= 0)
+        jd_buf_printf(b, "keep: stay in %s, new version\n", sn);
+    else
+        jd_buf_puts(b, "removed: they leave (exited)\n");
+}
+
 char *jd_engine_check_against(const jd_engine *e, const char *data_dir, jd_error *err)
 {
     char dir[4096];
     snprintf(dir, sizeof dir, "%s/store", data_dir);
-    jd_map counts;
-    jd_map_init(&counts);
-    if (jd_persist_scan_instances(dir, count_active, &counts, err->text, sizeof err->text)) {
-        jd_map_free(&counts, free);
-        return NULL;
-    }
+    against a;
+    jd_map_init(&a.counts);
+    jd_map_init(&a.journeys);
     jd_buf b;
     jd_buf_init(&b);
+    if (jd_persist_scan_instances(dir, note_journey, count_active, &a, err->text, sizeof err->text)) {
+        jd_map_free(&a.counts, free);
+        jd_map_free(&a.journeys, free_stored_journey);
+        jd_buf_free(&b);
+        return NULL;
+    }
     const jd_defs *d = e->defs;
-    /* journeys the edit removes */
-    size_t it = 0;
-    const jd_map_slot *slot;
+    /* journeys the edit removes: in the last checkpoint's scripts or with people, not in e's */
     jd_map gone;
     jd_map_init(&gone);
-    while (jd_map_next(&counts, &it, &slot)) {
+    size_t it = 0;
+    const jd_map_slot *slot;
+    while (jd_map_next(&a.journeys, &it, &slot))
+        if (!jd_defs_journey(d, slot->key, strlen(slot->key)) && !jd_map_get(&gone, slot->key, strlen(slot->key)))
+            jd_map_put(&gone, slot->key, strlen(slot->key), jd_xcalloc(1, sizeof(uint64_t)));
+    it = 0;
+    while (jd_map_next(&a.counts, &it, &slot)) {
         const char *jn = slot->key;
         if (jd_defs_journey(d, jn, strlen(jn)))
             continue;
@@ -583,71 +651,67 @@ char *jd_engine_check_against(const jd_engine *e, const char *data_dir, jd_error
     for (size_t i = 0; i < d->njourneys; i++) {
         const jd_journey *j = &d->journeys[i];
         size_t jl = strlen(j->name);
+        const stored_journey *sj = jd_map_get(&a.journeys, j->name, jl);
         uint64_t same = 0, other = 0, unknown = 0;
         it = 0;
-        while (jd_map_next(&counts, &it, &slot)) {
+        while (jd_map_next(&a.counts, &it, &slot)) {
             if (strcmp(slot->key, j->name) != 0)
                 continue;
             const char *sn = slot->key + jl + 1;
             uint64_t v;
             memcpy(&v, sn + strlen(sn) + 1, sizeof v);
-            uint64_t n = *(uint64_t *)slot->value;
-            *(v == j->version ? &same : v ? &other : &unknown) += n;
+            *(v == j->version ? &same : v ? &other : &unknown) += *(uint64_t *)slot->value;
         }
-        jd_buf_printf(&b, "journey %s  version %016llx: %s (active: %llu on it, %llu on others, %llu unknown)\n",
-                      j->name, (unsigned long long)j->version,
-                      other     ? "changes"
-                      : same    ? "unchanged"
-                      : unknown ? "unknown"
-                                : "no one active",
-                      (unsigned long long)same, (unsigned long long)other, (unsigned long long)unknown);
+        const char *what = other ? "changes" : same ? "unchanged" : unknown ? "unknown" : "no one active";
+        if (!sj)
+            what = "new journey";
+        else if (sj->version)
+            what = sj->version != j->version ? "changes" : "unchanged";
+        jd_buf_printf(&b, "journey %s  version %016llx: %s", j->name, (unsigned long long)j->version, what);
+        if (sj && sj->version && sj->version != j->version)
+            jd_buf_printf(&b, " (was %016llx)", (unsigned long long)sj->version);
+        jd_buf_printf(&b, " (active: %llu on it, %llu on others, %llu unknown)%s\n", (unsigned long long)same,
+                      (unsigned long long)other, (unsigned long long)unknown,
+                      other + unknown && !j->migrates ? "; no migrate" : "");
         it = 0;
-        while (jd_map_next(&counts, &it, &slot)) {
+        while (jd_map_next(&a.counts, &it, &slot)) {
             if (strcmp(slot->key, j->name) != 0)
                 continue;
             const char *sn = slot->key + jl + 1;
-            size_t sl = strlen(sn);
             uint64_t v;
-            memcpy(&v, sn + sl + 1, sizeof v);
-            unsigned long long n = (unsigned long long)*(uint64_t *)slot->value;
-            if (v == j->version)
-                continue;
-            int here = -1;
+            memcpy(&v, sn + strlen(sn) + 1, sizeof v);
+            if (v != j->version)
+                against_stage(&b, j, sn, v, (unsigned long long)*(uint64_t *)slot->value);
+        }
+        /* stages of the last checkpoint's scripts that the edit removes (with no one in
+         * them: those with people are listed above) */
+        for (size_t off = 0; sj && off < sj->stages.len; off += strlen(sj->stages.data + off) + 1) {
+            const char *sn = sj->stages.data + off;
+            int kept = 0, people = 0;
             for (size_t s = 0; s < j->nstages; s++)
-                if (strcmp(j->stages[s].name, sn) == 0)
-                    here = (int)s;
-            if (j->migrates && v) {
-                int to = jd_journey_migrate_stage(j, sn, sl);
-                if (to == JD_MIGRATE_EXIT)
-                    jd_buf_printf(&b, "  stage %s: %llu active (version %016llx) migrate: exit\n", sn, n,
-                                  (unsigned long long)v);
-                else if (to == here && to >= 0)
-                    jd_buf_printf(&b, "  stage %s: %llu active (version %016llx) migrate: stay, timers kept\n", sn, n,
-                                  (unsigned long long)v);
-                else if (to >= 0)
-                    jd_buf_printf(&b, "  stage %s: %llu active (version %016llx) migrate: to %s\n", sn, n,
-                                  (unsigned long long)v, j->stages[to].name);
-                else
-                    jd_buf_printf(&b, "  stage %s: %llu active (version %016llx) removed: they leave (exited)\n", sn, n,
-                                  (unsigned long long)v);
-            } else if (here >= 0) {
-                jd_buf_printf(&b, "  stage %s: %llu active (version %016llx) keep: stay in %s, new version\n", sn, n,
-                              (unsigned long long)v, sn);
-            } else {
-                jd_buf_printf(&b, "  stage %s: %llu active (version %016llx) removed: they leave (exited)\n", sn, n,
-                              (unsigned long long)v);
-            }
+                kept |= strcmp(j->stages[s].name, sn) == 0;
+            it = 0;
+            while (!people && jd_map_next(&a.counts, &it, &slot))
+                people = strcmp(slot->key, j->name) == 0 && strcmp(slot->key + jl + 1, sn) == 0;
+            if (!kept && !people)
+                jd_buf_printf(&b, "  stage %s: removed, no one active\n", sn);
         }
         for (size_t s = 0; s < j->nstages; s++) {
-            int seen = 0;
+            const char *sn = j->stages[s].name;
+            if (sj && sj->stages.len && !stored_has_stage(sj, sn)) {
+                jd_buf_printf(&b, "  stage %s: added\n", sn);
+                continue;
+            }
+            int people = 0;
             it = 0;
-            while (!seen && jd_map_next(&counts, &it, &slot))
-                seen = strcmp(slot->key, j->name) == 0 && strcmp(slot->key + jl + 1, j->stages[s].name) == 0;
-            if (!seen)
-                jd_buf_printf(&b, "  stage %s: no one active (added or empty)\n", j->stages[s].name);
+            while (!people && jd_map_next(&a.counts, &it, &slot))
+                people = strcmp(slot->key, j->name) == 0 && strcmp(slot->key + jl + 1, sn) == 0;
+            if (!people)
+                jd_buf_printf(&b, "  stage %s: no one active\n", sn);
         }
     }
-    jd_map_free(&counts, free);
+    jd_map_free(&a.counts, free);
+    jd_map_free(&a.journeys, free_stored_journey);
     jd_buf_cstr(&b);
     return b.data;
 }

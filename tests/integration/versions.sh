@@ -42,9 +42,16 @@ kill -TERM "$PID"; wait "$PID"; PID=
 $B check --against "$T/data" "$T/v1.lua" >"$T/same" || fail "check --against exited $?"
 grep -q "^journey trial  version [0-9a-f]\{16\}: unchanged (active: 3 on it" "$T/same" || fail "same scripts: $(cat "$T/same")"
 $B check --against "$T/data" "$T/v2.lua" >"$T/out" || fail "check --against exited $?"
-grep -q "^journey trial  version [0-9a-f]\{16\}: changes (active: 0 on it, 3 on others" "$T/out" || fail "no change: $(cat "$T/out")"
+grep -q "^journey trial  version [0-9a-f]\{16\}: changes (was [0-9a-f]\{16\}) (active: 0 on it, 3 on others" "$T/out" || fail "no change: $(cat "$T/out")"
 grep -q "^  stage signed_up: 2 active (version [0-9a-f]*) migrate: to onboarding" "$T/out" || fail "migrate: $(cat "$T/out")"
 grep -q "^  stage activated: 1 active (version [0-9a-f]*) migrate: exit" "$T/out" || fail "exit: $(cat "$T/out")"
-grep -q "^  stage done: no one active" "$T/out" || fail "added: $(cat "$T/out")"
+grep -q "^  stage done: added" "$T/out" || fail "added: $(cat "$T/out")"
+grep -q "^  stage onboarding: added" "$T/out" || fail "added: $(cat "$T/out")"
+
+# a new journey, and one the edit removes
+sed 's/"trial"/"renamed"/' "$T/v1.lua" >"$T/v3.lua"
+$B check --against "$T/data" "$T/v3.lua" >"$T/out3" || fail "check --against exited $?"
+grep -q "^journey trial: removed; 3 active leave it" "$T/out3" || fail "removed journey: $(cat "$T/out3")"
+grep -q "^journey renamed  version [0-9a-f]\{16\}: new journey" "$T/out3" || fail "new journey: $(cat "$T/out3")"
 $B check --against "$T/nowhere" "$T/v2.lua" >/dev/null 2>&1; [ $? = 2 ] || fail "a missing store must exit 2"
 exit 0
