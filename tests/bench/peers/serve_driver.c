@@ -1,7 +1,10 @@
 /* serve_driver: feeds the benchmark's events to a running `journeyd serve`, for the
  * durable journeyd rows of `make bench` (tests/bench/table.sh).
  *
- *   serve_driver http|stream HOST PORT EVENTS.jsonl [--max N] [--batch B]
+ *   serve_driver http|stream HOST PORT EVENTS.jsonl [--max N] [--batch B] [--rate EVENTS_PER_S]
+ *
+ * --rate paces the batches (batch b leaves at b * B / rate seconds) instead of sending the
+ * next as soon as the previous is answered: latency at a given load, not at saturation.
  *
  * Before the clock starts: reads the first N events (all by default) and builds every
  * request: `http` a `POST /v1/batch` of B (500) events as they are in the file,
@@ -103,8 +106,9 @@ static long read_frame_accepted(int fd)
 int main(int argc, char **argv)
 {
     size_t max = 0, batch = 500;
+    double rate = 0;
     if (argc < 5 || (strcmp(argv[1], "http") != 0 && strcmp(argv[1], "stream") != 0)) {
-        fprintf(stderr, "usage: serve_driver http|stream HOST PORT EVENTS.jsonl [--max N] [--batch B]\n");
+        fprintf(stderr, "usage: serve_driver http|stream HOST PORT EVENTS.jsonl [--max N] [--batch B] [--rate R]\n");
         return 2;
     }
     int http = strcmp(argv[1], "http") == 0;
@@ -113,6 +117,8 @@ int main(int argc, char **argv)
             max = (size_t)atol(argv[i + 1]);
         else if (strcmp(argv[i], "--batch") == 0)
             batch = (size_t)atol(argv[i + 1]);
+        else if (strcmp(argv[i], "--rate") == 0)
+            rate = atof(argv[i + 1]);
     }
     if (!batch)
         return 2;
@@ -178,6 +184,13 @@ int main(int argc, char **argv)
     size_t accepted = 0;
     double t0 = peer_now();
     for (size_t b = 0; b < nb; b++) {
+        if (rate > 0) { /* wait for this batch's moment */
+            double due = t0 + (double)(b * batch) / rate, now;
+            while ((now = peer_now()) < due) {
+                struct timespec ts = {0, (long)((due - now) * 1e9)};
+                nanosleep(&ts, NULL);
+            }
+        }
         double s = peer_now();
         long acc = -1;
         int status = 0;
