@@ -122,6 +122,23 @@ static void pack_name(msgpack_packer *pk, const jd_defs *d, int journey, int sta
         jd_mp_pack_cstr(pk, j->stages[stage].name);
 }
 
+static void pack_instance(msgpack_packer *pk, const jd_defs *d, const jd_instance *in)
+{
+    msgpack_pack_array(pk, 12);
+    jd_mp_pack_cstr(pk, d->journeys[in->journey].name);
+    jd_mp_pack_str(pk, in->key, in->keylen);
+    msgpack_pack_uint8(pk, (uint8_t)in->status);
+    pack_name(pk, d, in->journey, in->stage);
+    msgpack_pack_uint32(pk, in->iid);
+    msgpack_pack_uint32(pk, in->gen);
+    msgpack_pack_int64(pk, in->entered_at);
+    msgpack_pack_int64(pk, in->stage_entered_at);
+    msgpack_pack_int64(pk, in->left_at);
+    msgpack_pack_uint32(pk, in->entries);
+    msgpack_pack_uint64(pk, in->touched);
+    msgpack_pack_uint64(pk, in->version); /* came later: rows without it decode as 0 */
+}
+
 /* [traits, score, segments, next_iid, instances, decisions, sent]; sent (frequency
  * caps' history, [[channel hash, time], ...]) came later: rows without it decode */
 static void encode_user(const jd_engine *e, const jd_user *u, jd_buf *out)
@@ -140,22 +157,16 @@ static void encode_user(const jd_engine *e, const jd_user *u, jd_buf *out)
     uint32_t ni = 0;
     for (const jd_instance *in = u->instances; in; in = in->next)
         ni++;
+    for (const jd_instance *in = u->pinned; in; in = in->next)
+        ni += in->pin != NULL;
     msgpack_pack_array(&pk, ni);
-    for (const jd_instance *in = u->instances; in; in = in->next) {
-        msgpack_pack_array(&pk, 12);
-        jd_mp_pack_cstr(&pk, d->journeys[in->journey].name);
-        jd_mp_pack_str(&pk, in->key, in->keylen);
-        msgpack_pack_uint8(&pk, (uint8_t)in->status);
-        pack_name(&pk, d, in->journey, in->stage);
-        msgpack_pack_uint32(&pk, in->iid);
-        msgpack_pack_uint32(&pk, in->gen);
-        msgpack_pack_int64(&pk, in->entered_at);
-        msgpack_pack_int64(&pk, in->stage_entered_at);
-        msgpack_pack_int64(&pk, in->left_at);
-        msgpack_pack_uint32(&pk, in->entries);
-        msgpack_pack_uint64(&pk, in->touched);
-        msgpack_pack_uint64(&pk, in->version); /* came later: rows without it decode as 0 */
-    }
+    for (const jd_instance *in = u->instances; in; in = in->next)
+        pack_instance(&pk, d, in);
+    /* pinned ones are stored by name like the others: after a restart they run the
+     * current version (the earlier scripts are not kept on disk) */
+    for (const jd_instance *in = u->pinned; in; in = in->next)
+        if (in->pin)
+            pack_instance(&pk, in->pin->defs, in);
     int cap = e->opts.decisions_per_user;
     msgpack_pack_array(&pk, u->decisions ? u->ndecisions : 0);
     for (int i = 0; u->decisions && i < u->ndecisions; i++) {
@@ -401,6 +412,7 @@ static void load_timer(jd_engine *e, const unsigned char key[16], const char *v,
     jd_instance *inst = NULL;
     jd_user *u = NULL;
     uint64_t iid = 0, gen = 0, after = 0;
+    jd_gen *pin = NULL;
     if (msgpack_unpack(v, vn, &off, &p->zone, &o) == MSGPACK_UNPACK_SUCCESS && o.type == MSGPACK_OBJECT_ARRAY &&
         o.via.array.size >= 6) {
         const msgpack_object *f = o.via.array.ptr;
@@ -415,6 +427,12 @@ static void load_timer(jd_engine *e, const unsigned char key[16], const char *v,
             char *us = jd_strndup(uid, ul), *ks = jd_strndup(k, kl);
             u = jd_engine_user(e, us, ul);
             inst = jd_user_instance(u, j->index, ks, kl);
+            for (jd_instance *pi = u->npinned ? u->pinned : NULL; pi && !pin; pi = pi->next)
+                if (pi->pin && pi->status == JD_INST_ACTIVE && pi->iid == iid) {
+                    inst = pi; /* pinned: its generation's journey */
+                    pin = pi->pin;
+                    j = &pin->defs->journeys[pi->journey];
+                }
             free(us);
             free(ks);
         }
@@ -434,9 +452,12 @@ static void load_timer(jd_engine *e, const unsigned char key[16], const char *v,
         .gen = (uint32_t)gen,
         .after = (uint16_t)after,
         .journey = (uint16_t)j->index,
+        .pin = pin,
     };
     jd_timers_insert(&e->timers, tm);
     u->timers++;
+    if (pin)
+        pin->timers++;
 }
 
 typedef struct scan_ctx {
@@ -991,7 +1012,7 @@ static void evict(jd_engine *e)
         const jd_map_slot *slot;
         while (want && jd_map_next(&e->users, &it, &slot)) {
             const jd_user *u = slot->value;
-            if (u->dirty || u->timers || u == e->user)
+            if (u->dirty || u->timers || u->npinned || u == e->user)
                 continue;
             jd_buf_append(&ids, &u, sizeof u);
             want--;

@@ -30,6 +30,14 @@ void jd_engine_decide(jd_engine *e, int kind, const jd_journey *j, int stage, co
         .journey = (int16_t)(j ? j->index : -1),
         .stage = (int16_t)stage,
     };
+    if (e->running && j) { /* a pinned generation runs: the trace names the current one's */
+        const jd_journey *cj = jd_defs_journey(e->running->defs, j->name, strlen(j->name));
+        d.journey = (int16_t)(cj ? cj->index : -1);
+        d.stage = -1;
+        for (size_t s = 0; cj && stage >= 0 && s < cj->nstages; s++)
+            if (strcmp(cj->stages[s].name, j->stages[stage].name) == 0)
+                d.stage = (int16_t)s;
+    }
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(d.detail, sizeof d.detail, fmt, ap);
@@ -137,6 +145,162 @@ static void free_counts(jd_journey_count *c, size_t n)
 
 /* Analytics for a set of defs: every journey registered in defs order (a stats index is
  * the journey index) with its alerts; nothing counted yet. */
+/* ---------------------------------------------------------------- pinned generations */
+
+static jd_gen *gen_new(jd_script *script, jd_defs *d, int ctx_ref)
+{
+    jd_gen *g = jd_xcalloc(1, sizeof *g);
+    g->script = script;
+    g->defs = d;
+    g->ctx_ref = ctx_ref;
+    g->counts = new_counts(d);
+    g->channel_actions = jd_xcalloc(d->nchannels + 1, sizeof *g->channel_actions);
+    g->analytics = jd_stats_new(); /* scratch: pinned people's analytics are not kept */
+    for (size_t i = 0; i < d->njourneys; i++) {
+        const jd_journey *j = &d->journeys[i];
+        const char **names = jd_xcalloc(j->nstages ? j->nstages : 1, sizeof *names);
+        for (size_t k = 0; k < j->nstages; k++)
+            names[k] = j->stages[k].name;
+        jd_stats_journey(g->analytics, j->name, j->nstages, names);
+        free(names);
+    }
+    g->analytics_dirty = jd_xcalloc(d->njourneys ? d->njourneys : 1, 1);
+    return g;
+}
+
+static void gen_free(jd_gen *g)
+{
+    free_counts(g->counts, g->defs->njourneys);
+    free(g->channel_actions);
+    jd_stats_free(g->analytics);
+    free(g->analytics_dirty);
+    jd_defs_release_refs(jd_script_L(g->script), g->defs);
+    jd_defs_free(g->defs);
+    jd_script_free(g->script);
+    free(g);
+}
+
+/* Swaps g's scripts and per-defs state with the engine's; twice restores. */
+static void gen_swap(jd_engine *e, jd_gen *g)
+{
+    jd_script *sc = e->script;
+    e->script = g->script;
+    g->script = sc;
+    jd_defs *d = e->defs;
+    e->defs = g->defs;
+    g->defs = d;
+    int ctx = e->ctx_ref;
+    e->ctx_ref = g->ctx_ref;
+    g->ctx_ref = ctx;
+    jd_journey_count *c = e->counts;
+    e->counts = g->counts;
+    g->counts = c;
+    uint64_t *ca = e->channel_actions;
+    e->channel_actions = g->channel_actions;
+    g->channel_actions = ca;
+    jd_stats *an = e->analytics;
+    e->analytics = g->analytics;
+    g->analytics = an;
+    unsigned char *ad = e->analytics_dirty;
+    e->analytics_dirty = g->analytics_dirty;
+    g->analytics_dirty = ad;
+    e->running = e->running ? NULL : g;
+}
+
+static int stage_named(const jd_journey *j, const char *name)
+{
+    for (size_t s = 0; s < j->nstages; s++)
+        if (strcmp(j->stages[s].name, name) == 0)
+            return (int)s;
+    return -1;
+}
+
+/* Adds what a pass over g counted in its scratch counters to the current ones, by
+ * journey and stage name (unsigned wrap-around carries the decrements), and zeroes them. */
+static void gen_fold(jd_engine *e, jd_gen *g)
+{
+    for (size_t i = 0; i < g->defs->njourneys; i++) {
+        const jd_journey *oj = &g->defs->journeys[i];
+        jd_journey_count *sc = &g->counts[i];
+        const jd_journey *cj = jd_defs_journey(e->defs, oj->name, strlen(oj->name));
+        if (cj) {
+            jd_journey_count *cc = &e->counts[cj->index];
+            cc->entered += sc->entered;
+            cc->converted += sc->converted;
+            cc->exited += sc->exited;
+            cc->active += sc->active;
+            for (size_t s = 0; s < oj->nstages; s++) {
+                int cs = stage_named(cj, oj->stages[s].name);
+                if (cs < 0)
+                    continue;
+                jd_stage_count *a = &cc->stages[cs], *b = &sc->stages[s];
+                a->entered += b->entered;
+                a->now += b->now;
+                a->moved_on += b->moved_on;
+                a->timed_out += b->timed_out;
+                a->converted += b->converted;
+                a->exited += b->exited;
+            }
+        }
+        sc->entered = sc->converted = sc->exited = sc->active = 0;
+        memset(sc->stages, 0, (oj->nstages ? oj->nstages : 1) * sizeof *sc->stages);
+    }
+}
+
+/* Pinned instances that left go back among the person's instances, in the current
+ * defs by name (for re-entry rules); one whose journey is gone stays behind, inert. */
+static void unpin_left(jd_engine *e, jd_user *u)
+{
+    for (jd_instance **pp = &u->pinned; *pp;) {
+        jd_instance *in = *pp;
+        if (!in->pin || in->status == JD_INST_ACTIVE) {
+            pp = &in->next;
+            continue;
+        }
+        jd_gen *g = in->pin;
+        const jd_journey *oj = &g->defs->journeys[in->journey];
+        const jd_journey *cj = jd_defs_journey(e->defs, oj->name, strlen(oj->name));
+        g->pinned--;
+        u->npinned--;
+        in->pin = NULL;
+        if (!cj) {
+            in->journey = -1;
+            pp = &in->next;
+            continue;
+        }
+        int cs = stage_named(cj, oj->stages[in->stage].name);
+        in->stage = cs >= 0 ? cs : cj->entry_stage;
+        in->journey = cj->index;
+        *pp = in->next;
+        in->next = u->instances;
+        u->instances = in;
+        jd_persist_user_changed(e, u);
+    }
+}
+
+/* Frees the retired generations nobody is pinned to and no timer names. */
+static void gens_collect(jd_engine *e)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < e->ngens; i++) {
+        if (e->gens[i]->pinned || e->gens[i]->timers)
+            e->gens[k++] = e->gens[i];
+        else
+            gen_free(e->gens[i]);
+    }
+    e->ngens = k;
+}
+
+/* An active instance of j (by name) and key pinned to an earlier version. */
+static int pinned_active(const jd_user *u, const jd_journey *j, const char *key, size_t keylen)
+{
+    for (const jd_instance *in = u->pinned; in; in = in->next)
+        if (in->pin && in->status == JD_INST_ACTIVE && in->keylen == keylen && memcmp(in->key, key, keylen) == 0 &&
+            strcmp(in->pin->defs->journeys[in->journey].name, j->name) == 0)
+            return 1;
+    return 0;
+}
+
 static void new_analytics(jd_engine *e)
 {
     const jd_defs *d = e->defs;
@@ -242,8 +406,9 @@ static void schedule_migrated(jd_engine *e, jd_user *u);
  * whose version changed and that declares `migrate` moves its active people to the
  * stages the table names (or exits them); a person whose stage changed gets the new
  * stage's timers, one whose stage kept its name keeps the pending ones. */
-static void carry_over(jd_engine *e, const jd_defs *od, jd_journey_count *ocounts, uint64_t *ochan)
+static void carry_over(jd_engine *e, jd_gen *g, jd_journey_count *ocounts, uint64_t *ochan)
 {
+    const jd_defs *od = g->defs;
     const jd_defs *nd = e->defs;
     int *jmap = jd_xcalloc(od->njourneys ? od->njourneys : 1, sizeof *jmap);
     int **smap = jd_xcalloc(od->njourneys ? od->njourneys : 1, sizeof *smap);
@@ -288,9 +453,35 @@ static void carry_over(jd_engine *e, const jd_defs *od, jd_journey_count *ocount
     const jd_map_slot *slot;
     while (jd_map_next(&e->users, &it, &slot)) {
         jd_user *u = slot->value;
+        /* people pinned to earlier generations count in the new journey of that name */
+        for (const jd_instance *in = u->pinned; in; in = in->next) {
+            if (!in->pin || in->status != JD_INST_ACTIVE)
+                continue;
+            const jd_journey *pj = &in->pin->defs->journeys[in->journey];
+            const jd_journey *cj = jd_defs_journey(nd, pj->name, strlen(pj->name));
+            int cs = cj ? stage_named(cj, pj->stages[in->stage].name) : -1;
+            if (cj)
+                e->counts[cj->index].active++;
+            if (cs >= 0)
+                e->counts[cj->index].stages[cs].now++;
+        }
         for (jd_instance **pp = &u->instances; *pp;) {
             jd_instance *in = *pp;
             int nj = jmap[in->journey];
+            if (nj >= 0 && in->status == JD_INST_ACTIVE && !migrating[in->journey] &&
+                nd->journeys[nj].version != od->journeys[in->journey].version) {
+                /* edited without `migrate`: pinned to the old generation until they leave */
+                *pp = in->next;
+                in->pin = g;
+                in->next = u->pinned;
+                u->pinned = in;
+                g->pinned++;
+                u->npinned++;
+                e->counts[nj].active++;
+                if (smap[in->journey][in->stage] >= 0)
+                    e->counts[nj].stages[smap[in->journey][in->stage]].now++;
+                continue;
+            }
             if (nj < 0) { /* the journey is gone: forget the instance */
                 if (in->status == JD_INST_ACTIVE)
                     jd_engine_log(e, "warn", "reload: journey '%s' removed; user %s leaves it",
@@ -346,7 +537,21 @@ static void carry_over(jd_engine *e, const jd_defs *od, jd_journey_count *ocount
     e->timers.next_seq = old.next_seq;
     for (size_t i = 0; i < old.n; i++) {
         jd_timer t = old.heap[i];
+        if (t.pin) { /* an earlier generation's pinned instance: as it is */
+            jd_timers_insert(&e->timers, t);
+            continue;
+        }
         int nj = jmap[t.journey];
+        if (nj >= 0 && t.inst->pin == g) { /* pinned just now: the timer names g */
+            if (t.inst->status == JD_INST_ACTIVE && t.inst->iid == t.iid && t.inst->gen == t.gen) {
+                t.pin = g;
+                g->timers++;
+                jd_timers_insert(&e->timers, t);
+            } else {
+                t.user->timers--;
+            }
+            continue;
+        }
         if (nj < 0 || t.inst->status != JD_INST_ACTIVE || t.inst->iid != t.iid || t.inst->gen != t.gen) {
             t.user->timers--;
             continue; /* (instances of removed journeys are freed: never dereference them) */
@@ -370,13 +575,15 @@ int jd_engine_reload(jd_engine *e, const char *config_path, jd_error *err)
 {
     jd_script *old_script = NULL;
     jd_defs *old_defs = NULL;
+    int old_ctx = e->ctx_ref;
     if (load_scripts(e, config_path, &old_script, &old_defs, err))
         return -1;
+    jd_gen *g = gen_new(old_script, old_defs, old_ctx);
     jd_journey_count *ocounts = e->counts;
     uint64_t *ochan = e->channel_actions;
     e->channel_actions = jd_xcalloc(e->defs->nchannels + 1, sizeof *e->channel_actions);
     e->counts = new_counts(e->defs);
-    carry_over(e, old_defs, ocounts, ochan);
+    carry_over(e, g, ocounts, ochan);
     /* analytics by journey and stage name; "in stage now" from the recount above */
     jd_stats *oan = e->analytics;
     new_analytics(e);
@@ -388,9 +595,9 @@ int jd_engine_reload(jd_engine *e, const char *config_path, jd_error *err)
     jd_persist_all_changed(e); /* statuses may have changed; rows name journeys anyway */
     free_counts(ocounts, old_defs->njourneys);
     free(ochan);
-    jd_defs_release_refs(jd_script_L(old_script), old_defs);
-    jd_defs_free(old_defs);
-    jd_script_free(old_script);
+    e->gens = jd_xrealloc(e->gens, (e->ngens + 1) * sizeof *e->gens);
+    e->gens[e->ngens++] = g; /* freed now unless people are pinned to it */
+    gens_collect(e);
     jd_engine_log(e, "info", "scripts reloaded from %s: %zu journeys", config_path, e->defs->njourneys);
     return 0;
 }
@@ -406,6 +613,9 @@ void jd_engine_free(jd_engine *e)
         jd_defs_free(e->defs);
     }
     jd_script_free(e->script);
+    for (size_t i = 0; i < e->ngens; i++)
+        gen_free(e->gens[i]);
+    free(e->gens);
     jd_stats_free(e->analytics);
     free(e->analytics_dirty);
     jd_map_free(&e->alert_counts, free);
@@ -1130,10 +1340,13 @@ static void schedule_afters(jd_engine *e, jd_user *u, const jd_journey *j, jd_in
             .after = (uint16_t)i,
             .journey = (uint16_t)j->index,
             .seq = e->timers.next_seq++,
+            .pin = e->running,
         };
         if (!e->persist || !jd_persist_timer_added(e, &tm)) {
             jd_timers_insert(&e->timers, tm);
             u->timers++;
+            if (tm.pin)
+                tm.pin->timers++;
         }
         e->stats[JD_STAT_TIMERS_SCHEDULED]++;
     }
@@ -1202,6 +1415,8 @@ static void enter_journey(jd_engine *e, const jd_journey *j, const char *key, si
     jd_instance *inst = jd_user_instance(e->user, j->index, key, keylen);
     if (inst && inst->status == JD_INST_ACTIVE)
         return;
+    if (e->user->npinned && pinned_active(e->user, j, key, keylen))
+        return; /* still in an earlier version of this journey */
     if (!reentry_ok(e, j, inst, at))
         return;
     if (!inst)
@@ -1262,7 +1477,10 @@ static int event_key(jd_engine *e, const jd_journey *j, const char **key, size_t
 }
 
 /* One journey's triggers (t[0..n), sorted by role) against this event. */
-static void process_journey(jd_engine *e, const jd_journey *j, jd_trigger *const *t, size_t n)
+/* Runs the triggers t of journey j for the instances in list that belong to the running
+ * generation, then (when entries) its entry. */
+static void process_journey(jd_engine *e, const jd_journey *j, jd_trigger *const *t, size_t n, jd_instance *list,
+                            int entries)
 {
     int64_t at = event_time(e);
     const char *key = "";
@@ -1275,8 +1493,9 @@ static void process_journey(jd_engine *e, const jd_journey *j, jd_trigger *const
             key = k;
         }
     }
-    for (jd_instance *inst = e->user->instances; inst; inst = inst->next) {
-        if (inst->journey != j->index || inst->status != JD_INST_ACTIVE || inst->touched == e->event_seq)
+    for (jd_instance *inst = list; inst; inst = inst->next) {
+        if (inst->pin != e->running || inst->journey != j->index || inst->status != JD_INST_ACTIVE ||
+            inst->touched == e->event_seq)
             continue;
         if (j->key && haskey && (inst->keylen != keylen || memcmp(inst->key, key, keylen) != 0))
             continue;
@@ -1301,7 +1520,7 @@ static void process_journey(jd_engine *e, const jd_journey *j, jd_trigger *const
             break; /* one trigger per instance per event */
         }
     }
-    if (haskey) {
+    if (haskey && entries) {
         for (size_t i = 0; i < n; i++) {
             if (t[i]->role == JD_ROLE_ENTRY && matches(e, t[i], j, NULL)) {
                 enter_journey(e, j, key, keylen, t[i], at);
@@ -1425,6 +1644,8 @@ static jd_user *resolve_user(jd_engine *e, const jd_event *ev)
 
 /* ---------------------------------------------------------------- processing */
 
+static void fire_timer(jd_engine *e, const jd_journey *j, jd_instance *inst, uint64_t gen, uint64_t aft);
+
 static void timer_event(jd_engine *e)
 {
     const jd_event *ev = e->ev;
@@ -1439,15 +1660,34 @@ static void timer_event(jd_engine *e)
         e->stats[JD_STAT_INVALID]++;
         return;
     }
+    /* a person pinned to an earlier generation: that generation runs the timer */
+    for (jd_instance *p = e->user->npinned ? e->user->pinned : NULL; p; p = p->next) {
+        if (!p->pin || p->status != JD_INST_ACTIVE || p->iid != iid->via.u64)
+            continue;
+        jd_gen *g = p->pin;
+        gen_swap(e, g);
+        fire_timer(e, &e->defs->journeys[p->journey], p, gen->via.u64, aft->via.u64);
+        gen_swap(e, g);
+        gen_fold(e, g);
+        unpin_left(e, e->user);
+        gens_collect(e);
+        return;
+    }
     const jd_journey *j = jd_defs_journey(e->defs, jn->via.str.ptr, jn->via.str.size);
     jd_instance *inst = j ? jd_user_instance(e->user, j->index, ky->via.str.ptr, ky->via.str.size) : NULL;
+    fire_timer(e, j, inst && inst->iid == iid->via.u64 ? inst : NULL, gen->via.u64, aft->via.u64);
+}
+
+/* A timer of inst's stage entry gen, the j.after at aft of its stage. */
+static void fire_timer(jd_engine *e, const jd_journey *j, jd_instance *inst, uint64_t gen, uint64_t aft)
+{
+    const jd_event *ev = e->ev;
     /* lazy cancel: a timer of a stage entry the person has left is dropped, never fired */
-    if (!inst || inst->status != JD_INST_ACTIVE || inst->iid != iid->via.u64 || inst->gen != gen->via.u64 ||
-        aft->via.u64 >= j->stages[inst->stage].nafter) {
+    if (!inst || inst->status != JD_INST_ACTIVE || inst->gen != gen || aft >= j->stages[inst->stage].nafter) {
         e->stats[JD_STAT_TIMERS_DROPPED]++;
         return;
     }
-    const jd_trigger *t = j->stages[inst->stage].after[aft->via.u64];
+    const jd_trigger *t = j->stages[inst->stage].after[aft];
     /* j.after(...):when(fn): a timer whose condition is false does nothing; the person
      * stays in the stage */
     if (t->when_ref != LUA_NOREF && !when_ok(e, t, j, inst)) {
@@ -1456,9 +1696,45 @@ static void timer_event(jd_engine *e)
     }
     e->stats[JD_STAT_TIMERS_FIRED]++;
     inst->touched = e->event_seq;
-    jd_engine_decide(e, JD_DEC_TIMER, j, inst->stage, "after %s",
-                     j->stages[inst->stage].after[aft->via.u64]->delay_text);
+    jd_engine_decide(e, JD_DEC_TIMER, j, inst->stage, "after %s", j->stages[inst->stage].after[aft]->delay_text);
     fire(e, j, inst, t, ev->timestamp);
+}
+
+/* The event for the person's instances pinned to earlier generations: each generation's
+ * own triggers and hooks, no entries (new people get the current version). */
+static void run_pinned(jd_engine *e, const jd_event *ev)
+{
+    jd_user *u = e->user;
+    if (!u->npinned)
+        return;
+    for (size_t gi = 0; gi < e->ngens; gi++) {
+        jd_gen *g = e->gens[gi];
+        int any = 0;
+        for (const jd_instance *in = u->pinned; in && !any; in = in->next)
+            any = in->pin == g && in->status == JD_INST_ACTIVE;
+        if (!any)
+            continue;
+        gen_swap(e, g);
+        jd_trigger *merged[256];
+        jd_tlist scratch = {merged, 0};
+        const jd_tlist *tl = jd_defs_lookup(e->defs, ev->type, ev->name.p, ev->name.n, &scratch, 256);
+        for (size_t i = 0; tl && i < tl->n;) {
+            jd_trigger *t = tl->t[i];
+            size_t k = i + 1;
+            if (t->journey < 0) {
+                i++;
+                continue;
+            }
+            while (k < tl->n && tl->t[k]->journey == t->journey)
+                k++;
+            process_journey(e, &e->defs->journeys[t->journey], &tl->t[i], k - i, u->pinned, 0);
+            i = k;
+        }
+        gen_swap(e, g);
+        gen_fold(e, g);
+    }
+    unpin_left(e, u);
+    gens_collect(e);
 }
 
 static void process_view(jd_engine *e, const jd_event *ev)
@@ -1513,6 +1789,7 @@ static void process_view(jd_engine *e, const jd_event *ev)
     const jd_tlist *tl = jd_defs_lookup(e->defs, ev->type, ev->name.p, ev->name.n, &scratch, 256);
     if (!tl || !tl->n) {
         e->stats[JD_STAT_UNMATCHED]++;
+        run_pinned(e, ev);
         return;
     }
     for (size_t i = 0; i < tl->n;) {
@@ -1525,16 +1802,17 @@ static void process_view(jd_engine *e, const jd_event *ev)
         size_t k = i + 1;
         while (k < tl->n && tl->t[k]->journey == t->journey)
             k++;
-        process_journey(e, &e->defs->journeys[t->journey], &tl->t[i], k - i);
+        process_journey(e, &e->defs->journeys[t->journey], &tl->t[i], k - i, e->user->instances, 1);
         i = k;
     }
+    run_pinned(e, ev);
 }
 
 /* Builds a timer's event record: type "timer", messageId derived from the stage
  * entry it belongs to (so it can fire only once), timestamp = due time. */
 static void timer_record(jd_engine *e, const jd_timer *tm, jd_buf *out)
 {
-    const jd_journey *j = &e->defs->journeys[tm->journey];
+    const jd_journey *j = &(tm->pin ? tm->pin->defs : e->defs)->journeys[tm->journey];
     jd_buf *k = &e->keybuf;
     jd_buf_reset(k);
     jd_buf_append(k, tm->user->id, tm->user->idlen);
@@ -1595,6 +1873,8 @@ void jd_engine_advance(jd_engine *e, int64_t t)
         jd_timer tm;
         jd_timers_pop(&e->timers, &tm);
         tm.user->timers--;
+        if (tm.pin) /* still alive: collected only after this timer's record is built */
+            tm.pin->timers--;
         if (e->persist)
             jd_persist_timer_done(e, &tm);
         /* cheap pre-check: a stale stage entry never needs a record */
@@ -1622,7 +1902,9 @@ void jd_engine_advance(jd_engine *e, int64_t t)
             continue;
         process_view(e, &ev);
         check_alerts(e);
+        gens_collect(e);
     }
+    gens_collect(e);
     jd_clock_advance(&e->clock, t);
     check_alerts(e);
     if (overdue_fired || overdue_skipped) {

@@ -99,6 +99,22 @@ enum {
     JD_NSTATS
 };
 
+/* A retired generation of the scripts, kept while people are pinned to it: they entered
+ * a journey whose version a reload changed without `migrate`, and keep running it until
+ * they leave. While it runs, the engine's script, defs, ctx and per-defs counters are
+ * swapped with these; its counters are scratch, folded into the current ones by name. */
+typedef struct jd_gen {
+    jd_script *script;
+    jd_defs *defs;
+    int ctx_ref;
+    jd_journey_count *counts;
+    uint64_t *channel_actions;
+    struct jd_stats *analytics;
+    unsigned char *analytics_dirty;
+    uint64_t pinned; /* active instances pinned to it */
+    uint64_t timers; /* timers in memory that name it */
+} jd_gen;
+
 struct jd_engine {
     jd_options opts;
     jd_clock clock;
@@ -157,6 +173,10 @@ struct jd_engine {
     jd_effects fx;
 
     struct jd_persist *persist; /* the embedded store (checkpoint.c), NULL: memory only */
+
+    jd_gen **gens; /* retired generations with pinned people, oldest first */
+    size_t ngens;
+    jd_gen *running; /* the retired generation swapped in, NULL: the current one */
 
     jd_action_fn on_action;
     void *on_action_ud;

@@ -166,13 +166,37 @@ static void pack_decisions(msgpack_packer *pk, const jd_engine *e, const jd_user
     }
 }
 
+/* A person's instances, then those pinned to an earlier generation (which index its defs). */
+static const jd_instance *pinned_from(const jd_instance *i)
+{
+    while (i && !i->pin)
+        i = i->next;
+    return i;
+}
+
+static const jd_instance *first_inst(const jd_user *u)
+{
+    return u->instances ? u->instances : pinned_from(u->pinned);
+}
+
+static const jd_instance *next_inst(const jd_user *u, const jd_instance *i)
+{
+    if (i->pin)
+        return pinned_from(i->next);
+    return i->next ? i->next : pinned_from(u->pinned);
+}
+
+static const jd_defs *inst_defs(const jd_engine *e, const jd_instance *i)
+{
+    return i->pin ? i->pin->defs : e->defs;
+}
+
 char *jd_engine_user_json(const jd_engine *e, const char *id, size_t n)
 {
     /* reading a person in from the store changes no state: the cache is not the model */
     const jd_user *u = jd_engine_find_user((jd_engine *)e, id, n);
     if (!u)
         return NULL;
-    const jd_defs *d = e->defs;
     jd_buf mp;
     jd_buf_init(&mp);
     msgpack_packer pk;
@@ -193,15 +217,20 @@ char *jd_engine_user_json(const jd_engine *e, const char *id, size_t n)
     msgpack_pack_double(&pk, u->score);
 
     size_t ninst = 0;
-    for (const jd_instance *i = u->instances; i; i = i->next)
+    for (const jd_instance *i = first_inst(u); i; i = next_inst(u, i))
         ninst++;
     jd_mp_pack_cstr(&pk, "journeys");
     msgpack_pack_array(&pk, ninst);
-    for (const jd_instance *i = u->instances; i; i = i->next) {
-        const jd_journey *j = &d->journeys[i->journey];
-        msgpack_pack_map(&pk, 8);
+    for (const jd_instance *i = first_inst(u); i; i = next_inst(u, i)) {
+        const jd_journey *j = &inst_defs(e, i)->journeys[i->journey];
+        msgpack_pack_map(&pk, 9);
         jd_mp_pack_cstr(&pk, "journey");
         jd_mp_pack_cstr(&pk, j->name);
+        jd_mp_pack_cstr(&pk, "pinned"); /* runs the earlier version it entered with */
+        if (i->pin)
+            msgpack_pack_true(&pk);
+        else
+            msgpack_pack_false(&pk);
         char v[24];
         snprintf(v, sizeof v, "%016llx", (unsigned long long)i->version);
         jd_mp_pack_cstr(&pk, "version"); /* the one it entered with (or migrated to); 0: unknown */
@@ -223,19 +252,19 @@ char *jd_engine_user_json(const jd_engine *e, const char *id, size_t n)
      * that has not fired yet */
     int64_t now = jd_clock_now(&e->clock);
     size_t npend = 0;
-    for (const jd_instance *i = u->instances; i; i = i->next) {
+    for (const jd_instance *i = first_inst(u); i; i = next_inst(u, i)) {
         if (i->status != JD_INST_ACTIVE)
             continue;
-        const jd_stage *st = &d->journeys[i->journey].stages[i->stage];
+        const jd_stage *st = &inst_defs(e, i)->journeys[i->journey].stages[i->stage];
         for (size_t k = 0; k < st->nafter; k++)
             npend += i->stage_entered_at + st->after[k]->delay_ms > now;
     }
     jd_mp_pack_cstr(&pk, "pending_timers");
     msgpack_pack_array(&pk, npend);
-    for (const jd_instance *i = u->instances; i; i = i->next) {
+    for (const jd_instance *i = first_inst(u); i; i = next_inst(u, i)) {
         if (i->status != JD_INST_ACTIVE)
             continue;
-        const jd_journey *j = &d->journeys[i->journey];
+        const jd_journey *j = &inst_defs(e, i)->journeys[i->journey];
         const jd_stage *st = &j->stages[i->stage];
         for (size_t k = 0; k < st->nafter; k++) {
             int64_t due = i->stage_entered_at + st->after[k]->delay_ms;
@@ -601,6 +630,8 @@ static void against_stage(jd_buf *b, const jd_journey *j, const char *sn, uint64
         jd_buf_puts(b, "migrate: stay, timers kept\n");
     else if (j->migrates && v && to >= 0)
         jd_buf_printf(b, "migrate: to %s\n", j->stages[to].name);
+    else if (!j->migrates && v)
+        jd_buf_printf(b, "pin: keep version %016llx until they leave\n", (unsigned long long)v);
     else if (to >= 0)
         jd_buf_printf(b, "keep: stay in %s, new version\n", sn);
     else

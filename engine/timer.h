@@ -1,7 +1,7 @@
 /* timer: the in-memory window of pending timers, a binary min-heap ordered by
  * (due, seq). A timer names the stage entry it belongs to (instance number and
  * generation); firing it turns it into a timer event, which the processor drops if
- * the person has moved on. Uses buf. 40 bytes per pending timer. */
+ * the person has moved on. Uses buf. 48 bytes per pending timer. */
 #ifndef JD_TIMER_H
 #define JD_TIMER_H
 
@@ -20,6 +20,7 @@ typedef struct jd_timer {
     uint32_t gen;
     uint16_t after; /* index of the j.after in its stage */
     uint16_t journey;
+    struct jd_gen *pin; /* a pinned instance's: journey indexes its defs; NULL: current */
 } jd_timer;
 
 typedef struct jd_timers {

@@ -21,6 +21,11 @@ void jd_user_free(jd_user *u)
         free(i->key);
         free(i);
     }
+    for (jd_instance *i = u->pinned, *nx; i; i = nx) {
+        nx = i->next;
+        free(i->key);
+        free(i);
+    }
     for (size_t i = 0; i < u->nsegments; i++)
         free(u->segments[i]);
     free(u->segments);

@@ -9,6 +9,8 @@
 #include "buf.h"
 #include "map.h"
 
+struct jd_gen;
+
 typedef enum jd_inst_status { JD_INST_ACTIVE, JD_INST_CONVERTED, JD_INST_EXITED } jd_inst_status;
 
 /* One (journey, key) of a user: the running instance, or the memory of the last one
@@ -29,6 +31,9 @@ typedef struct jd_instance {
     uint64_t touched; /* the event that last changed it (no re-entry on the event that left) */
     uint64_t version; /* the journey's version it entered with (or migrated to); 0: unknown */
     uint8_t migrated; /* moved to another stage by a `migrate` on load: its timers are due */
+    /* In jd_user.pinned: the retired scripts generation it runs with (journey and stage
+     * index into its defs); NULL in jd_user.instances and for a pinned one that left. */
+    struct jd_gen *pin;
 } jd_instance;
 
 typedef enum jd_decision_kind {
@@ -69,6 +74,8 @@ typedef struct jd_user {
     char **segments; /* sorted, owned */
     size_t nsegments;
     jd_instance *instances;
+    jd_instance *pinned; /* instances pinned to an earlier version of their journey */
+    uint32_t npinned;    /* active ones among them: not evicted while > 0 */
     uint32_t next_iid;
     jd_decision *decisions; /* ring, allocated on first use */
     uint16_t ndecisions, dec_next;

@@ -243,6 +243,104 @@ static void test_version_in_store(void **state)
     tu_free(&r);
 }
 
+/* v1 and v2 of a journey with a goal: hooks send their version's templates. */
+#define PINNED(v, extra)                                                                                \
+    HDR "j.journey \"trial\" {\n"                                                                       \
+        "  entry = j.on(\"Signed Up\"),\n"                                                              \
+        "  goal = j.on(\"Paid\"),\n" extra "  j.stage \"signed_up\" {\n"                                \
+        "    enter = function(ctx) ctx:send(\"email\", { template = \"welcome-" v "\" }) end,\n"        \
+        "    j.on(\"Project Created\"):go \"activated\",\n"                                             \
+        "    j.after(\"2d\", function(ctx) ctx:send(\"email\", { template = \"nudge-" v "\" }) end),\n" \
+        "  },\n"                                                                                        \
+        "  j.stage \"activated\" {\n"                                                                   \
+        "    j.after(\"1d\", function(ctx) ctx:send(\"email\", { template = \"tip-" v "\" }) end),\n"   \
+        "  },\n"                                                                                        \
+        "}\n"
+
+static int pinned(tu_run *r, const char *user)
+{
+    char *js = jd_engine_user_json(r->e, user, strlen(user));
+    assert_non_null(js);
+    int p = strstr(js, "\"pinned\":true") != NULL;
+    free(js);
+    return p;
+}
+
+/* Edited without migrate: people inside keep running the version they entered with (its
+ * hooks, stages and timers) until they leave; new people get the new version. */
+static void test_pinned_keep_their_version(void **state)
+{
+    (void)state;
+    tu_run r;
+    tu_start(&r, PINNED("v1", ""));
+    tu_track(&r, "a", "Signed Up", "2026-01-01T00:00:00Z", NULL);
+    reload(&r, PINNED("v2", ""));
+    assert_true(pinned(&r, "a"));
+    tu_track(&r, "b", "Signed Up", "2026-01-01T01:00:00Z", NULL);
+    assert_false(pinned(&r, "b"));
+    EXPECT_COUNT(&r, 1, "welcome-v1", NULL);
+    EXPECT_COUNT(&r, 1, "welcome-v2", NULL);
+    tu_advance(&r, "2026-01-03T12:00:00Z");
+    EXPECT_COUNT(&r, 1, "nudge-v1", "\"a\"", NULL);
+    EXPECT_COUNT(&r, 1, "nudge-v2", "\"b\"", NULL);
+    EXPECT_COUNT(&r, 2, "nudge-", NULL);
+    /* a moves on under v1 and gets v1's timer there */
+    tu_track(&r, "a", "Project Created", "2026-01-04T00:00:00Z", NULL);
+    tu_track(&r, "b", "Project Created", "2026-01-04T00:00:00Z", NULL);
+    assert_true(in_stage(&r, "a", "activated"));
+    tu_advance(&r, "2026-01-05T12:00:00Z");
+    EXPECT_COUNT(&r, 1, "tip-v1", "\"a\"", NULL);
+    EXPECT_COUNT(&r, 1, "tip-v2", "\"b\"", NULL);
+    /* a's goal: a leaves, unpinned, and is not entered again */
+    tu_track(&r, "a", "Paid", "2026-01-06T00:00:00Z", NULL);
+    assert_false(pinned(&r, "a"));
+    tu_track(&r, "a", "Signed Up", "2026-01-07T00:00:00Z", NULL);
+    EXPECT_COUNT(&r, 0, "welcome-v2", "\"a\"", NULL);
+    char *js = jd_engine_journey_json(r.e, "trial", 5);
+    assert_non_null(strstr(js, "\"entered\":2"));
+    assert_non_null(strstr(js, "\"active\":1"));
+    assert_non_null(strstr(js, "\"converted\":1"));
+    free(js);
+    EXPECT_NACTIONS(&r, 6);
+    tu_free(&r);
+}
+
+/* Two edits: each person keeps the version they entered with; a stage v3 removes still
+ * holds the people pinned in it; the store keeps pinned people in the journey. */
+static void test_pinned_across_reloads(void **state)
+{
+    (void)state;
+    tu_run r;
+    tu_start(&r, PINNED("v1", ""));
+    tu_open_store(&r, "pin", NULL);
+    tu_track(&r, "a", "Signed Up", "2026-01-01T00:00:00Z", NULL);
+    reload(&r, PINNED("v2", ""));
+    tu_track(&r, "b", "Signed Up", "2026-01-01T00:00:00Z", NULL);
+    reload(&r,
+           HDR "j.journey \"trial\" {\n"
+               "  entry = j.on(\"Signed Up\"),\n"
+               "  goal = j.on(\"Paid\"),\n"
+               "  j.stage \"only\" { j.after(\"2d\", function(ctx) ctx:send(\"email\", { template = \"v3\" }) end) },\n"
+               "}\n");
+    tu_track(&r, "c", "Signed Up", "2026-01-01T00:00:00Z", NULL);
+    assert_true(pinned(&r, "a"));
+    assert_true(pinned(&r, "b"));
+    assert_true(in_stage(&r, "a", "signed_up"));
+    tu_checkpoint(&r, 1);
+    tu_advance(&r, "2026-01-03T12:00:00Z");
+    EXPECT_COUNT(&r, 1, "nudge-v1", "\"a\"", NULL);
+    EXPECT_COUNT(&r, 1, "nudge-v2", "\"b\"", NULL);
+    EXPECT_COUNT(&r, 1, "\"v3\"", "\"c\"", NULL);
+    tu_track(&r, "a", "Paid", "2026-01-04T00:00:00Z", NULL);
+    tu_track(&r, "b", "Paid", "2026-01-04T00:00:00Z", NULL);
+    assert_false(pinned(&r, "a"));
+    assert_false(pinned(&r, "b"));
+    char *js = jd_engine_journey_json(r.e, "trial", 5);
+    assert_non_null(strstr(js, "\"converted\":2"));
+    free(js);
+    tu_free(&r);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -251,6 +349,8 @@ int main(void)
         cmocka_unit_test(test_kept_stage_keeps_timers),
         cmocka_unit_test(test_no_migrate_keeps_people),
         cmocka_unit_test(test_action_ids_unchanged),
+        cmocka_unit_test(test_pinned_keep_their_version),
+        cmocka_unit_test(test_pinned_across_reloads),
         cmocka_unit_test(test_bad_migrate),
         cmocka_unit_test(test_version_in_store),
     };
