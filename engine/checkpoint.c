@@ -1185,3 +1185,57 @@ int jd_persist_scan_instances(const char *store_dir, jd_stored_journey_fn jfn, j
     jd_store_close(st);
     return rc;
 }
+
+typedef struct active_scan {
+    jd_engine *e;
+    int (*want)(const char *journey, size_t n, void *ud);
+    void *ud;
+    msgpack_zone zone;
+    jd_buf ids; /* u32 length, then the id, repeated */
+} active_scan;
+
+static int visit_active(const void *k, size_t kn, const void *v, size_t vn, void *ud)
+{
+    active_scan *sc = ud;
+    if (jd_map_get(&sc->e->users, k, kn))
+        return 0; /* in memory already */
+    msgpack_zone_clear(&sc->zone);
+    msgpack_object o;
+    size_t off = 0;
+    if (msgpack_unpack(v, vn, &off, &sc->zone, &o) != MSGPACK_UNPACK_SUCCESS || o.type != MSGPACK_OBJECT_ARRAY ||
+        o.via.array.size < 6 || o.via.array.ptr[4].type != MSGPACK_OBJECT_ARRAY)
+        return 0;
+    const msgpack_object *list = &o.via.array.ptr[4];
+    for (uint32_t i = 0; i < list->via.array.size; i++) {
+        jd_stored_instance si;
+        if (stored_instance(&list->via.array.ptr[i], &si) == 0 && si.status == JD_INST_ACTIVE &&
+            sc->want(si.journey, si.journeyn, sc->ud)) {
+            uint32_t n = (uint32_t)kn;
+            jd_buf_append(&sc->ids, &n, sizeof n);
+            jd_buf_append(&sc->ids, k, kn);
+            break;
+        }
+    }
+    return 0;
+}
+
+void jd_persist_load_active(jd_engine *e, int (*want)(const char *journey, size_t n, void *ud), void *ud)
+{
+    if (!e->persist)
+        return;
+    active_scan sc = {.e = e, .want = want, .ud = ud};
+    msgpack_zone_init(&sc.zone, 4096);
+    jd_buf_init(&sc.ids);
+    /* ids first: reading a person back opens its own read of the store */
+    if (jd_store_scan(e->persist->store, JD_DB_USERS, NULL, 0, visit_active, &sc) < 0)
+        jd_engine_log(e, "error", "reload: cannot scan the stored people; those not in memory are not pinned");
+    for (size_t off = 0; off + sizeof(uint32_t) <= sc.ids.len;) {
+        uint32_t n;
+        memcpy(&n, sc.ids.data + off, sizeof n);
+        off += sizeof n;
+        jd_engine_user(e, sc.ids.data + off, n);
+        off += n;
+    }
+    jd_buf_free(&sc.ids);
+    msgpack_zone_destroy(&sc.zone);
+}

@@ -571,6 +571,18 @@ static void carry_over(jd_engine *e, jd_gen *g, jd_journey_count *ocounts, uint6
     free(migrating);
 }
 
+typedef struct pin_defs {
+    const jd_defs *old, *cur;
+} pin_defs;
+
+/* A journey that the reload from old to cur changes without `migrate`: its people pin. */
+static int pins_journey(const char *name, size_t n, void *ud)
+{
+    const pin_defs *pd = ud;
+    const jd_journey *oj = jd_defs_journey(pd->old, name, n), *nj = jd_defs_journey(pd->cur, name, n);
+    return oj && nj && !nj->migrates && nj->version != oj->version;
+}
+
 int jd_engine_reload(jd_engine *e, const char *config_path, jd_error *err)
 {
     jd_script *old_script = NULL;
@@ -579,6 +591,15 @@ int jd_engine_reload(jd_engine *e, const char *config_path, jd_error *err)
     if (load_scripts(e, config_path, &old_script, &old_defs, err))
         return -1;
     jd_gen *g = gen_new(old_script, old_defs, old_ctx);
+    if (e->persist) {
+        /* people of journeys that pin who are only in the store: read them in (with the
+         * old defs, as they were written) so that they are pinned like the others */
+        pin_defs pd = {old_defs, e->defs};
+        jd_defs *cur = e->defs;
+        e->defs = old_defs;
+        jd_persist_load_active(e, pins_journey, &pd);
+        e->defs = cur;
+    }
     jd_journey_count *ocounts = e->counts;
     uint64_t *ochan = e->channel_actions;
     e->channel_actions = jd_xcalloc(e->defs->nchannels + 1, sizeof *e->channel_actions);

@@ -210,6 +210,10 @@ typedef void (*jd_stored_journey_fn)(const jd_stored_journey *sj, void *ud);
 int jd_persist_scan_instances(const char *store_dir, jd_stored_journey_fn jfn, jd_stored_instance_fn fn, void *ud,
                               char *err, size_t errlen);
 
+/* checkpoint.c: reads into memory the stored people not in memory who are active in a
+ * journey for which want(name) is nonzero (a reload pins them). */
+void jd_persist_load_active(jd_engine *e, int (*want)(const char *journey, size_t n, void *ud), void *ud);
+
 /* checkpoint.c: the engine's state in the store (all no-ops need e->persist) */
 struct jd_persist;
 jd_user *jd_persist_load_user(jd_engine *e, const char *id, size_t n);

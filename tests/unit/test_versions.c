@@ -341,6 +341,32 @@ static void test_pinned_across_reloads(void **state)
     tu_free(&r);
 }
 
+/* A person only in the store at the reload is read in and pinned like the others. */
+static void test_pinned_from_store(void **state)
+{
+    (void)state;
+    tu_run r;
+    tu_start(&r, PINNED("v1", ""));
+    tu_open_store(&r, "pinstore", NULL);
+    tu_track(&r, "a", "Signed Up", "2026-01-01T00:00:00Z", NULL);
+    tu_checkpoint(&r, 1);
+    jd_engine_free(r.e);
+    jd_options o = {.virtual_clock = 1};
+    jd_error err;
+    r.e = jd_engine_new(r.path, &o, &err); /* the same v1 scripts, a not in memory */
+    assert_non_null(r.e);
+    jd_engine_on_action(r.e, tu_on_action, &r);
+    tu_open_store(&r, "pinstore", NULL);
+    reload(&r, PINNED("v2", ""));
+    assert_true(pinned(&r, "a"));
+    tu_track(&r, "a", "Signed Up", "2026-01-01T02:00:00Z", NULL); /* no second instance */
+    EXPECT_COUNT(&r, 0, "welcome-v2", NULL);
+    tu_advance(&r, "2026-01-03T12:00:00Z");
+    EXPECT_COUNT(&r, 1, "nudge-v1", "\"a\"", NULL);
+    EXPECT_COUNT(&r, 0, "nudge-v2", NULL);
+    tu_free(&r);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -351,6 +377,7 @@ int main(void)
         cmocka_unit_test(test_action_ids_unchanged),
         cmocka_unit_test(test_pinned_keep_their_version),
         cmocka_unit_test(test_pinned_across_reloads),
+        cmocka_unit_test(test_pinned_from_store),
         cmocka_unit_test(test_bad_migrate),
         cmocka_unit_test(test_version_in_store),
     };
