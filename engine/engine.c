@@ -415,6 +415,8 @@ static void carry_over(jd_engine *e, jd_gen *g, jd_journey_count *ocounts, uint6
     unsigned char *migrating = jd_xcalloc(od->njourneys ? od->njourneys : 1, 1);
     int64_t now = jd_clock_now(&e->clock);
     int moved = 0;
+    jd_map freed; /* instances freed below, by address */
+    jd_map_init(&freed);
     for (size_t i = 0; i < od->njourneys; i++) {
         const jd_journey *oj = &od->journeys[i];
         const jd_journey *nj = jd_defs_journey(nd, oj->name, strlen(oj->name));
@@ -453,6 +455,48 @@ static void carry_over(jd_engine *e, jd_gen *g, jd_journey_count *ocounts, uint6
     const jd_map_slot *slot;
     while (jd_map_next(&e->users, &it, &slot)) {
         jd_user *u = slot->value;
+        /* people pinned to an earlier generation of a journey that now migrates: moved
+         * to the new version like the others (appended to the instances below) */
+        jd_instance *unpinned = NULL;
+        for (jd_instance **pp = &u->pinned; *pp;) {
+            jd_instance *in = *pp;
+            const jd_journey *pj =
+                in->pin && in->status == JD_INST_ACTIVE ? &in->pin->defs->journeys[in->journey] : NULL;
+            const jd_journey *cj = pj ? jd_defs_journey(nd, pj->name, strlen(pj->name)) : NULL;
+            if (!cj || !cj->migrates || cj->version == pj->version) {
+                pp = &in->next;
+                continue;
+            }
+            const char *sn = pj->stages[in->stage].name;
+            int to = jd_journey_migrate_stage(cj, sn, strlen(sn));
+            in->pin->pinned--;
+            u->npinned--;
+            in->pin = NULL;
+            *pp = in->next;
+            in->next = unpinned;
+            unpinned = in;
+            in->journey = cj->index;
+            in->version = cj->version;
+            if (to < 0) { /* "exit", or a removed stage with no rule */
+                jd_engine_log(e, "info", "reload: journey '%s' migrates stage '%s' to exit; user %s leaves", cj->name,
+                              sn, u->id);
+                in->status = JD_INST_EXITED;
+                in->left_at = now;
+                in->stage = cj->entry_stage;
+                e->counts[cj->index].exited++;
+                continue;
+            }
+            if (strcmp(cj->stages[to].name, sn) != 0) {
+                in->gen++;
+                in->stage_entered_at = now;
+                in->migrated = 1;
+                moved = 1;
+                e->counts[cj->index].stages[to].entered++;
+            }
+            in->stage = to;
+            e->counts[cj->index].active++;
+            e->counts[cj->index].stages[to].now++;
+        }
         /* people pinned to earlier generations count in the new journey of that name */
         for (const jd_instance *in = u->pinned; in; in = in->next) {
             if (!in->pin || in->status != JD_INST_ACTIVE)
@@ -487,6 +531,7 @@ static void carry_over(jd_engine *e, jd_gen *g, jd_journey_count *ocounts, uint6
                     jd_engine_log(e, "warn", "reload: journey '%s' removed; user %s leaves it",
                                   od->journeys[in->journey].name, u->id);
                 *pp = in->next;
+                jd_map_put(&freed, (const char *)&in, sizeof in, in); /* timers below may name it */
                 free(in->key);
                 free(in);
                 continue;
@@ -530,6 +575,10 @@ static void carry_over(jd_engine *e, jd_gen *g, jd_journey_count *ocounts, uint6
             }
             pp = &in->next;
         }
+        jd_instance **tail = &u->instances; /* after the loop above: they have new indexes */
+        while (*tail)
+            tail = &(*tail)->next;
+        *tail = unpinned;
     }
     /* timers: drop those whose instance is gone, point the rest at the new indexes */
     jd_timers old = e->timers;
@@ -537,7 +586,19 @@ static void carry_over(jd_engine *e, jd_gen *g, jd_journey_count *ocounts, uint6
     e->timers.next_seq = old.next_seq;
     for (size_t i = 0; i < old.n; i++) {
         jd_timer t = old.heap[i];
-        if (t.pin) { /* an earlier generation's pinned instance: as it is */
+        if (t.pin) { /* an earlier generation's */
+            if (jd_map_get(&freed, (const char *)&t.inst, sizeof t.inst) ||
+                (t.inst->pin != t.pin &&
+                 (t.inst->pin || t.inst->status != JD_INST_ACTIVE || t.inst->iid != t.iid || t.inst->gen != t.gen))) {
+                t.user->timers--; /* its instance is gone, left, or moved on */
+                t.pin->timers--;
+                continue;
+            }
+            if (t.inst->pin != t.pin) { /* migrated out of its generation just now */
+                t.pin->timers--;
+                t.pin = NULL;
+                t.journey = (uint16_t)t.inst->journey;
+            }
             jd_timers_insert(&e->timers, t);
             continue;
         }
@@ -569,6 +630,7 @@ static void carry_over(jd_engine *e, jd_gen *g, jd_journey_count *ocounts, uint6
     free(smap);
     free(jmap);
     free(migrating);
+    jd_map_free(&freed, NULL);
 }
 
 typedef struct pin_defs {

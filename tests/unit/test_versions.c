@@ -367,6 +367,38 @@ static void test_pinned_from_store(void **state)
     tu_free(&r);
 }
 
+/* A later edit that declares migrate moves the pinned people too; a pinned person whose
+ * journey a later edit removes is forgotten with their timers. */
+static void test_pinned_then_migrated(void **state)
+{
+    (void)state;
+    tu_run r;
+    tu_start(&r, PINNED("v1", ""));
+    tu_track(&r, "a", "Signed Up", "2026-01-01T00:00:00Z", NULL);
+    tu_track(&r, "b", "Signed Up", "2026-01-01T00:00:00Z", NULL);
+    tu_track(&r, "b", "Paid", "2026-01-01T00:30:00Z", NULL); /* b left under v1 */
+    reload(&r, PINNED("v2", ""));
+    assert_true(pinned(&r, "a"));
+    reload(&r, V2("  migrate = { signed_up = \"onboarding\" },\n"));
+    assert_false(pinned(&r, "a"));
+    assert_true(in_stage(&r, "a", "onboarding"));
+    tu_advance(&r, "2026-01-04T00:00:00Z");
+    EXPECT_COUNT(&r, 0, "nudge-v1", NULL);
+    EXPECT_COUNT(&r, 1, "v2-nudge", "\"a\"", NULL);
+    tu_track(&r, "b", "Signed Up", "2026-01-04T01:00:00Z", NULL); /* left: never again */
+    assert_false(in_stage(&r, "b", "onboarding"));
+    tu_free(&r);
+
+    tu_start(&r, PINNED("v1", ""));
+    tu_track(&r, "a", "Signed Up", "2026-01-01T00:00:00Z", NULL);
+    reload(&r, PINNED("v2", ""));
+    tu_track(&r, "a", "Paid", "2026-01-01T01:00:00Z", NULL); /* leaves: unpinned, its v1 timer stale */
+    reload(&r, HDR "j.journey \"other\" { entry = j.on(\"X\"), j.stage \"s\" {} }\n");
+    tu_advance(&r, "2026-01-04T00:00:00Z");
+    EXPECT_COUNT(&r, 0, "nudge-", NULL);
+    tu_free(&r);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -378,6 +410,7 @@ int main(void)
         cmocka_unit_test(test_pinned_keep_their_version),
         cmocka_unit_test(test_pinned_across_reloads),
         cmocka_unit_test(test_pinned_from_store),
+        cmocka_unit_test(test_pinned_then_migrated),
         cmocka_unit_test(test_bad_migrate),
         cmocka_unit_test(test_version_in_store),
     };
