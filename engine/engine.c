@@ -216,7 +216,8 @@ static int stage_named(const jd_journey *j, const char *name)
 }
 
 /* Adds what a pass over g counted in its scratch counters to the current ones, by
- * journey and stage name (unsigned wrap-around carries the decrements), and zeroes them. */
+ * journey, stage and channel name (unsigned wrap-around carries the decrements), and
+ * zeroes them. Its windowed analytics are scratch: alerts do not see pinned people. */
 static void gen_fold(jd_engine *e, jd_gen *g)
 {
     for (size_t i = 0; i < g->defs->njourneys; i++) {
@@ -244,6 +245,12 @@ static void gen_fold(jd_engine *e, jd_gen *g)
         }
         sc->entered = sc->converted = sc->exited = sc->active = 0;
         memset(sc->stages, 0, (oj->nstages ? oj->nstages : 1) * sizeof *sc->stages);
+    }
+    for (size_t c = 0; c < g->defs->nchannels; c++) {
+        const jd_channel *ch = jd_defs_channel(e->defs, g->defs->channels[c].name, strlen(g->defs->channels[c].name));
+        if (ch)
+            e->channel_actions[ch->index] += g->channel_actions[c];
+        g->channel_actions[c] = 0;
     }
 }
 

@@ -302,6 +302,7 @@ static void test_pinned_keep_their_version(void **state)
     assert_non_null(strstr(js, "\"converted\":1"));
     free(js);
     EXPECT_NACTIONS(&r, 6);
+    assert_int_equal(jd_engine_stat(r.e, "actions"), 6); /* pinned sends counted too */
     tu_free(&r);
 }
 
