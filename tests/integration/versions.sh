@@ -54,4 +54,26 @@ $B check --against "$T/data" "$T/v3.lua" >"$T/out3" || fail "check --against exi
 grep -q "^journey trial: removed; 3 active leave it" "$T/out3" || fail "removed journey: $(cat "$T/out3")"
 grep -q "^journey renamed  version [0-9a-f]\{16\}: new journey" "$T/out3" || fail "new journey: $(cat "$T/out3")"
 $B check --against "$T/nowhere" "$T/v2.lua" >/dev/null 2>&1; [ $? = 2 ] || fail "a missing store must exit 2"
+
+# an edit without migrate pins: check says so, and after SIGHUP the daemon shows it
+sed 's/"activated" },/"activated", j.after("1d", function(ctx) ctx:log("v4") end) },/' "$T/v1.lua" >"$T/v4.lua"
+$B check --against "$T/data" "$T/v4.lua" >"$T/out4" || fail "check --against exited $?"
+grep -q "^  stage signed_up: 2 active (version [0-9a-f]*) pin: keep version" "$T/out4" || fail "pin: $(cat "$T/out4")"
+cp "$T/v1.lua" "$T/live.lua"
+$B serve -c "$T/live.lua" --listen 127.0.0.1:$PORT --data-dir "$T/data" >"$T/serve2.log" 2>&1 &
+PID=$!
+i=0
+until curl -sf "http://127.0.0.1:$PORT/livez" >/dev/null 2>&1; do
+  i=$((i + 1)); [ $i -gt 50 ] && fail "daemon did not restart: $(tail -3 "$T/serve2.log")"; sleep 0.1
+done
+cp "$T/v4.lua" "$T/live.lua"
+kill -HUP "$PID"
+i=0
+until grep -q "scripts reloaded" "$T/serve2.log"; do
+  i=$((i + 1)); [ $i -gt 50 ] && fail "no reload: $(tail -3 "$T/serve2.log")"; sleep 0.1
+done
+curl -sf "http://127.0.0.1:$PORT/v1/users/u1" | grep -q '"pinned":true' || fail "u1 not pinned: $(curl -s "http://127.0.0.1:$PORT/v1/users/u1")"
+post '{"userId":"u9","event":"Signed Up","messageId":"m9"}'
+curl -sf "http://127.0.0.1:$PORT/v1/users/u9" | grep -q '"pinned":false' || fail "u9 pinned"
+kill -TERM "$PID"; wait "$PID"; PID=
 exit 0
