@@ -433,7 +433,17 @@ char *jd_engine_metrics(const jd_engine *e)
         label(&b, slot->key);
         jd_buf_puts(&b, "\"} 1\n");
     }
-    counter(&b, "journeyd_lua_memory_bytes", "Memory used by the Lua state.", "gauge", jd_script_memory(e->script));
+    uint64_t pinned_mem = 0, pinned_people = 0;
+    for (size_t i = 0; i < e->ngens; i++) {
+        pinned_mem += jd_script_memory(e->gens[i]->script);
+        pinned_people += e->gens[i]->pinned;
+    }
+    counter(&b, "journeyd_lua_memory_bytes", "Memory used by the Lua states (the current one and pinned versions').",
+            "gauge", jd_script_memory(e->script) + pinned_mem);
+    counter(&b, "journeyd_pinned_versions", "Earlier script versions kept for people pinned to them.", "gauge",
+            e->ngens);
+    counter(&b, "journeyd_pinned_people", "Active journey instances pinned to an earlier version.", "gauge",
+            pinned_people);
     counter(&b, "journeyd_timers_pending", "Timers scheduled and not yet due.", "gauge", e->timers.n);
     counter(&b, "journeyd_timers_fired_total", "Timers that fired.", "counter", st[JD_STAT_TIMERS_FIRED]);
     counter(&b, "journeyd_timers_dropped_total", "Timers dropped because the person had moved on.", "counter",

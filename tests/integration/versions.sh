@@ -75,5 +75,6 @@ done
 curl -sf "http://127.0.0.1:$PORT/v1/users/u1" | grep -q '"pinned":true' || fail "u1 not pinned: $(curl -s "http://127.0.0.1:$PORT/v1/users/u1")"
 post '{"userId":"u9","event":"Signed Up","messageId":"m9"}'
 curl -sf "http://127.0.0.1:$PORT/v1/users/u9" | grep -q '"pinned":false' || fail "u9 pinned"
+curl -sf "http://127.0.0.1:$PORT/metrics" | grep -q '^journeyd_pinned_people 3$' || fail "metrics: $(curl -s "http://127.0.0.1:$PORT/metrics" | grep pinned)"
 kill -TERM "$PID"; wait "$PID"; PID=
 exit 0
