@@ -612,6 +612,52 @@ static void test_reload(void **state)
 /* Acknowledged means durable: kill -9 right after the acknowledgements, damage the log's
  * tail, restart. The people come back from the event log, the damage is reported, and a
  * timer that was pending when the daemon died fires once after the restart. */
+/* SIGHUP ten times while a client sends: every acknowledged event counted exactly once
+ * (the rule adds 1 to the score per event) — a reload loses and duplicates nothing. */
+static void test_reload_under_load(void **state)
+{
+    (void)state;
+    char counted[] = "/tmp/jd-reload-acked-XXXXXX";
+    int cfd = mkstemp(counted);
+    assert_true(cfd >= 0);
+    close(cfd);
+    pid_t child = fork();
+    if (child == 0) {
+        int ok = 0;
+        for (int i = 0; i < 1500; i++) {
+            char body[256];
+            resp r;
+            snprintf(body, sizeof body,
+                     "{\"userId\":\"rl-pinger\",\"event\":\"CRM Contact Property Changed\","
+                     "\"messageId\":\"rl-%d\"}",
+                     i);
+            post(&r, "/v1/track", "Bearer wk1", body);
+            ok += r.status == 200;
+        }
+        FILE *out = fopen(counted, "w");
+        fprintf(out, "%d\n", ok);
+        fclose(out);
+        _exit(0);
+    }
+    for (int k = 0; k < 10; k++) {
+        usleep(50000);
+        kill(daemon_pid, SIGHUP);
+    }
+    waitpid(child, NULL, 0);
+    FILE *f = fopen(counted, "r");
+    int acked = 0;
+    assert_int_equal(fscanf(f, "%d", &acked), 1);
+    fclose(f);
+    unlink(counted);
+    assert_int_equal(acked, 1500);
+    resp r;
+    http(&r, "GET", "/v1/users/rl-pinger", "Bearer ak1", NULL, 0);
+    const char *sc = strstr(r.body, "\"score\":");
+    assert_non_null(sc);
+    assert_int_equal((int)atof(sc + 8), 1500);
+    assert_true(count_in_log("scripts reloaded", NULL) >= 6); /* (close signals may coalesce) */
+}
+
 static void test_restart_after_kill(void **state)
 {
     (void)state;
@@ -905,6 +951,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_stream),
         cmocka_unit_test(test_conformance_bodies),
         cmocka_unit_test(test_reload),
+        cmocka_unit_test(test_reload_under_load),
         cmocka_unit_test(test_restart_after_kill),
         cmocka_unit_test(test_crash_rounds),
         cmocka_unit_test(test_sigterm_exits_cleanly),
