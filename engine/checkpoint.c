@@ -1114,18 +1114,26 @@ typedef struct scan_instances {
     msgpack_zone zone;
 } scan_instances;
 
+/* The instance list of a stored profile row (unpacked into zone), or NULL. */
+static const msgpack_object *row_instances(msgpack_zone *zone, const void *v, size_t vn)
+{
+    msgpack_zone_clear(zone);
+    msgpack_object o; /* its elements live in the zone: the list outlives o */
+    size_t off = 0;
+    if (msgpack_unpack(v, vn, &off, zone, &o) != MSGPACK_UNPACK_SUCCESS || o.type != MSGPACK_OBJECT_ARRAY ||
+        o.via.array.size < 6 || o.via.array.ptr[4].type != MSGPACK_OBJECT_ARRAY)
+        return NULL;
+    return &o.via.array.ptr[4];
+}
+
 static int visit_user(const void *k, size_t kn, const void *v, size_t vn, void *ud)
 {
     (void)k;
     (void)kn;
     scan_instances *sc = ud;
-    msgpack_zone_clear(&sc->zone);
-    msgpack_object o;
-    size_t off = 0;
-    if (msgpack_unpack(v, vn, &off, &sc->zone, &o) != MSGPACK_UNPACK_SUCCESS || o.type != MSGPACK_OBJECT_ARRAY ||
-        o.via.array.size < 6 || o.via.array.ptr[4].type != MSGPACK_OBJECT_ARRAY)
+    const msgpack_object *list = row_instances(&sc->zone, v, vn);
+    if (!list)
         return 0;
-    const msgpack_object *list = &o.via.array.ptr[4];
     for (uint32_t i = 0; i < list->via.array.size; i++) {
         jd_stored_instance si;
         if (stored_instance(&list->via.array.ptr[i], &si) == 0 && sc->fn(&si, sc->ud))
@@ -1199,13 +1207,9 @@ static int visit_active(const void *k, size_t kn, const void *v, size_t vn, void
     active_scan *sc = ud;
     if (jd_map_get(&sc->e->users, k, kn))
         return 0; /* in memory already */
-    msgpack_zone_clear(&sc->zone);
-    msgpack_object o;
-    size_t off = 0;
-    if (msgpack_unpack(v, vn, &off, &sc->zone, &o) != MSGPACK_UNPACK_SUCCESS || o.type != MSGPACK_OBJECT_ARRAY ||
-        o.via.array.size < 6 || o.via.array.ptr[4].type != MSGPACK_OBJECT_ARRAY)
+    const msgpack_object *list = row_instances(&sc->zone, v, vn);
+    if (!list)
         return 0;
-    const msgpack_object *list = &o.via.array.ptr[4];
     for (uint32_t i = 0; i < list->via.array.size; i++) {
         jd_stored_instance si;
         if (stored_instance(&list->via.array.ptr[i], &si) == 0 && si.status == JD_INST_ACTIVE &&
