@@ -1032,6 +1032,13 @@ const char *jd_action_channel(const jd_action *a)
 const char *jd_action_json(const jd_action *a, size_t *len)
 {
     jd_engine *e = a->e;
+    /* the outbox, the log line and delivery each ask for the same action: render it once
+     * (an id names exactly one action) */
+    if (e->action_json.len && strcmp(e->action_json_id, a->id) == 0) {
+        if (len)
+            *len = e->action_json.len;
+        return jd_buf_cstr(&e->action_json);
+    }
     jd_buf *rec = &e->action_rec; /* scratch reused across actions */
     jd_buf_reset(rec);
     msgpack_packer pk;
@@ -1071,6 +1078,7 @@ const char *jd_action_json(const jd_action *a, size_t *len)
     jd_buf_reset(&e->action_json);
     if (msgpack_unpack(rec->data, rec->len, &off, &e->action_zone, &o) == MSGPACK_UNPACK_SUCCESS)
         jd_json_write(e->jw, &o, &e->action_json);
+    memcpy(e->action_json_id, a->id, sizeof e->action_json_id);
     if (len)
         *len = e->action_json.len;
     return jd_buf_cstr(&e->action_json);

@@ -73,8 +73,6 @@ struct jd_action {
     size_t payload_len;
     const char *rule;
     int64_t deliver_at; /* deferred by a send window to this time (ms); 0: now */
-    jd_buf *json;
-    int json_ready;
     struct jd_engine *e;
 };
 
@@ -154,7 +152,8 @@ struct jd_engine {
     msgpack_zone timer_zone; /* a timer's record */
     jd_buf trec;
     jd_buf action_json;
-    jd_buf action_rec; /* jd_action_json scratch */
+    char action_json_id[33]; /* the action action_json holds */
+    jd_buf action_rec;       /* jd_action_json scratch */
     msgpack_zone action_zone;
     jd_buf rec;     /* normalised record scratch */
     jd_buf scratch; /* json scratch */
