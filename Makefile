@@ -26,7 +26,7 @@ LDLIBS_ALL = $(PKG_LIBS) -lm -lpthread $(EXTRA_LDFLAGS)
 
 CLI_SRC  := engine/main.c engine/replay.c engine/serve.c engine/http.c engine/stream.c engine/durable.c \
             engine/dispatch.c engine/delivery.c
-CLI_SRC  += engine/trace_cmd.c
+CLI_SRC  += engine/trace_cmd.c engine/shard.c
 LIB_SRC  := $(filter-out $(CLI_SRC),$(wildcard engine/*.c))
 SCRIPTS  := $(sort $(filter-out scripts/stubs/%,$(wildcard scripts/*.lua scripts/*/*.lua scripts/*/*/*.lua)))
 LIB_OBJ  := $(LIB_SRC:engine/%.c=$(BUILD)/obj/%.o) $(BUILD)/obj/scripts_embed.o
@@ -46,7 +46,7 @@ FUZZ_SRC   := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_NAMES := $(FUZZ_SRC:tests/fuzz/%.c=%)
 FUZZ_SERVE := $(BUILD)/fuzz/fuzz_http $(BUILD)/fuzz/fuzz_stream
 FUZZ_SERVE_OBJ := $(BUILD)/obj/serve.o $(BUILD)/obj/http.o $(BUILD)/obj/stream.o $(BUILD)/obj/durable.o $(BUILD)/obj/delivery.o $(BUILD)/obj/dispatch.o
-FUZZ_SERVE_OBJ += $(BUILD)/obj/dashboard_embed.o
+FUZZ_SERVE_OBJ += $(BUILD)/obj/dashboard_embed.o $(BUILD)/obj/shard.o
 
 .PHONY: all deps run demo test unit examples fuzz-smoke fuzz-build asan bench fuzz format format-check install clean
 

@@ -750,6 +750,12 @@ void jd_engine_on_log(jd_engine *e, jd_log_fn fn, void *ud)
     e->on_log_ud = ud;
 }
 
+void jd_engine_on_export(jd_engine *e, jd_export_fn fn, void *ud)
+{
+    e->on_export = fn;
+    e->on_export_ud = ud;
+}
+
 int64_t jd_engine_now(const jd_engine *e)
 {
     return jd_clock_now(&e->clock);
@@ -1704,6 +1710,23 @@ static void merge_profiles(jd_engine *e, jd_user *from, jd_user *to)
     (void)e;
 }
 
+/* A profile exported by another shard (process_link), as a free-standing jd_user. */
+static jd_user *user_of_fold(jd_str id, const msgpack_object *fold)
+{
+    jd_user *u = jd_user_new(id.p, id.n);
+    const msgpack_object *t = jd_mp_get(fold, "traits", 6);
+    if (t && t->type == MSGPACK_OBJECT_MAP)
+        jd_user_merge_traits(u, t);
+    const msgpack_object *sc = jd_mp_get(fold, "score", 5);
+    if (sc && (sc->type == MSGPACK_OBJECT_FLOAT64 || sc->type == MSGPACK_OBJECT_FLOAT32))
+        u->score = sc->via.f64;
+    const msgpack_object *sg = jd_mp_get(fold, "segments", 8);
+    for (uint32_t i = 0; sg && sg->type == MSGPACK_OBJECT_ARRAY && i < sg->via.array.size; i++)
+        if (sg->via.array.ptr[i].type == MSGPACK_OBJECT_STR)
+            jd_user_segment_add(u, sg->via.array.ptr[i].via.str.ptr, sg->via.array.ptr[i].via.str.size);
+    return u;
+}
+
 static void link_alias(jd_engine *e, jd_str from, jd_str to)
 {
     if (!from.n || !to.n || (from.n == to.n && memcmp(from.p, to.p, from.n) == 0))
@@ -1715,12 +1738,59 @@ static void link_alias(jd_engine *e, jd_str from, jd_str to)
     if (e->persist)
         jd_persist_alias(e, from.p, from.n, to.p, to.n);
     jd_user *old = find_user(e, from.p, from.n);
+    jd_user *folded = NULL;
+    const msgpack_object *fold = e->ev ? e->ev->fold : NULL;
+    if (!old && fold && fold->via.map.size) /* the earlier profile, from its own shard */
+        old = folded = user_of_fold(from, fold);
     if (old) {
         jd_user *into = jd_engine_user(e, to.p, to.n);
         merge_profiles(e, old, into);
         if (e->persist)
             jd_persist_user_changed(e, into);
     }
+    if (folded)
+        jd_user_free(folded);
+}
+
+/* A link record on the shard of its earlier id: the alias is recorded here (so this
+ * shard's store says where the id went), and the earlier profile goes to the daemon for
+ * the later id's shard. Nothing else happens here: no dedupe, no journeys. */
+static void process_link(jd_engine *e, const jd_event *ev)
+{
+    jd_str from = ev->type == JD_EV_ALIAS ? ev->previous_id : ev->anonymous_id;
+    jd_str to = ev->user_id;
+    if (from.n && to.n && !(from.n == to.n && memcmp(from.p, to.p, from.n) == 0)) {
+        const char *prev = find_alias(e, from.p, from.n);
+        if (!prev || strlen(prev) != to.n || memcmp(prev, to.p, to.n) != 0) {
+            free(jd_map_put(&e->aliases, from.p, from.n, jd_strndup(to.p, to.n)));
+            if (e->persist)
+                jd_persist_alias(e, from.p, from.n, to.p, to.n);
+        }
+    }
+    jd_buf out;
+    jd_buf_init(&out);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &out, jd_buf_msgpack_write);
+    jd_user *u = from.n ? find_user(e, from.p, from.n) : NULL;
+    if (!u) {
+        msgpack_pack_map(&pk, 0);
+    } else {
+        msgpack_pack_map(&pk, 3);
+        jd_mp_pack_cstr(&pk, "traits");
+        if (u->traits.len)
+            jd_buf_append(&out, u->traits.data, u->traits.len);
+        else
+            msgpack_pack_map(&pk, 0);
+        jd_mp_pack_cstr(&pk, "score");
+        msgpack_pack_double(&pk, u->score);
+        jd_mp_pack_cstr(&pk, "segments");
+        msgpack_pack_array(&pk, u->nsegments);
+        for (size_t i = 0; i < u->nsegments; i++)
+            jd_mp_pack_cstr(&pk, u->segments[i]);
+    }
+    if (e->on_export)
+        e->on_export(ev->link, out.data, out.len, e->on_export_ud);
+    jd_buf_free(&out);
 }
 
 static jd_user *resolve_user(jd_engine *e, const jd_event *ev)
@@ -1837,6 +1907,10 @@ static void run_pinned(jd_engine *e, const jd_event *ev)
 
 static void process_view(jd_engine *e, const jd_event *ev)
 {
+    if (ev->link) {
+        process_link(e, ev);
+        return;
+    }
     if (ev->type != JD_EV_TIMER)
         e->stats[JD_STAT_EVENTS]++;
     /* the time-to-live counts from when an id was seen on the engine clock, not from the

@@ -175,12 +175,17 @@ struct jd_engine {
 
     jd_gen **gens; /* retired generations with pinned people, oldest first */
     size_t ngens;
-    jd_gen *running; /* the retired generation swapped in, NULL: the current one */
+    jd_gen *running;   /* the retired generation swapped in, NULL: the current one */
+    uint64_t gen_id;   /* the current scripts' sources row in the store; 0: none */
+    uint64_t gen_hash; /* of those sources */
+    size_t gen_nfiles; /* files in that row */
 
     jd_action_fn on_action;
     void *on_action_ud;
     jd_log_fn on_log;
     void *on_log_ud;
+    jd_export_fn on_export;
+    void *on_export_ud;
 };
 
 /* checkpoint.c: one journey instance of a stored person, as the store holds it (the

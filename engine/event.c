@@ -400,6 +400,10 @@ int jd_event_view(const msgpack_object *root, jd_event *ev)
                 ev->context = v;
             else if (memcmp(kp, "groupId", 7) == 0)
                 ev->group_id = str_of(v);
+            else if (memcmp(kp, "jd_link", 7) == 0 && v->type == MSGPACK_OBJECT_POSITIVE_INTEGER)
+                ev->link = v->via.u64;
+            else if (memcmp(kp, "jd_fold", 7) == 0 && v->type == MSGPACK_OBJECT_MAP)
+                ev->fold = v;
             break;
         case 9:
             if (memcmp(kp, "messageId", 9) == 0)

@@ -48,6 +48,11 @@ typedef struct jd_event {
     const msgpack_object *traits;     /* map, never NULL */
     const msgpack_object *context;    /* map, never NULL */
     const msgpack_object *root;
+    /* shards (engine/shard.c): an identify or alias whose earlier id lives on another
+     * shard goes there first as a link (that shard records the alias and exports the
+     * earlier profile), then here with the exported profile as fold */
+    uint64_t link;              /* "jd_link": a link record's handoff id, 0 otherwise */
+    const msgpack_object *fold; /* "jd_fold": the earlier id's profile (map), or NULL */
 } jd_event;
 
 const char *jd_event_type_name(jd_event_type t);

@@ -16,6 +16,7 @@
 #include "clock.h"
 #include "event.h"
 #include "serve.h"
+#include "shard.h"
 
 #include "delivery.h"
 
@@ -184,34 +185,42 @@ static void later_conn_closed(struct evhttp_connection *c, void *arg)
     ((later *)arg)->dead = 1;
 }
 
-static void later_answer(void *arg)
+static void later_answer(void *arg, int failed)
 {
     later *l = arg;
     if (!l->dead) {
         evhttp_connection_set_closecb(l->conn, NULL, NULL);
-        reply_json(l->req, l->status, l->reason, l->body);
-        for (uint64_t i = 0; i < l->nevents; i++)
-            observe_latency(l->s, l->t0);
+        if (failed) {
+            char why[256];
+            reply_error(l->s, l->req, 503, "Service Unavailable", "unavailable",
+                        *jd_serve_unavailable(l->s, why, sizeof why) ? why : "the event log could not write");
+        } else {
+            reply_json(l->req, l->status, l->reason, l->body);
+            for (uint64_t i = 0; i < l->nevents; i++)
+                observe_latency(l->s, l->t0);
+        }
     }
     free(l->body);
     free(l);
 }
 
-/* Replies now when nothing was logged (lsn 0), else once lsn is durable. */
-static void answer_when_durable(jd_server *s, struct evhttp_request *req, uint64_t lsn, int status, const char *reason,
-                                const char *body, int64_t t0, uint64_t nevents)
+/* A request answered at once: its wait set still takes its turn (records handed on
+ * before a refusal are processed all the same). */
+static void no_answer(void *ctx, int failed)
 {
-    if (lsn == 0 || !s->durable) {
-        reply_json(req, status, reason, body);
-        for (uint64_t i = 0; i < nevents; i++)
-            observe_latency(s, t0);
-        return;
-    }
+    (void)ctx;
+    (void)failed;
+}
+
+/* Replies once the request's records are durable and processed (ws: may hold none). */
+static void answer_when_durable(jd_server *s, struct evhttp_request *req, jd_waitset *ws, int status,
+                                const char *reason, const char *body, int64_t t0, uint64_t nevents)
+{
     later *l = jd_xcalloc(1, sizeof *l);
     *l = (later){s,       req, evhttp_request_get_connection(req), status, reason, jd_strndup(body, strlen(body)), t0,
                  nevents, 0};
     evhttp_connection_set_closecb(l->conn, later_conn_closed, l);
-    jd_durable_wait(s, lsn, later_answer, l);
+    jd_waitset_wait(s, ws, later_answer, l);
 }
 
 static const msgpack_object *body_write_key(const msgpack_object *root, size_t *n)
@@ -274,26 +283,31 @@ static void handle_ingest(jd_server *s, struct evhttp_request *req, const char *
         reply_error(s, req, 401, "Unauthorized", "unauthorized", "missing or wrong write key");
         goto done;
     }
+    if (*jd_serve_unavailable(s, err, sizeof err)) {
+        reply_error(s, req, 503, "Service Unavailable", "unavailable", err);
+        goto done;
+    }
     int64_t now = jd_serve_now(s);
     jd_norm_opts o = {.received_ms = now, .default_ts = now};
-    uint64_t lsn = 0;
+    jd_waitset *ws = jd_waitset_new(s);
     if (!is_batch) {
         o.force_type = 1;
         jd_event_type_parse(kind, strlen(kind), &o.type);
-        int rc = jd_serve_ingest(s, &root, &o, err, sizeof err, &lsn);
-        if (rc == JD_INGEST_UNAVAILABLE) {
+        int rc = jd_serve_ingest(s, &root, &o, err, sizeof err, ws);
+        if (rc == JD_INGEST_OK) {
+            answer_when_durable(s, req, ws, 200, "OK", "{\"success\":true}", t0, 1);
+            goto done;
+        }
+        jd_waitset_wait(s, ws, no_answer, NULL);
+        if (rc == JD_INGEST_UNAVAILABLE)
             reply_error(s, req, 503, "Service Unavailable", "unavailable", err);
-            goto done;
-        }
-        if (rc == JD_INGEST_INVALID) {
+        else
             reply_error(s, req, 400, "Bad Request", "invalid_event", err);
-            goto done;
-        }
-        answer_when_durable(s, req, lsn, 200, "OK", "{\"success\":true}", t0, 1);
         goto done;
     }
     const msgpack_object *batch = jd_mp_get(&root, "batch", 5);
     if (root.type != MSGPACK_OBJECT_MAP || !batch || batch->type != MSGPACK_OBJECT_ARRAY) {
+        jd_waitset_wait(s, ws, no_answer, NULL);
         s->rejected[JD_REJ_INVALID]++;
         reply_error(s, req, 400, "Bad Request", "invalid_batch", "a batch is an object with a \"batch\" array");
         goto done;
@@ -306,16 +320,15 @@ static void handle_ingest(jd_server *s, struct evhttp_request *req, const char *
     jd_buf_init(&rej);
     size_t accepted = 0, nrej = 0;
     for (uint32_t i = 0; i < batch->via.array.size; i++) {
-        uint64_t l;
-        int rc = jd_serve_ingest(s, &batch->via.array.ptr[i], &o, err, sizeof err, &l);
+        int rc = jd_serve_ingest(s, &batch->via.array.ptr[i], &o, err, sizeof err, ws);
         if (rc == JD_INGEST_OK) {
             accepted++;
-            lsn = l;
             continue;
         }
         if (rc == JD_INGEST_UNAVAILABLE) {
             /* the log cannot write: nothing of this batch is acknowledged; what was
              * logged before is processed, and a resend is deduplicated */
+            jd_waitset_wait(s, ws, no_answer, NULL);
             jd_buf_free(&rej);
             reply_error(s, req, 503, "Service Unavailable", "unavailable", err);
             goto done;
@@ -344,7 +357,7 @@ static void handle_ingest(jd_server *s, struct evhttp_request *req, const char *
     else
         jd_buf_printf(&s->tmp, "{\"success\":true,\"accepted\":%zu,\"rejected\":[%.*s]}", accepted, (int)rej.len,
                       rej.data ? rej.data : "");
-    answer_when_durable(s, req, lsn, accepted == 0 && nrej > 0 ? 400 : 200,
+    answer_when_durable(s, req, ws, accepted == 0 && nrej > 0 ? 400 : 200,
                         accepted == 0 && nrej > 0 ? "Bad Request" : "OK", jd_buf_cstr(&s->tmp), t0, accepted);
     jd_buf_free(&rej);
 done:
@@ -354,19 +367,18 @@ done:
 /* Mapped records go to the event log like any other input. */
 typedef struct source_emit {
     jd_server *s;
-    uint64_t last_lsn;
+    jd_waitset *ws;
     int unavailable;
 } source_emit;
 
 static int emit_record(const void *rec, size_t len, void *ud)
 {
     source_emit *em = ud;
-    uint64_t lsn;
-    if (em->unavailable || jd_durable_append(em->s, rec, len, &lsn)) {
+    char err[256];
+    if (em->unavailable || jd_serve_submit(em->s, rec, len, em->ws, err, sizeof err)) {
         em->unavailable = 1;
         return -1;
     }
-    em->last_lsn = lsn;
     return 0;
 }
 
@@ -408,7 +420,14 @@ static void handle_source(jd_server *s, struct evhttp_request *req, const char *
     nh = 0;
     for (struct evkeyval *kv = hq->tqh_first; kv; kv = kv->next.tqe_next)
         hs[nh++] = (jd_header){kv->key, kv->value};
-    source_emit em = {s, 0, 0};
+    char why[256];
+    if (*jd_serve_unavailable(s, why, sizeof why)) {
+        reply_error(s, req, 503, "Service Unavailable", "unavailable", why);
+        free(hs);
+        free(name);
+        return;
+    }
+    source_emit em = {s, jd_waitset_new(s), 0};
     jd_source_request sr = {
         .method = "POST",
         .uri = evhttp_request_get_uri(req),
@@ -421,11 +440,13 @@ static void handle_source(jd_server *s, struct evhttp_request *req, const char *
         .emit_ud = &em,
     };
     jd_source_result res;
+    if (s->shards) /* the front's engine processes nothing: its clock follows the requests */
+        jd_engine_advance(s->engine, sr.received_ms);
     jd_engine_source(s->engine, name, &sr, &res);
     free(hs);
     if (em.unavailable) {
-        char why[256];
-        reply_error(s, req, 503, "Service Unavailable", "unavailable", jd_durable_error(s, why, sizeof why));
+        jd_waitset_wait(s, em.ws, no_answer, NULL);
+        reply_error(s, req, 503, "Service Unavailable", "unavailable", "a CRM record could not be handed on");
         free(name);
         return;
     }
@@ -437,8 +458,9 @@ static void handle_source(jd_server *s, struct evhttp_request *req, const char *
     if (res.status == 200) {
         jd_buf_reset(&s->tmp);
         jd_buf_printf(&s->tmp, "{\"success\":true,\"accepted\":%d,\"rejected\":%d}", res.accepted, res.rejected);
-        answer_when_durable(s, req, em.last_lsn, 200, "OK", jd_buf_cstr(&s->tmp), t0, (uint64_t)res.accepted);
+        answer_when_durable(s, req, em.ws, 200, "OK", jd_buf_cstr(&s->tmp), t0, (uint64_t)res.accepted);
     } else {
+        jd_waitset_wait(s, em.ws, no_answer, NULL);
         static const struct {
             int status;
             const char *reason, *code;
@@ -456,19 +478,51 @@ static void handle_source(jd_server *s, struct evhttp_request *req, const char *
 
 /* ---------------------------------------------------------------- admin */
 
-/* GET /v1/users/ID and /v1/journeys/NAME: the engine's JSON for a decoded path name. */
+/* GET /v1/users/ID and /v1/journeys/NAME: the engine's JSON for a decoded path name —
+ * a user's from the shard that holds them, a journey's summed over the shards. */
+typedef struct lookup_arg {
+    char *(*lookup)(const jd_engine *, const char *, size_t);
+    const char *name;
+    size_t n;
+} lookup_arg;
+
+static char *run_lookup(jd_server *shard, void *arg)
+{
+    lookup_arg *a = arg;
+    return a->lookup(shard->engine, a->name, a->n);
+}
+
 static void handle_lookup(jd_server *s, struct evhttp_request *req, const char *encoded,
-                          char *(*lookup)(const jd_engine *, const char *, size_t), const char *missing)
+                          char *(*lookup)(const jd_engine *, const char *, size_t), const char *missing, int user)
 {
     size_t n = 0;
     char *name = evhttp_uridecode(encoded, 0, &n);
-    char *json = name ? lookup(s->engine, name, n) : NULL;
+    char *json = NULL;
+    if (name) {
+        lookup_arg a = {lookup, name, n};
+        if (!user) {
+            json = jd_shards_json_sum(s, run_lookup, &a);
+        } else {
+            int k = jd_shards_user_shard(s, name, n);
+            json = jd_shards_json(s, k, run_lookup, &a);
+            /* an anonymous id's own profile stays on its shard after it was linked */
+            int own = jd_shard_of(name, n, jd_shards_count(s));
+            if (!json && own != k)
+                json = jd_shards_json(s, own, run_lookup, &a);
+        }
+    }
     if (!json)
         reply_error(s, req, 404, "Not Found", "not_found", missing);
     else
         reply_json(req, 200, "OK", json);
     free(json);
     free(name);
+}
+
+static char *run_journeys(jd_server *shard, void *arg)
+{
+    (void)arg;
+    return jd_engine_journeys_json(shard->engine);
 }
 
 /* The path segment before suffix ("/v1/users/ID/trace" -> "ID"), malloc'd, or NULL when
@@ -505,7 +559,7 @@ static void handle_funnel(jd_server *s, struct evhttp_request *req, const char *
     }
     size_t n = 0;
     char *name = evhttp_uridecode(encoded, 0, &n);
-    char *json = name ? jd_engine_funnel_json(s->engine, name, n, w) : NULL;
+    char *json = name ? jd_shards_funnel_json(s, name, n, w) : NULL;
     if (!json)
         reply_error(s, req, 404, "Not Found", "not_found", "no such journey");
     else
@@ -534,15 +588,11 @@ static void handle_metrics(jd_server *s, struct evhttp_request *req)
                                                            "0.01",   "0.025",   "0.05",   "0.1",   "0.5",    "1"};
     static const char *const reasons[JD_REJ_NREASONS] = {"malformed_json", "invalid_event", "too_large",
                                                          "unauthorized"};
-    char *engine = jd_engine_metrics(s->engine);
+    char *engine = s->shards ? jd_shards_metrics(s) : jd_engine_metrics(s->engine);
     jd_buf b;
     jd_buf_init(&b);
     jd_buf_puts(&b, engine);
     free(engine);
-    char *deliveries = jd_delivery_metrics(s);
-    if (deliveries)
-        jd_buf_puts(&b, deliveries);
-    free(deliveries);
     jd_buf_printf(&b,
                   "# HELP journeyd_events_received_total Events received over HTTP.\n"
                   "# TYPE journeyd_events_received_total counter\njourneyd_events_received_total %llu\n",
@@ -575,7 +625,7 @@ static void handle_deadletters(jd_server *s, struct evhttp_request *req, const c
             reply_error(s, req, 405, "Method Not Allowed", "method_not_allowed", "use GET");
             return;
         }
-        char *json = jd_delivery_dead_json(s);
+        char *json = jd_shards_dead_json(s);
         reply_json(req, 200, "OK", json);
         free(json);
         return;
@@ -592,7 +642,7 @@ static void handle_deadletters(jd_server *s, struct evhttp_request *req, const c
     }
     memcpy(id, rest + 1, (size_t)(tail - rest - 1));
     id[tail - rest - 1] = '\0';
-    int st = jd_delivery_retry(s, id);
+    int st = jd_shards_retry(s, id);
     if (st == 404)
         reply_error(s, req, 404, "Not Found", "not_found", "no such dead letter (or delivery is off)");
     else if (st == 409)
@@ -678,7 +728,7 @@ static void on_request(struct evhttp_request *req, void *arg)
                 reply_error(s, req, 400, "Bad Request", "reload_failed", why);
                 return;
             }
-            char *json = jd_engine_journeys_json(s->engine);
+            char *json = jd_shards_json_sum(s, run_journeys, NULL);
             jd_buf_reset(&s->tmp);
             jd_buf_printf(&s->tmp, "{\"success\":true,\"loaded\":%s}", json);
             free(json);
@@ -691,19 +741,19 @@ static void on_request(struct evhttp_request *req, void *arg)
         }
         char *seg;
         if ((seg = segment_before(path, "/v1/users/", "/trace"))) {
-            handle_lookup(s, req, seg, jd_engine_user_trace_json, "no such user");
+            handle_lookup(s, req, seg, jd_engine_user_trace_json, "no such user", 1);
             free(seg);
         } else if ((seg = segment_before(path, "/v1/journeys/", "/funnel"))) {
             handle_funnel(s, req, seg);
             free(seg);
         } else if (strncmp(path, "/v1/users/", 10) == 0 && path[10])
-            handle_lookup(s, req, path + 10, jd_engine_user_json, "no such user");
+            handle_lookup(s, req, path + 10, jd_engine_user_json, "no such user", 1);
         else if (strcmp(path, "/v1/journeys") == 0) {
-            char *json = jd_engine_journeys_json(s->engine);
+            char *json = jd_shards_json_sum(s, run_journeys, NULL);
             reply_json(req, 200, "OK", json);
             free(json);
         } else if (path[13])
-            handle_lookup(s, req, path + 13, jd_engine_journey_json, "no such journey");
+            handle_lookup(s, req, path + 13, jd_engine_journey_json, "no such journey", 0);
         else
             reply_error(s, req, 404, "Not Found", "not_found", "no such resource");
         return;

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "event.h"
 #include "json.h"
@@ -205,29 +206,25 @@ static void json_str(jd_buf *b, const char *s, size_t n)
     jd_buf_putc(b, '"');
 }
 
-int jd_cmd_outbox(int argc, char **argv)
+int jd_data_store_dir(const char *data_dir, int k, char *out, size_t n)
 {
-    const char *dir = NULL, *status = NULL;
-    for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--status") == 0 && i + 1 < argc)
-            status = argv[++i];
-        else if (argv[i][0] != '-' && !dir)
-            dir = argv[i];
-        else {
-            dir = NULL;
-            break;
-        }
-    }
-    if (!dir) {
-        fprintf(stderr, "usage: journeyd outbox DATA_DIR [--status pending|retrying|delivered|dead]\n");
-        return 2;
-    }
-    char path[4096], err[512];
-    snprintf(path, sizeof path, "%s/store", dir);
+    struct stat st;
+    snprintf(out, n, "%s/shard-%d/store", data_dir, k);
+    if (stat(out, &st) == 0 && S_ISDIR(st.st_mode))
+        return 0;
+    if (k > 0)
+        return -1;
+    snprintf(out, n, "%s/store", data_dir); /* one shard: the data directory itself */
+    return 0;
+}
+
+static int list_store(const char *path, const char *status)
+{
+    char err[512];
     jd_store *st = jd_store_open(path, 0, 1, err, sizeof err);
     if (!st) {
         fprintf(stderr, "journeyd: %s\n", err);
-        return 1;
+        return -1;
     }
     jd_buf rows, keep, line;
     jd_buf_init(&rows);
@@ -255,5 +252,30 @@ int jd_cmd_outbox(int argc, char **argv)
     jd_buf_free(&keep);
     jd_buf_free(&line);
     jd_store_close(st);
-    return n < 0 ? 1 : 0;
+    return n < 0 ? -1 : 0;
+}
+
+int jd_cmd_outbox(int argc, char **argv)
+{
+    const char *dir = NULL, *status = NULL;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--status") == 0 && i + 1 < argc)
+            status = argv[++i];
+        else if (argv[i][0] != '-' && !dir)
+            dir = argv[i];
+        else {
+            dir = NULL;
+            break;
+        }
+    }
+    if (!dir) {
+        fprintf(stderr, "usage: journeyd outbox DATA_DIR [--status pending|retrying|delivered|dead]\n");
+        return 2;
+    }
+    /* every shard's store, one after the other (rows are ordered within a shard) */
+    char path[4096];
+    int rc = 0;
+    for (int k = 0; rc == 0 && jd_data_store_dir(dir, k, path, sizeof path) == 0; k++)
+        rc = list_store(path, status);
+    return rc ? 1 : 0;
 }

@@ -45,4 +45,8 @@ int jd_outbox_set(jd_store *st, const char *id, const char *status, uint32_t att
 /* `journeyd outbox DATA_DIR [--status S]`: the rows as JSON lines. */
 int jd_cmd_outbox(int argc, char **argv);
 
+/* The k-th store under a data directory: DATA_DIR/shard-K/store, or DATA_DIR/store when
+ * it holds one shard (k = 0). 0, or -1 when there is no k-th. */
+int jd_data_store_dir(const char *data_dir, int k, char *out, size_t n);
+
 #endif

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "engine_internal.h"
+#include "outbox.h"
 
 char *jd_engine_funnel_text(const jd_engine *e)
 {
@@ -651,13 +652,15 @@ static void against_stage(jd_buf *b, const jd_journey *j, const char *sn, uint64
 char *jd_engine_check_against(const jd_engine *e, const char *data_dir, jd_error *err)
 {
     char dir[4096];
-    snprintf(dir, sizeof dir, "%s/store", data_dir);
     against a;
     jd_map_init(&a.counts);
     jd_map_init(&a.journeys);
     jd_buf b;
     jd_buf_init(&b);
-    if (jd_persist_scan_instances(dir, note_journey, count_active, &a, err->text, sizeof err->text)) {
+    int bad = 0; /* every shard's store: the counts add up */
+    for (int k = 0; !bad && jd_data_store_dir(data_dir, k, dir, sizeof dir) == 0; k++)
+        bad = jd_persist_scan_instances(dir, note_journey, count_active, &a, err->text, sizeof err->text);
+    if (bad) {
         jd_map_free(&a.counts, free);
         jd_map_free(&a.journeys, free_stored_journey);
         jd_buf_free(&b);

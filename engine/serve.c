@@ -21,6 +21,7 @@
 #include "serve.h"
 
 #include "delivery.h"
+#include "shard.h"
 
 /* ---------------------------------------------------------------- logging */
 
@@ -95,7 +96,7 @@ void jd_serve_message_id(jd_server *s, char out[40])
 }
 
 int jd_serve_ingest(jd_server *s, const msgpack_object *item, const jd_norm_opts *base, char *err, size_t errlen,
-                    uint64_t *lsn)
+                    jd_waitset *ws)
 {
     char id[40];
     jd_norm_opts o = *base;
@@ -103,20 +104,37 @@ int jd_serve_ingest(jd_server *s, const msgpack_object *item, const jd_norm_opts
     o.default_id = id;
     s->received++;
     jd_buf_reset(&s->recs);
-    if (jd_event_normalize_ex(item, &o, &s->recs, err, errlen)) {
+    jd_event ev;
+    jd_event_ids ids;
+    if (jd_event_prepare(item, &o, &ev, ids, err, errlen) < 0) {
         s->rejected[JD_REJ_INVALID]++;
         return JD_INGEST_INVALID;
     }
+    jd_event_pack(&ev, o.batch_context, &s->recs);
     if (s->recs.len > JD_MAX_EVENT_BYTES) {
         snprintf(err, errlen, "event of %zu bytes is over the limit of %d bytes", s->recs.len, JD_MAX_EVENT_BYTES);
         s->rejected[JD_REJ_TOO_LARGE]++;
         return JD_INGEST_INVALID;
     }
-    if (jd_durable_append(s, s->recs.data, s->recs.len, lsn)) {
-        jd_durable_error(s, err, errlen);
+    if (jd_shards_submit(s, s->recs.data, s->recs.len, &ev, ws, err, errlen))
         return JD_INGEST_UNAVAILABLE;
-    }
     return JD_INGEST_OK;
+}
+
+int jd_serve_submit(jd_server *s, const void *rec, size_t len, jd_waitset *ws, char *err, size_t errlen)
+{
+    msgpack_zone z;
+    msgpack_zone_init(&z, 2048);
+    msgpack_object root;
+    size_t off = 0;
+    jd_event ev;
+    int rc = -1;
+    if (msgpack_unpack(rec, len, &off, &z, &root) != MSGPACK_UNPACK_SUCCESS || jd_event_view(&root, &ev))
+        snprintf(err, errlen, "not an event record");
+    else
+        rc = jd_shards_submit(s, rec, len, &ev, ws, err, errlen);
+    msgpack_zone_destroy(&z);
+    return rc;
 }
 
 /* ---------------------------------------------------------------- timers */
@@ -199,7 +217,7 @@ static void on_stop(evutil_socket_t sig, short what, void *arg)
     event_add(s->drain, &tv);
 }
 
-int jd_serve_reload(jd_server *s, char *why, size_t n)
+static int reload_one(jd_server *s, char *why, size_t n)
 {
     jd_error err;
     if (jd_engine_reload(s->engine, s->config_path, &err)) {
@@ -216,6 +234,34 @@ int jd_serve_reload(jd_server *s, char *why, size_t n)
     jd_durable_checkpoint(s);
     jd_delivery_reload(s);
     jd_serve_arm_timer(s);
+    return 0;
+}
+
+typedef struct reload_call {
+    char why[1024];
+    int rc;
+} reload_call;
+
+static void reload_shard(jd_server *shard, void *arg)
+{
+    reload_call *r = arg;
+    r->rc = reload_one(shard, r->why, sizeof r->why);
+}
+
+/* The front's engine first: a script that does not load stops there, and every shard
+ * keeps its scripts. Then each shard between two of its events. */
+int jd_serve_reload(jd_server *s, char *why, size_t n)
+{
+    if (reload_one(s, why, n))
+        return -1;
+    for (int k = 0; s->shards && k < jd_shards_count(s); k++) {
+        reload_call r = {.rc = 0};
+        jd_shards_call(s, k, reload_shard, &r);
+        if (r.rc) {
+            snprintf(why, n, "shard %d: %s", k, r.why);
+            return -1;
+        }
+    }
     return 0;
 }
 
@@ -290,6 +336,25 @@ static int parse_listen(const char *v, char *host, size_t hn, int *port)
     return 0;
 }
 
+/* JOURNEYD_SHARDS, then j.config shards, else one per core. -1 (printed) when invalid. */
+static int shard_count(jd_server *s)
+{
+    const char *v = getenv("JOURNEYD_SHARDS");
+    if (!v || !*v)
+        v = jd_engine_config(s->engine, "shards");
+    if (!v || !*v) {
+        long c = sysconf(_SC_NPROCESSORS_ONLN);
+        return c < 1 ? 1 : c > JD_MAX_SHARDS ? JD_MAX_SHARDS : (int)c;
+    }
+    char *end;
+    long n = strtol(v, &end, 10);
+    if (*end || n < 1 || n > JD_MAX_SHARDS) {
+        fprintf(stderr, "journeyd: shards: a number from 1 to %d, got '%s'\n", JD_MAX_SHARDS, v);
+        return -1;
+    }
+    return (int)n;
+}
+
 static void usage(FILE *f)
 {
     fprintf(f, "usage: journeyd serve -c CONFIG.lua [--listen HOST:PORT] [--data-dir DIR]\n"
@@ -297,7 +362,7 @@ static void usage(FILE *f)
                "               JOURNEYD_STREAM_LISTEN (HOST:PORT or a unix socket path)\n");
 }
 
-int jd_server_open(jd_server *s, const char *config, const jd_options *opts, char *err, size_t errlen)
+int jd_server_open_core(jd_server *s, const char *config, const jd_options *opts, char *err, size_t errlen)
 {
     memset(s, 0, sizeof *s);
     jd_error e;
@@ -314,8 +379,6 @@ int jd_server_open(jd_server *s, const char *config, const jd_options *opts, cha
     jd_buf_init(&s->recs);
     jd_engine_on_log(s->engine, on_engine_log, s);
     jd_engine_on_action(s->engine, on_action, s);
-    load_keys(s, "JOURNEYD_WRITE_KEYS", "write_keys", &s->write_keys, &s->nwrite_keys);
-    load_keys(s, "JOURNEYD_ADMIN_KEYS", "admin_keys", &s->admin_keys, &s->nadmin_keys);
     if (getrandom(s->id_state, sizeof s->id_state, 0) != (ssize_t)sizeof s->id_state) {
         s->id_state[0] = (uint64_t)jd_monotonic_ns();
         s->id_state[1] = (uint64_t)getpid() << 32 ^ (uint64_t)time(NULL);
@@ -326,6 +389,17 @@ int jd_server_open(jd_server *s, const char *config, const jd_options *opts, cha
     event_config_set_flag(cfg, EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST);
     s->base = event_base_new_with_config(cfg);
     event_config_free(cfg);
+    s->timer = evtimer_new(s->base, on_timer, s);
+    s->ready = 1;
+    return 0;
+}
+
+int jd_server_open(jd_server *s, const char *config, const jd_options *opts, char *err, size_t errlen)
+{
+    if (jd_server_open_core(s, config, opts, err, errlen))
+        return -1;
+    load_keys(s, "JOURNEYD_WRITE_KEYS", "write_keys", &s->write_keys, &s->nwrite_keys);
+    load_keys(s, "JOURNEYD_ADMIN_KEYS", "admin_keys", &s->admin_keys, &s->nadmin_keys);
     s->http = evhttp_new(s->base);
     /* beyond this evhttp answers 413 itself; below it, the handlers apply the API's limits
      * with JSON errors */
@@ -334,13 +408,12 @@ int jd_server_open(jd_server *s, const char *config, const jd_options *opts, cha
     evhttp_set_timeout(s->http, 30);
     evhttp_set_allowed_methods(s->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD);
     jd_http_routes(s);
-    s->timer = evtimer_new(s->base, on_timer, s);
-    s->ready = 1;
     return 0;
 }
 
 void jd_server_close(jd_server *s)
 {
+    jd_shards_close(s);
     jd_delivery_close(s); /* what is in flight is in the outbox: it goes again at start */
     jd_durable_close(s);
     if (s->timer)
@@ -428,7 +501,10 @@ int jd_cmd_serve(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     /* the state comes back from the event log before anything is accepted */
     s->ready = 0;
-    if (jd_durable_open(s, data_dir, err, sizeof err) || jd_delivery_open(s, err, sizeof err)) {
+    int nshards = shard_count(s);
+    if (nshards < 0)
+        goto done;
+    if (jd_shards_open(s, config, &o, data_dir, nshards, err, sizeof err)) {
         fprintf(stderr, "journeyd: %s\n", err);
         goto done;
     }
@@ -458,9 +534,9 @@ int jd_cmd_serve(int argc, char **argv)
     char extra[1024];
     snprintf(extra, sizeof extra,
              "\"listen\":\"%s:%d\",\"stream\":\"%s\",\"config\":\"%s\",\"data_dir\":\"%s\",\"write_keys\":%zu,"
-             "\"admin_keys\":%zu,\"version\":\"%s\"",
+             "\"admin_keys\":%zu,\"shards\":%d,\"version\":\"%s\"",
              s->listen_host, s->listen_port, stream ? stream : "", config, data_dir, s->nwrite_keys, s->nadmin_keys,
-             JOURNEYD_VERSION);
+             nshards, JOURNEYD_VERSION);
     jd_serve_log(s, "info", "listening", extra);
     jd_serve_arm_timer(s);
     event_base_dispatch(s->base);

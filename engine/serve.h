@@ -23,7 +23,11 @@ enum { JD_REJ_MALFORMED, JD_REJ_INVALID, JD_REJ_TOO_LARGE, JD_REJ_UNAUTHORIZED, 
 typedef struct jd_durable jd_durable;
 
 typedef struct jd_server {
-    jd_engine *engine;
+    jd_engine *engine;            /* a shard's engine; the front's loads the same scripts for config,
+                                   * sources and validation, and processes only when there are no
+                                   * shards (in-process tests) */
+    struct jd_shards *shards;     /* the front: its shards (shard.c), NULL in-process */
+    int shard_index, nshards;     /* a shard: which one of how many */
     jd_durable *durable;          /* NULL: no event log (events are processed at once) */
     struct jd_dispatch *dispatch; /* NULL: delivery is off (delivery.c) */
     int replaying;                /* the log is being replayed: decided actions are not logged again */
@@ -65,10 +69,21 @@ void jd_serve_message_id(jd_server *s, char out[40]);
  * has no messageId, normalised into a record, held to the per-event limit, appended to
  * the event log. Counts it as received and, when refused, by reason. */
 enum { JD_INGEST_OK, JD_INGEST_INVALID, JD_INGEST_UNAVAILABLE };
-/* JD_INGEST_OK (lsn set), JD_INGEST_INVALID (err says why) or JD_INGEST_UNAVAILABLE (the
- * log cannot write; err says why). */
+/* JD_INGEST_OK (handed to its shard, in ws), JD_INGEST_INVALID (err says why) or
+ * JD_INGEST_UNAVAILABLE (the log cannot write; err says why). */
+typedef struct jd_waitset jd_waitset;
 int jd_serve_ingest(jd_server *s, const msgpack_object *item, const jd_norm_opts *base, char *err, size_t errlen,
-                    uint64_t *lsn);
+                    jd_waitset *ws);
+/* A normalised record (a CRM source's), as jd_serve_ingest hands one on. 0, or -1 with
+ * err when the log cannot write. */
+int jd_serve_submit(jd_server *s, const void *rec, size_t len, jd_waitset *ws, char *err, size_t errlen);
+/* A request's records (shard.c): fn(ctx, failed) runs once every record handed on with
+ * ws is durable and processed on its shard, in the order the waits were made; failed
+ * is 1 when a log refused one of them. The wait set is freed after fn. */
+jd_waitset *jd_waitset_new(jd_server *s);
+void jd_waitset_wait(jd_server *s, jd_waitset *ws, void (*fn)(void *ctx, int failed), void *ctx);
+/* "" or why some shard's log cannot write. */
+const char *jd_serve_unavailable(jd_server *s, char *out, size_t n);
 
 /* A string as a JSON string literal, appended to out. */
 void jd_serve_json_string(jd_server *s, jd_buf *out, const char *str);
@@ -94,6 +109,8 @@ void jd_stream_accept_fd(jd_server *s, evutil_socket_t fd, int local);
 /* Creates a server around a freshly loaded engine: routes on a new event base, keys from
  * the environment or j.config. Binds nothing (jd_cmd_serve does). 0, or -1 with err. */
 int jd_server_open(jd_server *s, const char *config, const jd_options *opts, char *err, size_t errlen);
+/* What a shard needs of a server: the engine, a loop and its timer, logging. */
+int jd_server_open_core(jd_server *s, const char *config, const jd_options *opts, char *err, size_t errlen);
 void jd_server_close(jd_server *s);
 /* Reloads the scripts (SIGHUP, POST /v1/admin/reload). 0, or -1 with the reason. */
 int jd_serve_reload(jd_server *s, char *why, size_t n);

@@ -1126,3 +1126,65 @@ done:
     msgpack_zone_destroy(&zone);
     return rc;
 }
+
+/* ---------------------------------------------------------------- sums (shards) */
+
+/* Adds a ring of src into dst: a slot of the same period adds up, a newer one replaces
+ * an older one (the slots of both rings hold the same periods at the same places). */
+static void ring_add(cell *dr, qset *dq, const cell *sr, const qset *sq, size_t nslots)
+{
+    for (size_t i = 0; i < nslots; i++) {
+        const cell *s = &sr[i];
+        cell *d = &dr[i];
+        uint32_t any = 0;
+        for (int c = 0; c < NC; c++)
+            any |= s->c[c];
+        if (!any || s->period < d->period)
+            continue;
+        if (s->period > d->period) {
+            *d = (cell){.period = s->period};
+            qdrop_slot(dq, (uint16_t)i);
+        }
+        for (int c = 0; c < NC; c++)
+            d->c[c] += s->c[c];
+        for (uint32_t k = qfind(sq, qkey((uint16_t)i, 0)); k < sq->n && sq->e[k].slot == i; k++)
+            qadd(dq, (uint16_t)i, sq->e[k].bin, sq->e[k].count);
+    }
+}
+
+static void node_add(node *dst, const sjourney *dj, const node *src, const sjourney *sjr)
+{
+    for (int c = 0; c < NC; c++)
+        dst->all[c] += src->all[c];
+    dst->now += src->now;
+    ring_add(dst->min, &dst->qmin, src->min, &src->qmin, MIN_SLOTS);
+    ring_add(dst->hour, &dst->qhour, src->hour, &src->qhour, HOUR_SLOTS);
+    for (uint32_t k = 0; k < src->qall.n; k++)
+        qadd(&dst->qall, src->qall.e[k].slot, src->qall.e[k].bin, src->qall.e[k].count);
+    if (dst->targets && src->targets)
+        for (size_t k = 0; k < sjr->nstages; k++) {
+            int to = stage_index(dj, sjr->stage_names[k]);
+            if (to >= 0)
+                dst->targets[to] += src->targets[k];
+        }
+}
+
+int jd_stats_add_saved(jd_stats *dst, const void *data, size_t len)
+{
+    jd_stats *shape = jd_stats_new(); /* dst's journeys, empty: what load reads into */
+    for (size_t i = 0; i < dst->n; i++) {
+        jd_stats_journey(shape, dst->j[i].name, dst->j[i].nstages, (const char *const *)dst->j[i].stage_names);
+        jd_stats_set_alerts(shape, (int)i, NULL, 0);
+    }
+    int rc = jd_stats_load(shape, data, len);
+    if (rc == 0)
+        for (size_t i = 0; i < dst->n; i++) {
+            sjourney *dj = &dst->j[i];
+            const sjourney *sj = &shape->j[i];
+            node_add(&dj->whole, dj, &sj->whole, sj);
+            for (size_t k = 0; k < dj->nstages; k++)
+                node_add(&dj->stages[k], dj, &sj->stages[k], sj);
+        }
+    jd_stats_free(shape);
+    return rc;
+}

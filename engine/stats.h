@@ -157,5 +157,8 @@ void jd_stats_save(const jd_stats *s, jd_buf *out);
 /* Reads bytes from jd_stats_save into dst by journey and stage name (as jd_stats_carry;
  * what dst does not have is ignored). Returns 0, or -1 when the bytes are not stats. */
 int jd_stats_load(jd_stats *dst, const void *data, size_t len);
+/* Adds bytes from jd_stats_save (another shard's) to dst, by journey and stage name:
+ * counters, window buckets and histograms sum. 0, or -1 when the bytes are not stats. */
+int jd_stats_add_saved(jd_stats *dst, const void *data, size_t len);
 
 #endif

@@ -104,11 +104,13 @@ typedef struct pending_ack {
     uint32_t accepted;
 } pending_ack;
 
-static void ack_durable(void *arg)
+static void ack_durable(void *arg, int failed)
 {
     pending_ack *a = arg;
     conn *c = a->c;
-    if (c->bev)
+    if (c->bev && failed && !c->closing)
+        fatal(c, "event log unavailable: the batch was not logged");
+    else if (c->bev && !c->closing)
         send_frame(c, &a->frame);
     if (a->accepted) {
         double sec = (double)(jd_monotonic_ns() - a->t0) / 1e9;
@@ -118,6 +120,12 @@ static void ack_durable(void *arg)
     jd_buf_free(&a->frame);
     free(a);
     conn_release(c);
+}
+
+static void no_ack(void *ctx, int failed)
+{
+    (void)ctx;
+    (void)failed;
 }
 
 static void batch(conn *c, const msgpack_object *o)
@@ -141,6 +149,13 @@ static void batch(conn *c, const msgpack_object *o)
         fatal(c, "more than 5000 events in one frame");
         return;
     }
+    char why[256];
+    if (*jd_serve_unavailable(s, why, sizeof why)) {
+        char msg[300];
+        snprintf(msg, sizeof msg, "event log unavailable: %s", why);
+        fatal(c, msg);
+        return;
+    }
     c->seq++;
     jd_buf ack, rej;
     jd_buf_init(&ack);
@@ -148,24 +163,23 @@ static void batch(conn *c, const msgpack_object *o)
     msgpack_packer rk;
     msgpack_packer_init(&rk, &rej, jd_buf_msgpack_write);
     uint32_t accepted = 0, nrej = 0;
-    uint64_t lsn = 0;
     char err[512];
+    jd_waitset *ws = jd_waitset_new(s);
     for (uint32_t i = 0; i < items->via.array.size; i++) {
-        uint64_t l;
-        int rc = jd_serve_ingest(s, &items->via.array.ptr[i], &no, err, sizeof err, &l);
+        int rc = jd_serve_ingest(s, &items->via.array.ptr[i], &no, err, sizeof err, ws);
         if (rc == JD_INGEST_UNAVAILABLE) {
             /* the log cannot write: refuse the rest of the connection; what was logged
              * is processed, and the client resends what it has no ack for */
             jd_buf_free(&ack);
             jd_buf_free(&rej);
-            char why[600];
-            snprintf(why, sizeof why, "event log unavailable: %s", err);
-            fatal(c, why);
+            jd_waitset_wait(s, ws, no_ack, NULL);
+            char msg[600];
+            snprintf(msg, sizeof msg, "event log unavailable: %s", err);
+            fatal(c, msg);
             return;
         }
         if (rc == JD_INGEST_OK) {
             accepted++;
-            lsn = l;
             continue;
         }
         nrej++;
@@ -189,7 +203,7 @@ static void batch(conn *c, const msgpack_object *o)
     pending_ack *a = jd_xcalloc(1, sizeof *a);
     *a = (pending_ack){c, ack, t0, accepted};
     c->refs++;
-    jd_durable_wait(s, lsn, ack_durable, a); /* acks go out in order: waits run in LSN order */
+    jd_waitset_wait(s, ws, ack_durable, a); /* acks go out in order: waits complete in order */
 }
 
 /* msgpack-c allocates a container's elements as declared, before reading them: a frame

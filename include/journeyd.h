@@ -55,6 +55,12 @@ int jd_engine_reload(jd_engine *e, const char *config_path, jd_error *err);
 
 void jd_engine_on_action(jd_engine *e, jd_action_fn fn, void *ud);
 void jd_engine_on_log(jd_engine *e, jd_log_fn fn, void *ud);
+/* Shards: a link record (an identify or alias sent to the shard of its earlier id, with
+ * "jd_link" set) records the alias there and hands the earlier id's profile (a msgpack
+ * map {traits, score, segments}, or an empty map when there is none) to fn, which the
+ * daemon adds to the record as "jd_fold" before it goes to the later id's shard. */
+typedef void (*jd_export_fn)(uint64_t link, const void *profile, size_t len, void *ud);
+void jd_engine_on_export(jd_engine *e, jd_export_fn fn, void *ud);
 
 /* Normalises and processes one Segment JSON event. default_id names the event when it
  * has no messageId (may be NULL: then one is required). Returns 0 (processed or
@@ -178,6 +184,11 @@ char *jd_engine_metrics(const jd_engine *e);
  * stage (median, p90) and the state of its alerts. Malloc'd; NULL when the journey is
  * unknown or the window is not one of those. */
 char *jd_engine_funnel_json(const jd_engine *e, const char *name, size_t n, const char *window);
+/* Shards: the engine's analytics as bytes (malloc'd, *len set), and a funnel summed over
+ * such bytes from every shard, with e's journeys, at time now. */
+char *jd_engine_stats_saved(const jd_engine *e, size_t *len);
+char *jd_engine_funnel_json_sum(const jd_engine *e, char *const *saved, const size_t *lens, size_t n, const char *name,
+                                size_t nlen, const char *window, int64_t now);
 /* A person's recent decisions with their reasons, oldest first, as JSON
  * {"id", "decisions": [{time, kind, journey, stage, detail}]} (kept when
  * jd_options.decisions_per_user > 0). Malloc'd; NULL when the person is unknown. */
