@@ -242,9 +242,11 @@ static void on_inbox(evutil_socket_t fd, short what, void *arg)
     shard_call *calls[64];
     if (ncalls > 64)
         ncalls = 64;
-    memcpy(calls, sh->calls, ncalls * sizeof *calls);
-    memmove(sh->calls, sh->calls + ncalls, (sh->ncalls - ncalls) * sizeof *calls);
-    sh->ncalls -= ncalls;
+    if (ncalls) {
+        memcpy(calls, sh->calls, ncalls * sizeof *calls);
+        memmove(sh->calls, sh->calls + ncalls, (sh->ncalls - ncalls) * sizeof *calls);
+        sh->ncalls -= ncalls;
+    }
     int stop = sh->stop;
     if (sh->ncalls)
         wake(sh->efd);
