@@ -228,6 +228,7 @@ static void process_durable(jd_server *s)
     }
     if (d->headwait == d->nwaits)
         d->headwait = d->nwaits = 0;
+    jd_serve_log_flush();
     jd_serve_arm_timer(s);
 }
 

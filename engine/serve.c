@@ -31,7 +31,17 @@ void jd_serve_json_string(jd_server *s, jd_buf *out, const char *str)
     jd_json_write(s->jw, &o, out);
 }
 
+static void log_line(jd_server *s, const char *level, const char *msg, const char *extra_json, int flush);
+
 void jd_serve_log(jd_server *s, const char *level, const char *msg, const char *extra_json)
+{
+    log_line(s, level, msg, extra_json, 1);
+}
+
+/* A line per decided action: written without a flush of its own (stdout is flushed once
+ * per batch of records, jd_serve_log_flush), since a write per action was most of the
+ * daemon's system time. */
+static void log_line(jd_server *s, const char *level, const char *msg, const char *extra_json, int flush)
 {
     char t[40];
     struct timespec now;
@@ -46,9 +56,15 @@ void jd_serve_log(jd_server *s, const char *level, const char *msg, const char *
         jd_buf_puts(&b, extra_json);
     }
     jd_buf_puts(&b, "}\n");
-    fwrite(b.data, 1, b.len, stdout);
-    fflush(stdout);
+    fwrite(b.data, 1, b.len, stdout); /* one call: lines of different threads never mix */
+    if (flush)
+        fflush(stdout);
     jd_buf_free(&b);
+}
+
+void jd_serve_log_flush(void)
+{
+    fflush(stdout);
 }
 
 static void on_engine_log(const char *level, const char *line, void *ud)
@@ -69,7 +85,7 @@ static void on_action(const jd_action *a, void *ud)
     jd_buf_init(&b);
     jd_buf_puts(&b, "\"action\":");
     jd_buf_append(&b, j, n);
-    jd_serve_log(s, "info", "action decided", jd_buf_cstr(&b));
+    log_line(s, "info", "action decided", jd_buf_cstr(&b), 0);
     jd_buf_free(&b);
 }
 
@@ -499,6 +515,8 @@ int jd_cmd_serve(int argc, char **argv)
         goto done;
     }
     signal(SIGPIPE, SIG_IGN);
+    static char logbuf[1 << 16]; /* action lines go out a batch at a time */
+    setvbuf(stdout, logbuf, _IOFBF, sizeof logbuf);
     /* the state comes back from the event log before anything is accepted */
     s->ready = 0;
     int nshards = shard_count(s);

@@ -93,6 +93,8 @@ void jd_http_routes(jd_server *s);
 /* One JSON object per line on stdout: {"time", "level", "msg", ...extra}. extra_json is
  * a JSON object's members without braces (may be NULL). */
 void jd_serve_log(jd_server *s, const char *level, const char *msg, const char *extra_json);
+/* Flushes the action lines written since the last flush (after each batch of records). */
+void jd_serve_log_flush(void);
 /* Wall-clock ms for receivedAt and ticks, never below the last value handed out. */
 int64_t jd_serve_now(jd_server *s);
 /* Arms the timer event for the engine's earliest pending timer. */
