@@ -55,8 +55,11 @@ typedef struct jd_shard {
     inbox_rec *work_recs;
     size_t work_cap;
     uint64_t last_lsn; /* the last record it appended to its log */
-    /* the front's side */
+    /* the front's side: records staged during a request, handed over at its end */
     uint64_t pushed;
+    jd_buf st_data;
+    inbox_rec *st_recs;
+    size_t st_n, st_cap;
     /* both: the last seq durable and processed (or refused) */
     _Atomic uint64_t done;
     pthread_mutex_t fail_mu;
@@ -361,17 +364,54 @@ static void push(jd_shards *all, int k, const void *rec, size_t len, jd_waitset 
             ws->lo[k] = seq;
         ws->hi[k] = seq;
     }
-    pthread_mutex_lock(&sh->mu);
-    int was_empty = sh->in_n == 0;
-    if (sh->in_n == sh->in_cap) {
-        sh->in_cap = sh->in_cap ? sh->in_cap * 2 : 256;
-        sh->in_recs = jd_xrealloc(sh->in_recs, sh->in_cap * sizeof *sh->in_recs);
+    if (sh->st_n == sh->st_cap) {
+        sh->st_cap = sh->st_cap ? sh->st_cap * 2 : 256;
+        sh->st_recs = jd_xrealloc(sh->st_recs, sh->st_cap * sizeof *sh->st_recs);
     }
-    sh->in_recs[sh->in_n++] = (inbox_rec){seq, sh->in_data.len, len, link_id != 0, link_id};
-    jd_buf_append(&sh->in_data, rec, len);
-    pthread_mutex_unlock(&sh->mu);
-    if (was_empty)
-        wake(sh->efd);
+    sh->st_recs[sh->st_n++] = (inbox_rec){seq, sh->st_data.len, len, link_id != 0, link_id};
+    jd_buf_append(&sh->st_data, rec, len);
+}
+
+/* Hands what the front staged to the shards: one lock and at most one wake per shard
+ * (a request's records reach the shard's log together, so they share an fdatasync). */
+static void flush_pushes(jd_shards *all)
+{
+    for (int k = 0; k < all->n; k++) {
+        jd_shard *sh = all->s[k];
+        if (!sh->st_n)
+            continue;
+        pthread_mutex_lock(&sh->mu);
+        int was_empty = sh->in_n == 0;
+        if (was_empty) { /* swap the buffers: nothing is copied */
+            jd_buf d = sh->in_data;
+            sh->in_data = sh->st_data;
+            sh->st_data = d;
+            inbox_rec *r = sh->in_recs;
+            size_t cap = sh->in_cap;
+            sh->in_recs = sh->st_recs;
+            sh->in_cap = sh->st_cap;
+            sh->in_n = sh->st_n;
+            sh->st_recs = r;
+            sh->st_cap = cap;
+        } else {
+            if (sh->in_n + sh->st_n > sh->in_cap) {
+                sh->in_cap = (sh->in_n + sh->st_n) * 2;
+                sh->in_recs = jd_xrealloc(sh->in_recs, sh->in_cap * sizeof *sh->in_recs);
+            }
+            size_t base = sh->in_data.len;
+            for (size_t i = 0; i < sh->st_n; i++) {
+                sh->in_recs[sh->in_n + i] = sh->st_recs[i];
+                sh->in_recs[sh->in_n + i].off += base;
+            }
+            sh->in_n += sh->st_n;
+            jd_buf_append(&sh->in_data, sh->st_data.data, sh->st_data.len);
+        }
+        pthread_mutex_unlock(&sh->mu);
+        sh->st_n = 0;
+        jd_buf_reset(&sh->st_data);
+        if (was_empty)
+            wake(sh->efd);
+    }
 }
 
 /* rec with one more key at the end of its map (records are maps of fewer than 65536
@@ -547,6 +587,7 @@ static void on_front(evutil_socket_t fd, short what, void *arg)
         }
         free(ms);
     }
+    flush_pushes(all); /* the records the links released */
     fire_waiters(all);
 }
 
@@ -584,6 +625,7 @@ void jd_waitset_wait(jd_server *s, jd_waitset *ws, void (*fn)(void *, int), void
         }
     }
     all->waits[all->wn++] = ws;
+    flush_pushes(all); /* the end of a request: its records go to the shards */
     fire_waiters(all);
 }
 
@@ -703,6 +745,7 @@ int jd_shards_open(jd_server *front, const char *config, const jd_options *opts,
         pthread_mutex_init(&sh->fail_mu, NULL);
         jd_buf_init(&sh->in_data);
         jd_buf_init(&sh->work_data);
+        jd_buf_init(&sh->st_data);
         if (jd_server_open_core(&sh->srv, config, opts, err, errlen))
             return -1;
         sh->srv.shard_index = k;
@@ -736,6 +779,8 @@ void jd_shards_close(jd_server *front)
     jd_shards *all = front->shards;
     if (!all)
         return;
+    if (all->s[all->n - 1])
+        flush_pushes(all);
     for (int k = 0; k < all->n; k++) {
         jd_shard *sh = all->s[k];
         if (!sh || !sh->started)
@@ -758,6 +803,8 @@ void jd_shards_close(jd_server *front)
         jd_server_close(&sh->srv);
         jd_buf_free(&sh->in_data);
         jd_buf_free(&sh->work_data);
+        jd_buf_free(&sh->st_data);
+        free(sh->st_recs);
         free(sh->in_recs);
         free(sh->work_recs);
         free(sh->calls);
