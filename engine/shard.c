@@ -14,6 +14,7 @@
 
 #include "delivery.h"
 #include "durable.h"
+#include "engine_internal.h"
 #include "map.h"
 #include "serve.h"
 #include "store.h"
@@ -80,6 +81,10 @@ typedef struct handoff {
     int dst;
     held_item *items; /* items[0]: the identify or alias itself */
     size_t n, cap;
+    /* more ids held behind it: those of the links it holds (their later events must not
+     * overtake them) */
+    char **also;
+    size_t nalso;
     struct handoff *next;
 } handoff;
 
@@ -462,6 +467,27 @@ static void hold(handoff *h, const void *rec, size_t len, jd_waitset *ws)
         ws->held++;
 }
 
+/* id's later events wait behind h too (unless another handoff holds them already). */
+static void hold_id(jd_shards *all, handoff *h, const char *id, size_t n)
+{
+    if (!n || jd_map_get(&all->held, id, n))
+        return;
+    h->also = jd_xrealloc(h->also, (h->nalso + 1) * sizeof *h->also);
+    h->also[h->nalso++] = jd_strndup(id, n);
+    jd_map_put(&all->held, id, n, h);
+}
+
+static void free_handoff(handoff *h)
+{
+    for (size_t i = 0; i < h->nalso; i++)
+        free(h->also[i]);
+    free(h->also);
+    free(h->items);
+    free(h->from);
+    free(h->to);
+    free(h);
+}
+
 static void route(jd_shards *all, const void *rec, size_t len, const jd_event *ev, jd_waitset *ws)
 {
     size_t cn;
@@ -480,6 +506,10 @@ static void route(jd_shards *all, const void *rec, size_t len, const jd_event *e
         if (!h && from.n)
             h = jd_map_get(&all->held, from.p, from.n);
         if (h) {
+            /* a held identify or alias links ids of its own: their events wait with it,
+             * or an anonymous event would reach its shard before the link */
+            hold_id(all, h, cid, cn);
+            hold_id(all, h, from.p, from.n);
             hold(h, rec, len, ws);
             return;
         }
@@ -531,6 +561,8 @@ static void finish_handoff(jd_shards *all, const export_msg *m)
     *pp = h->next;
     jd_map_del(&all->held, h->from, h->fromn);
     jd_map_del(&all->held, h->to, h->ton);
+    for (size_t i = 0; i < h->nalso; i++)
+        jd_map_del(&all->held, h->also[i], strlen(h->also[i]));
     for (size_t i = 0; i < h->n; i++) {
         held_item *it = &h->items[i];
         if (it->ws)
@@ -561,10 +593,7 @@ static void finish_handoff(jd_shards *all, const export_msg *m)
         if (to && strlen(to) == h->ton && memcmp(to, h->to, h->ton) == 0)
             free(jd_map_del(&all->routes, h->from, h->fromn));
     }
-    free(h->items);
-    free(h->from);
-    free(h->to);
-    free(h);
+    free_handoff(h);
 }
 
 static void on_front(evutil_socket_t fd, short what, void *arg)
@@ -823,10 +852,7 @@ void jd_shards_close(jd_server *front)
         all->handoffs = h->next;
         for (size_t i = 0; i < h->n; i++)
             jd_buf_free(&h->items[i].rec);
-        free(h->items);
-        free(h->from);
-        free(h->to);
-        free(h);
+        free_handoff(h);
     }
     for (size_t i = 0; i < all->nexp; i++)
         jd_buf_free(&all->exports[i].profile);
@@ -865,6 +891,19 @@ char *jd_shards_json(jd_server *front, int k, jd_shard_json_fn fn, void *arg)
     return c.out;
 }
 
+typedef struct own_query {
+    const char *id;
+    size_t n;
+    int own;
+} own_query;
+
+static void has_own_profile(jd_server *shard, void *arg)
+{
+    own_query *q = arg;
+    const jd_user *u = jd_engine_find_user(shard->engine, q->id, q->n); /* (or the alias's) */
+    q->own = u && u->idlen == q->n && memcmp(u->id, q->id, q->n) == 0;
+}
+
 int jd_shards_user_shard(jd_server *front, const char *id, size_t n)
 {
     jd_shards *all = front->shards;
@@ -872,7 +911,16 @@ int jd_shards_user_shard(jd_server *front, const char *id, size_t n)
         return 0;
     size_t cn;
     const char *cid = canonical(all, (jd_str){id, n}, &cn);
-    return jd_shard_of(cid, cn, all->n);
+    int k = jd_shard_of(cid, cn, all->n), own = jd_shard_of(id, n, all->n);
+    if (k != own) {
+        /* an anonymous id linked to a user on another shard: its own profile, when it
+         * has one, stays on its shard (as one engine answers), else the user's */
+        own_query q = {id, n, 0};
+        jd_shards_call(front, own, has_own_profile, &q);
+        if (q.own)
+            return own;
+    }
+    return k;
 }
 
 /* Two JSON values as msgpack, summed: maps by key, arrays by index, integers added;

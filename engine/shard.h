@@ -60,7 +60,8 @@ int jd_shards_count(const struct jd_server *front);
 typedef char *(*jd_shard_json_fn)(struct jd_server *shard, void *arg);
 char *jd_shards_json(struct jd_server *front, int k, jd_shard_json_fn fn, void *arg);
 char *jd_shards_json_sum(struct jd_server *front, jd_shard_json_fn fn, void *arg);
-/* The shard that holds a user id (after the front's links of anonymous ids). */
+/* The shard to ask for a user id: the one holding its own profile, else (an anonymous id
+ * linked to a user on another shard) the shard of the user it was linked to. */
 int jd_shards_user_shard(struct jd_server *front, const char *id, size_t n);
 /* A journey's funnel with every shard's counters, buckets and histograms added. */
 char *jd_shards_funnel_json(struct jd_server *front, const char *name, size_t n, const char *window);
