@@ -19,9 +19,21 @@ typedef struct jd_embedded {
 } jd_embedded;
 extern const jd_embedded jd_embedded_scripts[];
 
+/* A file the state loaded from the script directory, kept so that the same version can be
+ * rebuilt later without the disk (a pinned version after a restart). */
+typedef struct jd_src_file {
+    char *module; /* NULL: the entry file */
+    char *path;   /* as loaded (the chunk name without its '@') */
+    char *text;
+    size_t len;
+} jd_src_file;
+
 struct jd_script {
     lua_State *L;
     char *dir;
+    jd_src_file *files; /* in load order, the entry file first */
+    size_t nfiles, capfiles;
+    int frozen; /* require reaches only files[]: nothing more is read from the disk */
     void *owner;
     jd_script_limits limits;
     size_t mem_used;
@@ -175,8 +187,106 @@ static int load_text(lua_State *L, const char *buf, size_t len, const char *chun
     return luaL_loadbufferx(L, buf, len, chunkname, "t");
 }
 
+/* ---------------------------------------------------------------- sources */
+
+static const jd_src_file *file_add(jd_script *s, const char *module, const char *path, const char *text, size_t len)
+{
+    if (s->nfiles == s->capfiles) {
+        s->capfiles = s->capfiles ? s->capfiles * 2 : 4;
+        s->files = jd_xrealloc(s->files, s->capfiles * sizeof *s->files);
+    }
+    jd_src_file *f = &s->files[s->nfiles++];
+    f->module = module ? jd_strndup(module, strlen(module)) : NULL;
+    f->path = jd_strndup(path, strlen(path));
+    f->text = jd_xmalloc(len ? len : 1);
+    if (len)
+        memcpy(f->text, text, len);
+    f->len = len;
+    return f;
+}
+
+/* The kept file of a module (NULL: the entry file), or NULL. */
+static const jd_src_file *file_find(const jd_script *s, const char *module)
+{
+    for (size_t i = 0; i < s->nfiles; i++) {
+        const jd_src_file *f = &s->files[i];
+        if (module ? f->module && strcmp(f->module, module) == 0 : !f->module)
+            return f;
+    }
+    return NULL;
+}
+
+/* The whole file, malloc'd; -1 with errno when it cannot be read. */
+static int read_file(const char *path, char **out, size_t *n)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return -1;
+    jd_buf b;
+    jd_buf_init(&b);
+    char chunk[8192];
+    size_t got;
+    while ((got = fread(chunk, 1, sizeof chunk, f)) > 0)
+        jd_buf_append(&b, chunk, got);
+    int bad = ferror(f);
+    fclose(f);
+    if (bad) {
+        jd_buf_free(&b);
+        return -1;
+    }
+    *n = b.len;
+    *out = b.data ? b.data : jd_xmalloc(1);
+    return 0;
+}
+
+/* Loads a kept file as luaL_loadfilex would load it from the disk: text only, a UTF-8 BOM
+ * and a first line starting with '#' skipped (its newline kept, so lines count the same). */
+static int load_source(lua_State *L, const jd_src_file *f)
+{
+    const char *p = f->text, *end = f->text + f->len;
+    if (end - p >= 3 && memcmp(p, "\xEF\xBB\xBF", 3) == 0)
+        p += 3;
+    if (p < end && *p == '#') {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        p = nl ? nl : end;
+    }
+    jd_buf chunk;
+    jd_buf_init(&chunk);
+    jd_buf_printf(&chunk, "@%s", f->path);
+    int status = luaL_loadbufferx(L, p, (size_t)(end - p), jd_buf_cstr(&chunk), "t");
+    jd_buf_free(&chunk);
+    return status;
+}
+
+void jd_script_add_file(jd_script *s, const char *module, const char *path, const char *text, size_t len)
+{
+    file_add(s, module, path, text, len);
+    s->frozen = 1;
+}
+
+void jd_script_freeze(jd_script *s)
+{
+    s->frozen = 1;
+}
+
+size_t jd_script_nfiles(const jd_script *s)
+{
+    return s->nfiles;
+}
+
+void jd_script_file(const jd_script *s, size_t i, const char **module, const char **path, const char **text,
+                    size_t *len)
+{
+    const jd_src_file *f = &s->files[i];
+    *module = f->module;
+    *path = f->path;
+    *text = f->text;
+    *len = f->len;
+}
+
 /* require: the loaded cache, then engine modules (C, then embedded Lua), then
- * <script_dir>/<name with dots as slashes>.lua. Nothing else is reachable. */
+ * <script_dir>/<name with dots as slashes>.lua (kept in memory once read; a frozen state
+ * reaches only the files it kept). Nothing else is reachable. */
 static int l_require(lua_State *L)
 {
     size_t nlen;
@@ -217,11 +327,18 @@ static int l_require(lua_State *L)
             lua_pushstring(L, jd_buf_cstr(&path));
             jd_buf_free(&path);
             const char *p = lua_tostring(L, -1);
-            FILE *f = fopen(p, "rb");
-            if (!f)
-                return luaL_error(L, "module '%s' not found (looked for %s)", name, p);
-            fclose(f);
-            if (luaL_loadfilex(L, p, "t") != LUA_OK)
+            const jd_src_file *kept = file_find(s, name);
+            if (!kept && s->frozen)
+                return luaL_error(L, "module '%s' not found (not kept with this version of the scripts)", name);
+            if (!kept) {
+                char *text;
+                size_t len;
+                if (read_file(p, &text, &len))
+                    return luaL_error(L, "module '%s' not found (looked for %s)", name, p);
+                kept = file_add(s, name, p, text, len);
+                free(text);
+            }
+            if (load_source(L, kept) != LUA_OK)
                 return lua_error(L);
             lua_remove(L, -2);
         }
@@ -329,6 +446,12 @@ void jd_script_free(jd_script *s)
         lua_sethook(s->L, count_hook, LUA_MASKCOUNT, 1000);
         lua_close(s->L);
     }
+    for (size_t i = 0; i < s->nfiles; i++) {
+        free(s->files[i].module);
+        free(s->files[i].path);
+        free(s->files[i].text);
+    }
+    free(s->files);
     free(s->dir);
     free(s);
 }
@@ -421,7 +544,31 @@ int jd_script_call_ns(jd_script *s, int nargs, int nres, int64_t limit_ns, jd_sc
 
 int jd_script_run_file(jd_script *s, const char *path, jd_script_error *err)
 {
-    int status = luaL_loadfilex(s->L, path, "t");
+    char *text;
+    size_t len;
+    int status;
+    if (read_file(path, &text, &len) == 0) {
+        status = load_source(s->L, file_add(s, NULL, path, text, len));
+        free(text);
+    } else {
+        status = luaL_loadfilex(s->L, path, "t"); /* its message: "cannot open PATH: ..." */
+    }
+    if (status != LUA_OK) {
+        take_error(s, status, err);
+        lua_pop(s->L, 1);
+        return -1;
+    }
+    return pcall_limited(s, 0, 0, s->limits.load_ns, err);
+}
+
+int jd_script_run_stored(jd_script *s, jd_script_error *err)
+{
+    const jd_src_file *f = file_find(s, NULL);
+    if (!f) {
+        jd_script_error_set(err, JD_SERR_FILE, "no entry file kept with this version of the scripts", NULL);
+        return -1;
+    }
+    int status = load_source(s->L, f);
     if (status != LUA_OK) {
         take_error(s, status, err);
         lua_pop(s->L, 1);

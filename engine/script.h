@@ -1,5 +1,6 @@
 /* script: one sandboxed Lua 5.4 state — text-only loading, a chosen set of libraries,
- * `require` limited to the engine's modules and files under the script directory, an
+ * `require` limited to the engine's modules and files under the script directory (each
+ * file read is kept, so a version can be rebuilt from its sources), an
  * instruction hook with a monotonic deadline, and a counting allocator with a cap.
  * Every call into Lua goes through jd_script_call (protected, with a traceback).
  * Uses clock, buf, embedded scripts (scripts_embed.c, generated). */
@@ -43,6 +44,19 @@ void *jd_script_owner(lua_State *L);
 
 /* Loads and runs the entry file in protected mode. 0 or -1 with err set. */
 int jd_script_run_file(jd_script *s, const char *path, jd_script_error *err);
+/* The files the state read from the script directory — the entry file (module NULL)
+ * first, then each module `require` read, in load order — kept in memory so the same
+ * version of the scripts can be rebuilt without the disk (jd_script_add_file). */
+size_t jd_script_nfiles(const jd_script *s);
+void jd_script_file(const jd_script *s, size_t i, const char **module, const char **path, const char **text,
+                    size_t *len);
+/* Gives a new state a kept file (module NULL: the entry file) and freezes it. */
+void jd_script_add_file(jd_script *s, const char *module, const char *path, const char *text, size_t len);
+/* From now on `require` reaches only the kept files: nothing more is read from the disk
+ * (a retired version must not pick up a newer module). */
+void jd_script_freeze(jd_script *s);
+/* Loads and runs the kept entry file (jd_script_add_file) in protected mode. */
+int jd_script_run_stored(jd_script *s, jd_script_error *err);
 /* Loads and runs a text chunk (tests). */
 int jd_script_run_string(jd_script *s, const char *code, const char *chunkname, jd_script_error *err);
 /* Calls the function below nargs arguments on the stack, with the call deadline and a
