@@ -31,12 +31,8 @@ void jd_engine_decide(jd_engine *e, int kind, const jd_journey *j, int stage, co
         .stage = (int16_t)stage,
     };
     if (e->running && j) { /* a pinned generation runs: the trace names the current one's */
-        const jd_journey *cj = jd_defs_journey(e->running->defs, j->name, strlen(j->name));
-        d.journey = (int16_t)(cj ? cj->index : -1);
-        d.stage = -1;
-        for (size_t s = 0; cj && stage >= 0 && s < cj->nstages; s++)
-            if (strcmp(cj->stages[s].name, j->stages[stage].name) == 0)
-                d.stage = (int16_t)s;
+        d.journey = (int16_t)e->running->cur_journey[j->index];
+        d.stage = (int16_t)(d.journey >= 0 && stage >= 0 ? e->running->cur_stage[j->index][stage] : -1);
     }
     va_list ap;
     va_start(ap, fmt);
@@ -143,11 +139,44 @@ static void free_counts(jd_journey_count *c, size_t n)
     free(c);
 }
 
-/* Analytics for a set of defs: every journey registered in defs order (a stats index is
- * the journey index) with its alerts; nothing counted yet. */
 /* ---------------------------------------------------------------- pinned generations */
 
-static jd_gen *gen_new(jd_script *script, jd_defs *d, int ctx_ref)
+static int stage_named(const jd_journey *j, const char *name)
+{
+    for (size_t s = 0; s < j->nstages; s++)
+        if (strcmp(j->stages[s].name, name) == 0)
+            return (int)s;
+    return -1;
+}
+
+static void gen_unmap(jd_gen *g)
+{
+    for (size_t i = 0; g->cur_stage && i < g->defs->njourneys; i++)
+        free(g->cur_stage[i]);
+    free(g->cur_stage);
+    free(g->cur_journey);
+    g->cur_stage = NULL;
+    g->cur_journey = NULL;
+}
+
+/* g's journeys and stages in the current defs, by name (again after every reload). */
+static void gen_map(jd_engine *e, jd_gen *g)
+{
+    const jd_defs *od = g->defs;
+    gen_unmap(g);
+    g->cur_journey = jd_xcalloc(od->njourneys ? od->njourneys : 1, sizeof *g->cur_journey);
+    g->cur_stage = jd_xcalloc(od->njourneys ? od->njourneys : 1, sizeof *g->cur_stage);
+    for (size_t i = 0; i < od->njourneys; i++) {
+        const jd_journey *oj = &od->journeys[i];
+        const jd_journey *cj = jd_defs_journey(e->defs, oj->name, strlen(oj->name));
+        g->cur_journey[i] = cj ? cj->index : -1;
+        g->cur_stage[i] = jd_xcalloc(oj->nstages ? oj->nstages : 1, sizeof **g->cur_stage);
+        for (size_t k = 0; k < oj->nstages; k++)
+            g->cur_stage[i][k] = cj ? stage_named(cj, oj->stages[k].name) : -1;
+    }
+}
+
+static jd_gen *gen_new(jd_engine *e, jd_script *script, jd_defs *d, int ctx_ref)
 {
     jd_gen *g = jd_xcalloc(1, sizeof *g);
     g->script = script;
@@ -155,32 +184,22 @@ static jd_gen *gen_new(jd_script *script, jd_defs *d, int ctx_ref)
     g->ctx_ref = ctx_ref;
     g->counts = new_counts(d);
     g->channel_actions = jd_xcalloc(d->nchannels + 1, sizeof *g->channel_actions);
-    g->analytics = jd_stats_new(); /* scratch: pinned people's analytics are not kept */
-    for (size_t i = 0; i < d->njourneys; i++) {
-        const jd_journey *j = &d->journeys[i];
-        const char **names = jd_xcalloc(j->nstages ? j->nstages : 1, sizeof *names);
-        for (size_t k = 0; k < j->nstages; k++)
-            names[k] = j->stages[k].name;
-        jd_stats_journey(g->analytics, j->name, j->nstages, names);
-        free(names);
-    }
-    g->analytics_dirty = jd_xcalloc(d->njourneys ? d->njourneys : 1, 1);
+    gen_map(e, g);
     return g;
 }
 
 static void gen_free(jd_gen *g)
 {
+    gen_unmap(g);
     free_counts(g->counts, g->defs->njourneys);
     free(g->channel_actions);
-    jd_stats_free(g->analytics);
-    free(g->analytics_dirty);
     jd_defs_release_refs(jd_script_L(g->script), g->defs);
     jd_defs_free(g->defs);
     jd_script_free(g->script);
     free(g);
 }
 
-/* Swaps g's scripts and per-defs state with the engine's; twice restores. */
+/* Swaps g's scripts and per-defs counters with the engine's; twice restores. */
 static void gen_swap(jd_engine *e, jd_gen *g)
 {
     jd_script *sc = e->script;
@@ -198,40 +217,38 @@ static void gen_swap(jd_engine *e, jd_gen *g)
     uint64_t *ca = e->channel_actions;
     e->channel_actions = g->channel_actions;
     g->channel_actions = ca;
-    jd_stats *an = e->analytics;
-    e->analytics = g->analytics;
-    g->analytics = an;
-    unsigned char *ad = e->analytics_dirty;
-    e->analytics_dirty = g->analytics_dirty;
-    g->analytics_dirty = ad;
     e->running = e->running ? NULL : g;
 }
 
-static int stage_named(const jd_journey *j, const char *name)
+/* The analytics are the current version's: while a pinned generation runs, its journey
+ * and stages count as the current journey and stages of the same name (-1: none). */
+static int an_journey(const jd_engine *e, const jd_journey *j)
 {
-    for (size_t s = 0; s < j->nstages; s++)
-        if (strcmp(j->stages[s].name, name) == 0)
-            return (int)s;
-    return -1;
+    return e->running ? e->running->cur_journey[j->index] : j->index;
+}
+
+static int an_stage(const jd_engine *e, const jd_journey *j, int stage)
+{
+    return e->running && stage >= 0 ? e->running->cur_stage[j->index][stage] : stage;
 }
 
 /* Adds what a pass over g counted in its scratch counters to the current ones, by
  * journey, stage and channel name (unsigned wrap-around carries the decrements), and
- * zeroes them. Its windowed analytics are scratch: alerts do not see pinned people. */
+ * zeroes them. */
 static void gen_fold(jd_engine *e, jd_gen *g)
 {
     for (size_t i = 0; i < g->defs->njourneys; i++) {
         const jd_journey *oj = &g->defs->journeys[i];
         jd_journey_count *sc = &g->counts[i];
-        const jd_journey *cj = jd_defs_journey(e->defs, oj->name, strlen(oj->name));
-        if (cj) {
-            jd_journey_count *cc = &e->counts[cj->index];
+        int cj = g->cur_journey[i];
+        if (cj >= 0) {
+            jd_journey_count *cc = &e->counts[cj];
             cc->entered += sc->entered;
             cc->converted += sc->converted;
             cc->exited += sc->exited;
             cc->active += sc->active;
             for (size_t s = 0; s < oj->nstages; s++) {
-                int cs = stage_named(cj, oj->stages[s].name);
+                int cs = g->cur_stage[i][s];
                 if (cs < 0)
                     continue;
                 jd_stage_count *a = &cc->stages[cs], *b = &sc->stages[s];
@@ -265,19 +282,18 @@ static void unpin_left(jd_engine *e, jd_user *u)
             continue;
         }
         jd_gen *g = in->pin;
-        const jd_journey *oj = &g->defs->journeys[in->journey];
-        const jd_journey *cj = jd_defs_journey(e->defs, oj->name, strlen(oj->name));
+        int cj = g->cur_journey[in->journey];
         g->pinned--;
         u->npinned--;
         in->pin = NULL;
-        if (!cj) {
+        if (cj < 0) {
             in->journey = -1;
             pp = &in->next;
             continue;
         }
-        int cs = stage_named(cj, oj->stages[in->stage].name);
-        in->stage = cs >= 0 ? cs : cj->entry_stage;
-        in->journey = cj->index;
+        int cs = g->cur_stage[in->journey][in->stage];
+        in->stage = cs >= 0 ? cs : e->defs->journeys[cj].entry_stage;
+        in->journey = cj;
         *pp = in->next;
         in->next = u->instances;
         u->instances = in;
@@ -308,6 +324,8 @@ static int pinned_active(const jd_user *u, const jd_journey *j, const char *key,
     return 0;
 }
 
+/* Analytics for a set of defs: every journey registered in defs order (a stats index is
+ * the journey index) with its alerts; nothing counted yet. */
 static void new_analytics(jd_engine *e)
 {
     const jd_defs *d = e->defs;
@@ -659,7 +677,9 @@ int jd_engine_reload(jd_engine *e, const char *config_path, jd_error *err)
     int old_ctx = e->ctx_ref;
     if (load_scripts(e, config_path, &old_script, &old_defs, err))
         return -1;
-    jd_gen *g = gen_new(old_script, old_defs, old_ctx);
+    for (size_t i = 0; i < e->ngens; i++)
+        gen_map(e, e->gens[i]);
+    jd_gen *g = gen_new(e, old_script, old_defs, old_ctx);
     if (e->persist) {
         /* people of journeys that pin who are only in the store: read them in (with the
          * old defs, as they were written) so that they are pinned like the others */
@@ -1355,7 +1375,10 @@ static void enter_stage(jd_engine *e, const jd_journey *j, jd_instance *inst, in
 /* The journey's analytics changed: its alerts are checked after this input. */
 static void analytics_touch(jd_engine *e, const jd_journey *j)
 {
-    e->analytics_dirty[j->index] = 1;
+    int aj = an_journey(e, j);
+    if (aj < 0)
+        return;
+    e->analytics_dirty[aj] = 1;
     e->analytics_changed = 1;
 }
 
@@ -1371,12 +1394,12 @@ static void leave(jd_engine *e, const jd_journey *j, jd_instance *inst, jd_inst_
     if (status == JD_INST_CONVERTED) {
         sc->converted++;
         jc->converted++;
-        jd_stats_converted(e->analytics, j->index, inst->stage, now, now - inst->stage_entered_at,
-                           now - inst->entered_at);
+        jd_stats_converted(e->analytics, an_journey(e, j), an_stage(e, j, inst->stage), now,
+                           now - inst->stage_entered_at, now - inst->entered_at);
     } else {
         sc->exited++;
         jc->exited++;
-        jd_stats_exited(e->analytics, j->index, inst->stage, now, now - inst->stage_entered_at);
+        jd_stats_exited(e->analytics, an_journey(e, j), an_stage(e, j, inst->stage), now, now - inst->stage_entered_at);
     }
     analytics_touch(e, j);
     jd_engine_decide(e, status == JD_INST_CONVERTED ? JD_DEC_CONVERTED : JD_DEC_EXITED, j, inst->stage, "%.*s",
@@ -1404,10 +1427,12 @@ static void move(jd_engine *e, const jd_journey *j, jd_instance *inst, int targe
     int64_t in_stage = at - inst->stage_entered_at, now = jd_clock_now(&e->clock);
     if (timed_out) {
         sc->timed_out++;
-        jd_stats_timed_out(e->analytics, j->index, inst->stage, target, now, in_stage);
+        jd_stats_timed_out(e->analytics, an_journey(e, j), an_stage(e, j, inst->stage), an_stage(e, j, target), now,
+                           in_stage);
     } else {
         sc->moved_on++;
-        jd_stats_moved(e->analytics, j->index, inst->stage, target, now, in_stage);
+        jd_stats_moved(e->analytics, an_journey(e, j), an_stage(e, j, inst->stage), an_stage(e, j, target), now,
+                       in_stage);
     }
     analytics_touch(e, j);
     e->stats[JD_STAT_TRANSITIONS]++;
@@ -1547,7 +1572,7 @@ static void enter_journey(jd_engine *e, const jd_journey *j, const char *key, si
     }
     /* counted where they actually start (an entry hook's ctx:go); enter_stage counts
      * only the e->counts side, later moves count through move() */
-    jd_stats_entered(e->analytics, j->index, go >= 0 ? go : stage, jd_clock_now(&e->clock));
+    jd_stats_entered(e->analytics, an_journey(e, j), an_stage(e, j, go >= 0 ? go : stage), jd_clock_now(&e->clock));
     analytics_touch(e, j);
     enter_stage(e, j, inst, go >= 0 ? go : stage, at, 0);
     if (ex)

@@ -100,17 +100,19 @@ enum {
 /* A retired generation of the scripts, kept while people are pinned to it: they entered
  * a journey whose version a reload changed without `migrate`, and keep running it until
  * they leave. While it runs, the engine's script, defs, ctx and per-defs counters are
- * swapped with these; its counters are scratch, folded into the current ones by name. */
+ * swapped with these; its counters are scratch, folded into the current ones by name.
+ * The windowed analytics are not swapped: its journeys and stages count in the current
+ * ones of the same name (cur_journey, cur_stage). */
 typedef struct jd_gen {
     jd_script *script;
     jd_defs *defs;
     int ctx_ref;
     jd_journey_count *counts;
     uint64_t *channel_actions;
-    struct jd_stats *analytics;
-    unsigned char *analytics_dirty;
-    uint64_t pinned; /* active instances pinned to it */
-    uint64_t timers; /* timers in memory that name it */
+    int *cur_journey; /* per journey of defs: the current journey of that name, -1: none */
+    int **cur_stage;  /* per journey and stage: the current stage of that name, -1: none */
+    uint64_t pinned;  /* active instances pinned to it */
+    uint64_t timers;  /* timers in memory that name it */
 } jd_gen;
 
 struct jd_engine {

@@ -425,14 +425,17 @@ void jd_stats_entered(jd_stats *s, int j, int stage, int64_t t)
     enter_stage(nd, t);
 }
 
+/* A side that is not a stage of the journey (a person pinned to an earlier version, in or
+ * into a stage the current one does not have) is not counted; the other side is. */
 static void move(jd_stats *s, int j, int from, int to, int64_t t, int64_t ms, int k)
 {
     node *a = stage_at(s, j, from), *b = stage_at(s, j, to);
-    if (!a || !b)
-        return;
-    leave_stage(a, k, t, ms);
-    a->targets[to]++;
-    enter_stage(b, t);
+    if (a)
+        leave_stage(a, k, t, ms);
+    if (a && b)
+        a->targets[to]++;
+    if (b)
+        enter_stage(b, t);
 }
 
 void jd_stats_moved(jd_stats *s, int j, int from, int to, int64_t t, int64_t ms_in_stage)
@@ -448,9 +451,10 @@ void jd_stats_timed_out(jd_stats *s, int j, int from, int to, int64_t t, int64_t
 void jd_stats_exited(jd_stats *s, int j, int stage, int64_t t, int64_t ms_in_stage)
 {
     node *nd = stage_at(s, j, stage);
-    if (!nd)
+    if (!journey_at(s, j))
         return;
-    leave_stage(nd, C_EXITED, t, ms_in_stage);
+    if (nd)
+        leave_stage(nd, C_EXITED, t, ms_in_stage);
     node *w = &s->j[j].whole;
     observe(w, C_EXITED, t, -1);
     if (w->now)
@@ -460,9 +464,10 @@ void jd_stats_exited(jd_stats *s, int j, int stage, int64_t t, int64_t ms_in_sta
 void jd_stats_converted(jd_stats *s, int j, int stage, int64_t t, int64_t ms_in_stage, int64_t ms_to_convert)
 {
     node *nd = stage_at(s, j, stage);
-    if (!nd)
+    if (!journey_at(s, j))
         return;
-    leave_stage(nd, C_CONVERTED, t, ms_in_stage);
+    if (nd)
+        leave_stage(nd, C_CONVERTED, t, ms_in_stage);
     node *w = &s->j[j].whole;
     observe(w, C_CONVERTED, t, ms_to_convert < 0 ? 0 : ms_to_convert);
     if (w->now)

@@ -115,7 +115,10 @@ void jd_stats_set_alerts(jd_stats *s, int journey, const jd_alert_spec *alerts, 
  *   they were in `from`. timed_out: the same, by a j.after. A timeout that leaves the
  *   journey is jd_stats_exited.
  * exited / converted: left the journey from `stage` (not converted / converted);
- *   ms_to_convert is from journey entry. */
+ *   ms_to_convert is from journey entry.
+ * A stage index out of range (-1: a person pinned to an earlier version of the journey, in
+ * a stage this one does not have) is left out: a move counts its other side, a person who
+ * leaves from it counts for the journey as a whole only. */
 void jd_stats_entered(jd_stats *s, int j, int stage, int64_t t);
 void jd_stats_moved(jd_stats *s, int j, int from, int to, int64_t t, int64_t ms_in_stage);
 void jd_stats_timed_out(jd_stats *s, int j, int from, int to, int64_t t, int64_t ms_in_stage);

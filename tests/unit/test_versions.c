@@ -400,6 +400,39 @@ static void test_pinned_then_migrated(void **state)
     tu_free(&r);
 }
 
+/* The windowed funnel counts pinned people under the current journey and the stages of
+ * the same name (v2 adds a first stage: the indexes differ). */
+static void test_pinned_in_analytics(void **state)
+{
+    (void)state;
+    tu_run r;
+    tu_start(&r, PINNED("v1", ""));
+    tu_track(&r, "a", "Signed Up", "2026-01-01T00:00:00Z", NULL);
+    tu_track(&r, "b", "Signed Up", "2026-01-01T00:00:00Z", NULL);
+    reload(&r, HDR "j.journey \"trial\" {\n"
+                   "  entry = j.on(\"Signed Up\"),\n"
+                   "  goal = j.on(\"Paid\"),\n"
+                   "  j.stage \"intro\" { j.on(\"Ready\"):go \"signed_up\" },\n"
+                   "  j.stage \"signed_up\" { j.on(\"Project Created\"):go \"activated\" },\n"
+                   "  j.stage \"activated\" {},\n"
+                   "}\n");
+    assert_true(pinned(&r, "a"));
+    tu_track(&r, "a", "Project Created", "2026-01-01T00:10:00Z", NULL);
+    tu_track(&r, "b", "Paid", "2026-01-01T00:20:00Z", NULL);
+    EXPECT_COUNT(&r, 2, "welcome-v1", NULL);
+    char *f = jd_engine_funnel_json(r.e, "trial", 5, "1h");
+    assert_non_null(f);
+    assert_non_null(strstr(f, "\"converted\":1,"));
+    assert_non_null(strstr(f, "{\"name\":\"intro\",\"entered\":0,\"now\":0,\"moved_on\":0,"));
+    assert_non_null(
+        strstr(f, "{\"name\":\"signed_up\",\"entered\":2,\"now\":0,\"moved_on\":1,\"timed_out\":0,\"exited\":0,"
+                  "\"converted\":1,"));
+    assert_non_null(strstr(f, "\"moved_to_all_time\":{\"activated\":1}"));
+    assert_non_null(strstr(f, "{\"name\":\"activated\",\"entered\":1,\"now\":1,"));
+    free(f);
+    tu_free(&r);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -412,6 +445,7 @@ int main(void)
         cmocka_unit_test(test_pinned_across_reloads),
         cmocka_unit_test(test_pinned_from_store),
         cmocka_unit_test(test_pinned_then_migrated),
+        cmocka_unit_test(test_pinned_in_analytics),
         cmocka_unit_test(test_bad_migrate),
         cmocka_unit_test(test_version_in_store),
     };
