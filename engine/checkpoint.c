@@ -42,9 +42,15 @@ typedef struct jd_persist {
     jd_buf dd;      /* new messageIds: a, b, ts */
     uint64_t outbox_seq;
     int64_t last_prune;
+    uint64_t gen_seq;  /* the last generation id given out */
+    jd_buf gen_rows;   /* generations' sources rows to write: u64 id, u32 length (GEN_DEL: remove), value */
+    uint64_t last_gen; /* read from the state row: the generation current at that checkpoint */
+    jd_buf last_pins;  /* read from the state row: u64 id, u64 people pinned, repeated */
     jd_buf scratch, rows;
     msgpack_zone zone;
 } jd_persist;
+
+#define GEN_DEL UINT32_MAX
 
 /* ---------------------------------------------------------------- rows */
 
@@ -122,9 +128,9 @@ static void pack_name(msgpack_packer *pk, const jd_defs *d, int journey, int sta
         jd_mp_pack_cstr(pk, j->stages[stage].name);
 }
 
-static void pack_instance(msgpack_packer *pk, const jd_defs *d, const jd_instance *in)
+static void pack_instance(msgpack_packer *pk, const jd_defs *d, const jd_instance *in, uint64_t pin)
 {
-    msgpack_pack_array(pk, 12);
+    msgpack_pack_array(pk, pin ? 13 : 12);
     jd_mp_pack_cstr(pk, d->journeys[in->journey].name);
     jd_mp_pack_str(pk, in->key, in->keylen);
     msgpack_pack_uint8(pk, (uint8_t)in->status);
@@ -137,6 +143,8 @@ static void pack_instance(msgpack_packer *pk, const jd_defs *d, const jd_instanc
     msgpack_pack_uint32(pk, in->entries);
     msgpack_pack_uint64(pk, in->touched);
     msgpack_pack_uint64(pk, in->version); /* came later: rows without it decode as 0 */
+    if (pin)                              /* pinned: the stored generation it runs */
+        msgpack_pack_uint64(pk, pin);
 }
 
 /* [traits, score, segments, next_iid, instances, decisions, sent]; sent (frequency
@@ -161,12 +169,12 @@ static void encode_user(const jd_engine *e, const jd_user *u, jd_buf *out)
         ni += in->pin != NULL;
     msgpack_pack_array(&pk, ni);
     for (const jd_instance *in = u->instances; in; in = in->next)
-        pack_instance(&pk, d, in);
-    /* pinned ones are stored by name like the others: after a restart they run the
-     * current version (the earlier scripts are not kept on disk) */
+        pack_instance(&pk, d, in, 0);
+    /* pinned ones by the names of their generation's defs, with its id: its sources are a
+     * row of the store, so after a restart they run that version again */
     for (const jd_instance *in = u->pinned; in; in = in->next)
         if (in->pin)
-            pack_instance(&pk, in->pin->defs, in);
+            pack_instance(&pk, in->pin->defs, in, in->pin->id);
     int cap = e->opts.decisions_per_user;
     msgpack_pack_array(&pk, u->decisions ? u->ndecisions : 0);
     for (int i = 0; u->decisions && i < u->ndecisions; i++) {
@@ -190,8 +198,9 @@ static void encode_user(const jd_engine *e, const jd_user *u, jd_buf *out)
 }
 
 /* One element of a row's instance array: [journey, key, status, stage, iid, gen,
- * entered_at, stage_entered_at, left_at, entries, touched, version]; version came
- * later (absent: 0). Returns -1 when it is not one. */
+ * entered_at, stage_entered_at, left_at, entries, touched, version, pin]; version came
+ * later (absent: 0), pin (the generation id) only for a pinned one. Returns -1 when it is
+ * not one. */
 static int stored_instance(const msgpack_object *r, jd_stored_instance *si)
 {
     if (r->type != MSGPACK_OBJECT_ARRAY || r->via.array.size < 11)
@@ -211,7 +220,48 @@ static int stored_instance(const msgpack_object *r, jd_stored_instance *si)
     si->entries = (uint32_t)obj_u64(&x[9]);
     si->touched = obj_u64(&x[10]);
     si->version = r->via.array.size > 11 ? obj_u64(&x[11]) : 0;
+    si->pin = r->via.array.size > 12 ? obj_u64(&x[12]) : 0;
     return 0;
+}
+
+/* The retired generation a stored active instance runs, with its journey there (*gj):
+ * the one it is pinned to, or — not pinned yet: stored under a version of its journey
+ * that the process's scripts changed without `migrate` — one whose journey of that name
+ * has the version it entered with (then it is pinned now). NULL: the current scripts (a
+ * version no longer kept continues on them by stage name; a `migrate` moves it). */
+static jd_gen *stored_pin(jd_engine *e, jd_user *u, const jd_stored_instance *si, const jd_journey *j,
+                          const jd_journey **gj)
+{
+    if (si->status != JD_INST_ACTIVE || !si->stage)
+        return NULL;
+    if (si->pin) {
+        for (size_t i = 0; i < e->ngens; i++) {
+            jd_gen *g = e->gens[i];
+            if (g->id != si->pin)
+                continue;
+            *gj = jd_defs_journey(g->defs, si->journey, si->journeyn);
+            if (*gj && stage_index(*gj, si->stage, si->stagen) >= 0 && !(j && j->migrates && j->version != si->version))
+                return g;
+            if (g->pinned) /* it leaves g, where it counted while only in the store */
+                g->pinned--;
+            break;
+        }
+        jd_persist_user_changed(e, u); /* its row no longer names the generation */
+        return NULL;
+    }
+    if (!j || j->migrates || !si->version || si->version == j->version)
+        return NULL;
+    for (size_t i = e->ngens; i-- > 0;) {
+        jd_gen *g = e->gens[i];
+        const jd_journey *x = jd_defs_journey(g->defs, si->journey, si->journeyn);
+        if (x && x->version == si->version && stage_index(x, si->stage, si->stagen) >= 0) {
+            *gj = x;
+            g->pinned++;
+            jd_persist_user_changed(e, u); /* its row names the generation from now on */
+            return g;
+        }
+    }
+    return NULL;
 }
 
 static jd_user *decode_user(jd_engine *e, const char *id, size_t idn, const void *v, size_t vn)
@@ -244,7 +294,29 @@ static jd_user *decode_user(jd_engine *e, const char *id, size_t idn, const void
             continue;
         const char *sn = si.stage;
         size_t sl = si.stagen;
-        const jd_journey *j = jd_defs_journey(e->defs, si.journey, si.journeyn);
+        const jd_journey *j = jd_defs_journey(e->defs, si.journey, si.journeyn), *gj = NULL;
+        jd_gen *pin = stored_pin(e, u, &si, j, &gj);
+        if (pin) { /* runs its generation again: journey and stage index its defs */
+            jd_instance *in = jd_xcalloc(1, sizeof *in);
+            in->journey = gj->index;
+            in->key = jd_strndup(si.key, si.keylen);
+            in->keylen = si.keylen;
+            in->status = JD_INST_ACTIVE;
+            in->stage = stage_index(gj, sn, sl);
+            in->iid = si.iid;
+            in->gen = si.gen;
+            in->entered_at = si.entered_at;
+            in->stage_entered_at = si.stage_entered_at;
+            in->left_at = si.left_at;
+            in->entries = si.entries;
+            in->touched = si.touched;
+            in->version = si.version;
+            in->pin = pin;
+            in->next = u->pinned;
+            u->pinned = in;
+            u->npinned++;
+            continue;
+        }
         if (!j)
             continue; /* the journey is gone: forget the instance (as a reload does) */
         jd_instance *in = jd_user_instance_add(u, j->index, si.key, si.keylen);
@@ -418,16 +490,17 @@ static void load_timer(jd_engine *e, const unsigned char key[16], const char *v,
         const msgpack_object *f = o.via.array.ptr;
         const char *uid, *jn, *k;
         size_t ul, jl, kl;
-        if (!obj_str(&f[0], &uid, &ul) && !obj_str(&f[1], &jn, &jl) && !obj_str(&f[2], &k, &kl) &&
-            (j = jd_defs_journey(e->defs, jn, jl))) {
+        if (!obj_str(&f[0], &uid, &ul) && !obj_str(&f[1], &jn, &jl) && !obj_str(&f[2], &k, &kl)) {
+            j = jd_defs_journey(e->defs, jn, jl);
             iid = obj_u64(&f[3]);
             gen = obj_u64(&f[4]);
             after = obj_u64(&f[5]);
             /* copies: loading the profile reuses the zone */
             char *us = jd_strndup(uid, ul), *ks = jd_strndup(k, kl);
-            u = jd_engine_user(e, us, ul);
-            inst = jd_user_instance(u, j->index, ks, kl);
-            for (jd_instance *pi = u->npinned ? u->pinned : NULL; pi && !pin; pi = pi->next)
+            /* a journey the current scripts removed may still run for people pinned to it */
+            u = j ? jd_engine_user(e, us, ul) : jd_engine_find_user(e, us, ul);
+            inst = j && u ? jd_user_instance(u, j->index, ks, kl) : NULL;
+            for (jd_instance *pi = u && u->npinned ? u->pinned : NULL; pi && !pin; pi = pi->next)
                 if (pi->pin && pi->status == JD_INST_ACTIVE && pi->iid == iid) {
                     inst = pi; /* pinned: its generation's journey */
                     pin = pi->pin;
@@ -605,6 +678,249 @@ void jd_persist_seen(jd_engine *e, uint64_t a, uint64_t b, int64_t ts)
     jd_buf_append(&p->dd, &ts, 8);
 }
 
+/* ---------------------------------------------------------------- generations */
+
+/* A generation's sources are a row of the meta database keyed "gen/" + big-endian id:
+ * [hash, [[module (nil: the entry file), path, text], ...]] — every file its Lua state
+ * read from the script directory, so the version can be rebuilt without the disk. The
+ * state row names the current scripts' row and counts the people pinned to each other
+ * one; a row leaves in the checkpoint after the last of them left. */
+static void gen_key(unsigned char key[12], uint64_t id)
+{
+    memcpy(key, "gen/", 4);
+    jd_be64_put(key + 4, id);
+}
+
+uint64_t jd_persist_sources_hash(const jd_script *s)
+{
+    uint64_t h = 0x6a09e667f3bcc908ULL;
+    for (size_t i = 0; i < jd_script_nfiles(s); i++) {
+        const char *module, *path, *text;
+        size_t len;
+        jd_script_file(s, i, &module, &path, &text, &len);
+        h = jd_hash(module ? module : "", module ? strlen(module) + 1 : 0, h);
+        h = jd_hash(text, len, h);
+    }
+    return h;
+}
+
+void jd_persist_gen_put(jd_engine *e, uint64_t id, uint64_t hash, const jd_script *s)
+{
+    jd_persist *p = e->persist;
+    if (!p || !id)
+        return;
+    jd_buf_reset(&p->scratch);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &p->scratch, jd_buf_msgpack_write);
+    size_t n = jd_script_nfiles(s);
+    msgpack_pack_array(&pk, 2);
+    msgpack_pack_uint64(&pk, hash);
+    msgpack_pack_array(&pk, (uint32_t)n);
+    for (size_t i = 0; i < n; i++) {
+        const char *module, *path, *text;
+        size_t len;
+        jd_script_file(s, i, &module, &path, &text, &len);
+        msgpack_pack_array(&pk, 3);
+        if (module)
+            jd_mp_pack_cstr(&pk, module);
+        else
+            msgpack_pack_nil(&pk);
+        jd_mp_pack_cstr(&pk, path);
+        jd_mp_pack_str(&pk, text, len);
+    }
+    uint32_t vl = (uint32_t)p->scratch.len;
+    jd_buf_append(&p->gen_rows, &id, 8);
+    jd_buf_append(&p->gen_rows, &vl, 4);
+    jd_buf_append(&p->gen_rows, p->scratch.data, p->scratch.len);
+}
+
+void jd_persist_gen_del(jd_engine *e, uint64_t id)
+{
+    jd_persist *p = e->persist;
+    uint32_t del = GEN_DEL;
+    if (!p || !id)
+        return;
+    jd_buf_append(&p->gen_rows, &id, 8);
+    jd_buf_append(&p->gen_rows, &del, 4);
+}
+
+void jd_persist_gen_current(jd_engine *e)
+{
+    jd_persist *p = e->persist;
+    if (!p)
+        return;
+    e->gen_id = ++p->gen_seq;
+    e->gen_hash = jd_persist_sources_hash(e->script);
+    e->gen_nfiles = jd_script_nfiles(e->script);
+    jd_persist_gen_put(e, e->gen_id, e->gen_hash, e->script);
+}
+
+static int write_gens(jd_store *st, const jd_buf *b)
+{
+    for (size_t off = 0; off + 12 <= b->len;) {
+        uint64_t id;
+        uint32_t vl;
+        memcpy(&id, b->data + off, 8);
+        memcpy(&vl, b->data + off + 8, 4);
+        off += 12;
+        unsigned char key[12];
+        gen_key(key, id);
+        if (vl == GEN_DEL) {
+            if (jd_store_del(st, JD_DB_META, key, sizeof key))
+                return -1;
+            continue;
+        }
+        if (jd_store_put(st, JD_DB_META, key, sizeof key, b->data + off, vl, 0))
+            return -1;
+        off += vl;
+    }
+    return 0;
+}
+
+typedef struct gen_row {
+    uint64_t id;
+    size_t off, len; /* the value in the rows buffer */
+} gen_row;
+
+static int collect_gen(const void *k, size_t kn, const void *v, size_t vn, void *ud)
+{
+    jd_buf *rows = ud;
+    if (kn != 12 || memcmp(k, "gen/", 4) != 0)
+        return 1; /* past the generations */
+    uint64_t id = jd_be64_get((const unsigned char *)k + 4);
+    uint64_t len = vn;
+    jd_buf_append(rows, &id, 8);
+    jd_buf_append(rows, &len, 8);
+    jd_buf_append(rows, v, vn);
+    return 0;
+}
+
+/* People pinned to generation id at the last checkpoint (0: none recorded). */
+static uint64_t last_pins(const jd_persist *p, uint64_t id)
+{
+    for (size_t off = 0; off + 16 <= p->last_pins.len; off += 16) {
+        uint64_t x, n;
+        memcpy(&x, p->last_pins.data + off, 8);
+        memcpy(&n, p->last_pins.data + off + 8, 8);
+        if (x == id)
+            return n;
+    }
+    return 0;
+}
+
+/* A Lua state holding the files of a stored row (NULL when the row is not one). */
+static jd_script *row_script(jd_engine *e, const char *v, size_t vn, uint64_t *hash)
+{
+    jd_persist *p = e->persist;
+    msgpack_zone_clear(&p->zone);
+    msgpack_object o;
+    size_t off = 0;
+    if (msgpack_unpack(v, vn, &off, &p->zone, &o) != MSGPACK_UNPACK_SUCCESS || o.type != MSGPACK_OBJECT_ARRAY ||
+        o.via.array.size < 2 || o.via.array.ptr[1].type != MSGPACK_OBJECT_ARRAY)
+        return NULL;
+    *hash = obj_u64(&o.via.array.ptr[0]);
+    const msgpack_object *files = &o.via.array.ptr[1];
+    jd_script *sc = NULL;
+    for (uint32_t i = 0; i < files->via.array.size; i++) {
+        const msgpack_object *f = &files->via.array.ptr[i];
+        const char *module = NULL, *path, *text;
+        size_t mn = 0, pn, tn;
+        if (f->type != MSGPACK_OBJECT_ARRAY || f->via.array.size < 3 ||
+            (f->via.array.ptr[0].type != MSGPACK_OBJECT_NIL && obj_str(&f->via.array.ptr[0], &module, &mn)) ||
+            obj_str(&f->via.array.ptr[1], &path, &pn) || obj_str(&f->via.array.ptr[2], &text, &tn))
+            continue;
+        char *ms = module ? jd_strndup(module, mn) : NULL, *ps = jd_strndup(path, pn);
+        if (!sc) { /* the directory only names files in messages: nothing is read from it */
+            const char *slash = strrchr(ps, '/');
+            char *dir = slash ? jd_strndup(ps, (size_t)(slash - ps)) : jd_strndup(".", 1);
+            sc = jd_engine_script_new(e, dir);
+            free(dir);
+        }
+        if (sc)
+            jd_script_add_file(sc, ms, ps, text, tn);
+        free(ms);
+        free(ps);
+    }
+    return sc;
+}
+
+typedef struct prev_pins {
+    const jd_defs *prev, *cur;
+} prev_pins;
+
+/* A journey the process's scripts changed (without `migrate`) since prev was current. */
+static int prev_pins_journey(const char *name, size_t n, void *ud)
+{
+    const prev_pins *pp = ud;
+    const jd_journey *oj = jd_defs_journey(pp->prev, name, n), *nj = jd_defs_journey(pp->cur, name, n);
+    return oj && nj && !nj->migrates && nj->version != oj->version;
+}
+
+/* At open: rebuilds every stored generation people are pinned to from its sources; the
+ * current scripts' row is the last checkpoint's when they are the same sources, else a
+ * new one — and then the last checkpoint's scripts are a generation too: the people
+ * active in a journey the process's scripts changed without `migrate` are read in and
+ * pinned to it, as a reload would have pinned them. */
+static void restore_gens(jd_engine *e)
+{
+    jd_persist *p = e->persist;
+    jd_buf rows;
+    jd_buf_init(&rows);
+    unsigned char from[4] = {'g', 'e', 'n', '/'};
+    if (jd_store_scan(p->store, JD_DB_META, from, sizeof from, collect_gen, &rows) < 0)
+        jd_engine_log(e, "error", "store: cannot read the stored script versions: %s", jd_store_error(p->store));
+    uint64_t cur_hash = jd_persist_sources_hash(e->script);
+    jd_gen *prev = NULL;
+    for (size_t off = 0; off + 16 <= rows.len;) {
+        uint64_t id, len, hash = 0;
+        memcpy(&id, rows.data + off, 8);
+        memcpy(&len, rows.data + off + 8, 8);
+        const char *v = rows.data + off + 16;
+        off += 16 + len;
+        uint64_t pins = last_pins(p, id);
+        int was_current = id == p->last_gen;
+        jd_script *sc = pins || was_current ? row_script(e, v, len, &hash) : NULL;
+        if (was_current && sc && hash == cur_hash && !e->gen_id) { /* the same scripts */
+            e->gen_id = id;
+            e->gen_hash = hash;
+            e->gen_nfiles = jd_script_nfiles(sc);
+            jd_script_free(sc);
+            continue;
+        }
+        jd_error err = {{0}};
+        jd_gen *g = NULL;
+        if (sc && !(g = jd_engine_gen_restore(e, sc, &err)))
+            jd_engine_log(e, "error",
+                          "store: cannot rebuild the stored scripts %016llx: %s; the %llu people pinned to them "
+                          "continue on the current scripts",
+                          (unsigned long long)hash, err.text, (unsigned long long)pins);
+        if (!g) {
+            jd_persist_gen_del(e, id);
+            continue;
+        }
+        g->id = id;
+        g->hash = hash;
+        g->pinned = pins;
+        if (was_current)
+            prev = g;
+    }
+    jd_buf_free(&rows);
+    if (!e->gen_id)
+        jd_persist_gen_current(e);
+    if (prev) {
+        prev_pins pp = {prev->defs, e->defs};
+        jd_persist_load_active(e, prev_pins_journey, &pp);
+        if (prev->pinned)
+            jd_engine_log(e, "info",
+                          "store: the scripts changed since the last checkpoint: %llu people in journeys changed "
+                          "without migrate stay on the version they entered with",
+                          (unsigned long long)prev->pinned);
+    }
+    jd_engine_gens_collect(e);
+    jd_buf_free(&p->last_pins); /* read once, at open */
+    jd_buf_init(&p->last_pins);
+}
+
 /* ---------------------------------------------------------------- meta */
 
 static void encode_state(const jd_engine *e, jd_buf *out)
@@ -613,7 +929,10 @@ static void encode_state(const jd_engine *e, jd_buf *out)
     const jd_defs *d = e->defs;
     msgpack_packer pk;
     msgpack_packer_init(&pk, out, jd_buf_msgpack_write);
-    msgpack_pack_map(&pk, 10);
+    size_t npins = 0;
+    for (size_t i = 0; i < e->ngens; i++)
+        npins += e->gens[i]->id != 0;
+    msgpack_pack_map(&pk, 13);
     jd_mp_pack_cstr(&pk, "lsn");
     msgpack_pack_uint64(&pk, p->lsn);
     jd_mp_pack_cstr(&pk, "now");
@@ -626,6 +945,20 @@ static void encode_state(const jd_engine *e, jd_buf *out)
     msgpack_pack_uint64(&pk, p->outbox_seq);
     jd_mp_pack_cstr(&pk, "last_prune");
     msgpack_pack_int64(&pk, p->last_prune);
+    /* generations: the current scripts' sources row, the last id given out, and for each
+     * retired one in the store the people pinned to it (in memory or not) */
+    jd_mp_pack_cstr(&pk, "gen");
+    msgpack_pack_uint64(&pk, e->gen_id);
+    jd_mp_pack_cstr(&pk, "gen_seq");
+    msgpack_pack_uint64(&pk, p->gen_seq);
+    jd_mp_pack_cstr(&pk, "pins");
+    msgpack_pack_array(&pk, (uint32_t)npins);
+    for (size_t i = 0; i < e->ngens; i++)
+        if (e->gens[i]->id) {
+            msgpack_pack_array(&pk, 2);
+            msgpack_pack_uint64(&pk, e->gens[i]->id);
+            msgpack_pack_uint64(&pk, e->gens[i]->pinned);
+        }
     jd_mp_pack_cstr(&pk, "stats");
     msgpack_pack_array(&pk, JD_NSTATS);
     for (int i = 0; i < JD_NSTATS; i++)
@@ -692,6 +1025,20 @@ static void decode_state(jd_engine *e, const void *v, size_t vn)
         p->outbox_seq = obj_u64(x);
     if ((x = jd_mp_get(&o, "last_prune", 10)))
         p->last_prune = obj_i64(x);
+    if ((x = jd_mp_get(&o, "gen", 3)))
+        p->last_gen = obj_u64(x);
+    if ((x = jd_mp_get(&o, "gen_seq", 7)))
+        p->gen_seq = obj_u64(x);
+    jd_buf_reset(&p->last_pins);
+    for (uint32_t i = 0; (x = jd_mp_get(&o, "pins", 4)) && x->type == MSGPACK_OBJECT_ARRAY && i < x->via.array.size;
+         i++) {
+        const msgpack_object *r = &x->via.array.ptr[i];
+        if (r->type != MSGPACK_OBJECT_ARRAY || r->via.array.size < 2)
+            continue;
+        uint64_t pid = obj_u64(&r->via.array.ptr[0]), n = obj_u64(&r->via.array.ptr[1]);
+        jd_buf_append(&p->last_pins, &pid, 8);
+        jd_buf_append(&p->last_pins, &n, 8);
+    }
     if ((x = jd_mp_get(&o, "stats", 5)) && x->type == MSGPACK_OBJECT_ARRAY)
         for (uint32_t i = 0; i < x->via.array.size && i < JD_NSTATS; i++)
             e->stats[i] = obj_u64(&x->via.array.ptr[i]);
@@ -787,6 +1134,8 @@ int jd_engine_open_store(jd_engine *e, const char *dir, const jd_store_opts *so,
     jd_buf_init(&p->outbox);
     jd_buf_init(&p->results);
     jd_buf_init(&p->dd);
+    jd_buf_init(&p->gen_rows);
+    jd_buf_init(&p->last_pins);
     jd_buf_init(&p->scratch);
     jd_buf_init(&p->rows);
     msgpack_zone_init(&p->zone, 4096);
@@ -806,6 +1155,7 @@ int jd_engine_open_store(jd_engine *e, const char *dir, const jd_store_opts *so,
     unsigned char from[24];
     seen_key(from, e->dedupe.ttl_ms ? c.now - e->dedupe.ttl_ms : INT64_MIN, 0, 0);
     jd_store_scan(st, JD_DB_DEDUPE, from, sizeof from, load_seen, &c);
+    restore_gens(e); /* before any person is read in: they may be pinned */
     load_window(e, jd_clock_now(&e->clock));
     return 0;
 }
@@ -833,6 +1183,7 @@ struct jd_ckpt {
     jd_buf users;   /* u32 id length, id, u32 value length, value */
     jd_buf aliases; /* as in jd_persist */
     jd_buf tm_ins, tm_del, outbox, results, dd;
+    jd_buf gens; /* as jd_persist.gen_rows */
     jd_buf state;
     int64_t prune_before; /* messageIds seen before this leave the store; INT64_MIN: none */
     char err[256];
@@ -849,6 +1200,7 @@ static void ckpt_free(jd_ckpt *c)
     jd_buf_free(&c->outbox);
     jd_buf_free(&c->results);
     jd_buf_free(&c->dd);
+    jd_buf_free(&c->gens);
     jd_buf_free(&c->state);
     free(c);
 }
@@ -894,6 +1246,7 @@ jd_ckpt *jd_engine_checkpoint_take(jd_engine *e, uint64_t lsn)
     move_buf(&c->outbox, &p->outbox);
     move_buf(&c->results, &p->results);
     move_buf(&c->dd, &p->dd);
+    move_buf(&c->gens, &p->gen_rows);
     /* timers beyond the window stay visible to window loads until the batch is in */
     move_buf(&p->far_inflight, &p->far);
     if (p->far_min < p->far_inflight_min)
@@ -974,6 +1327,10 @@ static int write_batch(jd_ckpt *c)
         if (jd_store_put(st, JD_DB_DEDUPE, key, 24, "", 0, 0))
             return -1;
     }
+    /* script versions, with the rows of the people pinned to them and the state row that
+     * counts those */
+    if (write_gens(st, &c->gens))
+        return -1;
     size_t state_len = c->state.len;
     if (jd_store_put(st, JD_DB_META, "state", 5, c->state.data, state_len, 0))
         return -1;
@@ -1088,6 +1445,8 @@ void jd_persist_free(jd_engine *e)
     jd_buf_free(&p->outbox);
     jd_buf_free(&p->results);
     jd_buf_free(&p->dd);
+    jd_buf_free(&p->gen_rows);
+    jd_buf_free(&p->last_pins);
     jd_buf_free(&p->scratch);
     jd_buf_free(&p->rows);
     msgpack_zone_destroy(&p->zone);

@@ -71,26 +71,27 @@ static void free_user(void *p)
     jd_user_free(p);
 }
 
-/* Creates a Lua state, runs config_path in it and compiles the registry into defs. On
- * success the engine's script, ctx and defs are the new ones and *old_script / *old_defs
- * hold the previous ones (the caller frees them); on failure nothing changed. */
-static int load_scripts(jd_engine *e, const char *config_path, jd_script **old_script, jd_defs **old_defs,
-                        jd_error *err)
+jd_script *jd_engine_script_new(jd_engine *e, const char *dir)
 {
-    char *dir = dir_of(config_path);
     jd_script_limits lim = {
         .call_ns = e->opts.call_limit_ms * 1000000,
         .load_ns = 10LL * 1000000000,
         .memory_bytes = e->opts.memory_limit,
     };
-    jd_script *sc = jd_script_new(dir, &lim);
-    free(dir);
-    if (!sc) {
-        snprintf(err->text, sizeof err->text, "cannot create a Lua state");
-        return -1;
-    }
+    return jd_script_new(dir, &lim);
+}
+
+/* Runs the entry file in sc — config_path, or (NULL) the sources kept in sc — and compiles
+ * the registry into *defs with its ctx in *ctx. The engine's script and ctx are as they
+ * were after; its config is the new scripts' unless keep_config. On failure sc is freed. */
+static int build_scripts(jd_engine *e, jd_script *sc, const char *config_path, int keep_config, jd_defs **defs,
+                         int *ctx, jd_error *err)
+{
     jd_script *prev_script = e->script;
     int prev_ctx = e->ctx_ref;
+    jd_buf config = e->config;
+    if (keep_config)
+        jd_buf_init(&e->config);
     e->script = sc;
     jd_script_set_owner(sc, e);
     jd_script_preload(sc, "journey.core", jd_journey_core_open);
@@ -98,21 +99,49 @@ static int load_scripts(jd_engine *e, const char *config_path, jd_script **old_s
     e->ctx_ref = jd_ctx_create(e);
     jd_script_error se = {0};
     jd_defs *d = NULL;
-    if (jd_script_run_file(sc, config_path, &se)) {
+    if (config_path ? jd_script_run_file(sc, config_path, &se) : jd_script_run_stored(sc, &se)) {
         jd_script_error_text(&se, err->text, sizeof err->text);
         jd_script_error_clear(&se);
     } else {
         d = jd_compile(e, err->text, sizeof err->text);
     }
+    *ctx = e->ctx_ref;
+    e->script = prev_script;
+    e->ctx_ref = prev_ctx;
+    if (keep_config) {
+        jd_buf_free(&e->config);
+        e->config = config;
+    }
     if (!d) {
         jd_script_free(sc);
-        e->script = prev_script;
-        e->ctx_ref = prev_ctx;
         return -1;
     }
     jd_script_seal_globals(sc);
-    *old_script = prev_script;
+    *defs = d;
+    return 0;
+}
+
+/* Creates a Lua state, runs config_path in it and compiles the registry into defs. On
+ * success the engine's script, ctx and defs are the new ones and *old_script / *old_defs
+ * hold the previous ones (the caller frees them); on failure nothing changed. */
+static int load_scripts(jd_engine *e, const char *config_path, jd_script **old_script, jd_defs **old_defs,
+                        jd_error *err)
+{
+    char *dir = dir_of(config_path);
+    jd_script *sc = jd_engine_script_new(e, dir);
+    free(dir);
+    if (!sc) {
+        snprintf(err->text, sizeof err->text, "cannot create a Lua state");
+        return -1;
+    }
+    jd_defs *d;
+    int ctx;
+    if (build_scripts(e, sc, config_path, 0, &d, &ctx, err))
+        return -1;
+    *old_script = e->script;
     *old_defs = e->defs;
+    e->script = sc;
+    e->ctx_ref = ctx;
     e->defs = d;
     msgpack_zone_clear(&e->config_zone);
     size_t off = 0;
@@ -301,17 +330,40 @@ static void unpin_left(jd_engine *e, jd_user *u)
     }
 }
 
-/* Frees the retired generations nobody is pinned to and no timer names. */
+/* Frees the retired generations nobody is pinned to and no timer names; their stored
+ * sources leave the store with the next checkpoint. */
 static void gens_collect(jd_engine *e)
 {
     size_t k = 0;
     for (size_t i = 0; i < e->ngens; i++) {
-        if (e->gens[i]->pinned || e->gens[i]->timers)
-            e->gens[k++] = e->gens[i];
-        else
-            gen_free(e->gens[i]);
+        jd_gen *g = e->gens[i];
+        if (g->pinned || g->timers) {
+            e->gens[k++] = g;
+            continue;
+        }
+        if (g->id && e->persist)
+            jd_persist_gen_del(e, g->id);
+        gen_free(g);
     }
     e->ngens = k;
+}
+
+void jd_engine_gens_collect(jd_engine *e)
+{
+    gens_collect(e);
+}
+
+jd_gen *jd_engine_gen_restore(jd_engine *e, jd_script *sc, jd_error *err)
+{
+    jd_defs *d;
+    int ctx;
+    if (build_scripts(e, sc, NULL, 1, &d, &ctx, err))
+        return NULL;
+    jd_script_freeze(sc);
+    jd_gen *g = gen_new(e, sc, d, ctx);
+    e->gens = jd_xrealloc(e->gens, (e->ngens + 1) * sizeof *e->gens);
+    e->gens[e->ngens++] = g;
+    return g;
 }
 
 /* An active instance of j (by name) and key pinned to an earlier version. */
@@ -680,7 +732,15 @@ int jd_engine_reload(jd_engine *e, const char *config_path, jd_error *err)
     for (size_t i = 0; i < e->ngens; i++)
         gen_map(e, e->gens[i]);
     jd_gen *g = gen_new(e, old_script, old_defs, old_ctx);
+    jd_script_freeze(old_script); /* retired: it never reads a newer module from the disk */
     if (e->persist) {
+        /* its sources stay in the store while anyone is pinned to it (with the modules it
+         * required since they were stored); the new scripts' are a new row */
+        g->id = e->gen_id;
+        g->hash = e->gen_hash;
+        if (g->id && jd_script_nfiles(old_script) > e->gen_nfiles)
+            jd_persist_gen_put(e, g->id, g->hash, old_script);
+        jd_persist_gen_current(e);
         /* people of journeys that pin who are only in the store: read them in (with the
          * old defs, as they were written) so that they are pinned like the others */
         pin_defs pd = {old_defs, e->defs};

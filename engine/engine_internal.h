@@ -102,7 +102,8 @@ enum {
  * they leave. While it runs, the engine's script, defs, ctx and per-defs counters are
  * swapped with these; its counters are scratch, folded into the current ones by name.
  * The windowed analytics are not swapped: its journeys and stages count in the current
- * ones of the same name (cur_journey, cur_stage). */
+ * ones of the same name (cur_journey, cur_stage). With a store, its sources are a row of
+ * the store (id) while anyone is pinned to it, so it is rebuilt after a restart. */
 typedef struct jd_gen {
     jd_script *script;
     jd_defs *defs;
@@ -111,8 +112,10 @@ typedef struct jd_gen {
     uint64_t *channel_actions;
     int *cur_journey; /* per journey of defs: the current journey of that name, -1: none */
     int **cur_stage;  /* per journey and stage: the current stage of that name, -1: none */
-    uint64_t pinned;  /* active instances pinned to it */
+    uint64_t pinned;  /* active instances pinned to it, in memory or only in the store */
     uint64_t timers;  /* timers in memory that name it */
+    uint64_t id;      /* its sources' row in the store; 0: not stored */
+    uint64_t hash;    /* of its sources (jd_persist_sources_hash) */
 } jd_gen;
 
 struct jd_engine {
@@ -199,6 +202,7 @@ typedef struct jd_stored_instance {
     uint32_t iid, gen, entries;
     int64_t entered_at, stage_entered_at, left_at;
     uint64_t touched, version;
+    uint64_t pin; /* the stored generation it is pinned to (jd_gen.id); 0: none */
 } jd_stored_instance;
 typedef int (*jd_stored_instance_fn)(const jd_stored_instance *si, void *ud); /* nonzero: stop */
 /* A journey as the scripts of the store's last checkpoint defined it (the state row). */
@@ -219,6 +223,24 @@ int jd_persist_scan_instances(const char *store_dir, jd_stored_journey_fn jfn, j
 /* checkpoint.c: reads into memory the stored people not in memory who are active in a
  * journey for which want(name) is nonzero (a reload pins them). */
 void jd_persist_load_active(jd_engine *e, int (*want)(const char *journey, size_t n, void *ud), void *ud);
+
+/* engine.c: generations. A Lua state with the engine's limits for scripts in dir. */
+jd_script *jd_engine_script_new(jd_engine *e, const char *dir);
+/* Builds a retired generation from the kept sources given to sc (jd_script_add_file) and
+ * adds it to e->gens with nobody pinned yet; NULL with err (sc is freed). */
+jd_gen *jd_engine_gen_restore(jd_engine *e, jd_script *sc, jd_error *err);
+/* Frees the retired generations nobody is pinned to (their stored rows go at the next
+ * checkpoint). */
+void jd_engine_gens_collect(jd_engine *e);
+
+/* checkpoint.c: generations in the store. A hash of the sources a state kept (modules and
+ * texts; not the paths). */
+uint64_t jd_persist_sources_hash(const jd_script *s);
+/* Notes the current scripts' sources as a new row (sets e->gen_id, gen_hash, gen_nfiles). */
+void jd_persist_gen_current(jd_engine *e);
+/* Notes a (re)write of a generation's sources row, or its removal. */
+void jd_persist_gen_put(jd_engine *e, uint64_t id, uint64_t hash, const jd_script *s);
+void jd_persist_gen_del(jd_engine *e, uint64_t id);
 
 /* checkpoint.c: the engine's state in the store (all no-ops need e->persist) */
 struct jd_persist;

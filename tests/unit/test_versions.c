@@ -3,6 +3,8 @@
 #define _DEFAULT_SOURCE
 #include "testutil.h"
 
+#include "store.h"
+
 #define JOURNEY(enter_body, delay, extra)                                                                           \
     HDR "j.journey \"trial\" {\n"                                                                                   \
         "  entry = j.on(\"Signed Up\"),\n" extra "  j.stage \"signed_up\" {\n"                                      \
@@ -400,6 +402,143 @@ static void test_pinned_then_migrated(void **state)
     tu_free(&r);
 }
 
+/* Rows of stored script versions ("gen/..." in the meta database): the current scripts'
+ * and one per earlier version people are pinned to. */
+static int count_gen(const void *k, size_t kn, const void *v, size_t vn, void *ud)
+{
+    (void)v;
+    (void)vn;
+    if (kn < 4 || memcmp(k, "gen/", 4) != 0)
+        return 1;
+    ++*(int *)ud;
+    return 0;
+}
+
+static int stored_versions(tu_run *r)
+{
+    int n = 0;
+    assert_true(jd_store_scan(jd_engine_store(r->e), JD_DB_META, "gen/", 4, count_gen, &n) >= 0);
+    return n;
+}
+
+/* A new engine from the scripts now in r->path on the store name (the old one is freed). */
+static void restart(tu_run *r, const char *name, const jd_store_opts *so)
+{
+    jd_engine_free(r->e);
+    jd_options o = {.virtual_clock = 1};
+    jd_error err;
+    r->e = jd_engine_new(r->path, &o, &err);
+    if (!r->e)
+        fail_msg("restart: %s", err.text);
+    jd_engine_on_action(r->e, tu_on_action, r);
+    jd_engine_on_log(r->e, tu_on_log, r);
+    tu_open_store(r, name, so);
+}
+
+static uint64_t metric(tu_run *r, const char *name)
+{
+    char *m = jd_engine_metrics(r->e);
+    assert_non_null(m);
+    char pat[128];
+    snprintf(pat, sizeof pat, "\n%s ", name);
+    const char *p = strstr(m, pat);
+    uint64_t v = p ? strtoull(p + strlen(pat), NULL, 10) : UINT64_MAX;
+    free(m);
+    return v;
+}
+
+/* The earlier scripts of pinned people are kept in the store: after a restart with the new
+ * scripts they still run the version they entered with — its timers, triggers and hooks —
+ * and the stored version goes once the last of them left. */
+static void test_pinned_survive_restart(void **state)
+{
+    (void)state;
+    tu_run r;
+    tu_start(&r, PINNED("v1", ""));
+    tu_open_store(&r, "restart", NULL);
+    tu_track(&r, "a", "Signed Up", "2026-01-01T00:00:00Z", NULL);
+    tu_track(&r, "c", "Signed Up", "2026-01-01T00:00:00Z", NULL);
+    reload(&r, PINNED("v2", ""));
+    tu_track(&r, "b", "Signed Up", "2026-01-01T01:00:00Z", NULL);
+    assert_true(pinned(&r, "a"));
+    tu_checkpoint(&r, 1);
+    assert_int_equal(stored_versions(&r), 2); /* v2 (current) and v1 */
+
+    restart(&r, "restart", NULL); /* r.path holds v2 */
+    assert_int_equal(metric(&r, "journeyd_pinned_versions"), 1);
+    assert_int_equal(metric(&r, "journeyd_pinned_people"), 2);
+    assert_true(pinned(&r, "a"));
+    assert_true(pinned(&r, "c"));
+    assert_false(pinned(&r, "b"));
+    /* the v1 nudges stored before the restart fire with v1's hook */
+    tu_advance(&r, "2026-01-03T12:00:00Z");
+    EXPECT_COUNT(&r, 1, "nudge-v1", "\"a\"", NULL);
+    EXPECT_COUNT(&r, 1, "nudge-v1", "\"c\"", NULL);
+    EXPECT_COUNT(&r, 1, "nudge-v2", "\"b\"", NULL);
+    EXPECT_COUNT(&r, 0, "nudge-v2", "\"a\"", NULL);
+    /* a's next event moves it on under v1, and v1's stage timer follows */
+    tu_track(&r, "a", "Project Created", "2026-01-04T00:00:00Z", NULL);
+    assert_true(in_stage(&r, "a", "activated"));
+    tu_advance(&r, "2026-01-05T12:00:00Z");
+    EXPECT_COUNT(&r, 1, "tip-v1", "\"a\"", NULL);
+    EXPECT_COUNT(&r, 0, "tip-v2", NULL);
+    tu_checkpoint(&r, 2);
+    assert_int_equal(stored_versions(&r), 2);
+
+    /* once restarted again, a leaves: v1 stays for c */
+    restart(&r, "restart", NULL);
+    assert_true(pinned(&r, "a"));
+    tu_track(&r, "a", "Paid", "2026-01-06T00:00:00Z", NULL);
+    assert_false(pinned(&r, "a"));
+    tu_checkpoint(&r, 3);
+    assert_int_equal(stored_versions(&r), 2);
+    tu_track(&r, "c", "Paid", "2026-01-06T01:00:00Z", NULL);
+    assert_false(pinned(&r, "c"));
+    tu_checkpoint(&r, 4);
+    assert_int_equal(stored_versions(&r), 1); /* nobody on v1: its row left with them */
+    assert_int_equal(metric(&r, "journeyd_pinned_versions"), 0);
+
+    restart(&r, "restart", NULL);
+    assert_int_equal(metric(&r, "journeyd_pinned_versions"), 0);
+    assert_int_equal(stored_versions(&r), 1);
+    tu_track(&r, "a", "Signed Up", "2026-01-07T00:00:00Z", NULL); /* left: never again */
+    EXPECT_COUNT(&r, 0, "welcome-v2", "\"a\"", NULL);
+    char *js = jd_engine_journey_json(r.e, "trial", 5);
+    assert_non_null(strstr(js, "\"converted\":2"));
+    assert_non_null(strstr(js, "\"active\":1"));
+    free(js);
+    tu_free(&r);
+}
+
+/* A restart with edited scripts (no reload in between) pins the people of a journey the
+ * edit changes without migrate to the scripts of the last checkpoint, as a reload would. */
+static void test_restart_with_edited_scripts(void **state)
+{
+    (void)state;
+    tu_run r;
+    tu_start(&r, PINNED("v1", ""));
+    tu_open_store(&r, "edited", NULL);
+    tu_track(&r, "a", "Signed Up", "2026-01-01T00:00:00Z", NULL);
+    tu_checkpoint(&r, 1);
+    rewrite(&r, PINNED("v2", ""));
+    restart(&r, "edited", NULL);
+    assert_true(pinned(&r, "a"));
+    tu_track(&r, "b", "Signed Up", "2026-01-01T01:00:00Z", NULL);
+    tu_advance(&r, "2026-01-03T12:00:00Z");
+    EXPECT_COUNT(&r, 1, "nudge-v1", "\"a\"", NULL);
+    EXPECT_COUNT(&r, 1, "nudge-v2", "\"b\"", NULL);
+    tu_checkpoint(&r, 2);
+    assert_int_equal(stored_versions(&r), 2);
+    /* the same scripts again: nothing changes */
+    restart(&r, "edited", NULL);
+    assert_true(pinned(&r, "a"));
+    assert_false(pinned(&r, "b"));
+    tu_track(&r, "a", "Paid", "2026-01-04T00:00:00Z", NULL);
+    tu_checkpoint(&r, 3);
+    assert_int_equal(stored_versions(&r), 1);
+    tu_free(&r);
+}
+
 /* The windowed funnel counts pinned people under the current journey and the stages of
  * the same name (v2 adds a first stage: the indexes differ). */
 static void test_pinned_in_analytics(void **state)
@@ -445,6 +584,8 @@ int main(void)
         cmocka_unit_test(test_pinned_across_reloads),
         cmocka_unit_test(test_pinned_from_store),
         cmocka_unit_test(test_pinned_then_migrated),
+        cmocka_unit_test(test_pinned_survive_restart),
+        cmocka_unit_test(test_restart_with_edited_scripts),
         cmocka_unit_test(test_pinned_in_analytics),
         cmocka_unit_test(test_bad_migrate),
         cmocka_unit_test(test_version_in_store),
