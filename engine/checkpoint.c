@@ -1356,8 +1356,19 @@ int jd_ckpt_write(jd_ckpt *c)
     return 0;
 }
 
+/* Whether every generation u is pinned to has its sources in the store (so reading u back
+ * pins it again). */
+static int pins_stored(const jd_user *u)
+{
+    for (const jd_instance *in = u->npinned ? u->pinned : NULL; in; in = in->next)
+        if (in->pin && !in->pin->id)
+            return 0;
+    return 1;
+}
+
 /* After a checkpoint everything is in the store: people beyond the cache size who have
- * no timer in memory and no change since leave memory (they come back on first use);
+ * no timer in memory and no change since leave memory (they come back on first use,
+ * pinned people to the generation they are pinned to);
  * the alias cache is dropped whole when it is over the size. */
 static void evict(jd_engine *e)
 {
@@ -1369,7 +1380,9 @@ static void evict(jd_engine *e)
         const jd_map_slot *slot;
         while (want && jd_map_next(&e->users, &it, &slot)) {
             const jd_user *u = slot->value;
-            if (u->dirty || u->timers || u->npinned || u == e->user)
+            /* pinned people too: read back, they are pinned again (their row names the
+             * generation, whose sources are in the store) */
+            if (u->dirty || u->timers || u == e->user || !pins_stored(u))
                 continue;
             jd_buf_append(&ids, &u, sizeof u);
             want--;

@@ -75,7 +75,7 @@ typedef struct jd_user {
     size_t nsegments;
     jd_instance *instances;
     jd_instance *pinned; /* instances pinned to an earlier version of their journey */
-    uint32_t npinned;    /* active ones among them: not evicted while > 0 */
+    uint32_t npinned;    /* active ones among them */
     uint32_t next_iid;
     jd_decision *decisions; /* ring, allocated on first use */
     uint16_t ndecisions, dec_next;

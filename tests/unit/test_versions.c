@@ -539,6 +539,35 @@ static void test_restart_with_edited_scripts(void **state)
     tu_free(&r);
 }
 
+/* Pinned people leave memory like the others; read back, they are pinned again. */
+static void test_pinned_evicted(void **state)
+{
+    (void)state;
+    tu_run r;
+    jd_store_opts so = {.cache_users = 1};
+    tu_start(&r, PINNED("v1", ""));
+    tu_open_store(&r, "evict", &so);
+    tu_track(&r, "a", "Signed Up", "2026-01-01T00:00:00Z", NULL);
+    tu_track(&r, "b", "Signed Up", "2026-01-01T00:00:00Z", NULL);
+    reload(&r, PINNED("v2", ""));
+    tu_track(&r, "c", "Signed Up", "2026-01-01T01:00:00Z", NULL);
+    tu_checkpoint(&r, 1);
+    assert_int_equal(jd_engine_stat(r.e, "users"), 1); /* a and b left memory (c was last) */
+    assert_int_equal(metric(&r, "journeyd_pinned_people"), 2);
+    assert_true(pinned(&r, "a"));
+    assert_int_equal(jd_engine_stat(r.e, "users"), 2);
+    tu_track(&r, "a", "Project Created", "2026-01-02T00:00:00Z", NULL);
+    assert_true(in_stage(&r, "a", "activated"));
+    tu_advance(&r, "2026-01-03T12:00:00Z");
+    EXPECT_COUNT(&r, 1, "tip-v1", "\"a\"", NULL);
+    EXPECT_COUNT(&r, 1, "nudge-v1", "\"b\"", NULL); /* b's stored timer read b back, pinned */
+    EXPECT_COUNT(&r, 1, "nudge-v2", "\"c\"", NULL);
+    EXPECT_COUNT(&r, 0, "nudge-v2", "\"b\"", NULL);
+    assert_true(pinned(&r, "b"));
+    assert_int_equal(metric(&r, "journeyd_pinned_people"), 2);
+    tu_free(&r);
+}
+
 /* The windowed funnel counts pinned people under the current journey and the stages of
  * the same name (v2 adds a first stage: the indexes differ). */
 static void test_pinned_in_analytics(void **state)
@@ -586,6 +615,7 @@ int main(void)
         cmocka_unit_test(test_pinned_then_migrated),
         cmocka_unit_test(test_pinned_survive_restart),
         cmocka_unit_test(test_restart_with_edited_scripts),
+        cmocka_unit_test(test_pinned_evicted),
         cmocka_unit_test(test_pinned_in_analytics),
         cmocka_unit_test(test_bad_migrate),
         cmocka_unit_test(test_version_in_store),
