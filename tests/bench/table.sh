@@ -5,14 +5,19 @@
 # (BUILD/bench/results.txt: replay and floor) and events.
 #
 #  journeyd rows: in-memory path timed in chunks (peers/inmem_lat.c); `journeyd serve`
-#    durable on loopback fed by peers/serve_driver.c over HTTP /v1/batch and over the
-#    msgpack stream, and by build/jd-stream-send; the replay CLI and floor from run.sh
+#    durable on loopback fed by peers/serve_driver.c over HTTP /v1/batch (K keep-alive
+#    connections) and over the msgpack stream (K frames in flight; once with one shard,
+#    JOURNEYD_SHARDS=1, once with the default, one per core), and by build/jd-stream-send;
+#    the replay CLI and floor from run.sh
 #  Redis 7 + Lua: peers/redis_journey.lua (the same journeys as a server-side script),
-#    EVALSHA pipelined by peers/redis_driver.c (hiredis); appendfsync always, everysec
+#    EVALSHA pipelined by peers/redis_driver.c (hiredis), K batches outstanding;
+#    appendfsync always, everysec
 #  json-rules-engine: peers/jre/bench.js on the machine's Node.js (npm ci, once)
 #
 # Environment: BENCH_PEER_EVENTS (0: all) for the serve and Redis rows,
-# BENCH_JRE_EVENTS (100000) for json-rules-engine (about 5K events/s), BENCH_BATCH (500).
+# BENCH_JRE_EVENTS (100000) for json-rules-engine (about 5K events/s), BENCH_BATCH (500),
+# BENCH_INFLIGHT (4): K, the batches each driver keeps in flight — the same K for the
+# serve rows (except jd-stream-send, which waits for each ack), the paced row and Redis.
 # Every server started here listens on 127.0.0.1 and is stopped by its pid on exit.
 # shellcheck disable=SC2086,SC2046
 set -u
@@ -27,6 +32,7 @@ CONFIG=$HERE/bench.lua
 PEER_N=${BENCH_PEER_EVENTS:-0}
 JRE_N=${BENCH_JRE_EVENTS:-100000}
 BATCH=${BENCH_BATCH:-500}
+K=${BENCH_INFLIGHT:-4}
 CC=${CC:-cc}
 CFLAGS=${CFLAGS:--O2 -g}
 if [ ! -f "$EVENTS" ] || [ ! -f "$OUT/results.txt" ]; then
@@ -111,15 +117,21 @@ row "journeyd replay CLI: JSON file, actions printed" "$REPLAY_EPS" "-" "-" "$(r
   "$LINES ev, median of $(res runs)"
 
 # ---------------------------------------------------------------- journeyd serve, durable
-# serve_run NAME MODE: a fresh data directory, then MODE (http, stream, send)
+# serve_run NAME MODE [SHARDS]: a fresh data directory, then MODE (http, stream, send,
+# half); SHARDS sets JOURNEYD_SHARDS (default: the environment's, else one per core)
 serve_run() {
   name=$1 mode=$2
   port=$(free_port 1)
   sport=$(free_port 2)
   [ "$sport" = "$port" ] && sport=$((port + 1))
   rm -rf "$TMP/data"
-  JOURNEYD_STREAM_LISTEN=127.0.0.1:$sport "$BUILD/journeyd" serve -c "$CONFIG" --listen 127.0.0.1:$port \
-    --data-dir "$TMP/data" > /dev/null 2> "$TMP/serve.err" &
+  if [ -n "${3:-}" ]; then
+    JOURNEYD_SHARDS=$3 JOURNEYD_STREAM_LISTEN=127.0.0.1:$sport "$BUILD/journeyd" serve -c "$CONFIG" \
+      --listen 127.0.0.1:$port --data-dir "$TMP/data" > /dev/null 2> "$TMP/serve.err" &
+  else
+    JOURNEYD_STREAM_LISTEN=127.0.0.1:$sport "$BUILD/journeyd" serve -c "$CONFIG" --listen 127.0.0.1:$port \
+      --data-dir "$TMP/data" > /dev/null 2> "$TMP/serve.err" &
+  fi
   SPID=$!
   i=0
   until curl -s "http://127.0.0.1:$port/livez" > /dev/null 2>&1 || [ $i -ge 100 ]; do sleep 0.1; i=$((i + 1)); done
@@ -131,15 +143,15 @@ serve_run() {
       # the stream at half the measured maximum, paced, small frames: event-to-action
       # latency at a load the daemon keeps up with (the issue's target: p99 <= 10 ms)
       "$OUT/serve_driver" stream 127.0.0.1 $sport "$EVENTS" --max "${HALF_N:-300000}" --batch 100 \
-        --rate "$HALF_RATE" > "$TMP/out"
+        --inflight "$K" --rate "$HALF_RATE" > "$TMP/out"
       ok=$? ;;
     http | stream)
       to=$port
       [ $mode = stream ] && to=$sport
       if [ "$PEER_N" -gt 0 ]; then
-        "$OUT/serve_driver" $mode 127.0.0.1 $to "$EVENTS" --max "$PEER_N" --batch "$BATCH" > "$TMP/out"
+        "$OUT/serve_driver" $mode 127.0.0.1 $to "$EVENTS" --max "$PEER_N" --batch "$BATCH" --inflight "$K" > "$TMP/out"
       else
-        "$OUT/serve_driver" $mode 127.0.0.1 $to "$EVENTS" --batch "$BATCH" > "$TMP/out"
+        "$OUT/serve_driver" $mode 127.0.0.1 $to "$EVENTS" --batch "$BATCH" --inflight "$K" > "$TMP/out"
       fi
       ok=$? ;;
     send)
@@ -156,24 +168,35 @@ serve_run() {
   late=$(curl -s "http://127.0.0.1:$port/metrics" | awk '/^journeyd_events_late_total/ { print $2 }')
   rss=$(hwm "$SPID")
   stop_server
+  shards=$(find "$TMP/data" -maxdepth 1 -name 'shard-*' 2> /dev/null | wc -l)
   if [ "$ok" != 0 ]; then
     echo "table: $name failed"
     tail -n 3 "$TMP/serve.err"
     return 1
   fi
-  p50=$(val p50_ms) p99=$(val p99_ms)
+  p50=$(val p50_ms) p99=$(val p99_ms) behind=
+  [ $mode = half ] && behind="; $(val sent_late) of $(val batches) frames sent >1 ms late"
   row "journeyd serve durable: $name" "$(val events_per_s)" "${p50:--}" "${p99:--}" "$rss" \
-    "$(val events) ev; $actions actions, ${late:-0} late"
+    "$(val events) ev; $actions actions, ${late:-0} late; $((shards > 0 ? shards : 1)) shard(s)$behind"
 }
-serve_run "HTTP /v1/batch, $BATCH per request" http && HTTP_EPS=$(val events_per_s)
-serve_run "msgpack stream, $BATCH per frame" stream && STREAM_EPS=$(val events_per_s)
-serve_run "msgpack stream, jd-stream-send" send
+# best NAME EPS: the fastest durable journeyd row so far (driven with K in flight) into BEST_*
+BEST_EPS=0 BEST_NAME=
+best() {
+  if [ -n "$2" ] && [ "$2" -gt "$BEST_EPS" ]; then BEST_EPS=$2 BEST_NAME=$1; fi
+}
+CONNS="$K connections"
+[ "$K" = 1 ] && CONNS="1 connection"
+serve_run "HTTP /v1/batch, $BATCH per request, $CONNS" http && best "HTTP" "$(val events_per_s)"
+serve_run "msgpack stream, $BATCH per frame, $K in flight" stream && STREAM_EPS=$(val events_per_s) &&
+  best "stream" "$STREAM_EPS"
+serve_run "msgpack stream, 1 shard, $BATCH per frame, $K in flight" stream 1 && best "stream, 1 shard" "$(val events_per_s)"
+serve_run "msgpack stream, jd-stream-send (one frame in flight)" send
 HALF_P99=
 if [ -n "${STREAM_EPS:-}" ]; then
   HALF_RATE=$((STREAM_EPS / 2))
   serve_run "msgpack stream paced at half load ($HALF_RATE ev/s), 100 per frame" half && HALF_P99=$(val p99_ms)
 fi
-DURABLE_EPS=${STREAM_EPS:-${HTTP_EPS:-0}}
+DURABLE_EPS=$BEST_EPS
 
 # ---------------------------------------------------------------- Redis + Lua
 REDIS_ALWAYS_EPS=
@@ -189,9 +212,10 @@ if [ -n "$HAVE_REDIS" ]; then
     until redis-cli -p "$port" ping > /dev/null 2>&1 || [ $i -ge 100 ]; do sleep 0.1; i=$((i + 1)); done
     echo "table: Redis $REDIS_VER + Lua, appendfsync $fsync"
     if [ "$PEER_N" -gt 0 ]; then
-      "$OUT/redis_driver" 127.0.0.1 "$port" "$PEERS/redis_journey.lua" "$EVENTS" --max "$PEER_N" --batch "$BATCH" > "$TMP/out"
+      "$OUT/redis_driver" 127.0.0.1 "$port" "$PEERS/redis_journey.lua" "$EVENTS" --max "$PEER_N" --batch "$BATCH" \
+        --inflight "$K" > "$TMP/out"
     else
-      "$OUT/redis_driver" 127.0.0.1 "$port" "$PEERS/redis_journey.lua" "$EVENTS" --batch "$BATCH" > "$TMP/out"
+      "$OUT/redis_driver" 127.0.0.1 "$port" "$PEERS/redis_journey.lua" "$EVENTS" --batch "$BATCH" --inflight "$K" > "$TMP/out"
     fi
     ok=$?
     rss=$(hwm "$SPID")
@@ -199,7 +223,7 @@ if [ -n "$HAVE_REDIS" ]; then
     [ $ok = 0 ] || { echo "table: redis run failed"; continue; }
     [ $fsync = always ] && REDIS_ALWAYS_EPS=$(val events_per_s) REDIS_ACTIONS=$(val actions) REDIS_EVENTS=$(val events)
     row "Redis $REDIS_VER + Lua, EVALSHA pipelined, AOF appendfsync $fsync" "$(val events_per_s)" "$(val p50_ms)" \
-      "$(val p99_ms)" "$rss" "$(val events) ev; $(val actions) actions; ratio: serve stream / this"
+      "$(val p99_ms)" "$rss" "$(val events) ev; $(val actions) actions; ratio: serve ${BEST_NAME:-?} / this"
   done
 else
   row "Redis + Lua" "-" "-" "-" "-" "not measured: redis-server or hiredis missing (make deps)"
@@ -227,9 +251,10 @@ row "floor: the same Lua hooks from a bare C loop" "$FLOOR_EPS" "-" "-" "$RSS" \
 # ---------------------------------------------------------------- the table
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a > 0 && b > 0) printf "%.1fx", a / b; else printf "-" }'; }
 echo
-echo "== journeyd and peers: the same events ($EVENTS, $LINES events), the same journey logic (tests/bench/bench.lua) =="
+echo "== journeyd and peers: the same events ($EVENTS, $LINES events), the same journey logic (tests/bench/bench.lua), $K batches in flight =="
 echo "machine: $(nproc) CPUs, $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1), Linux $(uname -r), load $(cut -d' ' -f1-3 /proc/loadavg)"
-printf '%-66s %10s %8s %8s %8s %7s  %s\n' "" "events/s" "p50 ms" "p99 ms" "RSS MB" "jd/peer" "notes"
+W=$(awk -F'|' '{ if (length($1) > w) w = length($1) } END { print w + 0 }' "$TMP/rows") # the widest name
+printf '%-*s %10s %8s %8s %8s %7s  %s\n' "$W" "" "events/s" "p50 ms" "p99 ms" "RSS MB" "jd/peer" "notes"
 while IFS='|' read -r name eps p50 p99 rss note; do
   r="-"
   case $name in
@@ -238,15 +263,18 @@ while IFS='|' read -r name eps p50 p99 rss note; do
     floor*) r=$(awk -v a="$INMEM_EPS" -v b="$eps" 'BEGIN { printf "%.2fx", a / b }') ;;
   esac
   mb=$(awk -v k="$rss" 'BEGIN { if (k + 0 > 0) printf "%.0f", k / 1024; else printf "-" }')
-  printf '%-66s %10s %8s %8s %8s %7s  %s\n' "$name" "$eps" "$p50" "$p99" "$mb" "$r" "$note"
+  printf '%-*s %10s %8s %8s %8s %7s  %s\n' "$W" "$name" "$eps" "$p50" "$p99" "$mb" "$r" "$note"
 done < "$TMP/rows"
 echo
 echo "latency (event to action decided), per row:"
 echo "  serve rows: from writing a batch of $BATCH events to its answer, which comes after they are durable"
-echo "    (fdatasync) and processed; one batch in flight on one loopback connection"
-echo "  Redis rows: from writing $BATCH pipelined EVALSHA to reading the last reply (AOF written per fsync policy)"
+echo "    (fdatasync) and processed; K = $K batches in flight: the stream's frames on one loopback"
+echo "    connection (answered in order), HTTP's requests on $K keep-alive connections; jd-stream-send: one"
+echo "  Redis rows: from writing $BATCH pipelined EVALSHA to reading the last reply (AOF written per fsync"
+echo "    policy); K = $K such batches outstanding on one connection, the same shape as the stream's"
 echo "  in-memory and json-rules-engine: processing time of a chunk of $BATCH events, in process, nothing durable"
-echo "  jd/peer: journeyd serve durable over the stream / Redis; journeyd in-memory / json-rules-engine;"
+echo "  jd/peer: the best durable journeyd row driven with K in flight (${BEST_NAME:-none}) / Redis;"
+echo "    journeyd in-memory / json-rules-engine;"
 echo "    journeyd in-memory / floor (the floor's row shows how far the in-memory path is from bare Lua calls)"
 echo "actions: Redis and json-rules-engine decide on event time like the replay and must match it ($INMEM_ACTIONS);"
 echo "  serve runs on the real clock: the events are dated before it (late), so each stage's timers are already"
@@ -254,7 +282,7 @@ echo "  due when it is entered and fire right after the event — more actions t
 echo
 echo "targets:"
 met() { awk -v a="$1" -v b="$2" -v k="$3" 'BEGIN { if (a > 0 && b > 0) printf "%.1fx (%s)", a / b, (a / b >= k ? "met" : "not met"); else printf "not measured" }'; }
-echo "  durable journeyd >= 5x Redis+Lua appendfsync always: $(met "${DURABLE_EPS:-0}" "${REDIS_ALWAYS_EPS:-0}" 5)"
+echo "  durable journeyd >= 5x Redis+Lua appendfsync always: $(met "${DURABLE_EPS:-0}" "${REDIS_ALWAYS_EPS:-0}" 5), serve ${BEST_NAME:-?}, $K in flight"
 echo "  journeyd >= 20x json-rules-engine (in memory, both):  $(met "$INMEM_EPS" "${JRE_EPS:-0}" 20)"
 if [ -n "$HALF_P99" ]; then
   awk -v p="$HALF_P99" 'BEGIN { printf "  p99 event-to-action <= 10 ms at half load:          %.2f ms (%s)\n", p, (p <= 10 ? "met" : "not met") }'

@@ -2,20 +2,26 @@
  * redis_journey.lua (the journeys of tests/bench/bench.lua as a server-side script), the
  * Redis + Lua peer of `make bench`.
  *
- *   redis_driver HOST PORT SCRIPT.lua EVENTS.jsonl [--max N] [--batch B]
+ *   redis_driver HOST PORT SCRIPT.lua EVENTS.jsonl [--max N] [--batch B] [--inflight K]
  *
  * Before the clock starts: reads the first N events (all by default) and converts each
  * into the script's arguments (type, id, event name, time in ms, messageId, then the
  * top-level properties or traits as key/value strings; nested values are left out),
  * with libjourneyd's strict JSON-to-msgpack reader. SCRIPT LOAD, then one EVALSHA per
- * event, in order, on one connection, pipelined: B commands (500) written at once, then
- * their B replies read, then the next B. Each reply is the number of actions that call
- * decided. Latency: from writing a batch to reading its last reply.
+ * event, in order, on one connection, pipelined in batches of B commands (500) with K
+ * (1) batches outstanding: a batch is appended and written out, the next one follows
+ * while fewer than K have all their replies, and replies are read as they arrive (the
+ * socket is non-blocking, one poll loop writes and reads) — the same shape as
+ * serve_driver's stream mode. Each reply is the number of actions that call decided.
+ * Latency: from starting to write a batch to reading its last reply.
  * Prints "redis: key value" lines (events, seconds, events_per_s, actions, p50_ms,
  * p99_ms). Links hiredis, libjourneyd and msgpack-c. */
 #define _POSIX_C_SOURCE 200809L
+#include <errno.h>
+#include <fcntl.h>
 #include <hiredis/hiredis.h>
 #include <msgpack.h>
+#include <poll.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -167,9 +173,9 @@ static char *slurp(const char *path)
 
 int main(int argc, char **argv)
 {
-    size_t max = 0, batch = 500;
+    size_t max = 0, batch = 500, inflight = 1;
     if (argc < 5) {
-        fprintf(stderr, "usage: redis_driver HOST PORT SCRIPT.lua EVENTS.jsonl [--max N] [--batch B]\n");
+        fprintf(stderr, "usage: redis_driver HOST PORT SCRIPT.lua EVENTS.jsonl [--max N] [--batch B] [--inflight K]\n");
         return 2;
     }
     for (int i = 5; i + 1 < argc; i += 2) {
@@ -177,9 +183,11 @@ int main(int argc, char **argv)
             max = (size_t)atol(argv[i + 1]);
         else if (strcmp(argv[i], "--batch") == 0)
             batch = (size_t)atol(argv[i + 1]);
+        else if (strcmp(argv[i], "--inflight") == 0)
+            inflight = (size_t)atol(argv[i + 1]);
     }
     char *script = slurp(argv[3]);
-    if (!script || !batch) {
+    if (!script || !batch || !inflight) {
         fprintf(stderr, "redis_driver: cannot read %s\n", argv[3]);
         return 2;
     }
@@ -207,34 +215,71 @@ int main(int argc, char **argv)
         free(in.line[i]);
     }
 
+    /* from here the context is non-blocking (hiredis 0.14 has no option for it after
+     * connecting: its write and read calls treat EAGAIN as "later" without REDIS_BLOCK) */
+    c->flags &= ~REDIS_BLOCK;
+    fcntl(c->fd, F_SETFL, fcntl(c->fd, F_GETFL) | O_NONBLOCK);
+
     size_t nb = (n + batch - 1) / batch;
-    double *lat = malloc((nb ? nb : 1) * sizeof *lat);
+    double *lat = malloc((nb ? nb : 1) * sizeof *lat), *sent = malloc((nb ? nb : 1) * sizeof *sent);
     unsigned long long actions = 0;
+    size_t next = 0, oldest = 0, replies = 0; /* batches appended, batches fully answered, replies read */
+    int writing = 0;
     double t0 = peer_now();
-    for (size_t b = 0; b < nb; b++) {
-        size_t from = b * batch, to = from + batch < n ? from + batch : n;
-        double s = peer_now();
-        for (size_t i = from; i < to; i++)
-            redisAppendCommandArgv(c, ev[i].argc, (const char **)ev[i].argv, ev[i].argl);
-        for (size_t i = from; i < to; i++) {
-            void *rv;
-            if (redisGetReply(c, &rv) != REDIS_OK) {
-                fprintf(stderr, "redis_driver: connection lost: %s\n", c->errstr);
+    while (oldest < nb) {
+        if (!writing && next < nb && next - oldest < inflight) {
+            size_t from = next * batch, to = from + batch < n ? from + batch : n;
+            sent[next++] = peer_now();
+            for (size_t i = from; i < to; i++)
+                redisAppendCommandArgv(c, ev[i].argc, (const char **)ev[i].argv, ev[i].argl);
+            writing = 1;
+        }
+        int done = 0;
+        if (writing && redisBufferWrite(c, &done) != REDIS_OK) {
+            fprintf(stderr, "redis_driver: write failed: %s\n", c->errstr);
+            return 1;
+        }
+        if (writing && done) {
+            writing = 0;
+            if (next < nb && next - oldest < inflight)
+                continue; /* the next batch right away */
+        }
+        struct pollfd p = {.fd = c->fd, .events = (short)(POLLIN | (writing ? POLLOUT : 0))};
+        if (poll(&p, 1, -1) < 0 && errno != EINTR) {
+            perror("redis_driver: poll");
+            return 1;
+        }
+        if (!(p.revents & (POLLIN | POLLHUP | POLLERR)))
+            continue;
+        if (redisBufferRead(c) != REDIS_OK) {
+            fprintf(stderr, "redis_driver: connection lost: %s\n", c->errstr);
+            return 1;
+        }
+        void *rv;
+        while (oldest < nb) {
+            if (redisGetReplyFromReader(c, &rv) != REDIS_OK) {
+                fprintf(stderr, "redis_driver: bad reply: %s\n", c->errstr);
                 return 1;
             }
+            if (!rv)
+                break;
             r = rv;
             if (r->type == REDIS_REPLY_INTEGER)
                 actions += (unsigned long long)r->integer;
             else if (r->type == REDIS_REPLY_ERROR) {
-                fprintf(stderr, "redis_driver: event %zu: %s\n", i + 1, r->str);
+                fprintf(stderr, "redis_driver: event %zu: %s\n", replies + 1, r->str);
                 return 1;
             }
             freeReplyObject(r);
+            if (++replies == (oldest + 1 == nb ? n : (oldest + 1) * batch)) {
+                lat[oldest] = peer_now() - sent[oldest];
+                oldest++;
+            }
         }
-        lat[b] = peer_now() - s;
     }
     double secs = peer_now() - t0;
     peer_report("redis", n, secs, actions, lat, nb);
+    printf("redis: inflight %zu\n", inflight);
     redisFree(c);
     return 0;
 }
