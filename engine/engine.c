@@ -2199,9 +2199,8 @@ int jd_engine_process(jd_engine *e, const void *record, size_t len, jd_error *er
 {
     msgpack_zone_clear(&e->in_zone);
     msgpack_object root;
-    size_t off = 0;
     jd_event ev;
-    if (msgpack_unpack(record, len, &off, &e->in_zone, &root) != MSGPACK_UNPACK_SUCCESS || jd_event_view(&root, &ev)) {
+    if (jd_mp_unpack(record, len, &e->in_zone, &root) || jd_event_view(&root, &ev)) {
         e->stats[JD_STAT_INVALID]++;
         if (err)
             snprintf(err->text, sizeof err->text, "not an event record");

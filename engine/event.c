@@ -55,6 +55,187 @@ const msgpack_object *jd_mp_path(const msgpack_object *map, const char *path, si
     return o;
 }
 
+/* ---------------------------------------------------------------- reading msgpack */
+
+/* msgpack-c's MSGPACK_EMBED_STACK_SIZE: it refuses a 33rd nested container, and so do we */
+#define MP_MAX_DEPTH 32
+
+typedef struct mp_reader {
+    const unsigned char *p, *end;
+    msgpack_zone *z;
+} mp_reader;
+
+static uint64_t mp_be(const unsigned char *p, int n)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < n; i++)
+        v = v << 8 | p[i];
+    return v;
+}
+
+static int mp_obj(mp_reader *r, msgpack_object *o, int depth);
+
+/* A string, bin or ext body of n bytes: points into the input, like msgpack-c's. */
+static int mp_body(mp_reader *r, msgpack_object *o, msgpack_object_type t, uint64_t n)
+{
+    if (n > (uint64_t)(r->end - r->p))
+        return -1;
+    o->type = t;
+    if (t == MSGPACK_OBJECT_EXT) {
+        if (n == 0)
+            return -1;
+        o->via.ext.type = (int8_t)r->p[0];
+        o->via.ext.ptr = (const char *)r->p + 1;
+        o->via.ext.size = (uint32_t)(n - 1);
+    } else if (t == MSGPACK_OBJECT_BIN) {
+        o->via.bin.ptr = (const char *)r->p;
+        o->via.bin.size = (uint32_t)n;
+    } else {
+        o->via.str.ptr = (const char *)r->p;
+        o->via.str.size = (uint32_t)n;
+    }
+    r->p += n;
+    return 0;
+}
+
+/* A container of n items (a map's items are key/value pairs). A count the remaining
+ * bytes cannot hold fails before anything is allocated for it. */
+static int mp_container(mp_reader *r, msgpack_object *o, uint64_t n, int is_map, int depth)
+{
+    if (depth >= MP_MAX_DEPTH || n > (uint64_t)(r->end - r->p) / (is_map ? 2 : 1))
+        return -1;
+    if (is_map) {
+        msgpack_object_kv *kv = msgpack_zone_malloc(r->z, n * sizeof *kv);
+        if (!kv)
+            return -1;
+        o->type = MSGPACK_OBJECT_MAP;
+        o->via.map.ptr = kv;
+        o->via.map.size = (uint32_t)n;
+        for (uint64_t i = 0; i < n; i++)
+            if (mp_obj(r, &kv[i].key, depth + 1) || mp_obj(r, &kv[i].val, depth + 1))
+                return -1;
+    } else {
+        msgpack_object *a = msgpack_zone_malloc(r->z, n * sizeof *a);
+        if (!a)
+            return -1;
+        o->type = MSGPACK_OBJECT_ARRAY;
+        o->via.array.ptr = a;
+        o->via.array.size = (uint32_t)n;
+        for (uint64_t i = 0; i < n; i++)
+            if (mp_obj(r, &a[i], depth + 1))
+                return -1;
+    }
+    return 0;
+}
+
+static int mp_obj(mp_reader *r, msgpack_object *o, int depth)
+{
+    if (r->p >= r->end)
+        return -1;
+    unsigned c = *r->p++;
+    if (c <= 0x7f) {
+        o->type = MSGPACK_OBJECT_POSITIVE_INTEGER;
+        o->via.u64 = c;
+        return 0;
+    }
+    if (c >= 0xe0) {
+        o->type = MSGPACK_OBJECT_NEGATIVE_INTEGER;
+        o->via.i64 = (int8_t)c;
+        return 0;
+    }
+    if (c >= 0xa0 && c <= 0xbf)
+        return mp_body(r, o, MSGPACK_OBJECT_STR, c & 0x1f);
+    if (c <= 0x8f)
+        return mp_container(r, o, c & 0x0f, 1, depth);
+    if (c <= 0x9f)
+        return mp_container(r, o, c & 0x0f, 0, depth);
+    /* 0xc0..0xdf: the length of what follows the type byte */
+    static const unsigned char width[32] = {
+        [0x04] = 1, [0x05] = 2, [0x06] = 4, [0x07] = 1, [0x08] = 2, [0x09] = 4, [0x0a] = 4, [0x0b] = 8,
+        [0x0c] = 1, [0x0d] = 2, [0x0e] = 4, [0x0f] = 8, [0x10] = 1, [0x11] = 2, [0x12] = 4, [0x13] = 8,
+        [0x19] = 1, [0x1a] = 2, [0x1b] = 4, [0x1c] = 2, [0x1d] = 4, [0x1e] = 2, [0x1f] = 4,
+    };
+    int w = width[c - 0xc0];
+    if ((size_t)(r->end - r->p) < (size_t)w)
+        return -1;
+    uint64_t v = mp_be(r->p, w);
+    r->p += w;
+    switch (c) {
+    case 0xc0: o->type = MSGPACK_OBJECT_NIL; return 0;
+    case 0xc2:
+    case 0xc3:
+        o->type = MSGPACK_OBJECT_BOOLEAN;
+        o->via.boolean = c == 0xc3;
+        return 0;
+    case 0xc4:
+    case 0xc5:
+    case 0xc6: return mp_body(r, o, MSGPACK_OBJECT_BIN, v);
+    case 0xc7:
+    case 0xc8:
+    case 0xc9: return mp_body(r, o, MSGPACK_OBJECT_EXT, v + 1);
+    case 0xca: {
+        union {
+            uint32_t i;
+            float f;
+        } m = {.i = (uint32_t)v};
+        o->type = MSGPACK_OBJECT_FLOAT32;
+        o->via.f64 = m.f;
+        return 0;
+    }
+    case 0xcb: {
+        union {
+            uint64_t i;
+            double f;
+        } m = {.i = v};
+        o->type = MSGPACK_OBJECT_FLOAT64;
+        o->via.f64 = m.f;
+        return 0;
+    }
+    case 0xcc:
+    case 0xcd:
+    case 0xce:
+    case 0xcf:
+        o->type = MSGPACK_OBJECT_POSITIVE_INTEGER;
+        o->via.u64 = v;
+        return 0;
+    case 0xd0:
+    case 0xd1:
+    case 0xd2:
+    case 0xd3: {
+        int64_t s = c == 0xd0 ? (int8_t)v : c == 0xd1 ? (int16_t)v : c == 0xd2 ? (int32_t)v : (int64_t)v;
+        if (s >= 0) {
+            o->type = MSGPACK_OBJECT_POSITIVE_INTEGER;
+            o->via.u64 = (uint64_t)s;
+        } else {
+            o->type = MSGPACK_OBJECT_NEGATIVE_INTEGER;
+            o->via.i64 = s;
+        }
+        return 0;
+    }
+    case 0xd4:
+    case 0xd5:
+    case 0xd6:
+    case 0xd7: return mp_body(r, o, MSGPACK_OBJECT_EXT, (1u << (c - 0xd4)) + 1);
+    case 0xd8: return mp_body(r, o, MSGPACK_OBJECT_EXT, 16 + 1);
+    case 0xd9:
+    case 0xda:
+    case 0xdb: return mp_body(r, o, MSGPACK_OBJECT_STR, v);
+    case 0xdc:
+    case 0xdd: return mp_container(r, o, v, 0, depth);
+    case 0xde:
+    case 0xdf: return mp_container(r, o, v, 1, depth);
+    default: return -1; /* 0xc1: never used */
+    }
+}
+
+int jd_mp_unpack(const void *data, size_t len, msgpack_zone *zone, msgpack_object *out)
+{
+    mp_reader r = {data, (const unsigned char *)data + len, zone};
+    if (mp_obj(&r, out, 0) || r.p != r.end)
+        return -1;
+    return 0;
+}
+
 void jd_mp_pack_str(msgpack_packer *pk, const char *s, size_t n)
 {
     msgpack_pack_str(pk, n);

@@ -97,6 +97,12 @@ int jd_event_view(const msgpack_object *root, jd_event *ev);
 void jd_mp_pack_str(msgpack_packer *pk, const char *s, size_t n);
 void jd_mp_pack_cstr(msgpack_packer *pk, const char *s);
 
+/* Reads the one msgpack object that fills data[0..len) exactly into zone: the tree
+ * msgpack_unpack gives when it returns MSGPACK_UNPACK_SUCCESS (strings point into
+ * data; the same 32 levels of nesting), for a fraction of its cost. Returns 0, or -1
+ * where msgpack_unpack would not succeed (malformed, truncated, trailing bytes). */
+int jd_mp_unpack(const void *data, size_t len, msgpack_zone *zone, msgpack_object *out);
+
 /* Looks up key in a msgpack map (last occurrence wins, as in JSON objects). */
 const msgpack_object *jd_mp_get(const msgpack_object *map, const char *key, size_t klen);
 /* Follows a dotted path ("a.b.c") from a map. */

@@ -3,6 +3,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "event.h"
+
 jd_user *jd_user_new(const char *id, size_t n)
 {
     jd_user *u = jd_xcalloc(1, sizeof *u);
@@ -42,9 +44,7 @@ const msgpack_object *jd_user_traits(const jd_user *u, msgpack_zone *zone, msgpa
 {
     if (u->traits.len == 0)
         return &empty_map;
-    size_t off = 0;
-    if (msgpack_unpack(u->traits.data, u->traits.len, &off, zone, out) != MSGPACK_UNPACK_SUCCESS ||
-        out->type != MSGPACK_OBJECT_MAP)
+    if (jd_mp_unpack(u->traits.data, u->traits.len, zone, out) || out->type != MSGPACK_OBJECT_MAP)
         return &empty_map;
     return out;
 }

@@ -1,5 +1,5 @@
 /* test_event: engine/event.h — normalising Segment events into records, the record
- * view, and msgpack map lookups. */
+ * view, msgpack map lookups, and the msgpack reader. */
 #define _POSIX_C_SOURCE 200809L
 #include <setjmp.h>
 #include <stdarg.h>
@@ -535,6 +535,168 @@ static void test_mp_path(void **state)
     obj_free(&o);
 }
 
+/* jd_mp_unpack against msgpack_unpack: the same verdict on every input, and the same
+ * tree when both succeed (strings pointing at the same bytes). */
+static int mp_same(const msgpack_object *a, const msgpack_object *b)
+{
+    if (a->type != b->type)
+        return 0;
+    switch (a->type) {
+    case MSGPACK_OBJECT_NIL: return 1;
+    case MSGPACK_OBJECT_BOOLEAN: return a->via.boolean == b->via.boolean;
+    case MSGPACK_OBJECT_POSITIVE_INTEGER: return a->via.u64 == b->via.u64;
+    case MSGPACK_OBJECT_NEGATIVE_INTEGER: return a->via.i64 == b->via.i64;
+    case MSGPACK_OBJECT_FLOAT32:
+    case MSGPACK_OBJECT_FLOAT64: return memcmp(&a->via.f64, &b->via.f64, sizeof a->via.f64) == 0;
+    case MSGPACK_OBJECT_STR: /* msgpack-c leaves an empty string's pointer stale */
+    case MSGPACK_OBJECT_BIN:
+        return a->via.str.size == b->via.str.size && (!a->via.str.size || a->via.str.ptr == b->via.str.ptr);
+    case MSGPACK_OBJECT_EXT:
+        return a->via.ext.type == b->via.ext.type && a->via.ext.size == b->via.ext.size &&
+               (!a->via.ext.size || a->via.ext.ptr == b->via.ext.ptr);
+    case MSGPACK_OBJECT_ARRAY:
+        if (a->via.array.size != b->via.array.size)
+            return 0;
+        for (uint32_t i = 0; i < a->via.array.size; i++)
+            if (!mp_same(&a->via.array.ptr[i], &b->via.array.ptr[i]))
+                return 0;
+        return 1;
+    case MSGPACK_OBJECT_MAP:
+        if (a->via.map.size != b->via.map.size)
+            return 0;
+        for (uint32_t i = 0; i < a->via.map.size; i++)
+            if (!mp_same(&a->via.map.ptr[i].key, &b->via.map.ptr[i].key) ||
+                !mp_same(&a->via.map.ptr[i].val, &b->via.map.ptr[i].val))
+                return 0;
+        return 1;
+    }
+    return 0;
+}
+
+static int mp_checks;
+
+static void mp_check(const char *data, size_t n)
+{
+    msgpack_zone za, zb;
+    msgpack_zone_init(&za, 256);
+    msgpack_zone_init(&zb, 256);
+    msgpack_object a, b;
+    size_t off = 0;
+    int theirs = msgpack_unpack(data, n, &off, &za, &a) == MSGPACK_UNPACK_SUCCESS;
+    int ours = jd_mp_unpack(data, n, &zb, &b) == 0;
+    if (theirs != ours || (ours && !mp_same(&a, &b))) {
+        char hex[3 * 48 + 1] = "";
+        for (size_t i = 0; i < n && i < 48; i++)
+            snprintf(hex + 3 * i, 4, " %02x", (unsigned char)data[i]);
+        fail_msg("msgpack_unpack %s, jd_mp_unpack %s:%s", theirs ? "ok" : "fails", ours ? "ok" : "fails", hex);
+    }
+    mp_checks++;
+    msgpack_zone_destroy(&za);
+    msgpack_zone_destroy(&zb);
+}
+
+static void test_mp_unpack(void **state)
+{
+    (void)state;
+    /* every value type in every width msgpack-c writes, nested */
+    jd_buf b;
+    jd_buf_init(&b);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &b, jd_buf_msgpack_write);
+    static const char body[] = "0123456789abcdefghijklmnopqrstuvwxyz";
+    msgpack_pack_map(&pk, 3);
+    jd_mp_pack_cstr(&pk, "values");
+    msgpack_pack_array(&pk, 40);
+    msgpack_pack_nil(&pk);
+    msgpack_pack_true(&pk);
+    msgpack_pack_false(&pk);
+    static const int64_t ints[] = {0,         1,  127, 128, 255,  256,  65535,  65536,  4294967295LL,  4294967296LL,
+                                   INT64_MAX, -1, -32, -33, -128, -129, -32768, -32769, -2147483648LL, -2147483649LL,
+                                   INT64_MIN};
+    for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++)
+        msgpack_pack_int64(&pk, ints[i]);
+    msgpack_pack_uint64(&pk, UINT64_MAX);
+    msgpack_pack_float(&pk, 1.5f);
+    msgpack_pack_double(&pk, -2.25);
+    static const size_t lens[] = {0, 1, 31, 32, 255, 256, 65536};
+    char *big = calloc(1, 70000);
+    for (size_t i = 0; i < sizeof lens / sizeof lens[0]; i++) {
+        msgpack_pack_str(&pk, lens[i]);
+        msgpack_pack_str_body(&pk, big, lens[i]);
+    }
+    msgpack_pack_bin(&pk, 5);
+    msgpack_pack_bin_body(&pk, body, 5);
+    static const size_t exts[] = {1, 2, 4, 8, 16, 3, 300};
+    for (size_t i = 0; i < sizeof exts / sizeof exts[0]; i++) {
+        msgpack_pack_ext(&pk, exts[i], 7);
+        msgpack_pack_ext_body(&pk, big, exts[i]);
+    }
+    jd_mp_pack_cstr(&pk, "sizes");
+    msgpack_pack_array(&pk, 2);
+    msgpack_pack_array(&pk, 20);
+    for (int i = 0; i < 20; i++)
+        msgpack_pack_int(&pk, i);
+    msgpack_pack_map(&pk, 17);
+    for (int i = 0; i < 17; i++) {
+        msgpack_pack_str(&pk, 1);
+        msgpack_pack_str_body(&pk, body + i, 1);
+        msgpack_pack_map(&pk, 0);
+    }
+    jd_mp_pack_cstr(&pk, "empty");
+    msgpack_pack_array(&pk, 0);
+    mp_check(b.data, b.len);
+    /* every truncation and trailing byte; every byte changed to a few values */
+    char *c = malloc(b.len + 1);
+    for (size_t n = 0; n <= b.len; n++)
+        mp_check(b.data, n);
+    memcpy(c, b.data, b.len);
+    c[b.len] = 0;
+    mp_check(c, b.len + 1);
+    for (size_t i = 0; i < b.len; i += i < 400 ? 1 : 97) {
+        /* not 0xdd / 0xdf: msgpack-c allocates what a 32-bit count asks for (gigabytes) */
+        static const unsigned char to[] = {0x00, 0x7f, 0x80, 0x8f, 0x90, 0xa0, 0xc0, 0xc1, 0xc4, 0xc7, 0xca,
+                                           0xcb, 0xcf, 0xd3, 0xd4, 0xd8, 0xd9, 0xdb, 0xdc, 0xde, 0xe0, 0xff};
+        for (size_t k = 0; k < sizeof to; k++) {
+            memcpy(c, b.data, b.len);
+            c[i] = (char)to[k];
+            mp_check(c, b.len);
+        }
+    }
+    free(c);
+    free(big);
+    /* all one- and two-byte inputs */
+    for (int x = 0; x < 256; x++) {
+        char two[2] = {(char)x, 0};
+        mp_check(two, 1);
+        for (int y = 0; y < 256; y++) {
+            two[1] = (char)y;
+            mp_check(two, 2);
+        }
+    }
+    /* nesting: 32 containers deep unpack, 33 do not (msgpack-c's stack) */
+    for (int depth = 30; depth <= 34; depth++) {
+        jd_buf_reset(&b);
+        for (int i = 0; i < depth - 1; i++)
+            msgpack_pack_array(&pk, 1);
+        msgpack_pack_map(&pk, 0);
+        mp_check(b.data, b.len);
+        msgpack_zone z;
+        msgpack_zone_init(&z, 256);
+        msgpack_object o;
+        assert_int_equal(jd_mp_unpack(b.data, b.len, &z, &o), depth <= 32 ? 0 : -1);
+        msgpack_zone_destroy(&z);
+    }
+    /* a count the input cannot hold fails without allocating for it */
+    static const unsigned char huge[] = {0xdd, 0xff, 0xff, 0xff, 0xff, 0xc0};
+    msgpack_zone z;
+    msgpack_zone_init(&z, 256);
+    msgpack_object o;
+    assert_int_equal(jd_mp_unpack(huge, sizeof huge, &z, &o), -1);
+    msgpack_zone_destroy(&z);
+    jd_buf_free(&b);
+    assert_true(mp_checks > 70000);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -546,6 +708,7 @@ int main(void)
         cmocka_unit_test(test_type_names),
         cmocka_unit_test(test_mp_get),
         cmocka_unit_test(test_mp_path),
+        cmocka_unit_test(test_mp_unpack),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
