@@ -74,6 +74,26 @@ void jd_buf_puts(jd_buf *b, const char *s)
     jd_buf_append(b, s, strlen(s));
 }
 
+void jd_buf_put_u64(jd_buf *b, uint64_t v)
+{
+    char t[20];
+    size_t n = 0;
+    do
+        t[sizeof t - ++n] = (char)('0' + v % 10);
+    while ((v /= 10) != 0);
+    jd_buf_append(b, t + sizeof t - n, n);
+}
+
+void jd_buf_put_i64(jd_buf *b, int64_t v)
+{
+    if (v < 0) {
+        jd_buf_putc(b, '-');
+        jd_buf_put_u64(b, 0 - (uint64_t)v);
+    } else {
+        jd_buf_put_u64(b, (uint64_t)v);
+    }
+}
+
 void jd_buf_printf(jd_buf *b, const char *fmt, ...)
 {
     va_list ap;

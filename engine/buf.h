@@ -19,6 +19,9 @@ void jd_buf_free(jd_buf *b);
 void jd_buf_reserve(jd_buf *b, size_t extra);
 void jd_buf_append(jd_buf *b, const void *p, size_t n);
 void jd_buf_puts(jd_buf *b, const char *s);
+/* Decimal text of v, as printf's %llu / %lld writes it (without printf's cost). */
+void jd_buf_put_u64(jd_buf *b, uint64_t v);
+void jd_buf_put_i64(jd_buf *b, int64_t v);
 void jd_buf_printf(jd_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* NUL-terminates without counting the NUL in len; returns data. */
 const char *jd_buf_cstr(jd_buf *b);

@@ -428,7 +428,6 @@ jd_engine *jd_engine_new(const char *config_path, const jd_options *opts, jd_err
     jd_timers_init(&e->timers);
     msgpack_zone_init(&e->zone, 4096);
     msgpack_zone_init(&e->in_zone, 4096);
-    msgpack_zone_init(&e->timer_zone, 1024);
     msgpack_zone_init(&e->config_zone, 1024);
     msgpack_zone_init(&e->action_zone, 2048);
     jd_buf_init(&e->action_rec);
@@ -803,7 +802,6 @@ void jd_engine_free(jd_engine *e)
     jd_timers_free(&e->timers);
     msgpack_zone_destroy(&e->zone);
     msgpack_zone_destroy(&e->in_zone);
-    msgpack_zone_destroy(&e->timer_zone);
     jd_buf_free(&e->rec);
     jd_buf_free(&e->scratch);
     jd_buf_free(&e->trec);
@@ -2065,48 +2063,78 @@ static void process_view(jd_engine *e, const jd_event *ev)
     run_pinned(e, ev);
 }
 
-/* Builds a timer's event record: type "timer", messageId derived from the stage
- * entry it belongs to (so it can fire only once), timestamp = due time. */
-static void timer_record(jd_engine *e, const jd_timer *tm, jd_buf *out)
+/* A timer's event, as a view (no record is written or read): type "timer", messageId
+ * derived from the stage entry it belongs to (so it can fire only once), timestamp =
+ * due time, event "JOURNEY/STAGE/after", properties {journey, key, iid, gen, after} —
+ * the fields a timer record would have. The strings are copies in e->trec; the
+ * properties live in props. Returns -1 when it cannot be an event (no user id). */
+static int timer_view(jd_engine *e, const jd_timer *tm, msgpack_object_kv props[5], msgpack_object *pmap, char id[48],
+                      jd_event *ev)
 {
     const jd_journey *j = &(tm->pin ? tm->pin->defs : e->defs)->journeys[tm->journey];
+    const jd_user *u = tm->user;
+    const jd_instance *in = tm->inst;
+    if (!u->idlen)
+        return -1;
     jd_buf *k = &e->keybuf;
     jd_buf_reset(k);
-    jd_buf_append(k, tm->user->id, tm->user->idlen);
-    jd_buf_printf(k, "%c%s%c", 0, j->name, 0);
-    jd_buf_append(k, tm->inst->key, tm->inst->keylen);
-    jd_buf_printf(k, "%c%u.%u.%u", 0, tm->iid, tm->gen, tm->after);
-    char id[48] = "timer:";
+    jd_buf_append(k, u->id, u->idlen);
+    jd_buf_putc(k, 0);
+    jd_buf_puts(k, j->name);
+    jd_buf_putc(k, 0);
+    jd_buf_append(k, in->key, in->keylen);
+    jd_buf_putc(k, 0);
+    jd_buf_put_u64(k, tm->iid);
+    jd_buf_putc(k, '.');
+    jd_buf_put_u64(k, tm->gen);
+    jd_buf_putc(k, '.');
+    jd_buf_put_u64(k, tm->after);
+    memcpy(id, "timer:", 6);
     hex128(id + 6, jd_hash(k->data, k->len, 0x510e527fade682d1ULL), jd_hash(k->data, k->len, 0x9b05688c2b3e6c1fULL));
-    const jd_stage *st = &j->stages[tm->inst->stage < (int)j->nstages ? tm->inst->stage : 0];
-    jd_buf_reset(out);
-    msgpack_packer pk;
-    msgpack_packer_init(&pk, out, jd_buf_msgpack_write);
-    msgpack_pack_map(&pk, 6);
-    jd_mp_pack_cstr(&pk, "type");
-    jd_mp_pack_cstr(&pk, "timer");
-    jd_mp_pack_cstr(&pk, "messageId");
-    jd_mp_pack_cstr(&pk, id);
-    jd_mp_pack_cstr(&pk, "timestamp");
-    msgpack_pack_int64(&pk, tm->due);
-    jd_mp_pack_cstr(&pk, "userId");
-    jd_mp_pack_str(&pk, tm->user->id, tm->user->idlen);
-    jd_mp_pack_cstr(&pk, "event");
-    jd_buf_reset(k);
-    jd_buf_printf(k, "%s/%s/after", j->name, st->name);
-    jd_mp_pack_str(&pk, k->data, k->len);
-    jd_mp_pack_cstr(&pk, "properties");
-    msgpack_pack_map(&pk, 5);
-    jd_mp_pack_cstr(&pk, "journey");
-    jd_mp_pack_cstr(&pk, j->name);
-    jd_mp_pack_cstr(&pk, "key");
-    jd_mp_pack_str(&pk, tm->inst->key, tm->inst->keylen);
-    jd_mp_pack_cstr(&pk, "iid");
-    msgpack_pack_uint32(&pk, tm->iid);
-    jd_mp_pack_cstr(&pk, "gen");
-    msgpack_pack_uint32(&pk, tm->gen);
-    jd_mp_pack_cstr(&pk, "after");
-    msgpack_pack_uint16(&pk, tm->after);
+    const jd_stage *st = &j->stages[in->stage < (int)j->nstages ? in->stage : 0];
+    /* user id, journey name, key, event name: offsets first, pointers once trec stops growing */
+    jd_buf *b = &e->trec;
+    jd_buf_reset(b);
+    size_t jn = strlen(j->name), sn = strlen(st->name);
+    jd_buf_append(b, u->id, u->idlen);
+    jd_buf_append(b, in->key, in->keylen);
+    jd_buf_append(b, j->name, jn);
+    jd_buf_putc(b, '/');
+    jd_buf_append(b, st->name, sn);
+    jd_buf_append(b, "/after", 6);
+    const char *p = b->data;
+    const char *key = p + u->idlen, *name = key + in->keylen;
+    static const msgpack_object_kv tmpl[5] = {
+        {{.type = MSGPACK_OBJECT_STR, .via.str = {7, "journey"}}, {.type = MSGPACK_OBJECT_STR}},
+        {{.type = MSGPACK_OBJECT_STR, .via.str = {3, "key"}}, {.type = MSGPACK_OBJECT_STR}},
+        {{.type = MSGPACK_OBJECT_STR, .via.str = {3, "iid"}}, {.type = MSGPACK_OBJECT_POSITIVE_INTEGER}},
+        {{.type = MSGPACK_OBJECT_STR, .via.str = {3, "gen"}}, {.type = MSGPACK_OBJECT_POSITIVE_INTEGER}},
+        {{.type = MSGPACK_OBJECT_STR, .via.str = {5, "after"}}, {.type = MSGPACK_OBJECT_POSITIVE_INTEGER}},
+    };
+    memcpy(props, tmpl, sizeof tmpl);
+    props[0].val.via.str.ptr = name;
+    props[0].val.via.str.size = (uint32_t)jn;
+    props[1].val.via.str.ptr = key;
+    props[1].val.via.str.size = (uint32_t)in->keylen;
+    props[2].val.via.u64 = tm->iid;
+    props[3].val.via.u64 = tm->gen;
+    props[4].val.via.u64 = tm->after;
+    pmap->type = MSGPACK_OBJECT_MAP;
+    pmap->via.map.ptr = props;
+    pmap->via.map.size = 5;
+    static const msgpack_object empty = {.type = MSGPACK_OBJECT_MAP};
+    *ev = (jd_event){
+        .type = JD_EV_TIMER,
+        .user_id = {p, u->idlen},
+        .has_user_id = 1,
+        .name = {name, jn + 1 + sn + 6},
+        .message_id = {id, 38},
+        .timestamp = tm->due,
+        .properties = pmap,
+        .traits = &empty,
+        .context = &empty,
+    };
+    return 0;
 }
 
 /* Timers overdue by more than this when the clock reaches them count as catching up
@@ -2149,13 +2177,11 @@ void jd_engine_advance(jd_engine *e, int64_t t)
         if (live && late > OVERDUE_NOTICE_MS)
             overdue_fired++;
         jd_clock_advance(&e->clock, tm.due);
-        timer_record(e, &tm, &e->trec);
-        msgpack_zone_clear(&e->timer_zone);
-        msgpack_object root;
-        size_t off = 0;
+        msgpack_object_kv props[5];
+        msgpack_object pmap;
+        char id[48];
         jd_event ev;
-        if (msgpack_unpack(e->trec.data, e->trec.len, &off, &e->timer_zone, &root) != MSGPACK_UNPACK_SUCCESS ||
-            jd_event_view(&root, &ev))
+        if (timer_view(e, &tm, props, &pmap, id, &ev))
             continue;
         process_view(e, &ev);
         check_alerts(e);
