@@ -1081,7 +1081,10 @@ static void action_id(jd_engine *e, char out[33], const char *rule, const jd_ins
     jd_buf_putc(b, '\0');
     if (inst)
         jd_buf_append(b, inst->key, inst->keylen);
-    jd_buf_printf(b, "%c%d%c%zu", 0, repeat, 0, index);
+    jd_buf_putc(b, 0);
+    jd_buf_put_i64(b, repeat);
+    jd_buf_putc(b, 0);
+    jd_buf_put_u64(b, index);
     hex128(out, jd_hash(b->data, b->len, 0x1f83d9abfb41bd6bULL), jd_hash(b->data, b->len, 0x5be0cd19137e2179ULL));
 }
 
@@ -1564,8 +1567,16 @@ static void enter_stage(jd_engine *e, const jd_journey *j, jd_instance *inst, in
     schedule_afters(e, e->user, j, inst, at);
     if (st->enter_ref == LUA_NOREF)
         return;
-    char rule[512];
-    snprintf(rule, sizeof rule, "%s/%s/enter", j->name, st->name);
+    char rule[512]; /* "JOURNEY/STAGE/enter", cut at 511 bytes as snprintf would */
+    size_t jn = strlen(j->name), sn = strlen(st->name), n = 0;
+    const char *part[4] = {j->name, "/", st->name, "/enter"};
+    size_t plen[4] = {jn, 1, sn, 6};
+    for (int i = 0; i < 4 && n < sizeof rule - 1; i++) {
+        size_t m = plen[i] < sizeof rule - 1 - n ? plen[i] : sizeof rule - 1 - n;
+        memcpy(rule + n, part[i], m);
+        n += m;
+    }
+    rule[n] = '\0';
     if (run_hook(e, st->enter_ref, j, s, inst, NULL, "enter", rule) == 0)
         apply(e, rule, j, s, inst);
     int go = e->fx.go, ex = e->fx.exit;
