@@ -963,11 +963,7 @@ static void log_hook_error(jd_engine *e, const char *rule, jd_script_error *se)
 /* Pushes the shared ctx, stamped for a new call. */
 static void push_ctx(jd_engine *e, lua_State *L)
 {
-    lua_rawgeti(L, LUA_REGISTRYINDEX, e->ctx_ref);
-    lua_pushinteger(L, (lua_Integer)e->call.id);
-    lua_setiuservalue(L, -2, 2);
-    lua_pushnil(L);
-    lua_setiuservalue(L, -2, 1);
+    jd_ctx_push(e, L);
 }
 
 static void set_call(jd_engine *e, const jd_journey *j, int stage, jd_instance *inst, const jd_trigger *t,

@@ -270,6 +270,8 @@ int jd_journey_core_open(lua_State *L); /* require "journey.core" */
 int jd_crypto_open(lua_State *L);       /* require "journey.crypto" (lua_crypto.c) */
 void jd_effects_reset(jd_effects *fx);
 void jd_effects_free(jd_effects *fx);
+/* Pushes the ctx, stamped for e->call (a ctx kept past its call is refused). */
+void jd_ctx_push(jd_engine *e, lua_State *L);
 
 /* lua_journey.c: a `window` / `cap` table at idx (j.channel, ctx:send) into *w / *c;
  * raises a Lua error prefixed with where on a bad spec or an unknown fixed zone. */

@@ -11,8 +11,14 @@
 
 #define CTX_MT "journey.ctx"
 
+/* The ctx userdata. anchor == &ctx_anchor tells a ctx from any other userdata of the
+ * same size without a metatable lookup (no other userdata holds this address). */
+static const char ctx_anchor;
+
 typedef struct ctx_ud {
     jd_engine *e;
+    const char *anchor;
+    uint64_t call; /* the call it belongs to (jd_call.id); stale once that returns */
 } ctx_ud;
 
 /* ---------------------------------------------------------------- effects */
@@ -41,14 +47,17 @@ void jd_effects_free(jd_effects *fx)
 
 /* ---------------------------------------------------------------- ctx */
 
+static ctx_ud *to_ctx(lua_State *L)
+{
+    ctx_ud *u = lua_type(L, 1) == LUA_TUSERDATA && lua_rawlen(L, 1) == sizeof *u ? lua_touserdata(L, 1) : NULL;
+    return u && u->anchor == &ctx_anchor ? u : luaL_checkudata(L, 1, CTX_MT); /* the latter raises */
+}
+
 static jd_engine *live(lua_State *L, int writes)
 {
-    ctx_ud *u = luaL_checkudata(L, 1, CTX_MT);
+    ctx_ud *u = to_ctx(L);
     jd_engine *e = u->e;
-    lua_getiuservalue(L, 1, 2);
-    lua_Integer id = lua_tointeger(L, -1);
-    lua_pop(L, 1);
-    if ((uint64_t)id != e->call.id)
+    if (u->call != e->call.id)
         luaL_error(L, "this ctx belongs to a hook that has returned");
     if (writes && e->call.readonly)
         luaL_error(L, "a 'when' predicate cannot take actions");
@@ -404,12 +413,21 @@ static int ctx_create_cf(lua_State *L)
         lua_setfield(L, -2, "__tostring");
     }
     lua_pop(L, 1);
-    ctx_ud *u = lua_newuserdatauv(L, sizeof *u, 2);
+    ctx_ud *u = lua_newuserdatauv(L, sizeof *u, 1);
     u->e = e;
+    u->anchor = &ctx_anchor;
+    u->call = 0;
     luaL_setmetatable(L, CTX_MT);
-    lua_pushinteger(L, 0);
-    lua_setiuservalue(L, -2, 2);
     return 1;
+}
+
+void jd_ctx_push(jd_engine *e, lua_State *L)
+{
+    lua_rawgeti(L, LUA_REGISTRYINDEX, e->ctx_ref);
+    ctx_ud *u = lua_touserdata(L, -1);
+    u->call = e->call.id;
+    lua_pushnil(L); /* no user / event tables built for this call yet */
+    lua_setiuservalue(L, -2, 1);
 }
 
 int jd_ctx_create(jd_engine *e)
