@@ -352,14 +352,17 @@ static int parse_listen(const char *v, char *host, size_t hn, int *port)
     return 0;
 }
 
-/* JOURNEYD_SHARDS, then j.config shards, else one per core. -1 (printed) when invalid. */
+/* JOURNEYD_SHARDS, then j.config shards, else one per core beyond the first: the front
+ * (parsing and normalising every event) and the log and checkpoint writers keep about a
+ * core busy, and on 2 cores one shard beat two (README, "Shards"). -1 (printed) when
+ * invalid. */
 static int shard_count(jd_server *s)
 {
     const char *v = getenv("JOURNEYD_SHARDS");
     if (!v || !*v)
         v = jd_engine_config(s->engine, "shards");
     if (!v || !*v) {
-        long c = sysconf(_SC_NPROCESSORS_ONLN);
+        long c = sysconf(_SC_NPROCESSORS_ONLN) - 1;
         return c < 1 ? 1 : c > JD_MAX_SHARDS ? JD_MAX_SHARDS : (int)c;
     }
     char *end;
