@@ -1,7 +1,9 @@
+#define _DEFAULT_SOURCE /* MADV_HUGEPAGE */
 #include "dedupe.h"
 
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "buf.h"
 #include "map.h"
@@ -12,9 +14,37 @@ void jd_dedupe_init(jd_dedupe *d, int64_t ttl_ms)
     d->ttl_ms = ttl_ms;
 }
 
+/* A table of n slots, zeroed. A big one is mapped on its own, in huge pages where the
+ * system allows: every check lands on a random slot, and with 4 KB pages that is a TLB
+ * miss (and a page fault on first touch) as well as a cache miss. */
+#define HUGE_PAGE (2u << 20)
+
+static jd_dedupe_slot *table_new(size_t n)
+{
+    size_t bytes = n * sizeof(jd_dedupe_slot);
+    if (bytes < HUGE_PAGE)
+        return jd_xcalloc(n, sizeof(jd_dedupe_slot));
+    void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED)
+        abort(); /* as jd_xcalloc does */
+#ifdef MADV_HUGEPAGE
+    madvise(p, bytes, MADV_HUGEPAGE);
+#endif
+    return p;
+}
+
+static void table_free(jd_dedupe_slot *t, size_t n)
+{
+    if (t && n * sizeof *t >= HUGE_PAGE)
+        munmap(t, n * sizeof *t);
+    else
+        free(t);
+}
+
 void jd_dedupe_free(jd_dedupe *d)
 {
-    free(d->slots);
+    table_free(d->slots, d->cap);
+    table_free(d->old, d->old_cap);
 }
 
 static int expired(const jd_dedupe *d, const jd_dedupe_slot *s)
@@ -53,7 +83,7 @@ static void move_some(jd_dedupe *d, size_t n)
 {
     while (d->old && n--) {
         if (d->old_pos == d->old_cap) {
-            free(d->old);
+            table_free(d->old, d->old_cap);
             d->old = NULL;
             return;
         }
@@ -88,10 +118,10 @@ static void grow(jd_dedupe *d)
     d->old = d->slots;
     d->old_cap = d->cap;
     d->old_pos = 0;
-    d->slots = jd_xcalloc(ncap, sizeof *d->slots);
+    d->slots = table_new(ncap);
     d->cap = ncap;
     if (!d->old_cap) {
-        free(d->old);
+        table_free(d->old, 0);
         d->old = NULL;
     }
 }
@@ -118,7 +148,18 @@ int jd_dedupe_check_hash(jd_dedupe *d, uint64_t a, uint64_t b, int64_t ts)
     move_some(d, MOVE_PER_CHECK);
     if ((d->count + 1) * 4 > d->cap * 3)
         grow(d);
-    jd_dedupe_slot *s = find(d->slots, d->cap, a, b);
+    /* one probe of the new table finds the id or the slot it goes in */
+    jd_dedupe_slot *s = NULL, *at = NULL;
+    for (size_t i = a & (d->cap - 1);; i = (i + 1) & (d->cap - 1)) {
+        if (empty(&d->slots[i])) {
+            at = &d->slots[i];
+            break;
+        }
+        if (d->slots[i].a == a && d->slots[i].b == b) {
+            s = &d->slots[i];
+            break;
+        }
+    }
     if (!s && d->old)
         s = find(d->old, d->old_cap, a, b);
     if (s && !expired(d, s))
@@ -127,7 +168,7 @@ int jd_dedupe_check_hash(jd_dedupe *d, uint64_t a, uint64_t b, int64_t ts)
         s->ts = ts;
         return 0;
     }
-    s = place(d->slots, d->cap, a);
+    s = at;
     s->a = a;
     s->b = b;
     s->ts = ts;
