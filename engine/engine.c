@@ -2231,9 +2231,8 @@ static void process_input(jd_engine *e, const jd_event *ev)
 int jd_engine_process(jd_engine *e, const void *record, size_t len, jd_error *err)
 {
     msgpack_zone_clear(&e->in_zone);
-    msgpack_object root;
     jd_event ev;
-    if (jd_mp_unpack(record, len, &e->in_zone, &root) || jd_event_view(&root, &ev)) {
+    if (jd_event_read(record, len, &e->in_zone, &ev)) {
         e->stats[JD_STAT_INVALID]++;
         if (err)
             snprintf(err->text, sizeof err->text, "not an event record");

@@ -18,8 +18,9 @@ const char *jd_event_type_name(jd_event_type t)
 
 int jd_event_type_parse(const char *s, size_t n, jd_event_type *t)
 {
+    static const unsigned char lens[JD_EV_NTYPES] = {5, 8, 4, 6, 5, 5, 5, 4}; /* strlen(type_names[i]) */
     for (int i = 0; i < JD_EV_NTYPES; i++) {
-        if (strlen(type_names[i]) == n && memcmp(type_names[i], s, n) == 0) {
+        if (lens[i] == n && memcmp(type_names[i], s, n) == 0) {
             *t = (jd_event_type)i;
             return 0;
         }
@@ -73,82 +74,12 @@ static uint64_t mp_be(const unsigned char *p, int n)
     return v;
 }
 
-static int mp_obj(mp_reader *r, msgpack_object *o, int depth);
+/* What the next object's header says. */
+enum { MP_SCALAR, MP_BODY, MP_ARRAY, MP_MAP };
 
-/* A string, bin or ext body of n bytes: points into the input, like msgpack-c's. */
-static int mp_body(mp_reader *r, msgpack_object *o, msgpack_object_type t, uint64_t n)
+/* The header of a type byte 0xc0..0xdf (mp_head's rarer half). */
+static int mp_head_var(mp_reader *r, unsigned c, msgpack_object *o, uint64_t *n)
 {
-    if (n > (uint64_t)(r->end - r->p))
-        return -1;
-    o->type = t;
-    if (t == MSGPACK_OBJECT_EXT) {
-        if (n == 0)
-            return -1;
-        o->via.ext.type = (int8_t)r->p[0];
-        o->via.ext.ptr = (const char *)r->p + 1;
-        o->via.ext.size = (uint32_t)(n - 1);
-    } else if (t == MSGPACK_OBJECT_BIN) {
-        o->via.bin.ptr = (const char *)r->p;
-        o->via.bin.size = (uint32_t)n;
-    } else {
-        o->via.str.ptr = (const char *)r->p;
-        o->via.str.size = (uint32_t)n;
-    }
-    r->p += n;
-    return 0;
-}
-
-/* A container of n items (a map's items are key/value pairs). A count the remaining
- * bytes cannot hold fails before anything is allocated for it. */
-static int mp_container(mp_reader *r, msgpack_object *o, uint64_t n, int is_map, int depth)
-{
-    if (depth >= MP_MAX_DEPTH || n > (uint64_t)(r->end - r->p) / (is_map ? 2 : 1))
-        return -1;
-    if (is_map) {
-        msgpack_object_kv *kv = msgpack_zone_malloc(r->z, n * sizeof *kv);
-        if (!kv)
-            return -1;
-        o->type = MSGPACK_OBJECT_MAP;
-        o->via.map.ptr = kv;
-        o->via.map.size = (uint32_t)n;
-        for (uint64_t i = 0; i < n; i++)
-            if (mp_obj(r, &kv[i].key, depth + 1) || mp_obj(r, &kv[i].val, depth + 1))
-                return -1;
-    } else {
-        msgpack_object *a = msgpack_zone_malloc(r->z, n * sizeof *a);
-        if (!a)
-            return -1;
-        o->type = MSGPACK_OBJECT_ARRAY;
-        o->via.array.ptr = a;
-        o->via.array.size = (uint32_t)n;
-        for (uint64_t i = 0; i < n; i++)
-            if (mp_obj(r, &a[i], depth + 1))
-                return -1;
-    }
-    return 0;
-}
-
-static int mp_obj(mp_reader *r, msgpack_object *o, int depth)
-{
-    if (r->p >= r->end)
-        return -1;
-    unsigned c = *r->p++;
-    if (c <= 0x7f) {
-        o->type = MSGPACK_OBJECT_POSITIVE_INTEGER;
-        o->via.u64 = c;
-        return 0;
-    }
-    if (c >= 0xe0) {
-        o->type = MSGPACK_OBJECT_NEGATIVE_INTEGER;
-        o->via.i64 = (int8_t)c;
-        return 0;
-    }
-    if (c >= 0xa0 && c <= 0xbf)
-        return mp_body(r, o, MSGPACK_OBJECT_STR, c & 0x1f);
-    if (c <= 0x8f)
-        return mp_container(r, o, c & 0x0f, 1, depth);
-    if (c <= 0x9f)
-        return mp_container(r, o, c & 0x0f, 0, depth);
     /* 0xc0..0xdf: the length of what follows the type byte */
     static const unsigned char width[32] = {
         [0x04] = 1, [0x05] = 2, [0x06] = 4, [0x07] = 1, [0x08] = 2, [0x09] = 4, [0x0a] = 4, [0x0b] = 8,
@@ -161,18 +92,24 @@ static int mp_obj(mp_reader *r, msgpack_object *o, int depth)
     uint64_t v = mp_be(r->p, w);
     r->p += w;
     switch (c) {
-    case 0xc0: o->type = MSGPACK_OBJECT_NIL; return 0;
+    case 0xc0: o->type = MSGPACK_OBJECT_NIL; return MP_SCALAR;
     case 0xc2:
     case 0xc3:
         o->type = MSGPACK_OBJECT_BOOLEAN;
         o->via.boolean = c == 0xc3;
-        return 0;
+        return MP_SCALAR;
     case 0xc4:
     case 0xc5:
-    case 0xc6: return mp_body(r, o, MSGPACK_OBJECT_BIN, v);
+    case 0xc6:
+        o->type = MSGPACK_OBJECT_BIN;
+        *n = v;
+        return MP_BODY;
     case 0xc7:
     case 0xc8:
-    case 0xc9: return mp_body(r, o, MSGPACK_OBJECT_EXT, v + 1);
+    case 0xc9:
+        o->type = MSGPACK_OBJECT_EXT;
+        *n = v + 1;
+        return MP_BODY;
     case 0xca: {
         union {
             uint32_t i;
@@ -180,7 +117,7 @@ static int mp_obj(mp_reader *r, msgpack_object *o, int depth)
         } m = {.i = (uint32_t)v};
         o->type = MSGPACK_OBJECT_FLOAT32;
         o->via.f64 = m.f;
-        return 0;
+        return MP_SCALAR;
     }
     case 0xcb: {
         union {
@@ -189,7 +126,7 @@ static int mp_obj(mp_reader *r, msgpack_object *o, int depth)
         } m = {.i = v};
         o->type = MSGPACK_OBJECT_FLOAT64;
         o->via.f64 = m.f;
-        return 0;
+        return MP_SCALAR;
     }
     case 0xcc:
     case 0xcd:
@@ -197,7 +134,7 @@ static int mp_obj(mp_reader *r, msgpack_object *o, int depth)
     case 0xcf:
         o->type = MSGPACK_OBJECT_POSITIVE_INTEGER;
         o->via.u64 = v;
-        return 0;
+        return MP_SCALAR;
     case 0xd0:
     case 0xd1:
     case 0xd2:
@@ -210,22 +147,188 @@ static int mp_obj(mp_reader *r, msgpack_object *o, int depth)
             o->type = MSGPACK_OBJECT_NEGATIVE_INTEGER;
             o->via.i64 = s;
         }
-        return 0;
+        return MP_SCALAR;
     }
     case 0xd4:
     case 0xd5:
     case 0xd6:
-    case 0xd7: return mp_body(r, o, MSGPACK_OBJECT_EXT, (1u << (c - 0xd4)) + 1);
-    case 0xd8: return mp_body(r, o, MSGPACK_OBJECT_EXT, 16 + 1);
+    case 0xd7:
+    case 0xd8:
+        o->type = MSGPACK_OBJECT_EXT;
+        *n = (1u << (c - 0xd4)) + 1;
+        return MP_BODY;
     case 0xd9:
     case 0xda:
-    case 0xdb: return mp_body(r, o, MSGPACK_OBJECT_STR, v);
+    case 0xdb:
+        o->type = MSGPACK_OBJECT_STR;
+        *n = v;
+        return MP_BODY;
     case 0xdc:
-    case 0xdd: return mp_container(r, o, v, 0, depth);
+    case 0xdd: *n = v; return MP_ARRAY;
     case 0xde:
-    case 0xdf: return mp_container(r, o, v, 1, depth);
+    case 0xdf: *n = v; return MP_MAP;
     default: return -1; /* 0xc1: never used */
     }
+}
+
+/* Reads the next header: a scalar into o; for a string, bin or ext its type in o and
+ * its body's length in *n (an ext's counts its type byte); for a container its count.
+ * Returns the MP_ kind, or -1. */
+static inline int mp_head(mp_reader *r, msgpack_object *o, uint64_t *n)
+{
+    if (r->p >= r->end)
+        return -1;
+    unsigned c = *r->p++;
+    if (c >= 0xa0 && c <= 0xbf) {
+        o->type = MSGPACK_OBJECT_STR;
+        *n = c & 0x1f;
+        return MP_BODY;
+    }
+    if (c <= 0x7f) {
+        o->type = MSGPACK_OBJECT_POSITIVE_INTEGER;
+        o->via.u64 = c;
+        return MP_SCALAR;
+    }
+    if (c <= 0x9f) {
+        *n = c & 0x0f;
+        return c <= 0x8f ? MP_MAP : MP_ARRAY;
+    }
+    if (c >= 0xe0) {
+        o->type = MSGPACK_OBJECT_NEGATIVE_INTEGER;
+        o->via.i64 = (int8_t)c;
+        return MP_SCALAR;
+    }
+    return mp_head_var(r, c, o, n);
+}
+
+/* A string, bin or ext body of n bytes: points into the input, like msgpack-c's. */
+static inline int mp_body(mp_reader *r, msgpack_object *o, uint64_t n)
+{
+    if (n > (uint64_t)(r->end - r->p))
+        return -1;
+    if (o->type == MSGPACK_OBJECT_STR) {
+        o->via.str.ptr = (const char *)r->p;
+        o->via.str.size = (uint32_t)n;
+    } else if (o->type == MSGPACK_OBJECT_EXT) {
+        if (n == 0)
+            return -1;
+        o->via.ext.type = (int8_t)r->p[0];
+        o->via.ext.ptr = (const char *)r->p + 1;
+        o->via.ext.size = (uint32_t)(n - 1);
+    } else if (o->type == MSGPACK_OBJECT_BIN) {
+        o->via.bin.ptr = (const char *)r->p;
+        o->via.bin.size = (uint32_t)n;
+    }
+    r->p += n;
+    return 0;
+}
+
+/* A container's count is checked against the bytes left (every item takes one) before
+ * anything is allocated for it, and against msgpack-c's nesting limit. */
+static int mp_count_ok(const mp_reader *r, uint64_t n, int kind, int depth)
+{
+    return depth < MP_MAX_DEPTH && n <= (uint64_t)(r->end - r->p) / (kind == MP_MAP ? 2 : 1);
+}
+
+/* The common items without a call: a string shorter than 256 bytes, a small
+ * non-negative integer, nil. Returns 0, or -1 for anything else, a bad item included
+ * (the caller then reads it with mp_obj, which refuses it as it should). */
+static inline int mp_quick(mp_reader *r, msgpack_object *o)
+{
+    const unsigned char *p = r->p;
+    if (p >= r->end)
+        return -1;
+    unsigned c = *p;
+    size_t h, n;
+    if (c >= 0xa0 && c <= 0xbf) {
+        h = 1;
+        n = c & 0x1f;
+    } else if (c == 0xd9 && r->end - p >= 2) {
+        h = 2;
+        n = p[1];
+    } else if (c <= 0x7f) {
+        o->type = MSGPACK_OBJECT_POSITIVE_INTEGER;
+        o->via.u64 = c;
+        r->p++;
+        return 0;
+    } else if (c == 0xc0) {
+        o->type = MSGPACK_OBJECT_NIL;
+        r->p++;
+        return 0;
+    } else {
+        return -1;
+    }
+    if (n > (size_t)(r->end - p) - h)
+        return -1;
+    o->type = MSGPACK_OBJECT_STR;
+    o->via.str.ptr = (const char *)p + h;
+    o->via.str.size = (uint32_t)n;
+    r->p = p + h + n;
+    return 0;
+}
+
+static int mp_obj(mp_reader *r, msgpack_object *o, int depth);
+
+/* One item of a container (or any object): the quick way when it can be. */
+static inline int mp_item(mp_reader *r, msgpack_object *o, int depth)
+{
+    return mp_quick(r, o) == 0 ? 0 : mp_obj(r, o, depth);
+}
+
+static int mp_obj(mp_reader *r, msgpack_object *o, int depth)
+{
+    uint64_t n = 0;
+    int kind = mp_head(r, o, &n);
+    if (kind == MP_SCALAR)
+        return 0;
+    if (kind == MP_BODY)
+        return mp_body(r, o, n);
+    if (kind < 0 || !mp_count_ok(r, n, kind, depth))
+        return -1;
+    if (kind == MP_MAP) {
+        msgpack_object_kv *kv = msgpack_zone_malloc(r->z, n * sizeof *kv);
+        if (!kv)
+            return -1;
+        o->type = MSGPACK_OBJECT_MAP;
+        o->via.map.ptr = kv;
+        o->via.map.size = (uint32_t)n;
+        for (uint64_t i = 0; i < n; i++)
+            if (mp_item(r, &kv[i].key, depth + 1) || mp_item(r, &kv[i].val, depth + 1))
+                return -1;
+    } else {
+        msgpack_object *a = msgpack_zone_malloc(r->z, n * sizeof *a);
+        if (!a)
+            return -1;
+        o->type = MSGPACK_OBJECT_ARRAY;
+        o->via.array.ptr = a;
+        o->via.array.size = (uint32_t)n;
+        for (uint64_t i = 0; i < n; i++)
+            if (mp_item(r, &a[i], depth + 1))
+                return -1;
+    }
+    return 0;
+}
+
+/* Like mp_obj, but a container is only checked, not built: o gets its type, an empty
+ * item list. */
+static int mp_shallow(mp_reader *r, msgpack_object *o, int depth)
+{
+    uint64_t n = 0;
+    int kind = mp_head(r, o, &n);
+    if (kind == MP_SCALAR)
+        return 0;
+    if (kind == MP_BODY)
+        return mp_body(r, o, n);
+    if (kind < 0 || !mp_count_ok(r, n, kind, depth))
+        return -1;
+    o->type = kind == MP_MAP ? MSGPACK_OBJECT_MAP : MSGPACK_OBJECT_ARRAY;
+    o->via.array.ptr = NULL;
+    o->via.array.size = 0;
+    msgpack_object item;
+    for (uint64_t i = kind == MP_MAP ? 2 * n : n; i > 0; i--)
+        if (mp_shallow(r, &item, depth + 1))
+            return -1;
+    return 0;
 }
 
 int jd_mp_unpack(const void *data, size_t len, msgpack_zone *zone, msgpack_object *out)
@@ -546,72 +649,120 @@ int jd_event_normalize_ex(const msgpack_object *in, const jd_norm_opts *opt, jd_
     return 0;
 }
 
-int jd_event_view(const msgpack_object *root, jd_event *ev)
+/* The top-level fields of a record the view reads. */
+typedef enum view_fld {
+    FLD_OTHER,
+    FLD_TYPE,
+    FLD_EVENT,
+    FLD_USER_ID,
+    FLD_ANONYMOUS_ID,
+    FLD_MESSAGE_ID,
+    FLD_GROUP_ID,
+    FLD_PREVIOUS_ID,
+    FLD_TIMESTAMP,
+    FLD_RECEIVED_AT,
+    FLD_LINK,
+    FLD_PROPERTIES, /* from here on: kept as trees */
+    FLD_TRAITS,
+    FLD_CONTEXT,
+    FLD_FOLD,
+} view_fld;
+
+static inline view_fld field_of(const char *kp, size_t n)
 {
-    if (root->type != MSGPACK_OBJECT_MAP)
-        return -1;
-    memset(ev, 0, sizeof *ev);
-    ev->root = root;
-    ev->properties = ev->traits = ev->context = &empty_map;
-    int have_type = 0;
-    for (uint32_t i = 0; i < root->via.map.size; i++) {
-        const msgpack_object *k = &root->via.map.ptr[i].key;
-        const msgpack_object *v = &root->via.map.ptr[i].val;
-        if (k->type != MSGPACK_OBJECT_STR)
-            continue;
-        const char *kp = k->via.str.ptr;
-        switch (k->via.str.size) {
-        case 1: break;
-        case 4:
-            if (memcmp(kp, "type", 4) == 0 && v->type == MSGPACK_OBJECT_STR)
-                have_type = jd_event_type_parse(v->via.str.ptr, v->via.str.size, &ev->type) == 0;
-            break;
-        case 5:
-            if (memcmp(kp, "event", 5) == 0)
-                ev->name = str_of(v);
-            break;
-        case 6:
-            if (memcmp(kp, "userId", 6) == 0)
-                ev->user_id = str_of(v);
-            else if (memcmp(kp, "traits", 6) == 0 && v->type == MSGPACK_OBJECT_MAP)
-                ev->traits = v;
-            break;
-        case 7:
-            if (memcmp(kp, "context", 7) == 0 && v->type == MSGPACK_OBJECT_MAP)
-                ev->context = v;
-            else if (memcmp(kp, "groupId", 7) == 0)
-                ev->group_id = str_of(v);
-            else if (memcmp(kp, "jd_link", 7) == 0 && v->type == MSGPACK_OBJECT_POSITIVE_INTEGER)
-                ev->link = v->via.u64;
-            else if (memcmp(kp, "jd_fold", 7) == 0 && v->type == MSGPACK_OBJECT_MAP)
-                ev->fold = v;
-            break;
-        case 9:
-            if (memcmp(kp, "messageId", 9) == 0)
-                ev->message_id = str_of(v);
-            else if (memcmp(kp, "timestamp", 9) == 0) {
-                if (v->type == MSGPACK_OBJECT_POSITIVE_INTEGER)
-                    ev->timestamp = (int64_t)v->via.u64;
-                else if (v->type == MSGPACK_OBJECT_NEGATIVE_INTEGER)
-                    ev->timestamp = v->via.i64;
-            }
-            break;
-        case 10:
-            if (memcmp(kp, "receivedAt", 10) == 0) {
-                if (v->type == MSGPACK_OBJECT_POSITIVE_INTEGER)
-                    ev->received_at = (int64_t)v->via.u64;
-            } else if (memcmp(kp, "properties", 10) == 0 && v->type == MSGPACK_OBJECT_MAP)
-                ev->properties = v;
-            else if (memcmp(kp, "previousId", 10) == 0)
-                ev->previous_id = str_of(v);
-            break;
-        case 11:
-            if (memcmp(kp, "anonymousId", 11) == 0)
-                ev->anonymous_id = str_of(v);
-            break;
-        default: break;
-        }
+    switch (n) {
+    case 4: return memcmp(kp, "type", 4) == 0 ? FLD_TYPE : FLD_OTHER;
+    case 5: return memcmp(kp, "event", 5) == 0 ? FLD_EVENT : FLD_OTHER;
+    case 6:
+        if (memcmp(kp, "userId", 6) == 0)
+            return FLD_USER_ID;
+        return memcmp(kp, "traits", 6) == 0 ? FLD_TRAITS : FLD_OTHER;
+    case 7:
+        if (memcmp(kp, "context", 7) == 0)
+            return FLD_CONTEXT;
+        if (memcmp(kp, "groupId", 7) == 0)
+            return FLD_GROUP_ID;
+        if (memcmp(kp, "jd_link", 7) == 0)
+            return FLD_LINK;
+        return memcmp(kp, "jd_fold", 7) == 0 ? FLD_FOLD : FLD_OTHER;
+    case 9:
+        if (memcmp(kp, "messageId", 9) == 0)
+            return FLD_MESSAGE_ID;
+        return memcmp(kp, "timestamp", 9) == 0 ? FLD_TIMESTAMP : FLD_OTHER;
+    case 10:
+        if (memcmp(kp, "receivedAt", 10) == 0)
+            return FLD_RECEIVED_AT;
+        if (memcmp(kp, "properties", 10) == 0)
+            return FLD_PROPERTIES;
+        return memcmp(kp, "previousId", 10) == 0 ? FLD_PREVIOUS_ID : FLD_OTHER;
+    case 11: return memcmp(kp, "anonymousId", 11) == 0 ? FLD_ANONYMOUS_ID : FLD_OTHER;
+    default: return FLD_OTHER;
     }
+}
+
+/* Out of line: the view's field switch stays a leaf. */
+static int type_parse(const char *s, size_t n, jd_event_type *t) __attribute__((noinline));
+static int type_parse(const char *s, size_t n, jd_event_type *t)
+{
+    return jd_event_type_parse(s, n, t);
+}
+
+/* One top-level field of a record into the view (a later occurrence wins). */
+static inline void view_set(jd_event *ev, view_fld f, const msgpack_object *v, int *have_type)
+{
+    switch (f) {
+    case FLD_OTHER: break;
+    case FLD_TYPE:
+        if (v->type == MSGPACK_OBJECT_STR)
+            *have_type = type_parse(v->via.str.ptr, v->via.str.size, &ev->type) == 0;
+        break;
+    case FLD_EVENT: ev->name = str_of(v); break;
+    case FLD_USER_ID: ev->user_id = str_of(v); break;
+    case FLD_ANONYMOUS_ID: ev->anonymous_id = str_of(v); break;
+    case FLD_MESSAGE_ID: ev->message_id = str_of(v); break;
+    case FLD_GROUP_ID: ev->group_id = str_of(v); break;
+    case FLD_PREVIOUS_ID: ev->previous_id = str_of(v); break;
+    case FLD_TIMESTAMP:
+        if (v->type == MSGPACK_OBJECT_POSITIVE_INTEGER)
+            ev->timestamp = (int64_t)v->via.u64;
+        else if (v->type == MSGPACK_OBJECT_NEGATIVE_INTEGER)
+            ev->timestamp = v->via.i64;
+        break;
+    case FLD_RECEIVED_AT:
+        if (v->type == MSGPACK_OBJECT_POSITIVE_INTEGER)
+            ev->received_at = (int64_t)v->via.u64;
+        break;
+    case FLD_LINK:
+        if (v->type == MSGPACK_OBJECT_POSITIVE_INTEGER)
+            ev->link = v->via.u64;
+        break;
+    case FLD_PROPERTIES:
+        if (v->type == MSGPACK_OBJECT_MAP)
+            ev->properties = v;
+        break;
+    case FLD_TRAITS:
+        if (v->type == MSGPACK_OBJECT_MAP)
+            ev->traits = v;
+        break;
+    case FLD_CONTEXT:
+        if (v->type == MSGPACK_OBJECT_MAP)
+            ev->context = v;
+        break;
+    case FLD_FOLD:
+        if (v->type == MSGPACK_OBJECT_MAP)
+            ev->fold = v;
+        break;
+    }
+}
+
+static void view_init(jd_event *ev)
+{
+    memset(ev, 0, sizeof *ev);
+    ev->properties = ev->traits = ev->context = &empty_map;
+}
+
+static int view_finish(jd_event *ev, int have_type)
+{
     if (!have_type)
         return -1;
     if (ev->type == JD_EV_TICK)
@@ -622,4 +773,92 @@ int jd_event_view(const msgpack_object *root, jd_event *ev)
     if (ev->user_id.n == 0 || ev->message_id.n == 0)
         return -1;
     return 0;
+}
+
+int jd_event_view(const msgpack_object *root, jd_event *ev)
+{
+    if (root->type != MSGPACK_OBJECT_MAP)
+        return -1;
+    view_init(ev);
+    ev->root = root;
+    int have_type = 0;
+    for (uint32_t i = 0; i < root->via.map.size; i++) {
+        const msgpack_object *k = &root->via.map.ptr[i].key;
+        if (k->type == MSGPACK_OBJECT_STR)
+            view_set(ev, field_of(k->via.str.ptr, k->via.str.size), &root->via.map.ptr[i].val, &have_type);
+    }
+    return view_finish(ev, have_type);
+}
+
+/* The key at position i of a record as jd_event_pack writes them (its order, fixstr
+ * keys), checked byte for byte: its field, with *used set; -1 when it is another. */
+static int record_key(uint64_t i, const unsigned char *p, size_t left, size_t *used)
+{
+#define KEY(packed, fld)                                                          \
+    if (left >= sizeof packed - 1 && memcmp(p, packed, sizeof packed - 1) == 0) { \
+        *used = sizeof packed - 1;                                                \
+        return fld;                                                               \
+    }                                                                             \
+    return -1
+    /* a fixstr header (0xa0 | length, in octal), then the name */
+    switch (i) {
+    case 0: KEY("\244type", FLD_TYPE);
+    case 1: KEY("\251messageId", FLD_MESSAGE_ID);
+    case 2: KEY("\251timestamp", FLD_TIMESTAMP);
+    case 3: KEY("\246userId", FLD_USER_ID);
+    case 4: KEY("\253anonymousId", FLD_ANONYMOUS_ID);
+    case 5: KEY("\245event", FLD_EVENT);
+    case 6: KEY("\252properties", FLD_PROPERTIES);
+    case 7: KEY("\246traits", FLD_TRAITS);
+    case 8: KEY("\247context", FLD_CONTEXT);
+    case 9: KEY("\247groupId", FLD_GROUP_ID);
+    case 10: KEY("\252previousId", FLD_PREVIOUS_ID);
+    case 11: KEY("\252receivedAt", FLD_RECEIVED_AT);
+    case 12: KEY("\241v", FLD_OTHER);
+    default: return -1;
+    }
+#undef KEY
+}
+
+int jd_event_read(const void *rec, size_t len, msgpack_zone *zone, jd_event *ev)
+{
+    mp_reader r = {rec, (const unsigned char *)rec + len, zone};
+    msgpack_object root;
+    uint64_t n = 0;
+    if (mp_head(&r, &root, &n) != MP_MAP || !mp_count_ok(&r, n, MP_MAP, 0))
+        return -1; /* not a map (or not msgpack): not a record either way */
+    view_init(ev);
+    int have_type = 0;
+    for (uint64_t i = 0; i < n; i++) {
+        view_fld f = FLD_OTHER;
+        msgpack_object k, v, *tree;
+        size_t used;
+        int rk = record_key(i, r.p, (size_t)(r.end - r.p), &used);
+        if (rk >= 0) {
+            f = (view_fld)rk;
+            r.p += used;
+        } else {
+            if (mp_shallow(&r, &k, 1))
+                return -1;
+            if (k.type == MSGPACK_OBJECT_STR)
+                f = field_of(k.via.str.ptr, k.via.str.size);
+        }
+        if (f >= FLD_PROPERTIES) {
+            if (r.p < r.end && *r.p == 0x80) { /* {} */
+                r.p++;
+                view_set(ev, f, &empty_map, &have_type);
+                continue;
+            }
+            if (!(tree = msgpack_zone_malloc(zone, sizeof *tree)) || mp_obj(&r, tree, 1))
+                return -1;
+            view_set(ev, f, tree, &have_type);
+            continue;
+        }
+        if (mp_quick(&r, &v) && mp_shallow(&r, &v, 1))
+            return -1;
+        view_set(ev, f, &v, &have_type);
+    }
+    if (r.p != r.end)
+        return -1;
+    return view_finish(ev, have_type);
 }

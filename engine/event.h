@@ -47,7 +47,7 @@ typedef struct jd_event {
     const msgpack_object *properties; /* map, never NULL */
     const msgpack_object *traits;     /* map, never NULL */
     const msgpack_object *context;    /* map, never NULL */
-    const msgpack_object *root;
+    const msgpack_object *root;       /* the record's map; NULL when read from bytes or a timer's */
     /* shards (engine/shard.c): an identify or alias whose earlier id lives on another
      * shard goes there first as a link (that shard records the alias and exports the
      * earlier profile), then here with the exported profile as fold */
@@ -92,6 +92,11 @@ void jd_event_pack_tick(int64_t t, jd_buf *out);
 
 /* Reads a record into a view. Returns 0 or -1 (not a record). */
 int jd_event_view(const msgpack_object *root, jd_event *ev);
+/* The same view read straight from a record's bytes: what jd_mp_unpack and
+ * jd_event_view give (the same verdict on any bytes), but only properties, traits,
+ * context and jd_fold are built as trees (in zone); the other values are checked and
+ * pointed into, never built. ev->root is NULL. */
+int jd_event_read(const void *rec, size_t len, msgpack_zone *zone, jd_event *ev);
 
 /* Packs a string (with its length / NUL-terminated). */
 void jd_mp_pack_str(msgpack_packer *pk, const char *s, size_t n);
