@@ -35,6 +35,8 @@ typedef struct jd_persist {
     int64_t far_min;                   /* the earliest due in far (INT64_MAX: empty) */
     size_t cache_users;                /* people kept in memory after a checkpoint */
     struct jd_ckpt *inflight, *failed; /* the batch being written; one that failed */
+    struct jd_ckpt *spare;             /* the last batch written, emptied: its buffers keep their
+                                        * room for the next (see ckpt_recycle) */
     jd_buf far_inflight;               /* far timer rows in the batch being written */
     int64_t far_inflight_min;
     jd_buf outbox;  /* action rows: key[16] u32 len value */
@@ -1205,6 +1207,24 @@ static void ckpt_free(jd_ckpt *c)
     free(c);
 }
 
+/* A written batch, emptied for the next one. Buffers keep their room: growing them from
+ * nothing every second (doubling copies, fresh pages faulted in) stalled the loop for
+ * tens of milliseconds at each checkpoint. One that grew past 64 MB in a burst is freed. */
+static jd_ckpt *ckpt_recycle(jd_ckpt *c)
+{
+    jd_buf *bs[] = {&c->users, &c->aliases, &c->tm_ins, &c->tm_del, &c->outbox,
+                    &c->results, &c->dd,    &c->gens,   &c->state};
+    for (size_t i = 0; i < sizeof bs / sizeof *bs; i++) {
+        if (bs[i]->cap > ((size_t)64 << 20))
+            jd_buf_free(bs[i]);
+        jd_buf_reset(bs[i]);
+    }
+    c->lsn = 0;
+    c->prune_before = INT64_MIN;
+    c->err[0] = '\0';
+    return c;
+}
+
 /* Moves what is noted in src to the end of dst (src is left empty). */
 static void move_buf(jd_buf *dst, jd_buf *src)
 {
@@ -1224,7 +1244,9 @@ jd_ckpt *jd_engine_checkpoint_take(jd_engine *e, uint64_t lsn)
     if (!p || p->inflight)
         return NULL;
     /* a batch that failed to write goes again, with what came since after it */
-    jd_ckpt *c = p->failed ? p->failed : jd_xcalloc(1, sizeof *c);
+    jd_ckpt *c = p->failed ? p->failed : p->spare ? p->spare : jd_xcalloc(1, sizeof *c);
+    if (c == p->spare)
+        p->spare = NULL;
     p->failed = NULL;
     c->store = p->store;
     c->lsn = lsn;
@@ -1424,7 +1446,8 @@ int jd_engine_checkpoint_done(jd_engine *e, jd_ckpt *c, jd_error *err)
         return -1;
     }
     p->lsn = c->lsn;
-    ckpt_free(c);
+    ckpt_free(p->spare);
+    p->spare = ckpt_recycle(c);
     evict(e);
     return 0;
 }
@@ -1449,6 +1472,7 @@ void jd_persist_free(jd_engine *e)
         return;
     jd_store_close(p->store);
     ckpt_free(p->failed);
+    ckpt_free(p->spare);
     jd_buf_free(&p->far_inflight);
     free(p->dirty);
     jd_buf_free(&p->aliases);
