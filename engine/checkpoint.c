@@ -1212,8 +1212,8 @@ static void ckpt_free(jd_ckpt *c)
  * tens of milliseconds at each checkpoint. One that grew past 64 MB in a burst is freed. */
 static jd_ckpt *ckpt_recycle(jd_ckpt *c)
 {
-    jd_buf *bs[] = {&c->users, &c->aliases, &c->tm_ins, &c->tm_del, &c->outbox,
-                    &c->results, &c->dd,    &c->gens,   &c->state};
+    jd_buf *bs[] = {&c->users,   &c->aliases, &c->tm_ins, &c->tm_del, &c->outbox,
+                    &c->results, &c->dd,      &c->gens,   &c->state};
     for (size_t i = 0; i < sizeof bs / sizeof *bs; i++) {
         if (bs[i]->cap > ((size_t)64 << 20))
             jd_buf_free(bs[i]);
