@@ -58,6 +58,7 @@ typedef struct key {
     lua_Integer i;
     lua_Number d;
     int is_int;
+    int vidx; /* where its value is on the stack (a small map), else 0 */
 } key;
 
 static int keycmp(const void *a, const void *b)
@@ -106,13 +107,26 @@ static int pack_table(lua_State *L, int idx, msgpack_packer *pk, int depth, cons
         }
         return 0;
     }
-    key *keys = count ? jd_xcalloc(count, sizeof *keys) : NULL;
+    /* A small map keeps its keys and values on the stack while it is packed: a value is
+     * not looked up again by its key (which hashed the key string anew), and the keys
+     * need no allocation. */
+    key small[16];
+    int on_stack = count <= sizeof small / sizeof small[0] && lua_checkstack(L, (int)(2 * count + 2));
+    key *keys = !count ? NULL : on_stack ? small : jd_xcalloc(count, sizeof *keys);
+    if (on_stack)
+        memset(small, 0, count * sizeof *keys);
+    int base = lua_gettop(L);
     size_t k = 0;
     int rc = 0;
     lua_pushnil(L);
     while (lua_next(L, idx)) {
-        lua_pop(L, 1);
         key *ky = &keys[k++];
+        if (on_stack) { /* key, value stay; a copy of the key goes on for lua_next */
+            ky->vidx = lua_gettop(L);
+            lua_pushvalue(L, -2);
+        } else {
+            lua_pop(L, 1);
+        }
         int t = lua_type(L, -1);
         if (t == LUA_TSTRING) {
             ky->s = lua_tolstring(L, -1, &ky->n);
@@ -144,6 +158,11 @@ static int pack_table(lua_State *L, int idx, msgpack_packer *pk, int depth, cons
     for (size_t i = 0; i < count; i++) {
         key *ky = &keys[i];
         jd_mp_pack_str(pk, ky->s, ky->n);
+        if (ky->vidx) {
+            if ((rc = pack_value(L, ky->vidx, pk, depth + 1, err)))
+                goto done;
+            continue;
+        }
         if (ky->is_num) {
             if (ky->is_int)
                 lua_pushinteger(L, ky->i);
@@ -159,7 +178,9 @@ static int pack_table(lua_State *L, int idx, msgpack_packer *pk, int depth, cons
             goto done;
     }
 done:
-    free(keys);
+    lua_settop(L, base);
+    if (keys != small)
+        free(keys);
     return rc;
 }
 
