@@ -177,10 +177,10 @@ static void encode_user(const jd_engine *e, const jd_user *u, jd_buf *out)
     for (const jd_instance *in = u->pinned; in; in = in->next)
         if (in->pin)
             pack_instance(&pk, in->pin->defs, in, in->pin->id);
-    int cap = e->opts.decisions_per_user;
     msgpack_pack_array(&pk, u->decisions ? u->ndecisions : 0);
     for (int i = 0; u->decisions && i < u->ndecisions; i++) {
-        const jd_decision *dc = &u->decisions[(u->dec_next + cap - u->ndecisions + i) % cap];
+        jd_decision dcv;
+        const jd_decision *dc = jd_user_decision(u, i, &dcv);
         msgpack_pack_array(&pk, 5);
         msgpack_pack_int64(&pk, dc->time);
         msgpack_pack_uint8(&pk, dc->kind);

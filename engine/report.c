@@ -142,11 +142,9 @@ static void pack_decisions(msgpack_packer *pk, const jd_engine *e, const jd_user
 {
     const jd_defs *d = e->defs;
     msgpack_pack_array(pk, u->ndecisions);
-    int cap = e->opts.decisions_per_user;
     for (int k = 0; k < u->ndecisions; k++) {
-        /* oldest first */
-        int idx = (u->dec_next - u->ndecisions + k + cap) % (cap ? cap : 1);
-        const jd_decision *dc = &u->decisions[idx];
+        jd_decision dcv;
+        const jd_decision *dc = jd_user_decision(u, k, &dcv); /* oldest first */
         msgpack_pack_map(pk, 5);
         jd_mp_pack_cstr(pk, "time");
         pk_time(pk, dc->time);

@@ -193,16 +193,65 @@ const char *jd_decision_kind_name(int kind)
     return kind >= 0 && kind < JD_DEC_NKINDS ? names[kind] : "?";
 }
 
+/* A packed decision: time (8 bytes, native order), kind (1), journey (2), stage (2),
+ * the detail's length (1), the detail (no NUL). */
+#define DEC_HEAD 14
+
+static size_t dec_size(const uint8_t *p)
+{
+    return DEC_HEAD + p[DEC_HEAD - 1];
+}
+
 void jd_user_decide(jd_user *u, int cap, const jd_decision *d)
 {
     if (cap <= 0)
         return;
-    if (!u->decisions)
-        u->decisions = jd_xcalloc((size_t)cap, sizeof *u->decisions);
-    u->decisions[u->dec_next] = *d;
-    u->dec_next = (uint16_t)((u->dec_next + 1) % cap);
-    if (u->ndecisions < cap)
-        u->ndecisions++;
+    _Static_assert(sizeof d->detail <= 256, "a detail's length takes one byte");
+    const char *nul = memchr(d->detail, '\0', sizeof d->detail);
+    size_t dn = nul ? (size_t)(nul - d->detail) : sizeof d->detail - 1, need = DEC_HEAD + dn;
+    /* the oldest go while there are cap (a smaller cap after a restart drops more), or
+     * the new one would not fit in 64 KB */
+    size_t drop = 0;
+    for (; u->ndecisions > 0 &&
+           (u->ndecisions >= cap || u->ndecisions == UINT16_MAX || u->dec_len - drop + need > UINT16_MAX);
+         u->ndecisions--)
+        drop += dec_size(u->decisions + drop);
+    if (drop) {
+        memmove(u->decisions, u->decisions + drop, u->dec_len - drop);
+        u->dec_len = (uint16_t)(u->dec_len - drop);
+    }
+    if (u->dec_len + need > u->dec_cap) {
+        size_t c = u->dec_cap + u->dec_cap / 2;
+        if (c < u->dec_len + need)
+            c = u->dec_len + need;
+        if (c > UINT16_MAX)
+            c = UINT16_MAX;
+        u->decisions = jd_xrealloc(u->decisions, c);
+        u->dec_cap = (uint16_t)c;
+    }
+    uint8_t *p = u->decisions + u->dec_len;
+    memcpy(p, &d->time, 8);
+    p[8] = d->kind;
+    memcpy(p + 9, &d->journey, 2);
+    memcpy(p + 11, &d->stage, 2);
+    p[13] = (uint8_t)dn;
+    memcpy(p + DEC_HEAD, d->detail, dn);
+    u->dec_len = (uint16_t)(u->dec_len + need);
+    u->ndecisions++;
+}
+
+const jd_decision *jd_user_decision(const jd_user *u, int i, jd_decision *out)
+{
+    const uint8_t *p = u->decisions;
+    for (int k = 0; k < i; k++)
+        p += dec_size(p);
+    memcpy(&out->time, p, 8);
+    out->kind = p[8];
+    memcpy(&out->journey, p + 9, 2);
+    memcpy(&out->stage, p + 11, 2);
+    memcpy(out->detail, p + DEC_HEAD, p[13]);
+    out->detail[p[13]] = '\0';
+    return out;
 }
 
 uint32_t jd_user_sent_count(const jd_user *u, uint64_t channel, int64_t since)

@@ -77,12 +77,15 @@ typedef struct jd_user {
     jd_instance *pinned; /* instances pinned to an earlier version of their journey */
     uint32_t npinned;    /* active ones among them */
     uint32_t next_iid;
-    jd_decision *decisions; /* ring, allocated on first use */
-    uint16_t ndecisions, dec_next;
-    jd_sent *sent; /* capped sends, bounded by the caps that need them */
+    /* the last decisions, oldest first, packed end to end (jd_user_decision reads one):
+     * an entry's time, kind, journey, stage and detail take 14 bytes + the detail's
+     * length, not a whole jd_decision; at most 64 KB (the oldest go first) */
+    uint8_t *decisions;
+    jd_sent *sent;                         /* capped sends, bounded by the caps that need them */
+    uint32_t timers;                       /* timers in memory that point here: not evicted while > 0 */
+    uint16_t ndecisions, dec_len, dec_cap; /* decisions; their bytes used / allocated */
     uint16_t nsent;
-    uint8_t dirty;   /* changed since the store's last checkpoint */
-    uint32_t timers; /* timers in memory that point here: not evicted while > 0 */
+    uint8_t dirty; /* changed since the store's last checkpoint */
 } jd_user;
 
 jd_user *jd_user_new(const char *id, size_t n);
@@ -99,8 +102,10 @@ int jd_user_segment_add(jd_user *u, const char *name, size_t n);
 int jd_user_segment_remove(jd_user *u, const char *name, size_t n);
 
 const char *jd_decision_kind_name(int kind);
-/* Appends to the ring of the last cap decisions. */
+/* Appends to the last cap decisions (the oldest goes when there are cap). */
 void jd_user_decide(jd_user *u, int cap, const jd_decision *d);
+/* The i-th of the person's decisions, oldest first (i < ndecisions), into *out. */
+const jd_decision *jd_user_decision(const jd_user *u, int i, jd_decision *out);
 
 /* Sends on channel with time > since (future deliveries included). */
 uint32_t jd_user_sent_count(const jd_user *u, uint64_t channel, int64_t since);

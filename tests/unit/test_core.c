@@ -1,5 +1,6 @@
 /* test_core: engine/map.h (hash map, jd_hash), engine/dedupe.h (messageId set with a
- * ttl in event time) and engine/timer.h (the (due, seq) min-heap). */
+ * ttl in event time), engine/timer.h (the (due, seq) min-heap) and a person's decision
+ * trace (engine/user.h). */
 #define _POSIX_C_SOURCE 200809L
 #include <setjmp.h>
 #include <stdarg.h>
@@ -14,6 +15,7 @@
 #include "dedupe.h"
 #include "map.h"
 #include "timer.h"
+#include "user.h"
 
 /* A small deterministic PRNG (xorshift64). */
 static uint64_t rng_state;
@@ -504,6 +506,81 @@ static void test_dedupe_ttl_bounded(void **state)
     jd_dedupe_free(&d);
 }
 
+/* ---------------------------------------------------------------- decision trace */
+
+static jd_decision decision(int i, size_t detail_len)
+{
+    jd_decision d = {.time = 1000 * (int64_t)i - 5,
+                     .kind = (uint8_t)(i % JD_DEC_NKINDS),
+                     .journey = (int16_t)(i % 7 - 1),
+                     .stage = (int16_t)(i % 5 - 1)};
+    for (size_t k = 0; k < detail_len && k < sizeof d.detail - 1; k++)
+        d.detail[k] = (char)('a' + (i + (int)k) % 26);
+    return d;
+}
+
+/* The trace keeps the last cap decisions, oldest first, each as it was given. */
+static void check_trace(const jd_user *u, int first, int n, size_t (*len_of)(int))
+{
+    assert_int_equal(u->ndecisions, n);
+    for (int k = 0; k < n; k++) {
+        jd_decision want = decision(first + k, len_of(first + k)), got;
+        memset(&got, 0x55, sizeof got);
+        const jd_decision *g = jd_user_decision(u, k, &got);
+        assert_ptr_equal(g, &got);
+        assert_true(got.time == want.time);
+        assert_int_equal(got.kind, want.kind);
+        assert_int_equal(got.journey, want.journey);
+        assert_int_equal(got.stage, want.stage);
+        assert_string_equal(got.detail, want.detail);
+    }
+}
+
+static size_t len_varied(int i)
+{
+    return (size_t)(i * 37 % 120); /* 0 .. 119: past 103 the detail is cut as jd_decision holds it */
+}
+
+static size_t len_full(int i)
+{
+    (void)i;
+    return 103;
+}
+
+static void test_user_decisions(void **state)
+{
+    (void)state;
+    jd_user *u = jd_user_new("u", 1);
+    jd_user_decide(u, 0, &(jd_decision){.time = 1}); /* cap 0: nothing kept */
+    assert_int_equal(u->ndecisions, 0);
+    for (int i = 0; i < 7; i++)
+        jd_user_decide(u, 20, &(jd_decision){0});
+    jd_user_free(u);
+
+    u = jd_user_new("u", 1);
+    for (int i = 0; i < 300; i++) {
+        jd_decision d = decision(i, len_varied(i));
+        jd_user_decide(u, 20, &d);
+        int n = i + 1 < 20 ? i + 1 : 20;
+        check_trace(u, i + 1 - n, n, len_varied);
+    }
+    /* a smaller cap (a restart with another decisions_per_user) drops the oldest first */
+    jd_decision d = decision(300, len_varied(300));
+    jd_user_decide(u, 5, &d);
+    check_trace(u, 296, 5, len_varied);
+    jd_user_free(u);
+
+    /* at most 64 KB: 1000 full details do not fit, the oldest go */
+    u = jd_user_new("u", 1);
+    for (int i = 0; i < 1000; i++) {
+        d = decision(i, 103);
+        jd_user_decide(u, 1000, &d);
+    }
+    int kept = 65535 / (14 + 103);
+    check_trace(u, 1000 - kept, kept, len_full);
+    jd_user_free(u);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -520,6 +597,7 @@ int main(void)
         cmocka_unit_test(test_timers_empty),
         cmocka_unit_test(test_timers_random),
         cmocka_unit_test(test_timers_interleaved),
+        cmocka_unit_test(test_user_decisions),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
