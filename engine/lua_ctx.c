@@ -323,23 +323,17 @@ static int ctx_index(lua_State *L)
     const char *k = luaL_checklstring(L, 2, &n);
     const jd_call *c = &e->call;
     if (strcmp(k, "user") == 0 || strcmp(k, "event") == 0) {
-        /* built once per call, cached in the ctx's first user value */
-        lua_getiuservalue(L, 1, 1);
-        if (lua_isnil(L, -1)) {
-            lua_pop(L, 1);
-            lua_createtable(L, 0, 2);
-            lua_pushvalue(L, -1);
-            lua_setiuservalue(L, 1, 1);
-        }
-        if (lua_getfield(L, -1, k) != LUA_TNIL)
+        /* built once per call, kept in the ctx's user value 1 (user) or 2 (event) */
+        int uv = k[0] == 'u' ? 1 : 2;
+        if (lua_getiuservalue(L, 1, uv) != LUA_TNIL)
             return 1;
         lua_pop(L, 1);
-        if (k[0] == 'u')
+        if (uv == 1)
             push_user(L, e);
         else
             push_event(L, e);
         lua_pushvalue(L, -1);
-        lua_setfield(L, -3, k);
+        lua_setiuservalue(L, 1, uv);
         return 1;
     }
     if (strcmp(k, "journey") == 0) {
@@ -413,7 +407,7 @@ static int ctx_create_cf(lua_State *L)
         lua_setfield(L, -2, "__tostring");
     }
     lua_pop(L, 1);
-    ctx_ud *u = lua_newuserdatauv(L, sizeof *u, 1);
+    ctx_ud *u = lua_newuserdatauv(L, sizeof *u, 2);
     u->e = e;
     u->anchor = &ctx_anchor;
     u->call = 0;
@@ -428,6 +422,8 @@ void jd_ctx_push(jd_engine *e, lua_State *L)
     u->call = e->call.id;
     lua_pushnil(L); /* no user / event tables built for this call yet */
     lua_setiuservalue(L, -2, 1);
+    lua_pushnil(L);
+    lua_setiuservalue(L, -2, 2);
 }
 
 int jd_ctx_create(jd_engine *e)
