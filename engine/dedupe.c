@@ -128,8 +128,7 @@ static void grow(jd_dedupe *d)
 
 void jd_dedupe_hash(const char *id, size_t n, uint64_t *a, uint64_t *b)
 {
-    *a = jd_hash(id, n, 0x6a09e667f3bcc908ULL);
-    *b = jd_hash(id, n, 0xbb67ae8584caa73bULL);
+    jd_hash2(id, n, 0x6a09e667f3bcc908ULL, 0xbb67ae8584caa73bULL, a, b);
     if (!*a && !*b)
         *b = 1;
 }

@@ -1081,7 +1081,9 @@ static void action_id(jd_engine *e, char out[33], const char *rule, const jd_ins
     jd_buf_put_i64(b, repeat);
     jd_buf_putc(b, 0);
     jd_buf_put_u64(b, index);
-    hex128(out, jd_hash(b->data, b->len, 0x1f83d9abfb41bd6bULL), jd_hash(b->data, b->len, 0x5be0cd19137e2179ULL));
+    uint64_t ha, hb;
+    jd_hash2(b->data, b->len, 0x1f83d9abfb41bd6bULL, 0x5be0cd19137e2179ULL, &ha, &hb);
+    hex128(out, ha, hb);
 }
 
 static int rule_repeat(jd_engine *e, const char *rule, const jd_instance *inst)
@@ -2097,7 +2099,9 @@ static int timer_view(jd_engine *e, const jd_timer *tm, msgpack_object_kv props[
     jd_buf_putc(k, '.');
     jd_buf_put_u64(k, tm->after);
     memcpy(id, "timer:", 6);
-    hex128(id + 6, jd_hash(k->data, k->len, 0x510e527fade682d1ULL), jd_hash(k->data, k->len, 0x9b05688c2b3e6c1fULL));
+    uint64_t ha, hb;
+    jd_hash2(k->data, k->len, 0x510e527fade682d1ULL, 0x9b05688c2b3e6c1fULL, &ha, &hb);
+    hex128(id + 6, ha, hb);
     const jd_stage *st = &j->stages[in->stage < (int)j->nstages ? in->stage : 0];
     /* user id, journey name, key, event name: offsets first, pointers once trec stops growing */
     jd_buf *b = &e->trec;

@@ -35,6 +35,37 @@ uint64_t jd_hash(const void *p, size_t n, uint64_t seed)
     return h;
 }
 
+void jd_hash2(const void *p, size_t n, uint64_t seed_a, uint64_t seed_b, uint64_t *a, uint64_t *b)
+{
+    /* jd_hash twice, sharing the per-word mixing (it does not depend on the seed) */
+    const unsigned char *s = p;
+    uint64_t len = 0x9E3779B97F4A7C15ULL * (n + 1);
+    uint64_t ha = seed_a ^ len, hb = seed_b ^ len;
+    while (n >= 8) {
+        uint64_t w;
+        memcpy(&w, s, 8);
+        w *= 0xBF58476D1CE4E5B9ULL;
+        w ^= w >> 31;
+        ha = (ha ^ w) * 0x94D049BB133111EBULL;
+        hb = (hb ^ w) * 0x94D049BB133111EBULL;
+        s += 8;
+        n -= 8;
+    }
+    uint64_t w = 0;
+    for (size_t i = 0; i < n; i++)
+        w |= (uint64_t)s[i] << (8 * i);
+    w *= 0xBF58476D1CE4E5B9ULL;
+    w ^= w >> 31;
+    ha = (ha ^ w) * 0x94D049BB133111EBULL;
+    hb = (hb ^ w) * 0x94D049BB133111EBULL;
+    ha ^= ha >> 29;
+    hb ^= hb >> 29;
+    ha *= 0xBF58476D1CE4E5B9ULL;
+    hb *= 0xBF58476D1CE4E5B9ULL;
+    *a = ha ^ (ha >> 32);
+    *b = hb ^ (hb >> 32);
+}
+
 void jd_map_init(jd_map *m)
 {
     memset(m, 0, sizeof *m);

@@ -21,6 +21,8 @@ typedef struct jd_map {
 } jd_map;
 
 uint64_t jd_hash(const void *p, size_t n, uint64_t seed);
+/* jd_hash(p, n, seed_a) and jd_hash(p, n, seed_b), in one pass. */
+void jd_hash2(const void *p, size_t n, uint64_t seed_a, uint64_t seed_b, uint64_t *a, uint64_t *b);
 
 void jd_map_init(jd_map *m);
 /* Frees keys; calls free_value on each value when not NULL. */

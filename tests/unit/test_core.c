@@ -281,6 +281,23 @@ static void test_hash(void **state)
     assert_true(min > 40);
 }
 
+/* jd_hash2 is jd_hash with two seeds, in one pass. */
+static void test_hash2(void **state)
+{
+    (void)state;
+    unsigned char buf[64];
+    rng_seed(7);
+    for (size_t i = 0; i < sizeof buf; i++)
+        buf[i] = (unsigned char)rng();
+    for (size_t n = 0; n <= sizeof buf; n++)
+        for (int k = 0; k < 4; k++) {
+            uint64_t sa = rng(), sb = k ? rng() : sa, a, b;
+            jd_hash2(buf, n, sa, sb, &a, &b);
+            assert_true(a == jd_hash(buf, n, sa));
+            assert_true(b == jd_hash(buf, n, sb));
+        }
+}
+
 /* ---------------------------------------------------------------- dedupe */
 
 static void test_dedupe_basic(void **state)
@@ -598,6 +615,7 @@ int main(void)
         cmocka_unit_test(test_timers_random),
         cmocka_unit_test(test_timers_interleaved),
         cmocka_unit_test(test_user_decisions),
+        cmocka_unit_test(test_hash2),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
