@@ -2029,6 +2029,7 @@ static void process_view(jd_engine *e, const jd_event *ev)
     e->nfired = 0;
     msgpack_zone_clear(&e->zone);
     e->user_traits = NULL;
+    size_t known = e->users.count;
     switch (ev->type) {
     case JD_EV_IDENTIFY:
         if (ev->anonymous_id.n && ev->user_id.p != ev->anonymous_id.p)
@@ -2042,7 +2043,11 @@ static void process_view(jd_engine *e, const jd_event *ev)
         break;
     default: e->user = resolve_user(e, ev); break;
     }
-    if (e->persist)
+    /* The checkpoint writes a person again only when something of theirs may change: a
+     * track, page or screen that matches no trigger leaves a known person as they were
+     * (and re-encoding them was most of the loop's work at each checkpoint). */
+    int plain = ev->type == JD_EV_TRACK || ev->type == JD_EV_PAGE || ev->type == JD_EV_SCREEN;
+    if (e->persist && (!plain || e->users.count != known))
         jd_persist_user_changed(e, e->user);
     if (ev->type == JD_EV_TIMER) {
         timer_event(e);
@@ -2053,9 +2058,13 @@ static void process_view(jd_engine *e, const jd_event *ev)
     const jd_tlist *tl = jd_defs_lookup(e->defs, ev->type, ev->name.p, ev->name.n, &scratch, 256);
     if (!tl || !tl->n) {
         e->stats[JD_STAT_UNMATCHED]++;
+        if (e->persist && e->user->npinned)
+            jd_persist_user_changed(e, e->user);
         run_pinned(e, ev);
         return;
     }
+    if (e->persist)
+        jd_persist_user_changed(e, e->user);
     for (size_t i = 0; i < tl->n;) {
         jd_trigger *t = tl->t[i];
         if (t->journey < 0) {
