@@ -6,8 +6,9 @@
 #
 #  journeyd rows: in-memory path timed in chunks (peers/inmem_lat.c); `journeyd serve`
 #    durable on loopback fed by peers/serve_driver.c over HTTP /v1/batch (K keep-alive
-#    connections) and over the msgpack stream (K frames in flight; once with one shard,
-#    JOURNEYD_SHARDS=1, once with the default, one per core), and by build/jd-stream-send;
+#    connections) and over the msgpack stream (K frames in flight; once with the default
+#    shards, one per core beyond the first, once with two, JOURNEYD_SHARDS=2), and by
+#    build/jd-stream-send;
 #    the replay CLI and floor from run.sh
 #  Redis 7 + Lua: peers/redis_journey.lua (the same journeys as a server-side script),
 #    EVALSHA pipelined by peers/redis_driver.c (hiredis), K batches outstanding;
@@ -189,7 +190,7 @@ CONNS="$K connections"
 serve_run "HTTP /v1/batch, $BATCH per request, $CONNS" http && best "HTTP" "$(val events_per_s)"
 serve_run "msgpack stream, $BATCH per frame, $K in flight" stream && STREAM_EPS=$(val events_per_s) &&
   best "stream" "$STREAM_EPS"
-serve_run "msgpack stream, 1 shard, $BATCH per frame, $K in flight" stream 1 && best "stream, 1 shard" "$(val events_per_s)"
+serve_run "msgpack stream, 2 shards, $BATCH per frame, $K in flight" stream 2 && best "stream, 2 shards" "$(val events_per_s)"
 serve_run "msgpack stream, jd-stream-send (one frame in flight)" send
 HALF_P99=
 if [ -n "${STREAM_EPS:-}" ]; then
