@@ -2262,8 +2262,7 @@ static int parse_json(jd_engine *e, const char *json, size_t len, msgpack_object
     if (jd_json_to_msgpack(e->jr, json, len, &e->scratch, err->text, sizeof err->text))
         return -1;
     msgpack_zone_clear(&e->in_zone);
-    size_t off = 0;
-    if (msgpack_unpack(e->scratch.data, e->scratch.len, &off, &e->in_zone, root) != MSGPACK_UNPACK_SUCCESS) {
+    if (jd_mp_unpack(e->scratch.data, e->scratch.len, &e->in_zone, root)) {
         snprintf(err->text, sizeof err->text, "internal: cannot read converted JSON");
         return -1;
     }
