@@ -1682,10 +1682,13 @@ static void process_journey(jd_engine *e, const jd_journey *j, jd_trigger *const
     const char *key = "";
     size_t keylen = 0;
     int haskey = 1;
+    char kbuf[64];
     if (j->key) {
         haskey = event_key(e, j, &key, &keylen);
-        if (haskey) { /* the key may live in e->scratch: keep our own copy */
-            char *k = jd_strndup(key, keylen);
+        if (haskey) { /* the key may live in e->scratch: keep our own copy (on the stack when short) */
+            char *k = keylen < sizeof kbuf ? kbuf : jd_xmalloc(keylen + 1);
+            memcpy(k, key, keylen);
+            k[keylen] = '\0';
             key = k;
         }
     }
@@ -1724,7 +1727,7 @@ static void process_journey(jd_engine *e, const jd_journey *j, jd_trigger *const
             }
         }
     }
-    if (j->key && haskey)
+    if (j->key && haskey && key != kbuf)
         free((char *)key);
 }
 
