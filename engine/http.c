@@ -752,7 +752,7 @@ static void on_request(struct evhttp_request *req, void *arg)
             char *json = jd_shards_json_sum(s, run_journeys, NULL);
             reply_json(req, 200, "OK", json);
             free(json);
-        } else if (path[13])
+        } else if (strncmp(path, "/v1/journeys/", 13) == 0 && path[13]) /* "/v1/users/" is shorter */
             handle_lookup(s, req, path + 13, jd_engine_journey_json, "no such journey", 0);
         else
             reply_error(s, req, 404, "Not Found", "not_found", "no such resource");

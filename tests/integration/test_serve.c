@@ -282,6 +282,8 @@ static void test_batch(void **state)
     assert_non_null(strstr(r.body, "\"kind\":\"action\""));
     http(&r, "GET", "/v1/users/nobody", "Bearer ak1", NULL, 0);
     assert_int_equal(r.status, 404);
+    http(&r, "GET", "/v1/users/?x", "Bearer ak1", NULL, 0); /* no id (read past the path once) */
+    assert_int_equal(r.status, 404);
     http(&r, "GET", "/metrics", NULL, NULL, 0);
     assert_non_null(strstr(r.body, "journeyd_events_duplicate_total 1"));
     assert_non_null(strstr(r.body, "journeyd_events_rejected_total{reason=\"invalid_event\"}"));
