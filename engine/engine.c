@@ -378,21 +378,28 @@ static int pinned_active(const jd_user *u, const jd_journey *j, const char *key,
 
 /* Analytics for a set of defs: every journey registered in defs order (a stats index is
  * the journey index) with its alerts; nothing counted yet. */
-static void new_analytics(jd_engine *e)
+jd_stats *jd_analytics_for(const jd_defs *d)
 {
-    const jd_defs *d = e->defs;
-    e->analytics = jd_stats_new();
-    e->alert_journeys = 0;
+    jd_stats *s = jd_stats_new();
     for (size_t i = 0; i < d->njourneys; i++) {
         const jd_journey *j = &d->journeys[i];
         const char **names = jd_xcalloc(j->nstages ? j->nstages : 1, sizeof *names);
         for (size_t k = 0; k < j->nstages; k++)
             names[k] = j->stages[k].name;
-        jd_stats_journey(e->analytics, j->name, j->nstages, names);
+        jd_stats_journey(s, j->name, j->nstages, names);
         free(names);
-        jd_stats_set_alerts(e->analytics, (int)i, j->alerts, j->nalerts);
-        e->alert_journeys += j->nalerts > 0;
+        jd_stats_set_alerts(s, (int)i, j->alerts, j->nalerts);
     }
+    return s;
+}
+
+static void new_analytics(jd_engine *e)
+{
+    const jd_defs *d = e->defs;
+    e->analytics = jd_analytics_for(d);
+    e->alert_journeys = 0;
+    for (size_t i = 0; i < d->njourneys; i++)
+        e->alert_journeys += d->journeys[i].nalerts > 0;
     free(e->analytics_dirty);
     e->analytics_dirty = jd_xcalloc(d->njourneys ? d->njourneys : 1, 1);
     e->analytics_changed = 0;
@@ -1822,16 +1829,25 @@ static jd_user *user_of_fold(jd_str id, const msgpack_object *fold)
     return u;
 }
 
-static void link_alias(jd_engine *e, jd_str from, jd_str to)
+/* Records from -> to (in memory and for the next checkpoint). 0 when there is nothing to
+ * record: no ids, the same id, or the link already made. */
+static int record_alias(jd_engine *e, jd_str from, jd_str to)
 {
     if (!from.n || !to.n || (from.n == to.n && memcmp(from.p, to.p, from.n) == 0))
-        return;
+        return 0;
     const char *prev = find_alias(e, from.p, from.n);
     if (prev && strlen(prev) == to.n && memcmp(prev, to.p, to.n) == 0)
-        return;
+        return 0;
     free(jd_map_put(&e->aliases, from.p, from.n, jd_strndup(to.p, to.n)));
     if (e->persist)
         jd_persist_alias(e, from.p, from.n, to.p, to.n);
+    return 1;
+}
+
+static void link_alias(jd_engine *e, jd_str from, jd_str to)
+{
+    if (!record_alias(e, from, to))
+        return;
     jd_user *old = find_user(e, from.p, from.n);
     jd_user *folded = NULL;
     const msgpack_object *fold = e->ev ? e->ev->fold : NULL;
@@ -1853,15 +1869,7 @@ static void link_alias(jd_engine *e, jd_str from, jd_str to)
 static void process_link(jd_engine *e, const jd_event *ev)
 {
     jd_str from = ev->type == JD_EV_ALIAS ? ev->previous_id : ev->anonymous_id;
-    jd_str to = ev->user_id;
-    if (from.n && to.n && !(from.n == to.n && memcmp(from.p, to.p, from.n) == 0)) {
-        const char *prev = find_alias(e, from.p, from.n);
-        if (!prev || strlen(prev) != to.n || memcmp(prev, to.p, to.n) != 0) {
-            free(jd_map_put(&e->aliases, from.p, from.n, jd_strndup(to.p, to.n)));
-            if (e->persist)
-                jd_persist_alias(e, from.p, from.n, to.p, to.n);
-        }
-    }
+    record_alias(e, from, ev->user_id);
     jd_buf out;
     jd_buf_init(&out);
     msgpack_packer pk;

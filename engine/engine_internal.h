@@ -297,6 +297,9 @@ void jd_engine_count_error(jd_engine *e, const char *rule);
 
 /* The engine's analytics (windowed counters, quantiles, alert states). */
 const jd_stats *jd_engine_stats(const jd_engine *e);
+/* Analytics for a set of defs: every journey in defs order (a stats index is the journey
+ * index) with its alerts, nothing counted yet. */
+jd_stats *jd_analytics_for(const jd_defs *d);
 
 /* Records a decision in the current user's trace (when enabled). */
 void jd_engine_decide(jd_engine *e, int kind, const jd_journey *j, int stage, const char *fmt, ...)

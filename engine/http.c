@@ -299,10 +299,7 @@ static void handle_ingest(jd_server *s, struct evhttp_request *req, const char *
             goto done;
         }
         jd_waitset_wait(s, ws, no_answer, NULL);
-        if (rc == JD_INGEST_UNAVAILABLE)
-            reply_error(s, req, 503, "Service Unavailable", "unavailable", err);
-        else
-            reply_error(s, req, 400, "Bad Request", "invalid_event", err);
+        reply_error(s, req, 400, "Bad Request", "invalid_event", err);
         goto done;
     }
     const msgpack_object *batch = jd_mp_get(&root, "batch", 5);
@@ -324,14 +321,6 @@ static void handle_ingest(jd_server *s, struct evhttp_request *req, const char *
         if (rc == JD_INGEST_OK) {
             accepted++;
             continue;
-        }
-        if (rc == JD_INGEST_UNAVAILABLE) {
-            /* the log cannot write: nothing of this batch is acknowledged; what was
-             * logged before is processed, and a resend is deduplicated */
-            jd_waitset_wait(s, ws, no_answer, NULL);
-            jd_buf_free(&rej);
-            reply_error(s, req, 503, "Service Unavailable", "unavailable", err);
-            goto done;
         }
         /* {"index":i,"error":err} */
         jd_buf mp;

@@ -38,17 +38,7 @@ char *jd_engine_funnel_json_sum(const jd_engine *e, char *const *saved, const si
     if (!j)
         return NULL;
     /* e's journeys, empty, then every shard's counts added */
-    const jd_defs *d = e->defs;
-    jd_stats *m = jd_stats_new();
-    for (size_t i = 0; i < d->njourneys; i++) {
-        const jd_journey *ji = &d->journeys[i];
-        const char **names = jd_xcalloc(ji->nstages ? ji->nstages : 1, sizeof *names);
-        for (size_t k = 0; k < ji->nstages; k++)
-            names[k] = ji->stages[k].name;
-        jd_stats_journey(m, ji->name, ji->nstages, names);
-        free(names);
-        jd_stats_set_alerts(m, (int)i, ji->alerts, ji->nalerts);
-    }
+    jd_stats *m = jd_analytics_for(e->defs);
     for (size_t i = 0; i < n; i++)
         jd_stats_add_saved(m, saved[i], lens[i]);
     char *json = jd_stats_funnel_json(m, j->index, jd_stats_window_name(w), now);

@@ -132,8 +132,7 @@ int jd_serve_ingest(jd_server *s, const msgpack_object *item, const jd_norm_opts
         s->rejected[JD_REJ_TOO_LARGE]++;
         return JD_INGEST_INVALID;
     }
-    if (jd_shards_submit(s, s->recs.data, s->recs.len, &ev, ws, err, errlen))
-        return JD_INGEST_UNAVAILABLE;
+    jd_shards_submit(s, s->recs.data, s->recs.len, &ev, ws);
     return JD_INGEST_OK;
 }
 
@@ -141,14 +140,12 @@ int jd_serve_submit(jd_server *s, const void *rec, size_t len, jd_waitset *ws, c
 {
     msgpack_zone z;
     msgpack_zone_init(&z, 2048);
-    msgpack_object root;
-    size_t off = 0;
     jd_event ev;
-    int rc = -1;
-    if (msgpack_unpack(rec, len, &off, &z, &root) != MSGPACK_UNPACK_SUCCESS || jd_event_view(&root, &ev))
+    int rc = jd_event_read(rec, len, &z, &ev);
+    if (rc)
         snprintf(err, errlen, "not an event record");
     else
-        rc = jd_shards_submit(s, rec, len, &ev, ws, err, errlen);
+        jd_shards_submit(s, rec, len, &ev, ws);
     msgpack_zone_destroy(&z);
     return rc;
 }

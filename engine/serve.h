@@ -27,7 +27,6 @@ typedef struct jd_server {
                                    * sources and validation, and processes only when there are no
                                    * shards (in-process tests) */
     struct jd_shards *shards;     /* the front: its shards (shard.c), NULL in-process */
-    int shard_index, nshards;     /* a shard: which one of how many */
     jd_durable *durable;          /* NULL: no event log (events are processed at once) */
     struct jd_dispatch *dispatch; /* NULL: delivery is off (delivery.c) */
     int replaying;                /* the log is being replayed: decided actions are not logged again */
@@ -68,9 +67,10 @@ void jd_serve_message_id(jd_server *s, char out[40]);
 /* One event from a client (an HTTP body or batch item, a stream item): named when it
  * has no messageId, normalised into a record, held to the per-event limit, appended to
  * the event log. Counts it as received and, when refused, by reason. */
-enum { JD_INGEST_OK, JD_INGEST_INVALID, JD_INGEST_UNAVAILABLE };
-/* JD_INGEST_OK (handed to its shard, in ws), JD_INGEST_INVALID (err says why) or
- * JD_INGEST_UNAVAILABLE (the log cannot write; err says why). */
+enum { JD_INGEST_OK, JD_INGEST_INVALID };
+/* JD_INGEST_OK (handed to its shard, in ws) or JD_INGEST_INVALID (err says why). A log
+ * that cannot write is refused per request first (jd_serve_unavailable) and shows in the
+ * wait set after that. */
 typedef struct jd_waitset jd_waitset;
 int jd_serve_ingest(jd_server *s, const msgpack_object *item, const jd_norm_opts *base, char *err, size_t errlen,
                     jd_waitset *ws);

@@ -37,7 +37,6 @@ typedef struct shard_call {
 typedef struct jd_shard {
     jd_server srv; /* the shard's engine, log, store, dispatcher, loop, timer */
     struct jd_shards *all;
-    int index;
     pthread_t thread;
     int started;
     /* the inbox: the front appends, the shard's thread takes it all at once */
@@ -100,7 +99,6 @@ struct jd_waitset {
     int failed;
     void (*fn)(void *, int);
     void *ctx;
-    int waiting;
 };
 
 typedef struct jd_shards {
@@ -579,11 +577,8 @@ static void finish_handoff(jd_shards *all, const export_msg *m)
             jd_buf_free(&rec);
         } else {
             jd_event ev;
-            msgpack_object root;
-            size_t off = 0;
             msgpack_zone_clear(&all->zone);
-            if (msgpack_unpack(it->rec.data, it->rec.len, &off, &all->zone, &root) == MSGPACK_UNPACK_SUCCESS &&
-                jd_event_view(&root, &ev) == 0)
+            if (jd_event_read(it->rec.data, it->rec.len, &all->zone, &ev) == 0)
                 route(all, it->rec.data, it->rec.len, &ev, it->ws);
         }
         jd_buf_free(&it->rec);
@@ -642,7 +637,6 @@ void jd_waitset_wait(jd_server *s, jd_waitset *ws, void (*fn)(void *, int), void
     }
     ws->fn = fn;
     ws->ctx = ctx;
-    ws->waiting = 1;
     if (all->wn == all->wcap) {
         if (all->whead > 0) {
             memmove(all->waits, all->waits + all->whead, (all->wn - all->whead) * sizeof *all->waits);
@@ -658,24 +652,18 @@ void jd_waitset_wait(jd_server *s, jd_waitset *ws, void (*fn)(void *, int), void
     fire_waiters(all);
 }
 
-int jd_shards_submit(jd_server *front, const void *rec, size_t len, const jd_event *ev, jd_waitset *ws, char *err,
-                     size_t errlen)
+void jd_shards_submit(jd_server *front, const void *rec, size_t len, const jd_event *ev, jd_waitset *ws)
 {
     jd_shards *all = front->shards;
     if (!all) { /* in-process (tests, fuzzing): processed at once */
         jd_error e;
-        if (jd_engine_process(front->engine, rec, len, &e)) {
-            snprintf(err, errlen, "%s", e.text);
-            return -1;
-        }
-        return 0;
+        if (jd_engine_process(front->engine, rec, len, &e))
+            ws->failed = 1;
+        return;
     }
     /* a log that cannot write is refused per request (jd_serve_unavailable); one that
      * fails after that is reported through the wait set */
-    (void)err;
-    (void)errlen;
     route(all, rec, len, ev, ws);
-    return 0;
 }
 
 const char *jd_serve_unavailable(jd_server *s, char *out, size_t n)
@@ -767,7 +755,6 @@ int jd_shards_open(jd_server *front, const char *config, const jd_options *opts,
         jd_shard *sh = jd_xcalloc(1, sizeof *sh);
         all->s[k] = sh;
         sh->all = all;
-        sh->index = k;
         sh->efd = -1;
         pthread_mutex_init(&sh->mu, NULL);
         pthread_cond_init(&sh->cv, NULL);
@@ -777,8 +764,6 @@ int jd_shards_open(jd_server *front, const char *config, const jd_options *opts,
         jd_buf_init(&sh->st_data);
         if (jd_server_open_core(&sh->srv, config, opts, err, errlen))
             return -1;
-        sh->srv.shard_index = k;
-        sh->srv.nshards = nshards;
         jd_engine_on_export(sh->srv.engine, on_export, sh);
         char dir[4096];
         jd_shard_dir(data_dir, nshards, k, dir, sizeof dir);

@@ -45,11 +45,10 @@ void jd_shard_dir(const char *data_dir, int nshards, int k, char *out, size_t n)
 int jd_shard_of(const char *id, size_t n, int nshards);
 
 /* Hands a normalised record to its shard (or processes it at once when the front has
- * no shards). ev is the record's view (for routing). Returns 0, or -1 with err when
- * the shard's log cannot write. */
+ * no shards). ev is the record's view (for routing). A log that cannot write shows in
+ * the wait set (failed). */
 typedef struct jd_waitset jd_waitset;
-int jd_shards_submit(struct jd_server *front, const void *rec, size_t len, const jd_event *ev, jd_waitset *ws,
-                     char *err, size_t errlen);
+void jd_shards_submit(struct jd_server *front, const void *rec, size_t len, const jd_event *ev, jd_waitset *ws);
 
 /* Runs fn(arg) on shard k's thread between its events and returns when it has run. */
 void jd_shards_call(struct jd_server *front, int k, void (*fn)(struct jd_server *shard, void *arg), void *arg);

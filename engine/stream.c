@@ -122,12 +122,6 @@ static void ack_durable(void *arg, int failed)
     conn_release(c);
 }
 
-static void no_ack(void *ctx, int failed)
-{
-    (void)ctx;
-    (void)failed;
-}
-
 static void batch(conn *c, const msgpack_object *o)
 {
     jd_server *s = c->s;
@@ -167,17 +161,6 @@ static void batch(conn *c, const msgpack_object *o)
     jd_waitset *ws = jd_waitset_new(s);
     for (uint32_t i = 0; i < items->via.array.size; i++) {
         int rc = jd_serve_ingest(s, &items->via.array.ptr[i], &no, err, sizeof err, ws);
-        if (rc == JD_INGEST_UNAVAILABLE) {
-            /* the log cannot write: refuse the rest of the connection; what was logged
-             * is processed, and the client resends what it has no ack for */
-            jd_buf_free(&ack);
-            jd_buf_free(&rej);
-            jd_waitset_wait(s, ws, no_ack, NULL);
-            char msg[600];
-            snprintf(msg, sizeof msg, "event log unavailable: %s", err);
-            fatal(c, msg);
-            return;
-        }
         if (rc == JD_INGEST_OK) {
             accepted++;
             continue;
