@@ -8,31 +8,41 @@
 static char tomb_key[1];
 #define TOMB (tomb_key)
 
+/* The word mixing and the final avalanche of jd_hash: shared by jd_hash2, whose halves
+ * must equal jd_hash with each seed. */
+static inline uint64_t mix_word(uint64_t w)
+{
+    w *= 0xBF58476D1CE4E5B9ULL;
+    return w ^ (w >> 31);
+}
+
+static inline uint64_t tail_word(const unsigned char *s, size_t n)
+{
+    uint64_t w = 0;
+    for (size_t i = 0; i < n; i++)
+        w |= (uint64_t)s[i] << (8 * i);
+    return mix_word(w);
+}
+
+static inline uint64_t finish(uint64_t h)
+{
+    h ^= h >> 29;
+    h *= 0xBF58476D1CE4E5B9ULL;
+    return h ^ (h >> 32);
+}
+
 /* A 64-bit multiply-mix hash over 8-byte words; deterministic across runs so that
  * anything derived from it (action ids, shard choice) is stable. */
 uint64_t jd_hash(const void *p, size_t n, uint64_t seed)
 {
     const unsigned char *s = p;
     uint64_t h = seed ^ (0x9E3779B97F4A7C15ULL * (n + 1));
-    while (n >= 8) {
+    for (; n >= 8; s += 8, n -= 8) {
         uint64_t w;
         memcpy(&w, s, 8);
-        w *= 0xBF58476D1CE4E5B9ULL;
-        w ^= w >> 31;
-        h = (h ^ w) * 0x94D049BB133111EBULL;
-        s += 8;
-        n -= 8;
+        h = (h ^ mix_word(w)) * 0x94D049BB133111EBULL;
     }
-    uint64_t w = 0;
-    for (size_t i = 0; i < n; i++)
-        w |= (uint64_t)s[i] << (8 * i);
-    w *= 0xBF58476D1CE4E5B9ULL;
-    w ^= w >> 31;
-    h = (h ^ w) * 0x94D049BB133111EBULL;
-    h ^= h >> 29;
-    h *= 0xBF58476D1CE4E5B9ULL;
-    h ^= h >> 32;
-    return h;
+    return finish((h ^ tail_word(s, n)) * 0x94D049BB133111EBULL);
 }
 
 void jd_hash2(const void *p, size_t n, uint64_t seed_a, uint64_t seed_b, uint64_t *a, uint64_t *b)
@@ -41,29 +51,16 @@ void jd_hash2(const void *p, size_t n, uint64_t seed_a, uint64_t seed_b, uint64_
     const unsigned char *s = p;
     uint64_t len = 0x9E3779B97F4A7C15ULL * (n + 1);
     uint64_t ha = seed_a ^ len, hb = seed_b ^ len;
-    while (n >= 8) {
+    for (; n >= 8; s += 8, n -= 8) {
         uint64_t w;
         memcpy(&w, s, 8);
-        w *= 0xBF58476D1CE4E5B9ULL;
-        w ^= w >> 31;
+        w = mix_word(w);
         ha = (ha ^ w) * 0x94D049BB133111EBULL;
         hb = (hb ^ w) * 0x94D049BB133111EBULL;
-        s += 8;
-        n -= 8;
     }
-    uint64_t w = 0;
-    for (size_t i = 0; i < n; i++)
-        w |= (uint64_t)s[i] << (8 * i);
-    w *= 0xBF58476D1CE4E5B9ULL;
-    w ^= w >> 31;
-    ha = (ha ^ w) * 0x94D049BB133111EBULL;
-    hb = (hb ^ w) * 0x94D049BB133111EBULL;
-    ha ^= ha >> 29;
-    hb ^= hb >> 29;
-    ha *= 0xBF58476D1CE4E5B9ULL;
-    hb *= 0xBF58476D1CE4E5B9ULL;
-    *a = ha ^ (ha >> 32);
-    *b = hb ^ (hb >> 32);
+    uint64_t w = tail_word(s, n);
+    *a = finish((ha ^ w) * 0x94D049BB133111EBULL);
+    *b = finish((hb ^ w) * 0x94D049BB133111EBULL);
 }
 
 void jd_map_init(jd_map *m)
