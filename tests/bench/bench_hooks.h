@@ -30,16 +30,19 @@ enum {
 };
 
 static const char *const bench_hook_names[HK_N] = {
-    "none",          "welcome",         "first_project_nudge", "stalled",        "activated",
-    "teammate_invited", "upgrade_offer", "lead_created",       "lead_content",   "sql_handoff",
-    "cart_opened",   "cart_item_added", "cart_reminder",       "cart_last_call", "cart_abandoned",
-    "order_completed", "pricing_viewed", "premium_interest",   "big_ticket_view",
+    "none",           "welcome",          "first_project_nudge", "stalled",
+    "activated",      "teammate_invited", "upgrade_offer",       "lead_created",
+    "lead_content",   "sql_handoff",      "cart_opened",         "cart_item_added",
+    "cart_reminder",  "cart_last_call",   "cart_abandoned",      "order_completed",
+    "pricing_viewed", "premium_interest", "big_ticket_view",
 };
 
-/* One plan record per event that reaches Lua (as gen.c's model predicts it). */
+/* One plan record per Lua call the engine makes, as gen.c's model predicts them: one per
+ * event that reaches Lua, and one per hook a firing timer runs (flagged). */
+#define BENCH_PLAN_TIMER 0x8000u /* or'ed into hook: called by a timer, not an event */
 typedef struct bench_plan_rec {
     uint32_t user; /* user index: userId is "u%07u" */
-    uint16_t hook; /* HK_* */
+    uint16_t hook; /* HK_*, with BENCH_PLAN_TIMER for a timer's call */
     uint16_t arg;  /* hook-specific small number (cart ordinal, price, ...) */
 } bench_plan_rec;
 

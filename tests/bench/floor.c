@@ -4,14 +4,16 @@
  *   floor HOOKS.lua PLAN.bin [EVENTS]
  *
  * Creates a plain Lua state, loads the hook functions bench.lua uses (HOOKS.lua returns
- * them in a table), then for every record of PLAN.bin (one per event that reaches Lua,
- * written by gen -p: which hook, which user) builds a ctx table in C and calls that
- * hook with lua_pcall. The ctx has 6 fields — user, event, journey, stage, instance,
- * now — with user = {id, score, traits = {email, company, company_size}} and event =
- * {type, event, userId, properties = {feature, product_id, price, revenue}}, enough for
- * every hook; its methods (send, score, set, segment_add, segment_remove, log) are C
- * functions that check their arguments and walk a payload table, and record nothing.
- * No JSON, no msgpack, no profiles, no timers, no time limit hook.
+ * them in a table), then for every record of PLAN.bin (one per Lua call the engine
+ * makes on the stream, written by gen -p: which hook, which user, from an event or a
+ * timer) builds a ctx table in C and calls that hook with lua_pcall. The ctx has 6
+ * fields — user, event, journey, stage, instance, now — with user = {id, score,
+ * traits = {email, company, company_size}} and event = {type, event, userId,
+ * properties = {feature, product_id, price, revenue}} for an event's call, {type =
+ * "timer", userId} for a timer's: enough for every hook. Its methods (send, score, set,
+ * segment_add, segment_remove, log) are C functions that check their arguments and walk
+ * a payload table, and record nothing. No JSON, no msgpack, no profiles, no timers, no
+ * time limit hook.
  * Prints "floor: key value" lines; EVENTS (the stream's event count) adds the events/s
  * the stream would reach if those calls were all there was to do. */
 #define _POSIX_C_SOURCE 200809L
@@ -88,10 +90,29 @@ static void set_int(lua_State *L, const char *k, lua_Integer v)
     lua_setfield(L, -2, k);
 }
 
+/* An event's ctx.event: a track of the hook's name with 4 properties. */
+static void push_event(lua_State *L, unsigned hook, const char *uid, unsigned arg)
+{
+    char prod[16];
+    lua_createtable(L, 0, 4);
+    set_str(L, "type", "track");
+    set_str(L, "event", bench_hook_names[hook]);
+    set_str(L, "userId", uid);
+    lua_createtable(L, 0, 4);
+    set_str(L, "feature", "export");
+    snprintf(prod, sizeof prod, "p%05u", arg);
+    set_str(L, "product_id", prod);
+    lua_pushnumber(L, 749.5);
+    lua_setfield(L, -2, "price");
+    lua_pushnumber(L, 59.99);
+    lua_setfield(L, -2, "revenue");
+    lua_setfield(L, -2, "properties");
+}
+
 /* The per-call ctx: a 6-field table built in C (see the top of the file). */
 static void push_ctx(lua_State *L, int mt, const bench_plan_rec *r)
 {
-    char uid[16], email[48], cart[24], prod[16];
+    char uid[16], email[48], cart[24];
     snprintf(uid, sizeof uid, "u%07u", r->user);
     snprintf(email, sizeof email, "user%u@example.com", r->user);
     lua_createtable(L, 0, 6);
@@ -106,19 +127,14 @@ static void push_ctx(lua_State *L, int mt, const bench_plan_rec *r)
     lua_setfield(L, -2, "traits");
     lua_setfield(L, -2, "user");
 
-    lua_createtable(L, 0, 4); /* event */
-    set_str(L, "type", "track");
-    set_str(L, "event", bench_hook_names[r->hook]);
-    set_str(L, "userId", uid);
-    lua_createtable(L, 0, 4);
-    set_str(L, "feature", "export");
-    snprintf(prod, sizeof prod, "p%05u", r->arg);
-    set_str(L, "product_id", prod);
-    lua_pushnumber(L, 749.5);
-    lua_setfield(L, -2, "price");
-    lua_pushnumber(L, 59.99);
-    lua_setfield(L, -2, "revenue");
-    lua_setfield(L, -2, "properties");
+    unsigned hook = r->hook & ~BENCH_PLAN_TIMER;
+    if (r->hook & BENCH_PLAN_TIMER) {
+        lua_createtable(L, 0, 2); /* a timer's event */
+        set_str(L, "type", "timer");
+        set_str(L, "userId", uid);
+    } else {
+        push_event(L, hook, uid, r->arg);
+    }
     lua_setfield(L, -2, "event");
 
     set_str(L, "journey", "cart");
@@ -187,13 +203,14 @@ int main(int argc, char **argv)
     double t0 = now_s();
     for (size_t i = 0; i < nrec; i++) {
         const bench_plan_rec *r = &plan[i];
-        if (r->hook == 0 || r->hook >= HK_N)
+        unsigned hook = r->hook & ~BENCH_PLAN_TIMER;
+        if (hook == 0 || hook >= HK_N)
             continue;
-        lua_rawgeti(L, LUA_REGISTRYINDEX, ref[r->hook]);
+        lua_rawgeti(L, LUA_REGISTRYINDEX, ref[hook]);
         push_ctx(L, mt, r);
         if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
             if (errors++ < 3)
-                fprintf(stderr, "floor: %s: %s\n", bench_hook_names[r->hook], lua_tostring(L, -1));
+                fprintf(stderr, "floor: %s: %s\n", bench_hook_names[hook], lua_tostring(L, -1));
             lua_pop(L, 1);
         }
     }

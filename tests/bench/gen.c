@@ -17,8 +17,8 @@
  * state keep them out of Lua, and events that run a hook (about 30%).
  *
  * gen models bench.lua's journeys (stages, timers, keys, re-entry) per user, so it
- * knows which events should reach Lua. With -p it writes one bench_plan_rec per such
- * event (floor.c replays those calls without the engine); its prediction is printed
+ * knows which events should reach Lua and which timers fire. With -p it writes one
+ * bench_plan_rec per Lua call those make (floor.c replays them without the engine); its prediction is printed
  * on stderr, one "gen: key value" per line, to compare with what the engine counts;
  * -v adds a breakdown by kind of event. */
 #define _POSIX_C_SOURCE 200809L
@@ -203,23 +203,34 @@ static uint64_t lua_events;        /* events predicted to reach Lua */
 static uint64_t unmatched, no_lua; /* events naming no trigger; naming one but no Lua */
 static FILE *plan;
 
-static void timer_hook(int hk)
+/* A plan record: the floor makes this call (floor.c). */
+static void plan_call(uint32_t ui, int hk, uint16_t arg)
+{
+    if (plan) {
+        bench_plan_rec r = {ui, (uint16_t)hk, arg};
+        fwrite(&r, sizeof r, 1, plan);
+    }
+}
+
+static void timer_hook(uint32_t ui, int hk, uint16_t arg)
 {
     hook_calls[hk]++;
     timer_calls++;
+    plan_call(ui, hk | (int)BENCH_PLAN_TIMER, arg);
 }
 
-/* Fires u's timers due at or before t, as the engine does before an event at t. */
-static void resolve(user *u, int64_t t)
+/* Fires the timers of u (user ui) due at or before t, as the engine does before an
+ * event at t. */
+static void resolve(uint32_t ui, user *u, int64_t t)
 {
     for (;;) {
         if (u->trial == TR_SIGNED_UP) {
             if (!(u->trial_timers & 1) && t >= u->trial_at + 2 * MS_D) {
                 u->trial_timers |= 1;
-                timer_hook(HK_FIRST_PROJECT_NUDGE);
+                timer_hook(ui, HK_FIRST_PROJECT_NUDGE, 0);
             }
             if (t >= u->trial_at + 5 * MS_D) {
-                timer_hook(HK_STALLED);
+                timer_hook(ui, HK_STALLED, 0);
                 u->trial = TR_DORMANT;
                 u->trial_at += 5 * MS_D;
                 u->trial_timers = 0;
@@ -228,7 +239,7 @@ static void resolve(user *u, int64_t t)
         } else if (u->trial == TR_ACTIVATED) {
             if (!(u->trial_timers & 1) && t >= u->trial_at + 7 * MS_D) {
                 u->trial_timers |= 1;
-                timer_hook(HK_UPGRADE_OFFER);
+                timer_hook(ui, HK_UPGRADE_OFFER, 0);
             }
         } else if (u->trial == TR_DORMANT && t >= u->trial_at + 9 * MS_D) {
             u->trial = TR_LEFT;
@@ -243,11 +254,11 @@ static void resolve(user *u, int64_t t)
         if (u->cart == CT_OPEN) {
             if (!(u->cart_timers & 1) && t >= u->cart_at + MS_H) {
                 u->cart_timers |= 1;
-                timer_hook(HK_CART_REMINDER);
+                timer_hook(ui, HK_CART_REMINDER, u->ncart);
             }
             if (t >= u->cart_at + 24 * MS_H) {
-                timer_hook(HK_CART_LAST_CALL);
-                timer_hook(HK_CART_ABANDONED);
+                timer_hook(ui, HK_CART_LAST_CALL, u->ncart);
+                timer_hook(ui, HK_CART_ABANDONED, u->ncart);
                 u->cart = CT_ABANDONED;
                 u->cart_at += 24 * MS_H;
                 u->cart_timers = 0;
@@ -268,10 +279,7 @@ static void outcome(uint32_t ui, int hk, uint16_t arg)
     if (hk > 0) {
         lua_events++;
         hook_calls[hk]++;
-        if (plan) {
-            bench_plan_rec r = {ui, (uint16_t)hk, arg};
-            fwrite(&r, sizeof r, 1, plan);
-        }
+        plan_call(ui, hk, arg);
     } else if (hk == 0) {
         no_lua++;
     } else {
@@ -743,7 +751,7 @@ int main(int argc, char **argv)
         if (--left[k] == 0)
             sess[k] = sess[--nsess], left[k] = left[nsess];
         user *u = &users[ui];
-        resolve(u, ts);
+        resolve(ui, u, ts);
         if (u->phase != PH_ACTIVE) {
             arrival_event(ui, u, ts, seq);
             if (u->phase == PH_ACTIVE)
@@ -765,7 +773,7 @@ int main(int argc, char **argv)
     fflush(stdout);
     /* timers the engine fires up to the last event's time */
     for (uint32_t i = 0; i < arrived; i++)
-        resolve(&users[i], last);
+        resolve(i, &users[i], last);
     if (plan)
         fclose(plan);
 
