@@ -388,20 +388,37 @@ int jd_durable_open(jd_server *s, const char *data_dir, char *err, size_t errlen
 
 int jd_durable_append(jd_server *s, const void *rec, size_t len, uint64_t *lsn)
 {
+    jd_log_rec r = {rec, len, 0};
+    if (s->durable)
+        r.crc = jd_log_payload_crc(rec, len);
+    return jd_durable_append_batch(s, &r, 1, lsn);
+}
+
+int jd_durable_append_batch(jd_server *s, const jd_log_rec *recs, size_t n, uint64_t *first_lsn)
+{
     jd_durable *d = s->durable;
     if (!d) { /* no event log (in-process tests, fuzzing): process at once */
-        jd_error err;
-        *lsn = 0;
-        return jd_engine_process(s->engine, rec, len, &err) ? -1 : 0;
+        int rc = 0;
+        *first_lsn = 0;
+        for (size_t i = 0; i < n; i++) {
+            jd_error err;
+            if (jd_engine_process(s->engine, recs[i].data, recs[i].len, &err))
+                rc = -1;
+        }
+        return rc;
     }
-    if (jd_log_append(d->log, rec, len, lsn))
+    if (jd_log_append_batch(d->log, recs, n, first_lsn))
         return -1;
-    if (d->nrecs == d->caprecs) {
+    if (d->nrecs + n > d->caprecs) {
         d->caprecs = d->caprecs ? d->caprecs * 2 : 256;
+        if (d->caprecs < d->nrecs + n)
+            d->caprecs = d->nrecs + n;
         d->recs = jd_xrealloc(d->recs, d->caprecs * sizeof *d->recs);
     }
-    d->recs[d->nrecs++] = (pending_rec){*lsn, d->data.len, len};
-    jd_buf_append(&d->data, rec, len);
+    for (size_t i = 0; i < n; i++) {
+        d->recs[d->nrecs++] = (pending_rec){*first_lsn + i, d->data.len, recs[i].len};
+        jd_buf_append(&d->data, recs[i].data, recs[i].len);
+    }
     return 0;
 }
 

@@ -10,6 +10,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "log.h"
+
 struct jd_server;
 
 /* Called once the records up to the waited LSN are durable and processed. */
@@ -20,6 +22,9 @@ typedef void (*jd_durable_fn)(void *ctx);
 int jd_durable_open(struct jd_server *s, const char *data_dir, char *err, size_t errlen);
 /* Queues a record. -1 when the log cannot write (disk full): the caller answers 503. */
 int jd_durable_append(struct jd_server *s, const void *rec, size_t len, uint64_t *lsn);
+/* Queues n records (their payload CRCs computed by the caller, jd_log_payload_crc)
+ * under one lock of the log: consecutive LSNs from *first_lsn. All or nothing. */
+int jd_durable_append_batch(struct jd_server *s, const jd_log_rec *recs, size_t n, uint64_t *first_lsn);
 /* Runs fn(ctx) once lsn is durable and processed (at once when it already is). */
 void jd_durable_wait(struct jd_server *s, uint64_t lsn, jd_durable_fn fn, void *ctx);
 /* Appends a tick record for wall time t unless one is already on its way. */

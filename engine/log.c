@@ -360,27 +360,48 @@ int jd_log_start(jd_log *l, int notify_fd)
     return 0;
 }
 
-int jd_log_append(jd_log *l, const void *rec, size_t len, uint64_t *lsn)
+uint32_t jd_log_payload_crc(const void *rec, size_t len)
 {
-    if (len > MAX_RECORD)
-        return -1;
+    return (uint32_t)crc32(crc32(0L, Z_NULL, 0), rec, (uInt)len);
+}
+
+int jd_log_append_batch(jd_log *l, const jd_log_rec *recs, size_t n, uint64_t *first_lsn)
+{
+    size_t total = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (recs[i].len > MAX_RECORD)
+            return -1;
+        total += HDR + recs[i].len;
+    }
     pthread_mutex_lock(&l->mu);
     if (l->err) {
         pthread_mutex_unlock(&l->mu);
         return -1;
     }
-    uint64_t n = l->next_lsn++;
-    unsigned char hdr[HDR];
-    put32(hdr, (uint32_t)len);
-    put64(hdr + 8, n);
-    put32(hdr + 4, checksum(hdr + 8, rec, len));
-    jd_buf_append(&l->pending, hdr, HDR);
-    jd_buf_append(&l->pending, rec, len);
-    l->pending_last = n;
-    pthread_cond_signal(&l->cv);
+    *first_lsn = l->next_lsn;
+    jd_buf_reserve(&l->pending, total);
+    for (size_t i = 0; i < n; i++) {
+        uint64_t lsn = l->next_lsn++;
+        unsigned char hdr[HDR];
+        put32(hdr, (uint32_t)recs[i].len);
+        put64(hdr + 8, lsn);
+        /* the CRC of (lsn, payload), from the payload's own: no second pass over it */
+        uLong c = crc32(crc32(0L, Z_NULL, 0), hdr + 8, 8);
+        put32(hdr + 4, (uint32_t)crc32_combine(c, recs[i].crc, (z_off_t)recs[i].len));
+        jd_buf_append(&l->pending, hdr, HDR);
+        jd_buf_append(&l->pending, recs[i].data, recs[i].len);
+        l->pending_last = lsn;
+    }
+    if (n)
+        pthread_cond_signal(&l->cv);
     pthread_mutex_unlock(&l->mu);
-    *lsn = n;
     return 0;
+}
+
+int jd_log_append(jd_log *l, const void *rec, size_t len, uint64_t *lsn)
+{
+    jd_log_rec r = {rec, len, jd_log_payload_crc(rec, len)};
+    return jd_log_append_batch(l, &r, 1, lsn);
 }
 
 uint64_t jd_log_durable(jd_log *l)

@@ -39,6 +39,17 @@ int jd_log_start(jd_log *l, int notify_fd);
 /* Queues a record; *lsn is its number. Returns -1 (and queues nothing) while the log is
  * failing to write (disk full, I/O error): jd_log_error says why. Thread-safe. */
 int jd_log_append(jd_log *l, const void *rec, size_t len, uint64_t *lsn);
+/* One record of a batch: its payload and the CRC-32 of the payload alone
+ * (jd_log_payload_crc), which the caller may compute on another thread. */
+typedef struct jd_log_rec {
+    const void *data;
+    size_t len;
+    uint32_t crc;
+} jd_log_rec;
+uint32_t jd_log_payload_crc(const void *rec, size_t len);
+/* Queues n records under one lock; they take consecutive LSNs from *first_lsn. All or
+ * nothing: -1 (nothing queued) while the log is failing or a record is too big. */
+int jd_log_append_batch(jd_log *l, const jd_log_rec *recs, size_t n, uint64_t *first_lsn);
 /* The highest LSN known durable. Thread-safe. */
 uint64_t jd_log_durable(jd_log *l);
 /* Writes and syncs everything queued, in the caller's thread (no writer thread). */

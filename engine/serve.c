@@ -8,6 +8,9 @@
 #include <event2/http.h>
 #include <event2/listener.h>
 #include <getopt.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <signal.h>
 #include <sys/random.h>
 #include <stdio.h>
@@ -485,6 +488,15 @@ int jd_cmd_serve(int argc, char **argv)
         usage(stderr);
         return 2;
     }
+#ifdef __GLIBC__
+    /* The daemon's buffers (log batches, checkpoint batches, LMDB's dirty pages) are
+     * freed and allocated again every batch. glibc's defaults hand big ones back to the
+     * kernel (munmap, heap trim) and fault them in again: about 7% of the shard thread's
+     * time in the stream bench. Keep up to 64 MB of freed memory instead. */
+    mallopt(M_MMAP_THRESHOLD, 32 << 20);
+    mallopt(M_TRIM_THRESHOLD, 64 << 20);
+    mallopt(M_TOP_PAD, 8 << 20);
+#endif
     jd_server srv;
     jd_server *s = &srv;
     jd_options o = {.decisions_per_user = 20, .dedupe_ttl_ms = 24LL * 3600 * 1000, .live = 1};

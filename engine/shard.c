@@ -24,7 +24,8 @@
 typedef struct inbox_rec {
     uint64_t seq; /* the front's number for it on this shard (1, 2, ...) */
     size_t off, len;
-    int link; /* a link record: its failure is reported to the front */
+    uint32_t crc; /* of the record, for the log: computed by the front, off the shard's thread */
+    int link;     /* a link record: its failure is reported to the front */
     uint64_t link_id;
 } inbox_rec;
 
@@ -54,6 +55,8 @@ typedef struct jd_shard {
     jd_buf work_data;
     inbox_rec *work_recs;
     size_t work_cap;
+    jd_log_rec *logrecs; /* the inbox's records as the log takes them */
+    size_t nlogrecs;
     uint64_t last_lsn; /* the last record it appended to its log */
     /* the front's side: records staged during a request, handed over at its end */
     uint64_t pushed;
@@ -258,17 +261,24 @@ static void on_inbox(evutil_socket_t fd, short what, void *arg)
         wake(sh->efd);
     pthread_mutex_unlock(&sh->mu);
     jd_server *s = &sh->srv;
-    uint64_t last = 0;
-    for (size_t i = 0; i < n; i++) {
-        uint64_t lsn;
-        if (jd_durable_append(s, sh->work_data.data + r[i].off, r[i].len, &lsn)) {
-            record_failed(sh, r[i].seq);
-            if (r[i].link)
-                post_export(sh->all, r[i].link_id, NULL, 0, 1);
-        } else {
-            sh->last_lsn = lsn;
+    uint64_t last = n ? r[n - 1].seq : 0;
+    if (n) { /* the whole inbox into the log under one lock */
+        if (n > sh->nlogrecs) {
+            sh->nlogrecs = n * 2;
+            sh->logrecs = jd_xrealloc(sh->logrecs, sh->nlogrecs * sizeof *sh->logrecs);
         }
-        last = r[i].seq;
+        for (size_t i = 0; i < n; i++)
+            sh->logrecs[i] = (jd_log_rec){sh->work_data.data + r[i].off, r[i].len, r[i].crc};
+        uint64_t first;
+        if (jd_durable_append_batch(s, sh->logrecs, n, &first) == 0) {
+            sh->last_lsn = first + n - 1;
+        } else {
+            for (size_t i = 0; i < n; i++) {
+                record_failed(sh, r[i].seq);
+                if (r[i].link)
+                    post_export(sh->all, r[i].link_id, NULL, 0, 1);
+            }
+        }
     }
     jd_buf_reset(&sh->work_data);
     if (last) {
@@ -371,7 +381,8 @@ static void push(jd_shards *all, int k, const void *rec, size_t len, jd_waitset 
         sh->st_cap = sh->st_cap ? sh->st_cap * 2 : 256;
         sh->st_recs = jd_xrealloc(sh->st_recs, sh->st_cap * sizeof *sh->st_recs);
     }
-    sh->st_recs[sh->st_n++] = (inbox_rec){seq, sh->st_data.len, len, link_id != 0, link_id};
+    sh->st_recs[sh->st_n++] =
+        (inbox_rec){seq, sh->st_data.len, len, jd_log_payload_crc(rec, len), link_id != 0, link_id};
     jd_buf_append(&sh->st_data, rec, len);
 }
 
@@ -821,6 +832,7 @@ void jd_shards_close(jd_server *front)
         free(sh->st_recs);
         free(sh->in_recs);
         free(sh->work_recs);
+        free(sh->logrecs);
         free(sh->calls);
         free(sh->failed);
         pthread_mutex_destroy(&sh->mu);

@@ -123,6 +123,43 @@ static char *only_segment(char *out, size_t n)
     return out;
 }
 
+/* A batch takes consecutive LSNs under one lock; its records' CRCs, computed apart from
+ * their LSNs, must give what a reader checks; a bad one is caught at open. */
+static void test_batch(void **state)
+{
+    (void)state;
+    jd_log_info info;
+    jd_log *l = open_log(&info, 0);
+    append_n(l, 1, 3);
+    static char big[100000];
+    memset(big, 'b', sizeof big);
+    jd_log_rec recs[3] = {
+        {"", 0, jd_log_payload_crc("", 0)},
+        {big, sizeof big, jd_log_payload_crc(big, sizeof big)},
+        {"tail", 4, jd_log_payload_crc("tail", 4)},
+    };
+    uint64_t first = 0;
+    assert_int_equal(jd_log_append_batch(l, recs, 3, &first), 0);
+    assert_int_equal(first, 4);
+    jd_log_rec huge = {big, (size_t)65 << 20, 0}; /* over the record limit: nothing queued */
+    assert_int_equal(jd_log_append_batch(l, &huge, 1, &first), -1);
+    assert_int_equal(jd_log_sync(l), 0);
+    assert_int_equal(jd_log_durable(l), 6);
+    seen s = {0};
+    assert_int_equal(jd_log_replay(l, 1, visit, &s), 0);
+    assert_int_equal(s.count, 6);
+    assert_string_equal(s.last_rec, "tail");
+    recs[0] = (jd_log_rec){"bad", 3, jd_log_payload_crc("bax", 3)};
+    assert_int_equal(jd_log_append_batch(l, recs, 1, &first), 0);
+    assert_int_equal(first, 7);
+    jd_log_sync(l);
+    jd_log_close(l);
+    l = open_log(&info, 0);
+    assert_int_equal(info.last_lsn, 6); /* the record with the wrong CRC is cut */
+    assert_true(strstr(info.cut_reason, "checksum") != NULL);
+    jd_log_close(l);
+}
+
 static void test_torn_tail(void **state)
 {
     (void)state;
@@ -265,6 +302,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_append_replay_reopen, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_batch, setup, teardown),
         cmocka_unit_test_setup_teardown(test_torn_tail, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bit_flip, setup, teardown),
         cmocka_unit_test_setup_teardown(test_segments, setup, teardown),
