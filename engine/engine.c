@@ -1166,9 +1166,8 @@ const char *jd_action_json(const jd_action *a, size_t *len)
     }
     msgpack_zone_clear(&e->action_zone);
     msgpack_object o;
-    size_t off = 0;
     jd_buf_reset(&e->action_json);
-    if (msgpack_unpack(rec->data, rec->len, &off, &e->action_zone, &o) == MSGPACK_UNPACK_SUCCESS)
+    if (jd_mp_unpack(rec->data, rec->len, &e->action_zone, &o) == 0)
         jd_json_write(e->jw, &o, &e->action_json);
     memcpy(e->action_json_id, a->id, sizeof e->action_json_id);
     if (len)
@@ -2221,13 +2220,22 @@ void jd_engine_advance(jd_engine *e, int64_t t)
     gens_collect(e);
     jd_clock_advance(&e->clock, t);
     check_alerts(e);
-    if (overdue_fired || overdue_skipped) {
+    /* a catch-up is reported at once, then at most once a minute with what fired since:
+     * a backlog of old events fires timers at every record, and a line each would flood
+     * the log (and cost a flush each) */
+    e->overdue_fired += overdue_fired;
+    e->overdue_skipped += overdue_skipped;
+    if ((e->overdue_fired || e->overdue_skipped) &&
+        (!e->overdue_noticed_at || t - e->overdue_noticed_at >= OVERDUE_NOTICE_MS)) {
         char when[40];
         jd_time_format(t, when);
         jd_engine_log(e, "warn",
                       "timers overdue at %s: %llu fired late, %llu skipped (more than %lld ms overdue; "
                       "overdue_limit)",
-                      when, (unsigned long long)overdue_fired, (unsigned long long)overdue_skipped, (long long)limit);
+                      when, (unsigned long long)e->overdue_fired, (unsigned long long)e->overdue_skipped,
+                      (long long)limit);
+        e->overdue_fired = e->overdue_skipped = 0;
+        e->overdue_noticed_at = t;
     }
 }
 

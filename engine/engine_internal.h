@@ -146,6 +146,9 @@ struct jd_engine {
     uint32_t quarantine_errors;   /* this many errors ... (0: never quarantine) */
     int64_t quarantine_window_ms; /* ... within this window quarantine a rule */
     uint64_t stats[JD_NSTATS];
+    /* overdue timers not yet reported: one notice a minute at most (jd_engine_advance) */
+    uint64_t overdue_fired, overdue_skipped;
+    int64_t overdue_noticed_at;
     jd_buf config; /* j.config packed as msgpack */
     msgpack_zone config_zone;
     msgpack_object config_obj;

@@ -2,6 +2,7 @@
 #include "json.h"
 
 #include "../include/journeyd.h"
+#include "event.h"
 
 #include <errno.h>
 #include <float.h>
@@ -593,9 +594,8 @@ int jd_json_write_msgpack(jd_json_writer *w, const char *data, size_t len, jd_bu
     msgpack_zone z;
     msgpack_zone_init(&z, 2048);
     msgpack_object o;
-    size_t off = 0;
     int rc = -1;
-    if (msgpack_unpack(data, len, &off, &z, &o) == MSGPACK_UNPACK_SUCCESS) {
+    if (jd_mp_unpack(data, len, &z, &o) == 0) {
         jd_json_write(w, &o, out);
         rc = 0;
     }

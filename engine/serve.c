@@ -41,19 +41,29 @@ void jd_serve_log(jd_server *s, const char *level, const char *msg, const char *
     log_line(s, level, msg, extra_json, 1);
 }
 
-/* A line per decided action: written without a flush of its own (stdout is flushed once
- * per batch of records, jd_serve_log_flush), since a write per action was most of the
- * daemon's system time. */
-static void log_line(jd_server *s, const char *level, const char *msg, const char *extra_json, int flush)
+/* The head of a log line, `{"time":...,"level":...,"msg":...`, into b. */
+static void log_head(jd_server *s, jd_buf *b, const char *level, const char *msg)
 {
     char t[40];
     struct timespec now;
     clock_gettime(CLOCK_REALTIME, &now);
     jd_time_format((int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000, t);
+    jd_buf_puts(b, "{\"time\":\"");
+    jd_buf_puts(b, t);
+    jd_buf_puts(b, "\",\"level\":\"");
+    jd_buf_puts(b, level);
+    jd_buf_puts(b, "\",\"msg\":");
+    jd_serve_json_string(s, b, msg);
+}
+
+/* A line per decided action is written without a flush of its own (stdout is flushed
+ * once per batch of records, jd_serve_log_flush), since a write per action was most of
+ * the daemon's system time. */
+static void log_line(jd_server *s, const char *level, const char *msg, const char *extra_json, int flush)
+{
     jd_buf b;
     jd_buf_init(&b);
-    jd_buf_printf(&b, "{\"time\":\"%s\",\"level\":\"%s\",\"msg\":", t, level);
-    jd_serve_json_string(s, &b, msg);
+    log_head(s, &b, level, msg);
     if (extra_json && extra_json[0]) {
         jd_buf_putc(&b, ',');
         jd_buf_puts(&b, extra_json);
@@ -84,12 +94,13 @@ static void on_action(const jd_action *a, void *ud)
     jd_delivery_action(s, a);
     size_t n;
     const char *j = jd_action_json(a, &n);
-    jd_buf b;
-    jd_buf_init(&b);
-    jd_buf_puts(&b, "\"action\":");
-    jd_buf_append(&b, j, n);
-    log_line(s, "info", "action decided", jd_buf_cstr(&b), 0);
-    jd_buf_free(&b);
+    jd_buf *b = &s->logline; /* one per server: a shard's lines are built on its thread */
+    jd_buf_reset(b);
+    log_head(s, b, "info", "action decided");
+    jd_buf_puts(b, ",\"action\":");
+    jd_buf_append(b, j, n);
+    jd_buf_puts(b, "}\n");
+    fwrite(b->data, 1, b->len, stdout);
 }
 
 /* ---------------------------------------------------------------- ids */
@@ -396,6 +407,7 @@ int jd_server_open_core(jd_server *s, const char *config, const jd_options *opts
     jd_buf_init(&s->body);
     jd_buf_init(&s->tmp);
     jd_buf_init(&s->recs);
+    jd_buf_init(&s->logline);
     jd_engine_on_log(s->engine, on_engine_log, s);
     jd_engine_on_action(s->engine, on_action, s);
     if (getrandom(s->id_state, sizeof s->id_state, 0) != (ssize_t)sizeof s->id_state) {
@@ -458,6 +470,7 @@ void jd_server_close(jd_server *s)
     jd_buf_free(&s->body);
     jd_buf_free(&s->tmp);
     jd_buf_free(&s->recs);
+    jd_buf_free(&s->logline);
     jd_engine_free(s->engine);
     free(s->config_path);
     memset(s, 0, sizeof *s);

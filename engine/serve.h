@@ -49,6 +49,7 @@ typedef struct jd_server {
     jd_json_reader *jr;
     jd_json_writer *jw;
     jd_buf body, tmp, recs; /* per request scratch */
+    jd_buf logline;         /* an action's log line */
     int ready;
     uint64_t id_state[2]; /* message id generator */
     /* metrics kept by the HTTP layer */

@@ -1359,6 +1359,18 @@ static void test_overdue_limit(void **state)
             EXPECT_COUNT(&r, 0, "\"user\":\"u1\"");
             EXPECT_STAT(&r, "timers_skipped", 1);
             EXPECT_LOGS(&r, 1, "overdue", "1 skipped");
+            EXPECT_LOGS(&r, 2, "overdue");
+            /* a catch-up is noticed at once, then once a minute with what fired since */
+            tu_track(&r, "u3", "Start", "2024-01-01T10:00:00Z", NULL);
+            tu_advance(&r, "2024-01-01T12:30:00Z"); /* u3's: 1.5 h late, noticed */
+            EXPECT_LOGS(&r, 3, "overdue");
+            tu_track(&r, "u4", "Start", "2024-01-01T10:00:10Z", NULL); /* an old event */
+            tu_advance(&r, "2024-01-01T12:30:20Z");                    /* u4's: late too, within the minute */
+            EXPECT_COUNT(&r, 1, "\"user\":\"u4\"", "nudge");
+            EXPECT_LOGS(&r, 3, "overdue");
+            tu_advance(&r, "2024-01-01T12:31:30Z");
+            EXPECT_LOGS(&r, 4, "overdue");
+            EXPECT_LOGS(&r, 1, "overdue at 2024-01-01T12:31:30", "1 fired late, 0 skipped");
         } else {
             EXPECT_COUNT(&r, 1, "\"user\":\"u1\"", "\"time\":\"2024-01-01T01:00:00.000Z\"");
             EXPECT_STAT(&r, "timers_skipped", 0);
