@@ -270,8 +270,7 @@ static void handle_ingest(jd_server *s, struct evhttp_request *req, const char *
     msgpack_zone z;
     msgpack_zone_init(&z, 8192);
     msgpack_object root;
-    size_t off = 0;
-    if (msgpack_unpack(s->tmp.data, s->tmp.len, &off, &z, &root) != MSGPACK_UNPACK_SUCCESS) {
+    if (jd_mp_unpack(s->tmp.data, s->tmp.len, &z, &root)) {
         s->rejected[JD_REJ_MALFORMED]++;
         reply_error(s, req, 400, "Bad Request", "malformed_json", "the body cannot be read back (nested too deep)");
         goto done;

@@ -284,9 +284,7 @@ static void on_read(struct bufferevent *bev, void *arg)
         msgpack_zone z;
         msgpack_zone_init(&z, 8192);
         msgpack_object o;
-        size_t off = 0;
-        int ok = len > 0 && frame_sizes_ok(p, len) &&
-                 msgpack_unpack((const char *)p, len, &off, &z, &o) == MSGPACK_UNPACK_SUCCESS && off == len;
+        int ok = len > 0 && frame_sizes_ok(p, len) && jd_mp_unpack(p, len, &z, &o) == 0;
         if (!ok) {
             c->s->rejected[JD_REJ_MALFORMED]++;
             fatal(c, "a frame must hold exactly one msgpack value");
