@@ -7,6 +7,8 @@
 
 #include <sys/stat.h>
 
+#include "clock.h"
+#include "dedupe.h"
 #include "outbox.h"
 #include "store.h"
 
@@ -121,6 +123,96 @@ static void test_state_comes_back(void **state)
     tu_free(&c);
     char ids[8][33];
     assert_int_equal(outbox(path, ids, 8), 3); /* two welcomes and the nudge */
+}
+
+/* The rows of the dedupe database: their key lengths, in key order. */
+static int seen_row(const void *k, size_t kn, const void *v, size_t vn, void *ud)
+{
+    (void)k;
+    (void)v;
+    (void)vn;
+    jd_buf_putc(ud, (char)('0' + kn / 8));
+    return 0;
+}
+
+static void seen_rows(const char *name, char *out, size_t n)
+{
+    char err[256], path[256];
+    snprintf(path, sizeof path, "%s/%s", tu_dir, name);
+    jd_store *st = jd_store_open(path, 0, 1, err, sizeof err);
+    if (!st)
+        fail_msg("%s", err);
+    jd_buf b;
+    jd_buf_init(&b);
+    jd_store_scan(st, JD_DB_DEDUPE, NULL, 0, seen_row, &b);
+    snprintf(out, n, "%.*s", (int)b.len, b.data);
+    jd_buf_free(&b);
+    jd_store_close(st);
+}
+
+static int64_t ms_of(const char *iso)
+{
+    int64_t t;
+    assert_int_equal(jd_time_parse(iso, strlen(iso), &t), 0);
+    return t;
+}
+
+/* messageIds are stored a checkpoint to a row (16-byte key); stores from before hold a
+ * row an id (24-byte key, empty value). Both are read back, an entry past the time to
+ * live is not, even in a row with younger ones, and both kinds are pruned. */
+static void test_seen_rows(void **state)
+{
+    (void)state;
+    const char *path = "seen";
+    tu_run a;
+    open_with_store(&a, path, 0);
+    ev(&a, "u1", "Pricing Viewed", "2026-03-01T08:00:00Z", "e1");
+    tu_checkpoint(&a, 1);
+    ev(&a, "u1", "Pricing Viewed", "2026-03-01T10:00:00Z", "e2");
+    ev(&a, "u1", "Pricing Viewed", "2026-03-01T22:00:00Z", "e3"); /* e2's row is e3's */
+    tu_checkpoint(&a, 3);
+    tu_free(&a);
+    char rows[16];
+    seen_rows(path, rows, sizeof rows);
+    assert_string_equal(rows, "22"); /* two checkpoints, two rows */
+
+    /* a row as an older journeyd wrote it: one id, seen at 21:00 */
+    char err[256], full[256];
+    snprintf(full, sizeof full, "%s/%s", tu_dir, path);
+    jd_store *st = jd_store_open(full, 0, 0, err, sizeof err);
+    assert_non_null(st);
+    uint64_t ha, hb;
+    jd_dedupe_hash("old1", 4, &ha, &hb);
+    unsigned char key[24];
+    jd_be64_put(key, (uint64_t)ms_of("2026-03-01T21:00:00Z") ^ (1ULL << 63));
+    jd_be64_put(key + 8, ha);
+    jd_be64_put(key + 16, hb);
+    assert_int_equal(jd_store_begin(st), 0);
+    assert_int_equal(jd_store_put(st, JD_DB_DEDUPE, key, 24, "", 0, 0), 0);
+    assert_int_equal(jd_store_commit(st), 0);
+    jd_store_close(st);
+
+    tu_run b;
+    open_with_store(&b, path, 0);
+    ev(&b, "u1", "Pricing Viewed", "2026-03-01T22:10:00Z", "e1");
+    ev(&b, "u1", "Pricing Viewed", "2026-03-01T22:10:00Z", "e2");
+    ev(&b, "u1", "Pricing Viewed", "2026-03-01T22:10:00Z", "e3");
+    ev(&b, "u1", "Pricing Viewed", "2026-03-01T22:10:00Z", "old1");
+    assert_int_equal(jd_engine_stat(b.e, "duplicates"), 4);
+    tu_free(&b);
+
+    /* a day later: e1 and e2 are past the day's time to live, e3 and old1 are not */
+    tu_run c;
+    open_with_store(&c, path, 0);
+    tu_advance(&c, "2026-03-02T20:30:00Z");
+    ev(&c, "u2", "Pricing Viewed", "2026-03-02T20:30:00Z", "e2");
+    ev(&c, "u2", "Pricing Viewed", "2026-03-02T20:30:00Z", "e3");
+    ev(&c, "u2", "Pricing Viewed", "2026-03-02T20:30:00Z", "old1");
+    assert_int_equal(jd_engine_stat(c.e, "duplicates"), 2);
+    tu_checkpoint(&c, 4); /* prunes what was seen before 03-01 20:30: the first row */
+    tu_free(&c);
+    seen_rows(path, rows, sizeof rows);
+    assert_string_equal(rows, "322"); /* old1 (21:00), e2 and e3 (22:00), e2 seen again */
 }
 
 /* A crash after the checkpoint at record 3: records 4..6 are processed again from the
@@ -240,9 +332,8 @@ static void test_outbox_update(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_state_comes_back),
-        cmocka_unit_test(test_reprocessing_keeps_ids),
-        cmocka_unit_test(test_near_window),
+        cmocka_unit_test(test_state_comes_back),       cmocka_unit_test(test_seen_rows),
+        cmocka_unit_test(test_reprocessing_keeps_ids), cmocka_unit_test(test_near_window),
         cmocka_unit_test(test_outbox_update),
     };
     return cmocka_run_group_tests_name("store", tests, tu_group_setup, tu_group_teardown);
