@@ -1091,13 +1091,13 @@ typedef struct dd_ctx {
     int64_t from; /* entries seen before this are past their time to live */
 } dd_ctx;
 
-/* messageIds seen are stored a checkpoint at a time: one row keyed by (the newest seen
- * time in it, the first id's hash a), whose value is the entries, 24 bytes each (hash a,
- * hash b, seen time; big-endian). Rows are written near the end of the tree, loaded from
- * the start of the time-to-live, pruned from the front once their newest entry is past
- * it. One row a checkpoint rather than one an id: at 100K events/s the writer put 100K
- * rows a second into this tree. Stores written before hold a row an id, keyed (seen
- * time, hash) with an empty value; both are read, and both are pruned. */
+/* messageIds seen are stored a checkpoint at a time, in rows of up to 168 entries keyed
+ * by (the newest seen time in the row, its first id's hash a); an entry is 24 bytes:
+ * hash a, hash b, seen time, big-endian. Rows are written near the end of the tree,
+ * loaded from the start of the time to live, pruned from the front once their newest
+ * entry is past it. Not a row an id: at 100K events/s the writer put 100K rows a second
+ * into this tree. Stores written before hold a row an id, keyed (seen time, hash) with
+ * an empty value; both kinds are read and pruned. */
 static void seen_key(unsigned char key[24], int64_t ts, uint64_t a, uint64_t b)
 {
     jd_be64_put(key, (uint64_t)ts ^ (1ULL << 63));
@@ -1318,40 +1318,45 @@ static int prune_visit(const void *k, size_t kn, const void *v, size_t vn, void 
     return 0;
 }
 
-/* The messageIds first seen since the last checkpoint, as one row (see seen_key). */
+/* Entries a row: 168 x 24 bytes fill one 4 KB overflow page. Bigger values need runs of
+ * free pages, which LMDB's free list often lacks: the file grew instead. */
+#define SEEN_PER_ROW 168
+
+/* The messageIds first seen since the last checkpoint, as rows of up to SEEN_PER_ROW
+ * (see seen_key). */
 static int write_seen(jd_ckpt *c)
 {
-    if (c->dd.len < 24)
-        return 0;
-    int64_t newest = INT64_MIN;
-    jd_buf v;
-    jd_buf_init(&v);
-    jd_buf_reserve(&v, c->dd.len);
-    for (size_t off = 0; off + 24 <= c->dd.len; off += 24) {
-        uint64_t a, b;
-        int64_t ts;
-        memcpy(&a, c->dd.data + off, 8);
-        memcpy(&b, c->dd.data + off + 8, 8);
-        memcpy(&ts, c->dd.data + off + 16, 8);
-        if (ts > newest)
-            newest = ts;
-        unsigned char e[24];
-        jd_be64_put(e, a);
-        jd_be64_put(e + 8, b);
-        jd_be64_put(e + 16, (uint64_t)ts ^ (1ULL << 63));
-        jd_buf_append(&v, e, 24);
+    size_t n = c->dd.len / 24;
+    for (size_t first = 0; first < n; first += SEEN_PER_ROW) {
+        size_t end = first + SEEN_PER_ROW < n ? first + SEEN_PER_ROW : n;
+        unsigned char v[SEEN_PER_ROW * 24];
+        int64_t newest = INT64_MIN;
+        uint64_t a0 = 0;
+        for (size_t i = first; i < end; i++) {
+            uint64_t a, b;
+            int64_t ts;
+            memcpy(&a, c->dd.data + i * 24, 8);
+            memcpy(&b, c->dd.data + i * 24 + 8, 8);
+            memcpy(&ts, c->dd.data + i * 24 + 16, 8);
+            if (i == first)
+                a0 = a;
+            if (ts > newest)
+                newest = ts;
+            unsigned char *e = v + (i - first) * 24;
+            jd_be64_put(e, a);
+            jd_be64_put(e + 8, b);
+            jd_be64_put(e + 16, (uint64_t)ts ^ (1ULL << 63));
+        }
+        /* the first id's hash makes the key unique: an id is noted once within its time
+         * to live, and a row's newest time moves on past that (a checkpoint's LSN would
+         * not do: a store without a log checkpoints at LSN 0) */
+        unsigned char key[16];
+        jd_be64_put(key, (uint64_t)newest ^ (1ULL << 63));
+        jd_be64_put(key + 8, a0);
+        if (jd_store_put(c->store, JD_DB_DEDUPE, key, 16, v, (end - first) * 24, 0))
+            return -1;
     }
-    /* the first id's hash makes the key unique: an id is noted once within its time to
-     * live, and a row's newest time moves on past that (a checkpoint's LSN would not do:
-     * a store without a log checkpoints at LSN 0) */
-    uint64_t first;
-    memcpy(&first, c->dd.data, 8);
-    unsigned char key[16];
-    jd_be64_put(key, (uint64_t)newest ^ (1ULL << 63));
-    jd_be64_put(key + 8, first);
-    int rc = jd_store_put(c->store, JD_DB_DEDUPE, key, 16, v.data, v.len, 0);
-    jd_buf_free(&v);
-    return rc;
+    return 0;
 }
 
 static int write_batch(jd_ckpt *c)
