@@ -648,8 +648,13 @@ void jd_persist_action(jd_engine *e, const jd_action *a)
 {
     jd_persist *p = e->persist;
     jd_outbox_row row = {.seq = ++p->outbox_seq, .status = "pending", .next = a->deliver_at ? a->deliver_at : a->time};
+    memcpy(row.id, a->id, sizeof row.id);
     row.action = jd_action_json(a, &row.action_len);
+    /* the row goes in under its sequence number, after it (see write_outbox) */
     jd_buf_reset(&p->scratch);
+    unsigned char seq[8];
+    jd_be64_put(seq, row.seq);
+    jd_buf_append(&p->scratch, seq, 8);
     jd_outbox_encode(&row, &p->scratch);
     unsigned char key[16];
     jd_outbox_key(key, a->id);
@@ -1183,13 +1188,13 @@ uint64_t jd_engine_store_position(const jd_engine *e)
     return e->persist ? e->persist->lsn : 0;
 }
 
-static int write_rows(jd_store *st, int db, const jd_buf *b, int no_overwrite)
+static int write_rows(jd_store *st, int db, const jd_buf *b)
 {
     const unsigned char *k;
     const char *v;
     uint32_t n;
     for (size_t off = 0; (off = row_next(b, off, &k, &v, &n));)
-        if (jd_store_put(st, db, k, 16, v, n, no_overwrite))
+        if (jd_store_put(st, db, k, 16, v, n, 0))
             return -1;
     return 0;
 }
@@ -1322,6 +1327,19 @@ static int prune_visit(const void *k, size_t kn, const void *v, size_t vn, void 
  * free pages, which LMDB's free list often lacks: the file grew instead. */
 #define SEEN_PER_ROW 168
 
+/* The actions decided since the last checkpoint: rows noted by jd_persist_action (the id
+ * as key; the sequence number, then the row, as value). */
+static int write_outbox(jd_ckpt *c)
+{
+    const unsigned char *k;
+    const char *v;
+    uint32_t n;
+    for (size_t off = 0; (off = row_next(&c->outbox, off, &k, &v, &n));)
+        if (n < 8 || jd_outbox_add(c->store, k, jd_be64_get((const unsigned char *)v), v + 8, n - 8))
+            return -1;
+    return 0;
+}
+
 /* The messageIds first seen since the last checkpoint, as rows of up to SEEN_PER_ROW
  * (see seen_key). */
 static int write_seen(jd_ckpt *c)
@@ -1377,13 +1395,13 @@ static int write_batch(jd_ckpt *c)
             return -1;
         off = (size_t)(to - c->aliases.data) + strlen(to) + 1;
     }
-    if (write_rows(st, JD_DB_TIMERS, &c->tm_ins, 0))
+    if (write_rows(st, JD_DB_TIMERS, &c->tm_ins))
         return -1;
     for (size_t off = 0; off + 16 <= c->tm_del.len; off += 16)
         if (jd_store_del(st, JD_DB_TIMERS, c->tm_del.data + off, 16))
             return -1;
     /* an action already in the outbox keeps its row: delivery may have moved it on */
-    if (write_rows(st, JD_DB_OUTBOX, &c->outbox, 1))
+    if (write_outbox(c))
         return -1;
     /* then what delivery made of them (rows decided in this interval exist by now) */
     for (size_t off = 0; off < c->results.len;) {

@@ -213,14 +213,8 @@ int jd_delivery_retry(jd_server *s, const char *id)
     jd_store *st = jd_engine_store(s->engine);
     if (!st || !s->dispatch || strlen(id) != 32 || strspn(id, "0123456789abcdef") != 32)
         return 404;
-    unsigned char key[16];
-    jd_outbox_key(key, id);
-    const void *v;
-    size_t vn;
-    if (jd_store_get(st, JD_DB_OUTBOX, key, 16, &v, &vn))
-        return 404;
     jd_outbox_row r;
-    if (jd_outbox_decode(key, 16, v, vn, &r))
+    if (jd_outbox_get(st, id, &r))
         return 404;
     if (r.status_len != 4 || memcmp(r.status, "dead", 4) != 0)
         return 409;

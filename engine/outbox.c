@@ -30,21 +30,22 @@ static const msgpack_object *field(const msgpack_object *m, const char *k)
 int jd_outbox_decode(const void *k, size_t kn, const void *v, size_t vn, jd_outbox_row *row)
 {
     static const char hx[] = "0123456789abcdef";
-    if (kn != 16)
+    if (kn != 16 && kn != 8)
         return -1;
     memset(row, 0, sizeof *row);
-    for (int i = 0; i < 16; i++) {
-        row->id[2 * i] = hx[((const unsigned char *)k)[i] >> 4];
-        row->id[2 * i + 1] = hx[((const unsigned char *)k)[i] & 15];
+    if (kn == 16) { /* a row of a store from before: keyed by its id */
+        for (int i = 0; i < 16; i++) {
+            row->id[2 * i] = hx[((const unsigned char *)k)[i] >> 4];
+            row->id[2 * i + 1] = hx[((const unsigned char *)k)[i] & 15];
+        }
+        row->id[32] = '\0';
     }
-    row->id[32] = '\0';
     /* a fixed-size zone per call: rows are small maps of scalars and one string */
     msgpack_zone z;
     msgpack_zone_init(&z, 512);
     msgpack_object o;
-    size_t off = 0;
     int rc = -1;
-    if (msgpack_unpack(v, vn, &off, &z, &o) == MSGPACK_UNPACK_SUCCESS && o.type == MSGPACK_OBJECT_MAP) {
+    if (jd_mp_unpack(v, vn, &z, &o) == 0 && o.type == MSGPACK_OBJECT_MAP) {
         const msgpack_object *x;
         if ((x = field(&o, "seq")) && x->type == MSGPACK_OBJECT_POSITIVE_INTEGER)
             row->seq = x->via.u64;
@@ -54,14 +55,18 @@ int jd_outbox_decode(const void *k, size_t kn, const void *v, size_t vn, jd_outb
             (x->type == MSGPACK_OBJECT_POSITIVE_INTEGER || x->type == MSGPACK_OBJECT_NEGATIVE_INTEGER))
             row->next = x->via.i64;
         if ((x = field(&o, "status")) && x->type == MSGPACK_OBJECT_STR) {
-            row->status = x->via.str.ptr; /* points into v: msgpack_unpack references strings */
+            row->status = x->via.str.ptr; /* points into v: the reader references strings */
             row->status_len = x->via.str.size;
         }
         if ((x = field(&o, "error")) && x->type == MSGPACK_OBJECT_STR) {
             row->error = x->via.str.ptr;
             row->error_len = x->via.str.size;
         }
-        if ((x = field(&o, "action")) && x->type == MSGPACK_OBJECT_STR) {
+        if ((x = field(&o, "id")) && x->type == MSGPACK_OBJECT_STR && x->via.str.size == 32) {
+            memcpy(row->id, x->via.str.ptr, 32);
+            row->id[32] = '\0';
+        }
+        if ((x = field(&o, "action")) && x->type == MSGPACK_OBJECT_STR && row->id[0]) {
             row->action = x->via.str.ptr;
             row->action_len = x->via.str.size;
             rc = 0;
@@ -75,7 +80,9 @@ void jd_outbox_encode(const jd_outbox_row *row, jd_buf *out)
 {
     msgpack_packer pk;
     msgpack_packer_init(&pk, out, jd_buf_msgpack_write);
-    msgpack_pack_map(&pk, row->error ? 6 : 5);
+    msgpack_pack_map(&pk, 6 + (row->error != NULL));
+    jd_mp_pack_cstr(&pk, "id");
+    jd_mp_pack_str(&pk, row->id, 32);
     jd_mp_pack_cstr(&pk, "seq");
     msgpack_pack_uint64(&pk, row->seq);
     jd_mp_pack_cstr(&pk, "status");
@@ -95,7 +102,7 @@ void jd_outbox_encode(const jd_outbox_row *row, jd_buf *out)
 typedef struct list_ctx {
     const char *status;
     jd_buf *keep; /* copies of the values */
-    jd_buf *offs; /* key[16], u64 offset, u64 len per row */
+    jd_buf *offs; /* key[16] (8 used for a sequence key), u64 key length, offset, length */
 } list_ctx;
 
 static int collect(const void *k, size_t kn, const void *v, size_t vn, void *ud)
@@ -106,9 +113,12 @@ static int collect(const void *k, size_t kn, const void *v, size_t vn, void *ud)
         return 0;
     if (c->status && (r.status_len != strlen(c->status) || memcmp(r.status, c->status, r.status_len) != 0))
         return 0;
-    uint64_t off = c->keep->len, len = vn;
+    uint64_t klen = kn, off = c->keep->len, len = vn;
+    unsigned char key[16] = {0};
+    memcpy(key, k, kn);
     jd_buf_append(c->keep, v, vn);
-    jd_buf_append(c->offs, k, 16);
+    jd_buf_append(c->offs, key, 16);
+    jd_buf_append(c->offs, &klen, 8);
     jd_buf_append(c->offs, &off, 8);
     jd_buf_append(c->offs, &len, 8);
     return 0;
@@ -130,12 +140,13 @@ long jd_outbox_list(jd_store *st, const char *status, jd_buf *rows, jd_buf *keep
         return -1;
     }
     long n = 0;
-    for (size_t i = 0; i + 32 <= offs.len; i += 32) {
-        uint64_t off, len;
-        memcpy(&off, offs.data + i + 16, 8);
-        memcpy(&len, offs.data + i + 24, 8);
+    for (size_t i = 0; i + 40 <= offs.len; i += 40) {
+        uint64_t klen, off, len;
+        memcpy(&klen, offs.data + i + 16, 8);
+        memcpy(&off, offs.data + i + 24, 8);
+        memcpy(&len, offs.data + i + 32, 8);
         jd_outbox_row r;
-        if (jd_outbox_decode(offs.data + i, 16, keep->data + off, len, &r) == 0) {
+        if (jd_outbox_decode(offs.data + i, (size_t)klen, keep->data + off, len, &r) == 0) {
             jd_buf_append(rows, &r, sizeof r);
             n++;
         }
@@ -146,17 +157,55 @@ long jd_outbox_list(jd_store *st, const char *status, jd_buf *rows, jd_buf *keep
     return n;
 }
 
+/* A row's key: its sequence number through the id index, else (a store from before) its
+ * id. 0 with the key and the value, 1 when there is no such row, -1 on error. */
+static int find(jd_store *st, const char *id, unsigned char key[16], size_t *kn, const void **v, size_t *vn)
+{
+    jd_outbox_key(key, id);
+    *kn = 16;
+    int rc = jd_store_get(st, JD_DB_OUTBOX_IDS, key, 16, v, vn);
+    if (rc < 0)
+        return -1;
+    if (rc == 0 && *vn == 8) {
+        memcpy(key, *v, 8);
+        *kn = 8;
+    }
+    return jd_store_get(st, JD_DB_OUTBOX, key, *kn, v, vn);
+}
+
+int jd_outbox_get(jd_store *st, const char *id, jd_outbox_row *row)
+{
+    unsigned char key[16];
+    size_t kn;
+    const void *v;
+    size_t vn;
+    int rc = find(st, id, key, &kn, &v, &vn);
+    if (rc)
+        return rc;
+    return jd_outbox_decode(key, kn, v, vn, row) ? -1 : 0;
+}
+
+int jd_outbox_add(jd_store *st, const unsigned char id[16], uint64_t seq, const void *row, size_t n)
+{
+    unsigned char seqk[8];
+    jd_be64_put(seqk, seq);
+    int rc = jd_store_put_new(st, JD_DB_OUTBOX_IDS, id, 16, seqk, 8);
+    if (rc)
+        return rc < 0 ? -1 : 0; /* there already: an action decided again keeps its row */
+    return jd_store_append(st, JD_DB_OUTBOX, seqk, 8, row, n);
+}
+
 int jd_outbox_set(jd_store *st, const char *id, const char *status, uint32_t attempts, int64_t next, const char *error)
 {
     unsigned char key[16];
-    jd_outbox_key(key, id);
+    size_t kn;
     const void *v;
     size_t vn;
-    int rc = jd_store_get(st, JD_DB_OUTBOX, key, 16, &v, &vn);
+    int rc = find(st, id, key, &kn, &v, &vn);
     if (rc)
         return rc;
     jd_outbox_row r;
-    if (jd_outbox_decode(key, 16, v, vn, &r))
+    if (jd_outbox_decode(key, kn, v, vn, &r))
         return -1;
     jd_buf copy, out;
     jd_buf_init(&copy);
@@ -170,7 +219,7 @@ int jd_outbox_set(jd_store *st, const char *id, const char *status, uint32_t att
     r.error = error;
     r.error_len = error ? strlen(error) : 0;
     jd_outbox_encode(&r, &out);
-    rc = jd_store_put(st, JD_DB_OUTBOX, key, 16, out.data, out.len, 0) ? -1 : 0;
+    rc = jd_store_put(st, JD_DB_OUTBOX, key, kn, out.data, out.len, 0) ? -1 : 0;
     jd_buf_free(&copy);
     jd_buf_free(&out);
     return rc;

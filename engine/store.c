@@ -11,14 +11,15 @@
 
 #include "buf.h"
 
-static const char *const db_names[JD_DB_N] = {"meta", "users", "aliases", "timers", "outbox", "dedupe"};
+static const char *const db_names[JD_DB_N] = {"meta", "users", "aliases", "timers", "outbox", "dedupe", "outbox_ids"};
 
 struct jd_store {
     MDB_env *env;
     MDB_dbi dbi[JD_DB_N];
-    MDB_txn *wtxn;    /* the open write transaction, or NULL */
-    pthread_t wowner; /* the thread that opened it: only its reads see it */
-    MDB_txn *rtxn;    /* a reset read transaction, renewed per read */
+    int absent[JD_DB_N]; /* read-only, and an older journeyd made no such database */
+    MDB_txn *wtxn;       /* the open write transaction, or NULL */
+    pthread_t wowner;    /* the thread that opened it: only its reads see it */
+    MDB_txn *rtxn;       /* a reset read transaction, renewed per read */
     int rtxn_live;
     char path[4096];
     char err[256];
@@ -56,8 +57,13 @@ jd_store *jd_store_open(const char *dir, size_t map_bytes, int readonly, char *e
     }
     MDB_txn *t;
     rc = mdb_txn_begin(s->env, NULL, readonly ? MDB_RDONLY : 0, &t);
-    for (int i = 0; !rc && i < JD_DB_N; i++)
+    for (int i = 0; !rc && i < JD_DB_N; i++) {
         rc = mdb_dbi_open(t, db_names[i], readonly ? 0 : MDB_CREATE, &s->dbi[i]);
+        if (rc == MDB_NOTFOUND && readonly && i != JD_DB_META) {
+            s->absent[i] = 1; /* reads of it find nothing */
+            rc = 0;
+        }
+    }
     if (!rc) /* committed even when read-only: an aborted transaction closes its handles */
         rc = mdb_txn_commit(t);
     else
@@ -103,6 +109,24 @@ int jd_store_put(jd_store *s, int db, const void *k, size_t kn, const void *v, s
     int rc = mdb_put(s->wtxn, s->dbi[db], &key, &val, no_overwrite ? MDB_NOOVERWRITE : 0);
     if (rc == MDB_KEYEXIST)
         return 0;
+    return rc ? fail(s, db_names[db], rc) : 0;
+}
+
+int jd_store_put_new(jd_store *s, int db, const void *k, size_t kn, const void *v, size_t vn)
+{
+    MDB_val key = {kn, (void *)k}, val = {vn, (void *)v};
+    int rc = mdb_put(s->wtxn, s->dbi[db], &key, &val, MDB_NOOVERWRITE);
+    if (rc == MDB_KEYEXIST)
+        return 1;
+    return rc ? fail(s, db_names[db], rc) : 0;
+}
+
+int jd_store_append(jd_store *s, int db, const void *k, size_t kn, const void *v, size_t vn)
+{
+    MDB_val key = {kn, (void *)k}, val = {vn, (void *)v};
+    int rc = mdb_put(s->wtxn, s->dbi[db], &key, &val, MDB_APPEND);
+    if (rc == MDB_KEYEXIST) /* not above the last key */
+        return jd_store_put(s, db, k, kn, v, vn, 0);
     return rc ? fail(s, db_names[db], rc) : 0;
 }
 
@@ -163,6 +187,8 @@ int jd_store_get(jd_store *s, int db, const void *k, size_t kn, const void **v, 
     MDB_txn *t = read_txn(s);
     if (!t)
         return -1;
+    if (s->absent[db])
+        return 1;
     MDB_val key = {kn, (void *)k}, val;
     int rc = mdb_get(t, s->dbi[db], &key, &val);
     if (rc == MDB_NOTFOUND)
@@ -179,6 +205,8 @@ int jd_store_scan(jd_store *s, int db, const void *from, size_t fromn, jd_store_
     MDB_txn *t = read_txn(s);
     if (!t)
         return -1;
+    if (s->absent[db])
+        return 0;
     MDB_cursor *c;
     int rc = mdb_cursor_open(t, s->dbi[db], &c);
     if (rc)
@@ -202,7 +230,7 @@ uint64_t jd_store_count(jd_store *s, int db)
 {
     MDB_txn *t = read_txn(s);
     MDB_stat st;
-    if (!t || mdb_stat(t, s->dbi[db], &st))
+    if (!t || s->absent[db] || mdb_stat(t, s->dbi[db], &st))
         return 0;
     return st.ms_entries;
 }
@@ -211,7 +239,7 @@ uint64_t jd_store_db_bytes(jd_store *s, int db)
 {
     MDB_txn *t = read_txn(s);
     MDB_stat st;
-    if (!t || mdb_stat(t, s->dbi[db], &st))
+    if (!t || s->absent[db] || mdb_stat(t, s->dbi[db], &st))
         return 0;
     return (uint64_t)st.ms_psize * (st.ms_branch_pages + st.ms_leaf_pages + st.ms_overflow_pages);
 }

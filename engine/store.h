@@ -11,11 +11,11 @@
 
 typedef struct jd_store jd_store;
 
-enum { JD_DB_META, JD_DB_USERS, JD_DB_ALIASES, JD_DB_TIMERS, JD_DB_OUTBOX, JD_DB_DEDUPE, JD_DB_N };
+enum { JD_DB_META, JD_DB_USERS, JD_DB_ALIASES, JD_DB_TIMERS, JD_DB_OUTBOX, JD_DB_DEDUPE, JD_DB_OUTBOX_IDS, JD_DB_N };
 
 /* Opens (creating) the store in dir. map_bytes: the largest the store may grow (0: 64
- * GiB; the file is sparse). readonly: another process may be writing (the CLI). NULL
- * with err on failure. */
+ * GiB; the file is sparse). readonly: another process may be writing (the CLI); a
+ * database an older journeyd did not create reads as empty. NULL with err on failure. */
 jd_store *jd_store_open(const char *dir, size_t map_bytes, int readonly, char *err, size_t errlen);
 void jd_store_close(jd_store *s);
 
@@ -23,6 +23,11 @@ void jd_store_close(jd_store *s);
 int jd_store_begin(jd_store *s);
 /* no_overwrite: keep an existing value (returns 0 either way). */
 int jd_store_put(jd_store *s, int db, const void *k, size_t kn, const void *v, size_t vn, int no_overwrite);
+/* Adds a key that is not there: 0, 1 when it is (its value kept), -1 on error. */
+int jd_store_put_new(jd_store *s, int db, const void *k, size_t kn, const void *v, size_t vn);
+/* A put for a key above every key in db (LMDB fills pages to the end instead of splitting
+ * them in half); any other key is put as usual. */
+int jd_store_append(jd_store *s, int db, const void *k, size_t kn, const void *v, size_t vn);
 int jd_store_del(jd_store *s, int db, const void *k, size_t kn); /* absent: 0 */
 int jd_store_commit(jd_store *s);
 void jd_store_abort(jd_store *s);

@@ -7,7 +7,12 @@
 
 #include <sys/stat.h>
 
+#include <lmdb.h>
+#include <msgpack.h>
+
+#include "buf.h"
 #include "clock.h"
+#include "event.h"
 #include "dedupe.h"
 #include "outbox.h"
 #include "store.h"
@@ -215,6 +220,100 @@ static void test_seen_rows(void **state)
     assert_string_equal(rows, "322"); /* old1 (21:00), e2 and e3 (22:00), e2 seen again */
 }
 
+/* Outbox rows are keyed by sequence number, with an id index. A store from before has
+ * rows keyed by id (value without the id) and no index database: read-only it still
+ * lists; opened for writing it gains the index, new rows go after, and both kinds are
+ * found and updated by id. */
+static void test_outbox_from_before(void **state)
+{
+    (void)state;
+    char dir[256];
+    snprintf(dir, sizeof dir, "%s/before", tu_dir);
+    assert_int_equal(mkdir(dir, 0755), 0);
+    MDB_env *env;
+    MDB_txn *t;
+    MDB_dbi dbi;
+    assert_int_equal(mdb_env_create(&env), 0);
+    assert_int_equal(mdb_env_set_maxdbs(env, 8), 0);
+    assert_int_equal(mdb_env_open(env, dir, 0, 0644), 0);
+    assert_int_equal(mdb_txn_begin(env, NULL, 0, &t), 0);
+    static const char *const old_dbs[] = {"meta", "users", "aliases", "timers", "dedupe", "outbox"};
+    for (int i = 0; i < 6; i++)
+        assert_int_equal(mdb_dbi_open(t, old_dbs[i], MDB_CREATE, &dbi), 0);
+    const char *old_id = "00112233445566778899aabbccddeeff";
+    jd_buf v;
+    jd_buf_init(&v);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &v, jd_buf_msgpack_write);
+    msgpack_pack_map(&pk, 5);
+    jd_mp_pack_cstr(&pk, "seq");
+    msgpack_pack_uint64(&pk, 1);
+    jd_mp_pack_cstr(&pk, "status");
+    jd_mp_pack_cstr(&pk, "pending");
+    jd_mp_pack_cstr(&pk, "attempts");
+    msgpack_pack_uint32(&pk, 0);
+    jd_mp_pack_cstr(&pk, "next");
+    msgpack_pack_int64(&pk, 0);
+    jd_mp_pack_cstr(&pk, "action");
+    jd_mp_pack_cstr(&pk, "{\"old\":true}");
+    unsigned char k16[16];
+    jd_outbox_key(k16, old_id);
+    MDB_val key = {16, k16}, val = {v.len, v.data};
+    assert_int_equal(mdb_put(t, dbi, &key, &val, 0), 0); /* dbi: outbox, opened last */
+    assert_int_equal(mdb_txn_commit(t), 0);
+    mdb_env_close(env);
+
+    char err[256];
+    jd_buf rows, keep;
+    jd_buf_init(&rows);
+    jd_buf_init(&keep);
+    jd_store *ro = jd_store_open(dir, 0, 1, err, sizeof err);
+    if (!ro)
+        fail_msg("%s", err);
+    assert_int_equal(jd_outbox_list(ro, NULL, &rows, &keep), 1);
+    assert_string_equal(((jd_outbox_row *)rows.data)[0].id, old_id);
+    jd_outbox_row r;
+    assert_int_equal(jd_outbox_get(ro, old_id, &r), 0);
+    assert_int_equal(r.seq, 1);
+    jd_store_close(ro);
+
+    jd_store *st = jd_store_open(dir, 0, 0, err, sizeof err);
+    if (!st)
+        fail_msg("%s", err);
+    const char *new_id = "ffeeddccbbaa99887766554433221100";
+    jd_outbox_row nr = {.seq = 2, .status = "pending", .action = "{\"new\":true}", .action_len = 12};
+    memcpy(nr.id, new_id, 33);
+    jd_buf_reset(&v);
+    jd_outbox_encode(&nr, &v);
+    unsigned char nk[16];
+    jd_outbox_key(nk, new_id);
+    assert_int_equal(jd_store_begin(st), 0);
+    assert_int_equal(jd_outbox_add(st, nk, 2, v.data, v.len), 0);
+    assert_int_equal(jd_outbox_add(st, nk, 3, v.data, v.len), 0); /* decided again: kept once */
+    assert_int_equal(jd_store_commit(st), 0);
+    assert_int_equal(jd_outbox_update(st, old_id, "delivered", 1, 0, NULL), 0);
+    assert_int_equal(jd_outbox_update(st, new_id, "dead", 3, 0, "boom"), 0);
+    assert_int_equal(jd_outbox_update(st, "0123456789abcdef0123456789abcdef", "dead", 1, 0, NULL), 1);
+    jd_buf_reset(&rows);
+    jd_buf_free(&keep);
+    jd_buf_init(&keep);
+    assert_int_equal(jd_outbox_list(st, NULL, &rows, &keep), 2);
+    const jd_outbox_row *l = (const jd_outbox_row *)rows.data;
+    assert_string_equal(l[0].id, old_id);
+    assert_int_equal(l[0].status_len, 9);
+    assert_memory_equal(l[0].status, "delivered", 9);
+    assert_string_equal(l[1].id, new_id);
+    assert_int_equal(l[1].seq, 2);
+    assert_memory_equal(l[1].status, "dead", 4);
+    assert_memory_equal(l[1].error, "boom", 4);
+    assert_memory_equal(l[1].action, "{\"new\":true}", 12);
+    assert_int_equal(jd_store_count(st, JD_DB_OUTBOX), 2);
+    jd_store_close(st);
+    jd_buf_free(&rows);
+    jd_buf_free(&keep);
+    jd_buf_free(&v);
+}
+
 /* A crash after the checkpoint at record 3: records 4..6 are processed again from the
  * log. The actions they decide carry the same ids, and the outbox holds each once. */
 static void test_reprocessing_keeps_ids(void **state)
@@ -334,7 +433,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_state_comes_back),       cmocka_unit_test(test_seen_rows),
         cmocka_unit_test(test_reprocessing_keeps_ids), cmocka_unit_test(test_near_window),
-        cmocka_unit_test(test_outbox_update),
+        cmocka_unit_test(test_outbox_update),          cmocka_unit_test(test_outbox_from_before),
     };
     return cmocka_run_group_tests_name("store", tests, tu_group_setup, tu_group_teardown);
 }
