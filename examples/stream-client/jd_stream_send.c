@@ -1,12 +1,12 @@
 /* jd-stream-send: a small client for journeyd's msgpack stream socket.
  *
- *   jd-stream-send HOST:PORT|/path/to.sock [--key WRITE_KEY] [--batch N] < events.jsonl
+ *   jd-stream-send HOST:PORT|/path/to.sock [--key WRITE_KEY] [--batch N] [--inflight K] < events.jsonl
  *
  * Reads Segment events as JSON Lines, sends them in batches of N (default 500) as
- * length-prefixed msgpack frames, waits for each batch's acknowledgement, and prints
- * "sent S, accepted A, rejected R" (and each rejection) on stderr. Exit status 0 when
- * every batch was acknowledged. Links libjourneyd (for strict JSON -> msgpack) and
- * msgpack-c. */
+ * length-prefixed msgpack frames, keeping up to K (default 4) batches sent and not yet
+ * acknowledged (answers come back in order), and prints "sent S, accepted A, rejected R"
+ * (and each rejection) on stderr. Exit status 0 when every batch was acknowledged. Links libjourneyd (for strict JSON
+ * -> msgpack) and msgpack-c. */
 #define _POSIX_C_SOURCE 200809L
 #include <arpa/inet.h>
 #include <msgpack.h>
@@ -112,21 +112,60 @@ static const msgpack_object *get(const msgpack_object *m, const char *k)
     return NULL;
 }
 
+/* Reads the answer to the oldest batch in flight and counts it. 0, or -1 (said why). */
+static int take_answer(int fd, msgpack_zone *z, unsigned long *sent, unsigned long *accepted, unsigned long *rejected,
+                       size_t n)
+{
+    msgpack_object o;
+    char *ans = NULL;
+    if (read_frame(fd, z, &o, &ans)) {
+        fprintf(stderr, "jd-stream-send: connection lost after %lu events\n", *sent);
+        free(ans);
+        return -1;
+    }
+    int rc = 0;
+    const msgpack_object *err = get(&o, "error"), *acc = get(&o, "accepted"), *rej = get(&o, "rejected");
+    if (err || !acc) {
+        fprintf(stderr, "jd-stream-send: server refused the batch: %.*s\n",
+                err && err->type == MSGPACK_OBJECT_STR ? (int)err->via.str.size : 0,
+                err && err->type == MSGPACK_OBJECT_STR ? err->via.str.ptr : "");
+        rc = -1;
+    } else {
+        *sent += n;
+        *accepted += (unsigned long)acc->via.u64;
+        if (rej && rej->type == MSGPACK_OBJECT_ARRAY) {
+            *rejected += rej->via.array.size;
+            for (uint32_t i = 0; i < rej->via.array.size; i++) {
+                const msgpack_object *e = get(&rej->via.array.ptr[i], "error");
+                const msgpack_object *ix = get(&rej->via.array.ptr[i], "index");
+                if (e && ix && e->type == MSGPACK_OBJECT_STR)
+                    fprintf(stderr, "rejected (batch index %llu): %.*s\n", (unsigned long long)ix->via.u64,
+                            (int)e->via.str.size, e->via.str.ptr);
+            }
+        }
+    }
+    free(ans);
+    msgpack_zone_clear(z);
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
     const char *target = NULL, *key = NULL;
-    size_t per = 500;
+    size_t per = 500, inflight = 4;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--key") == 0 && i + 1 < argc)
             key = argv[++i];
         else if (strcmp(argv[i], "--batch") == 0 && i + 1 < argc)
             per = (size_t)atol(argv[++i]);
+        else if (strcmp(argv[i], "--inflight") == 0 && i + 1 < argc)
+            inflight = (size_t)atol(argv[++i]);
         else
             target = argv[i];
     }
-    if (!target || per == 0 || per > 5000) {
-        fprintf(stderr,
-                "usage: jd-stream-send HOST:PORT|/path.sock [--key WRITE_KEY] [--batch 1..5000] < events.jsonl\n");
+    if (!target || per == 0 || per > 5000 || inflight == 0 || inflight > 64) {
+        fprintf(stderr, "usage: jd-stream-send HOST:PORT|/path.sock [--key WRITE_KEY] [--batch 1..5000] "
+                        "[--inflight 1..64] < events.jsonl\n");
         return 2;
     }
     int fd = connect_to(target);
@@ -156,8 +195,10 @@ int main(int argc, char **argv)
         }
         free(ans);
         ans = NULL;
+        msgpack_zone_clear(&z);
     }
     unsigned long sent = 0, accepted = 0, rejected = 0, lineno = 0;
+    size_t sizes[64], head = 0, nout = 0; /* events of each batch in flight, oldest at head */
     int eof = 0;
     while (!eof) {
         /* a batch: collect up to `per` converted events, then one array header */
@@ -191,33 +232,22 @@ int main(int argc, char **argv)
         msgpack_pack_array(&pk, n);
         msgpack_sbuffer_write(&sb, items.data, items.size);
         msgpack_sbuffer_destroy(&items);
-        if (send_frame(fd, sb.data, sb.size) || read_frame(fd, &z, &o, &ans)) {
+        if (nout == inflight) { /* all slots taken: the oldest answer first */
+            if (take_answer(fd, &z, &sent, &accepted, &rejected, sizes[head]))
+                goto done;
+            head = (head + 1) % 64;
+            nout--;
+        }
+        if (send_frame(fd, sb.data, sb.size)) {
             fprintf(stderr, "jd-stream-send: connection lost after %lu events\n", sent);
             goto done;
         }
-        const msgpack_object *err = get(&o, "error"), *acc = get(&o, "accepted"), *rej = get(&o, "rejected");
-        if (err || !acc) {
-            fprintf(stderr, "jd-stream-send: server refused the batch: %.*s\n",
-                    err && err->type == MSGPACK_OBJECT_STR ? (int)err->via.str.size : 0,
-                    err && err->type == MSGPACK_OBJECT_STR ? err->via.str.ptr : "");
-            goto done;
-        }
-        sent += n;
-        accepted += (unsigned long)acc->via.u64;
-        if (rej && rej->type == MSGPACK_OBJECT_ARRAY) {
-            rejected += rej->via.array.size;
-            for (uint32_t i = 0; i < rej->via.array.size; i++) {
-                const msgpack_object *e = get(&rej->via.array.ptr[i], "error");
-                const msgpack_object *ix = get(&rej->via.array.ptr[i], "index");
-                if (e && ix && e->type == MSGPACK_OBJECT_STR)
-                    fprintf(stderr, "rejected (batch index %llu): %.*s\n", (unsigned long long)ix->via.u64,
-                            (int)e->via.str.size, e->via.str.ptr);
-            }
-        }
-        free(ans);
-        ans = NULL;
-        msgpack_zone_clear(&z);
+        sizes[(head + nout) % 64] = n;
+        nout++;
     }
+    for (; nout; nout--, head = (head + 1) % 64)
+        if (take_answer(fd, &z, &sent, &accepted, &rejected, sizes[head]))
+            goto done;
     fprintf(stderr, "sent %lu, accepted %lu, rejected %lu\n", sent, accepted, rejected);
     rc = 0;
 done:

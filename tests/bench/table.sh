@@ -18,7 +18,7 @@
 # Environment: BENCH_PEER_EVENTS (0: all) for the serve and Redis rows,
 # BENCH_JRE_EVENTS (100000) for json-rules-engine (about 5K events/s), BENCH_BATCH (500),
 # BENCH_INFLIGHT (4): K, the batches each driver keeps in flight — the same K for the
-# serve rows (except jd-stream-send, which waits for each ack), the paced row and Redis.
+# serve rows (jd-stream-send's --inflight too), the paced row and Redis.
 # Every server started here listens on 127.0.0.1 and is stopped by its pid on exit.
 # shellcheck disable=SC2086,SC2046
 set -u
@@ -158,7 +158,7 @@ serve_run() {
     send)
       $head_n "$EVENTS" > "$TMP/send.jsonl"
       t0=$(date +%s%N)
-      "$BUILD/jd-stream-send" 127.0.0.1:$sport --batch "$BATCH" < "$TMP/send.jsonl" 2> "$TMP/send.err"
+      "$BUILD/jd-stream-send" 127.0.0.1:$sport --batch "$BATCH" --inflight "$K" < "$TMP/send.jsonl" 2> "$TMP/send.err"
       ok=$?
       t1=$(date +%s%N)
       acc=$(sed -n 's/.*accepted \([0-9]*\).*/\1/p' "$TMP/send.err")
@@ -191,7 +191,7 @@ serve_run "HTTP /v1/batch, $BATCH per request, $CONNS" http && best "HTTP" "$(va
 serve_run "msgpack stream, $BATCH per frame, $K in flight" stream && STREAM_EPS=$(val events_per_s) &&
   best "stream" "$STREAM_EPS"
 serve_run "msgpack stream, 2 shards, $BATCH per frame, $K in flight" stream 2 && best "stream, 2 shards" "$(val events_per_s)"
-serve_run "msgpack stream, jd-stream-send (one frame in flight)" send
+serve_run "msgpack stream, jd-stream-send ($K in flight, JSON converted as it sends)" send
 HALF_P99=
 if [ -n "${STREAM_EPS:-}" ]; then
   HALF_RATE=$((STREAM_EPS / 2))
@@ -270,7 +270,8 @@ echo
 echo "latency (event to action decided), per row:"
 echo "  serve rows: from writing a batch of $BATCH events to its answer, which comes after they are durable"
 echo "    (fdatasync) and processed; K = $K batches in flight: the stream's frames on one loopback"
-echo "    connection (answered in order), HTTP's requests on $K keep-alive connections; jd-stream-send: one"
+echo "    connection (answered in order), HTTP's requests on $K keep-alive connections; jd-stream-send: the"
+echo "    stream's shape, converting the JSON lines as it sends"
 echo "  Redis rows: from writing $BATCH pipelined EVALSHA to reading the last reply (AOF written per fsync"
 echo "    policy); K = $K such batches outstanding on one connection, the same shape as the stream's"
 echo "  in-memory and json-rules-engine: processing time of a chunk of $BATCH events, in process, nothing durable"

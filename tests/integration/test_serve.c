@@ -498,6 +498,28 @@ static void test_stream(void **state)
     assert_non_null(strstr(r.body, "\"email\":\"s1@example.com\""));
     assert_non_null(strstr(r.body, "\"entries\":1"));
 
+    /* batches kept in flight (--inflight): every answer is read and counted, in order */
+    char evs[300], out[300], cmd2[1400];
+    snprintf(evs, sizeof evs, "%s/inflight.jsonl", cfgdir);
+    snprintf(out, sizeof out, "%s/inflight.err", cfgdir);
+    FILE *f = fopen(evs, "w");
+    assert_non_null(f);
+    for (int i = 0; i < 7; i++)
+        fprintf(f, "{\"type\":\"track\",\"userId\":\"s-3\",\"event\":\"Seen %d\"}\n", i);
+    fputs("{\"type\":\"track\",\"userId\":\"s-3\"}\n", f); /* no event name: rejected */
+    fclose(f);
+    snprintf(cmd2, sizeof cmd2, "%s 127.0.0.1:%d --key wk1 --batch 2 --inflight 3 < %s 2> %s", client, stream_port, evs,
+             out);
+    assert_int_equal(system(cmd2), 0);
+    f = fopen(out, "r");
+    assert_non_null(f);
+    char said[1024] = "";
+    size_t sn = fread(said, 1, sizeof said - 1, f);
+    said[sn] = '\0';
+    fclose(f);
+    assert_non_null(strstr(said, "sent 8, accepted 7, rejected 1"));
+    assert_non_null(strstr(said, "rejected (batch index 1)"));
+
     char ans[4096];
     size_t n;
     /* a wrong key: a fatal answer, then the connection closes */
