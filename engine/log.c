@@ -65,12 +65,23 @@ static uint64_t get64(const unsigned char *p)
     return v;
 }
 
-static uint32_t checksum(const unsigned char *lsn8, const void *payload, size_t n)
+/* A record's CRC: over its payload, then its LSN's 8 bytes, so that the payload's part
+ * can be computed before the LSN is known (by the daemon's front, off the shard's
+ * thread) and finished with 8 bytes. */
+static uint32_t checksum_of(uint32_t payload_crc, const unsigned char *lsn8)
 {
-    uLong c = crc32(0L, Z_NULL, 0);
-    c = crc32(c, lsn8, 8);
-    c = crc32(c, payload, (uInt)n);
-    return (uint32_t)c;
+    return (uint32_t)crc32(payload_crc, lsn8, 8);
+}
+
+/* Whether a record checks out: as written now, or as segments written before did, over
+ * (LSN, payload) — a log from an older journeyd still replays. */
+static int checksum_ok(uint32_t crc, const unsigned char *lsn8, const void *payload, size_t n)
+{
+    uLong c = crc32(crc32(0L, Z_NULL, 0), payload, (uInt)n);
+    if (checksum_of((uint32_t)c, lsn8) == crc)
+        return 1;
+    c = crc32(crc32(crc32(0L, Z_NULL, 0), lsn8, 8), payload, (uInt)n);
+    return (uint32_t)c == crc;
 }
 
 static void seg_path(const jd_log *l, uint64_t first, char *out, size_t n)
@@ -141,7 +152,7 @@ static size_t scan(const unsigned char *b, size_t n, uint64_t expect, uint64_t *
                      (unsigned long long)expect);
             break;
         }
-        if (checksum(b + off + 8, b + off + HDR, len) != crc) {
+        if (!checksum_ok(crc, b + off + 8, b + off + HDR, len)) {
             snprintf(why, wn, "checksum mismatch at byte %zu (lsn %llu)", off, (unsigned long long)lsn);
             break;
         }
@@ -385,9 +396,7 @@ int jd_log_append_batch(jd_log *l, const jd_log_rec *recs, size_t n, uint64_t *f
         unsigned char hdr[HDR];
         put32(hdr, (uint32_t)recs[i].len);
         put64(hdr + 8, lsn);
-        /* the CRC of (lsn, payload), from the payload's own: no second pass over it */
-        uLong c = crc32(crc32(0L, Z_NULL, 0), hdr + 8, 8);
-        put32(hdr + 4, (uint32_t)crc32_combine(c, recs[i].crc, (z_off_t)recs[i].len));
+        put32(hdr + 4, checksum_of(recs[i].crc, hdr + 8));
         jd_buf_append(&l->pending, hdr, HDR);
         jd_buf_append(&l->pending, recs[i].data, recs[i].len);
         l->pending_last = lsn;
@@ -445,7 +454,7 @@ int jd_log_replay(jd_log *l, uint64_t from, jd_log_visit_fn fn, void *ud)
             uint32_t len = get32(b + off);
             uint64_t lsn = get64(b + off + 8);
             if (len > n - off - HDR || lsn != expect ||
-                checksum(b + off + 8, b + off + HDR, len) != get32(b + off + 4)) {
+                !checksum_ok(get32(b + off + 4), b + off + 8, b + off + HDR, len)) {
                 free(b);
                 return -1;
             }

@@ -1,10 +1,11 @@
 /* log: the event log — append-only segment files of checksummed records, made durable
  * by group commit (one write + fdatasync per group) on a writer thread.
  *
- * Record: u32 payload length, u32 CRC-32 of (lsn, payload), u64 lsn, payload; all
- * little-endian. LSNs start at 1 and are consecutive. Segments are named by their first
- * LSN ("00000000000000000001.log") and roll at a size limit. Opening scans the newest
- * segment and cuts a torn or corrupt tail at the first bad record (and says so).
+ * Record: u32 payload length, u32 CRC-32 of (payload, lsn), u64 lsn, payload; all
+ * little-endian (records an older journeyd wrote, with a CRC of (lsn, payload), are read
+ * too). LSNs start at 1 and are consecutive. Segments are named by their first LSN
+ * ("00000000000000000001.log") and roll at a size limit. Opening scans the newest segment
+ * and cuts a torn or corrupt tail at the first bad record (and says so).
  * Uses buf, zlib (crc32), pthreads. */
 #ifndef JD_LOG_H
 #define JD_LOG_H

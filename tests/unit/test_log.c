@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <zlib.h>
 
 #include "log.h"
 
@@ -218,6 +219,45 @@ static void test_bit_flip(void **state)
     jd_log_close(l);
 }
 
+/* A segment an older journeyd wrote, its CRCs over (lsn, payload), still reads in full. */
+static void test_older_checksums(void **state)
+{
+    (void)state;
+    jd_log *l = open_log(NULL, 0);
+    append_n(l, 1, 5);
+    jd_log_sync(l);
+    jd_log_close(l);
+    char p[512];
+    only_segment(p, sizeof p);
+    int fd = open(p, O_RDWR);
+    unsigned char b[4096];
+    ssize_t n = pread(fd, b, sizeof b, 0);
+    assert_true(n > 0);
+    for (size_t off = 0; off + 16 <= (size_t)n;) { /* rewrite every CRC the old way */
+        uint32_t len =
+            (uint32_t)b[off] | (uint32_t)b[off + 1] << 8 | (uint32_t)b[off + 2] << 16 | (uint32_t)b[off + 3] << 24;
+        uLong c = crc32(crc32(crc32(0L, Z_NULL, 0), b + off + 8, 8), b + off + 16, (uInt)len);
+        for (int i = 0; i < 4; i++)
+            b[off + 4 + i] = (unsigned char)(c >> (8 * i));
+        off += 16 + len;
+    }
+    assert_int_equal(pwrite(fd, b, (size_t)n, 0), n);
+    close(fd);
+    jd_log_info info;
+    l = open_log(&info, 0);
+    assert_int_equal(info.last_lsn, 5);
+    assert_int_equal(info.cut_bytes, 0);
+    seen s = {0};
+    assert_int_equal(jd_log_replay(l, 1, visit, &s), 0);
+    assert_int_equal(s.count, 5);
+    append_n(l, 6, 1); /* new records, the new way, after them */
+    jd_log_sync(l);
+    jd_log_close(l);
+    l = open_log(&info, 0);
+    assert_int_equal(info.last_lsn, 6);
+    jd_log_close(l);
+}
+
 static void test_segments(void **state)
 {
     (void)state;
@@ -305,6 +345,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_batch, setup, teardown),
         cmocka_unit_test_setup_teardown(test_torn_tail, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bit_flip, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_older_checksums, setup, teardown),
         cmocka_unit_test_setup_teardown(test_segments, setup, teardown),
         cmocka_unit_test_setup_teardown(test_writer_thread, setup, teardown),
         cmocka_unit_test_setup_teardown(test_failing_disk, setup, teardown),
