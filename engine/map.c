@@ -68,27 +68,33 @@ void jd_map_init(jd_map *m)
     memset(m, 0, sizeof *m);
 }
 
-void jd_map_free(jd_map *m, void (*free_value)(void *))
+static void free_slots(jd_map_slot *t, size_t n, void (*free_value)(void *))
 {
-    for (size_t i = 0; i < m->cap; i++) {
-        jd_map_slot *s = &m->slots[i];
+    for (size_t i = 0; i < n; i++) {
+        jd_map_slot *s = &t[i];
         if (s->key && s->key != TOMB) {
             if (free_value)
                 free_value(s->value);
             free(s->key);
         }
     }
-    free(m->slots);
+    free(t);
+}
+
+void jd_map_free(jd_map *m, void (*free_value)(void *))
+{
+    free_slots(m->slots, m->cap, free_value);
+    free_slots(m->old, m->old_cap, free_value);
     jd_map_init(m);
 }
 
-static jd_map_slot *find(const jd_map *m, const char *key, size_t klen, uint64_t h)
+static jd_map_slot *probe(jd_map_slot *t, size_t cap, const char *key, size_t klen, uint64_t h)
 {
-    if (!m->cap)
+    if (!cap)
         return NULL;
-    size_t mask = m->cap - 1;
+    size_t mask = cap - 1;
     for (size_t i = h & mask;; i = (i + 1) & mask) {
-        jd_map_slot *s = &m->slots[i];
+        jd_map_slot *s = &t[i];
         if (!s->key)
             return NULL;
         if (s->key != TOMB && s->hash == h && s->klen == klen && memcmp(s->key, key, klen) == 0)
@@ -96,66 +102,106 @@ static jd_map_slot *find(const jd_map *m, const char *key, size_t klen, uint64_t
     }
 }
 
+/* The slot of key, in the new table or the old; *in_old says which. */
+static jd_map_slot *find(const jd_map *m, const char *key, size_t klen, uint64_t h, int *in_old)
+{
+    *in_old = 0;
+    jd_map_slot *s = probe(m->slots, m->cap, key, klen, h);
+    if (!s && m->old && (s = probe(m->old, m->old_cap, key, klen, h)))
+        *in_old = 1;
+    return s;
+}
+
 void *jd_map_get(const jd_map *m, const char *key, size_t klen)
 {
-    jd_map_slot *s = find(m, key, klen, jd_hash(key, klen, 0));
+    int in_old;
+    jd_map_slot *s = find(m, key, klen, jd_hash(key, klen, 0), &in_old);
     return s ? s->value : NULL;
 }
 
+/* An entry into the new table (its key is in neither). */
+static jd_map_slot *place(jd_map *m, uint64_t h)
+{
+    size_t mask = m->cap - 1;
+    for (size_t i = h & mask;; i = (i + 1) & mask) {
+        jd_map_slot *s = &m->slots[i];
+        if (!s->key || s->key == TOMB) {
+            if (s->key == TOMB)
+                m->tombs--;
+            return s;
+        }
+    }
+}
+
+/* Moves the old table's next `n` slots over (all: SIZE_MAX). A moved entry leaves a
+ * tombstone, so probes for the others still pass it. */
+static void move_some(jd_map *m, size_t n)
+{
+    for (; m->old && n; n--) {
+        if (m->old_pos == m->old_cap || !m->old_live) {
+            free(m->old);
+            m->old = NULL;
+            m->old_cap = m->old_pos = m->old_live = 0;
+            break;
+        }
+        jd_map_slot *s = &m->old[m->old_pos++];
+        if (!s->key || s->key == TOMB)
+            continue;
+        *place(m, s->hash) = *s;
+        s->key = TOMB;
+        m->old_live--;
+    }
+}
+
+/* Starts moving into a table at most half full when the new entry is in; the move
+ * before is finished first (it is done long before: a put moves 8 slots, and the new
+ * table has room for a quarter of its size). */
 static void grow(jd_map *m)
 {
+    move_some(m, SIZE_MAX);
     size_t ncap = m->cap ? m->cap : 16;
-    if ((m->count + 1) * 4 >= ncap * 3)
+    while ((m->count + 1) * 2 > ncap)
         ncap *= 2;
-    jd_map_slot *old = m->slots;
-    size_t ocap = m->cap;
+    m->old = m->slots;
+    m->old_cap = m->cap;
+    m->old_pos = 0;
+    m->old_live = m->count;
     m->slots = jd_xcalloc(ncap, sizeof *m->slots);
     m->cap = ncap;
     m->tombs = 0;
-    for (size_t i = 0; i < ocap; i++) {
-        jd_map_slot *s = &old[i];
-        if (!s->key || s->key == TOMB)
-            continue;
-        for (size_t j = s->hash & (ncap - 1);; j = (j + 1) & (ncap - 1)) {
-            if (!m->slots[j].key) {
-                m->slots[j] = *s;
-                break;
-            }
-        }
+    if (!m->old_live) {
+        free(m->old);
+        m->old = NULL;
+        m->old_cap = 0;
     }
-    free(old);
 }
 
 void *jd_map_put(jd_map *m, const char *key, size_t klen, void *value)
 {
+    move_some(m, 8);
     uint64_t h = jd_hash(key, klen, 0);
-    jd_map_slot *s = find(m, key, klen, h);
+    int in_old;
+    jd_map_slot *s = find(m, key, klen, h, &in_old);
     if (s) {
         void *prev = s->value;
         s->value = value;
         return prev;
     }
-    if ((m->count + m->tombs + 1) * 4 >= m->cap * 3)
+    if ((m->count - m->old_live + m->tombs + 1) * 4 >= m->cap * 3)
         grow(m);
-    size_t mask = m->cap - 1;
-    for (size_t i = h & mask;; i = (i + 1) & mask) {
-        s = &m->slots[i];
-        if (!s->key || s->key == TOMB) {
-            if (s->key == TOMB)
-                m->tombs--;
-            s->key = jd_strndup(key, klen);
-            s->klen = klen;
-            s->hash = h;
-            s->value = value;
-            m->count++;
-            return NULL;
-        }
-    }
+    s = place(m, h);
+    s->key = jd_strndup(key, klen);
+    s->klen = klen;
+    s->hash = h;
+    s->value = value;
+    m->count++;
+    return NULL;
 }
 
 void *jd_map_del(jd_map *m, const char *key, size_t klen)
 {
-    jd_map_slot *s = find(m, key, klen, jd_hash(key, klen, 0));
+    int in_old;
+    jd_map_slot *s = find(m, key, klen, jd_hash(key, klen, 0), &in_old);
     if (!s)
         return NULL;
     void *v = s->value;
@@ -163,14 +209,18 @@ void *jd_map_del(jd_map *m, const char *key, size_t klen)
     s->key = TOMB;
     s->value = NULL;
     m->count--;
-    m->tombs++;
+    if (in_old)
+        m->old_live--;
+    else
+        m->tombs++;
     return v;
 }
 
 int jd_map_next(const jd_map *m, size_t *it, const jd_map_slot **slot)
 {
-    while (*it < m->cap) {
-        const jd_map_slot *s = &m->slots[(*it)++];
+    while (*it < m->cap + m->old_cap) {
+        size_t i = (*it)++;
+        const jd_map_slot *s = i < m->cap ? &m->slots[i] : &m->old[i - m->cap];
         if (s->key && s->key != TOMB) {
             *slot = s;
             return 1;

@@ -54,6 +54,50 @@ static void test_map_empty(void **state)
     jd_map_free(&m, NULL); /* freeing resets: a second free is harmless */
 }
 
+/* Growth moves entries over a few per put: while both tables hold entries, every key is
+ * found, replaced, deleted and iterated exactly once, wherever it is. */
+static void test_map_moving(void **state)
+{
+    (void)state;
+    enum { N = 50000 };
+    jd_map m;
+    jd_map_init(&m);
+    char k[32];
+    size_t seen_moving = 0;
+    for (size_t i = 0; i < N; i++) {
+        size_t n = key_of(k, i);
+        assert_null(jd_map_put(&m, k, n, VAL(i)));
+        if (!m.old)
+            continue;
+        seen_moving++;
+        /* mid-move: an early key (likely still in the old table) and the newest */
+        size_t j = i / 3;
+        n = key_of(k, j);
+        if (j % 5 == 0) {
+            assert_ptr_equal(jd_map_del(&m, k, n), VAL(j)); /* gone from wherever it was */
+            assert_null(jd_map_get(&m, k, n));
+            assert_null(jd_map_put(&m, k, n, VAL(j))); /* and back */
+        }
+        assert_ptr_equal(jd_map_put(&m, k, n, VAL(j)), VAL(j)); /* replaced in place */
+        n = key_of(k, i);
+        assert_ptr_equal(jd_map_get(&m, k, n), VAL(i));
+        if (i % 997 == 0) { /* iteration sees both tables, each key once */
+            size_t it = 0, c = 0;
+            const jd_map_slot *s;
+            while (jd_map_next(&m, &it, &s))
+                c++;
+            assert_int_equal(c, m.count);
+        }
+    }
+    assert_true(seen_moving > 0);
+    assert_int_equal(m.count, N);
+    for (size_t i = 0; i < N; i++) {
+        size_t n = key_of(k, i);
+        assert_ptr_equal(jd_map_get(&m, k, n), VAL(i));
+    }
+    jd_map_free(&m, NULL);
+}
+
 static void test_map_100k(void **state)
 {
     (void)state;
@@ -603,6 +647,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_map_empty),
         cmocka_unit_test(test_map_100k),
+        cmocka_unit_test(test_map_moving),
         cmocka_unit_test(test_map_churn),
         cmocka_unit_test(test_map_keys),
         cmocka_unit_test(test_hash),
