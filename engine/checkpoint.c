@@ -19,6 +19,9 @@
 #define DEDUPE_PRUNE_MS 600000     /* expired messageIds leave the store this often */
 #define DEFAULT_WINDOW_MS 900000   /* the near window of timers: 15 minutes */
 #define DEFAULT_CACHE_USERS 100000 /* people kept in memory between uses */
+#define NSTALL 10                  /* buckets of the checkpoint pause histogram (stall_le) */
+
+static const double stall_le[NSTALL] = {0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 1};
 
 typedef struct jd_persist {
     jd_store *store;
@@ -28,6 +31,15 @@ typedef struct jd_persist {
     int64_t beyond;    /* the earliest known timer at or after horizon (INT64_MAX: none) */
     jd_user **dirty;
     size_t ndirty, capdirty;
+    /* the people of the checkpoint being built (building), as they were at its position:
+     * those whose ckpt is still set are encoded in slices, or at once before anything
+     * changes them (jd_persist_touch) */
+    jd_user **pending;
+    size_t npending, cappending, pending_at;
+    struct jd_ckpt *building; /* taken at its position, its people not all encoded yet */
+    /* the loop's pauses for checkpoints (taking one, each slice), for /metrics */
+    uint64_t stalls[NSTALL + 1], nstalls, stall_ns;
+    uint64_t encoded, encoded_early;   /* people encoded in slices / before a change */
     jd_buf aliases;                    /* from, to: NUL-terminated pairs changed since the checkpoint */
     jd_buf tm_ins;                     /* timer rows scheduled since the checkpoint: key[16] u32 len value */
     jd_buf tm_del;                     /* keys[16] of timers done since the checkpoint */
@@ -402,7 +414,10 @@ jd_user *jd_persist_load_user(jd_engine *e, const char *id, size_t n)
 void jd_persist_user_changed(jd_engine *e, jd_user *u)
 {
     jd_persist *p = e->persist;
-    if (!p || u->dirty)
+    if (!p)
+        return;
+    jd_persist_touch(e, u); /* (callers have touched u before changing it: a no-op then) */
+    if (u->dirty)
         return;
     u->dirty = 1;
     if (p->ndirty == p->capdirty) {
@@ -1259,30 +1274,103 @@ static void move_buf(jd_buf *dst, jd_buf *src)
     jd_buf_reset(src);
 }
 
-jd_ckpt *jd_engine_checkpoint_take(jd_engine *e, uint64_t lsn)
+/* u's row into the batch: u32 id length, id, u32 value length, value (encoded in place) */
+static void put_user(const jd_engine *e, jd_ckpt *c, const jd_user *u)
+{
+    uint32_t kl = (uint32_t)u->idlen, vl = 0;
+    jd_buf_append(&c->users, &kl, 4);
+    jd_buf_append(&c->users, u->id, u->idlen);
+    size_t at = c->users.len;
+    jd_buf_append(&c->users, &vl, 4);
+    encode_user(e, u, &c->users);
+    vl = (uint32_t)(c->users.len - at - 4);
+    memcpy(c->users.data + at, &vl, 4);
+}
+
+void jd_persist_touch_slow(jd_engine *e, jd_user *u)
+{
+    jd_persist *p = e->persist;
+    u->ckpt = 0;
+    put_user(e, p->building, u);
+    p->encoded_early++;
+}
+
+/* Encodes the building checkpoint's pending people, for about budget_ns (0: all); 1 when
+ * none is left. */
+static int encode_pending(jd_engine *e, int64_t budget_ns)
+{
+    jd_persist *p = e->persist;
+    int64_t t0 = budget_ns ? jd_monotonic_ns() : 0;
+    for (size_t n = 1; p->pending_at < p->npending; n++) {
+        jd_user *u = p->pending[p->pending_at++];
+        if (u->ckpt) {
+            u->ckpt = 0;
+            put_user(e, p->building, u);
+            p->encoded++;
+        }
+        if (budget_ns && n % 32 == 0 && jd_monotonic_ns() - t0 >= budget_ns)
+            break;
+    }
+    if (p->pending_at < p->npending)
+        return 0;
+    p->npending = p->pending_at = 0;
+    return 1;
+}
+
+void jd_persist_settle(jd_engine *e)
+{
+    if (e->persist && e->persist->building)
+        encode_pending(e, 0);
+}
+
+static void stall_note(jd_persist *p, int64_t ns)
+{
+    size_t i = 0;
+    while (i < NSTALL && (double)ns > stall_le[i] * 1e9)
+        i++;
+    p->stalls[i]++;
+    p->nstalls++;
+    p->stall_ns += (uint64_t)ns;
+}
+
+/* Takes everything but the people's rows into the batch at lsn and marks the people who
+ * changed (u->ckpt): their rows are encoded later, each as it is now. A checkpoint still
+ * being built is finished into this one (its rows, then the newer ones, win in order). */
+static int ckpt_begin(jd_engine *e, uint64_t lsn)
 {
     jd_persist *p = e->persist;
     if (!p || p->inflight)
-        return NULL;
-    /* a batch that failed to write goes again, with what came since after it */
-    jd_ckpt *c = p->failed ? p->failed : p->spare ? p->spare : jd_xcalloc(1, sizeof *c);
-    if (c == p->spare)
-        p->spare = NULL;
-    p->failed = NULL;
-    c->store = p->store;
-    c->lsn = lsn;
-    for (size_t i = 0; i < p->ndirty; i++) {
-        jd_user *u = p->dirty[i];
-        jd_buf_reset(&p->scratch);
-        encode_user(e, u, &p->scratch);
-        uint32_t kl = (uint32_t)u->idlen, vl = (uint32_t)p->scratch.len;
-        jd_buf_append(&c->users, &kl, 4);
-        jd_buf_append(&c->users, u->id, u->idlen);
-        jd_buf_append(&c->users, &vl, 4);
-        jd_buf_append(&c->users, p->scratch.data, p->scratch.len);
-        u->dirty = 0;
+        return -1;
+    jd_ckpt *c = p->building;
+    if (c) {
+        encode_pending(e, 0);
+    } else {
+        /* a batch that failed to write goes again, with what came since after it */
+        c = p->failed ? p->failed : p->spare;
+        if (!c) {
+            c = jd_xcalloc(1, sizeof *c);
+            c->prune_before = INT64_MIN;
+        }
+        if (c == p->spare)
+            p->spare = NULL;
+        p->failed = NULL; /* (a failed one keeps its prune) */
+        c->store = p->store;
     }
+    c->lsn = lsn;
+    /* the changed people become the pending ones (an empty list by now) */
+    jd_user **list = p->pending;
+    size_t cap = p->cappending;
+    p->pending = p->dirty;
+    p->cappending = p->capdirty;
+    p->npending = p->ndirty;
+    p->pending_at = 0;
+    p->dirty = list;
+    p->capdirty = cap;
     p->ndirty = 0;
+    for (size_t i = 0; i < p->npending; i++) {
+        p->pending[i]->dirty = 0;
+        p->pending[i]->ckpt = 1;
+    }
     move_buf(&c->aliases, &p->aliases);
     move_buf(&c->tm_ins, &p->tm_ins);
     move_buf(&c->tm_del, &p->tm_del);
@@ -1296,7 +1384,6 @@ jd_ckpt *jd_engine_checkpoint_take(jd_engine *e, uint64_t lsn)
         p->far_inflight_min = p->far_min;
     p->far_min = INT64_MAX;
     int64_t now = jd_clock_now(&e->clock);
-    c->prune_before = INT64_MIN;
     if (e->dedupe.ttl_ms && now - p->last_prune >= DEDUPE_PRUNE_MS) {
         p->last_prune = now;
         c->prune_before = now - e->dedupe.ttl_ms;
@@ -1306,8 +1393,78 @@ jd_ckpt *jd_engine_checkpoint_take(jd_engine *e, uint64_t lsn)
     jd_buf_reset(&c->state);
     encode_state(e, &c->state);
     p->lsn = prev;
+    p->building = c;
+    return 0;
+}
+
+int jd_engine_checkpoint_begin(jd_engine *e, uint64_t lsn)
+{
+    int64_t t0 = jd_monotonic_ns();
+    if (ckpt_begin(e, lsn))
+        return -1;
+    stall_note(e->persist, jd_monotonic_ns() - t0);
+    return 0;
+}
+
+int jd_engine_checkpoint_building(const jd_engine *e)
+{
+    return e->persist && e->persist->building;
+}
+
+jd_ckpt *jd_engine_checkpoint_step(jd_engine *e, int64_t budget_ns)
+{
+    jd_persist *p = e->persist;
+    if (!p || !p->building)
+        return NULL;
+    int64_t t0 = jd_monotonic_ns();
+    int done = encode_pending(e, budget_ns > 0 ? budget_ns : 0);
+    stall_note(p, jd_monotonic_ns() - t0);
+    if (!done)
+        return NULL;
+    jd_ckpt *c = p->building;
+    p->building = NULL;
     p->inflight = c;
     return c;
+}
+
+jd_ckpt *jd_engine_checkpoint_take(jd_engine *e, uint64_t lsn)
+{
+    int64_t t0 = jd_monotonic_ns();
+    if (ckpt_begin(e, lsn))
+        return NULL;
+    encode_pending(e, 0);
+    jd_persist *p = e->persist;
+    jd_ckpt *c = p->building;
+    p->building = NULL;
+    p->inflight = c;
+    stall_note(p, jd_monotonic_ns() - t0);
+    return c;
+}
+
+void jd_persist_metrics(const jd_engine *e, jd_buf *b)
+{
+    const jd_persist *p = e->persist;
+    if (!p)
+        return;
+    jd_buf_puts(b, "# HELP journeyd_checkpoint_pause_seconds Pauses of the processor loop for checkpoints: "
+                   "taking one, and each slice of encoding its people.\n"
+                   "# TYPE journeyd_checkpoint_pause_seconds histogram\n");
+    uint64_t cum = 0;
+    for (int i = 0; i < NSTALL; i++) {
+        cum += p->stalls[i];
+        jd_buf_printf(b, "journeyd_checkpoint_pause_seconds_bucket{le=\"%g\"} %llu\n", stall_le[i],
+                      (unsigned long long)cum);
+    }
+    jd_buf_printf(b,
+                  "journeyd_checkpoint_pause_seconds_bucket{le=\"+Inf\"} %llu\n"
+                  "journeyd_checkpoint_pause_seconds_sum %.6f\njourneyd_checkpoint_pause_seconds_count %llu\n",
+                  (unsigned long long)p->nstalls, (double)p->stall_ns / 1e9, (unsigned long long)p->nstalls);
+    jd_buf_printf(b,
+                  "# HELP journeyd_checkpoint_people_total People encoded for checkpoints, by when: in a "
+                  "slice, or early, before a change to them.\n# TYPE journeyd_checkpoint_people_total counter\n"
+                  "journeyd_checkpoint_people_total{when=\"slice\"} %llu\n"
+                  "journeyd_checkpoint_people_total{when=\"early\"} %llu\n",
+                  (unsigned long long)p->encoded, (unsigned long long)p->encoded_early);
 }
 
 static int prune_visit(const void *k, size_t kn, const void *v, size_t vn, void *ud)
@@ -1472,7 +1629,7 @@ static void evict(jd_engine *e)
             const jd_user *u = slot->value;
             /* pinned people too: read back, they are pinned again (their row names the
              * generation, whose sources are in the store) */
-            if (u->dirty || u->timers || u == e->user || !pins_stored(u))
+            if (u->dirty || u->ckpt || u->timers || u == e->user || !pins_stored(u))
                 continue;
             jd_buf_append(&ids, &u, sizeof u);
             want--;
@@ -1541,6 +1698,8 @@ void jd_persist_free(jd_engine *e)
     jd_store_close(p->store);
     ckpt_free(p->failed);
     ckpt_free(p->spare);
+    ckpt_free(p->building);
+    free(p->pending);
     jd_buf_free(&p->far_inflight);
     free(p->dirty);
     jd_buf_free(&p->aliases);

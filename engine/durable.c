@@ -53,7 +53,12 @@ struct jd_durable {
     int ck_stop;
     int ck_efd;
     struct event *ck_ev;
+    struct event *ck_slice_ev; /* the next slice of the checkpoint being built */
 };
+
+/* The longest the loop encodes people for a checkpoint at one go: the rest waits for the
+ * loop's next turn (events in between touch the people they change first). */
+#define CK_SLICE_NS 500000
 
 static void *ck_writer(void *arg)
 {
@@ -146,12 +151,13 @@ static void ck_wait(jd_server *s)
         ck_collect(s, 1);
 }
 
-/* Checkpoints now, in the loop's thread (start, reload, close). */
+/* Checkpoints now, in the loop's thread (start, reload, close); one being built is
+ * finished into it. */
 static void checkpoint_now(jd_server *s)
 {
     jd_durable *d = s->durable;
     ck_wait(s);
-    if (d->processed <= d->checkpointed && !d->force_checkpoint)
+    if (d->processed <= d->checkpointed && !d->force_checkpoint && !jd_engine_checkpoint_building(s->engine))
         return;
     d->force_checkpoint = 0;
     jd_error err;
@@ -161,27 +167,52 @@ static void checkpoint_now(jd_server *s)
         checkpoint_ok(s, d->processed);
 }
 
-/* Every interval: what changed goes to the writer thread (the loop only encodes it);
- * when it is in, the log segments the store covers are dropped. */
+/* Encodes a slice of the checkpoint being built; the batch goes to the writer thread
+ * once it is complete, else the next slice waits for the loop's next turn (a zero
+ * timeout runs after the sockets ready by then). */
+static void ck_slice(jd_server *s)
+{
+    jd_durable *d = s->durable;
+    jd_ckpt *c = jd_engine_checkpoint_step(s->engine, CK_SLICE_NS);
+    if (!c) {
+        if (jd_engine_checkpoint_building(s->engine)) {
+            struct timeval now = {0, 0};
+            event_add(d->ck_slice_ev, &now);
+        }
+        return;
+    }
+    d->ck_busy = 1;
+    pthread_mutex_lock(&d->ck_mu);
+    d->ck_job = c;
+    pthread_cond_signal(&d->ck_cv);
+    pthread_mutex_unlock(&d->ck_mu);
+}
+
+static void on_ck_slice(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    ck_slice(arg);
+}
+
+/* Every interval: what changed is taken at the position processed so far and encoded in
+ * slices between events (ck_slice), then written by the writer thread; when it is in,
+ * the log segments the store covers are dropped. */
 static void checkpoint(jd_server *s)
 {
     jd_durable *d = s->durable;
-    if (d->ck_busy || (d->processed <= d->checkpointed && !d->force_checkpoint))
+    if (d->ck_busy || jd_engine_checkpoint_building(s->engine) ||
+        (d->processed <= d->checkpointed && !d->force_checkpoint))
         return;
     if (!d->ck_started) {
         checkpoint_now(s);
         return;
     }
-    jd_ckpt *c = jd_engine_checkpoint_take(s->engine, d->processed);
-    if (!c)
+    if (jd_engine_checkpoint_begin(s->engine, d->processed))
         return;
     d->force_checkpoint = 0;
-    d->ck_busy = 1;
     d->ck_lsn = d->processed;
-    pthread_mutex_lock(&d->ck_mu);
-    d->ck_job = c;
-    pthread_cond_signal(&d->ck_cv);
-    pthread_mutex_unlock(&d->ck_mu);
+    ck_slice(s);
 }
 
 static void on_checkpoint(evutil_socket_t fd, short what, void *arg)
@@ -380,6 +411,7 @@ int jd_durable_open(jd_server *s, const char *data_dir, char *err, size_t errlen
     d->ck_started = 1;
     d->ck_ev = event_new(s->base, d->ck_efd, EV_READ | EV_PERSIST, on_ck_done, s);
     event_add(d->ck_ev, NULL);
+    d->ck_slice_ev = evtimer_new(s->base, on_ck_slice, s);
     d->checkpoint_ev = event_new(s->base, -1, EV_PERSIST, on_checkpoint, s);
     struct timeval tv = {(time_t)(d->checkpoint_ms / 1000), (suseconds_t)(d->checkpoint_ms % 1000) * 1000};
     event_add(d->checkpoint_ev, &tv);
@@ -490,9 +522,12 @@ void jd_durable_close(jd_server *s)
     /* the state of every processed record goes into the store (the rest replays) */
     if (d->ck_ev)
         event_free(d->ck_ev);
+    if (d->ck_slice_ev)
+        event_free(d->ck_slice_ev);
     if (d->ck_efd >= 0)
         close(d->ck_efd);
-    if (s->engine && (d->processed > d->checkpointed || d->force_checkpoint)) {
+    if (s->engine &&
+        (d->processed > d->checkpointed || d->force_checkpoint || jd_engine_checkpoint_building(s->engine))) {
         jd_error err;
         if (jd_engine_checkpoint(s->engine, d->processed, &err))
             jd_serve_log(s, "error", "store: the last checkpoint failed; the event log replays at start", NULL);

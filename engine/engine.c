@@ -733,6 +733,7 @@ int jd_engine_reload(jd_engine *e, const char *config_path, jd_error *err)
     jd_script *old_script = NULL;
     jd_defs *old_defs = NULL;
     int old_ctx = e->ctx_ref;
+    jd_persist_settle(e); /* a checkpoint being built names journeys by the current defs */
     if (load_scripts(e, config_path, &old_script, &old_defs, err))
         return -1;
     for (size_t i = 0; i < e->ngens; i++)
@@ -1747,11 +1748,14 @@ static void run_rule(jd_engine *e, const jd_trigger *t)
 
 /* ---------------------------------------------------------------- identity */
 
-/* The person with this id if they exist (in memory or in the store), else NULL. */
+/* The person with this id if they exist (in memory or in the store), else NULL. Every
+ * path to a person who may change goes through here: the checkpoint barrier. */
 static jd_user *find_user(jd_engine *e, const char *id, size_t n)
 {
     jd_user *u = jd_map_get(&e->users, id, n);
-    if (!u && e->persist && (u = jd_persist_load_user(e, id, n))) {
+    if (u) {
+        jd_persist_touch(e, u);
+    } else if (e->persist && (u = jd_persist_load_user(e, id, n))) {
         jd_map_put(&e->users, id, n, u);
         schedule_migrated(e, u);
     }

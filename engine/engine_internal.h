@@ -248,6 +248,21 @@ void jd_persist_gen_del(jd_engine *e, uint64_t id);
 struct jd_persist;
 jd_user *jd_persist_load_user(jd_engine *e, const char *id, size_t n);
 void jd_persist_user_changed(jd_engine *e, jd_user *u);
+/* The barrier of a checkpoint being built (jd_engine_checkpoint_begin): its people are
+ * stored as they were at its position, so one still pending (u->ckpt) is encoded before
+ * anything changes or frees it. Call before changing a person found other than through
+ * jd_engine_user / jd_engine_find_user (which call it). */
+void jd_persist_touch_slow(jd_engine *e, jd_user *u);
+static inline void jd_persist_touch(jd_engine *e, jd_user *u)
+{
+    if (u->ckpt)
+        jd_persist_touch_slow(e, u);
+}
+/* Encodes every person still pending in the checkpoint being built (before a change to
+ * many of them, or to the scripts their rows name journeys by). */
+void jd_persist_settle(jd_engine *e);
+/* The store's own metrics (checkpoint pauses) in Prometheus text, appended to b. */
+void jd_persist_metrics(const jd_engine *e, jd_buf *b);
 void jd_persist_all_changed(jd_engine *e);
 const char *jd_persist_load_alias(jd_engine *e, const char *id, size_t n);
 void jd_persist_alias(jd_engine *e, const char *from, size_t fn, const char *to, size_t tn);

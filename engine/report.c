@@ -450,6 +450,7 @@ char *jd_engine_metrics(const jd_engine *e)
     counter(&b, "journeyd_timers_skipped_total", "Timers skipped for being overdue past overdue_limit.", "counter",
             st[JD_STAT_TIMERS_SKIPPED]);
     counter(&b, "journeyd_users", "People known to the engine.", "gauge", e->users.count);
+    jd_persist_metrics(e, &b);
     jd_buf_puts(&b,
                 "# HELP journeyd_actions_total Actions decided, by channel.\n# TYPE journeyd_actions_total counter\n");
     for (size_t i = 0; i < e->defs->nchannels; i++) {

@@ -86,6 +86,7 @@ typedef struct jd_user {
     uint16_t ndecisions, dec_len, dec_cap; /* decisions; their bytes used / allocated */
     uint16_t nsent;
     uint8_t dirty; /* changed since the store's last checkpoint */
+    uint8_t ckpt;  /* in the checkpoint being encoded, not yet encoded (checkpoint.c) */
 } jd_user;
 
 jd_user *jd_user_new(const char *id, size_t n);

@@ -110,6 +110,16 @@ typedef struct jd_ckpt jd_ckpt;
 jd_ckpt *jd_engine_checkpoint_take(jd_engine *e, uint64_t lsn);
 int jd_ckpt_write(jd_ckpt *c);
 int jd_engine_checkpoint_done(jd_engine *e, jd_ckpt *c, jd_error *err);
+/* jd_engine_checkpoint_take in slices, so the processor never pauses for long: begin
+ * takes the batch at lsn but only marks the people who changed (-1 while a batch is in
+ * flight); step encodes them for about budget_ns (0: all) and returns the batch once
+ * they all are (NULL before, or when none is being built), to write and hand back as
+ * above. Until then the engine encodes a marked person before it changes them, so the
+ * batch holds everyone as they were at lsn. A checkpoint or take meanwhile finishes the
+ * one being built into its own. building: 1 while one is begun and not yet returned. */
+int jd_engine_checkpoint_begin(jd_engine *e, uint64_t lsn);
+jd_ckpt *jd_engine_checkpoint_step(jd_engine *e, int64_t budget_ns);
+int jd_engine_checkpoint_building(const jd_engine *e);
 
 /* What delivery made of an outbox row ("delivered", "retrying", "dead", "pending"),
  * written with the next checkpoint. */
