@@ -2018,8 +2018,10 @@ static void process_view(jd_engine *e, const jd_event *ev)
         e->stats[JD_STAT_EVENTS]++;
     /* the time-to-live counts from when an id was seen on the engine clock, not from the
      * event's own timestamp: a late retry of an old event is still a duplicate */
-    uint64_t ha, hb;
-    jd_dedupe_hash(ev->message_id.p, ev->message_id.n, &ha, &hb);
+    uint64_t ha = e->msg_ha, hb = e->msg_hb;
+    if (ev->message_id.p != e->msg_hashed)
+        jd_dedupe_hash(ev->message_id.p, ev->message_id.n, &ha, &hb);
+    e->msg_hashed = NULL;
     if (jd_dedupe_check_hash(&e->dedupe, ha, hb, jd_clock_now(&e->clock))) {
         e->stats[JD_STAT_DUPLICATES]++;
         return;
@@ -2262,7 +2264,13 @@ int jd_engine_process(jd_engine *e, const void *record, size_t len, jd_error *er
             snprintf(err->text, sizeof err->text, "not an event record");
         return -1;
     }
+    /* the messageId's slot in the dedupe set is a random read: started now, it overlaps
+     * with the work before the check (the hash is kept for the check) */
+    jd_dedupe_hash(ev.message_id.p, ev.message_id.n, &e->msg_ha, &e->msg_hb);
+    jd_dedupe_prefetch(&e->dedupe, e->msg_ha);
+    e->msg_hashed = ev.message_id.p;
     process_input(e, &ev);
+    e->msg_hashed = NULL;
     return 0;
 }
 

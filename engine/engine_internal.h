@@ -165,6 +165,9 @@ struct jd_engine {
     jd_json_reader *jr;
     jd_json_writer *jw;
     const jd_event *ev;
+    /* the input's messageId hash (jd_engine_process), until its dedupe check */
+    const char *msg_hashed; /* its messageId bytes; NULL: none pending */
+    uint64_t msg_ha, msg_hb;
     jd_user *user;
     const msgpack_object *user_traits; /* cached for this event, NULL: not unpacked */
     msgpack_object user_traits_obj;

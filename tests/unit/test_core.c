@@ -384,7 +384,7 @@ static void test_dedupe_expiry_bounds_memory(void **state)
             assert_int_equal(jd_dedupe_check(&d, k, n, (int64_t)i), 1); /* recent: still seen */
         }
     }
-    assert_true(d.cap <= 1024);
+    assert_true(d.cur.cap <= 1024);
     size_t n = (size_t)snprintf(k, sizeof k, "e-%d", 0);
     assert_int_equal(jd_dedupe_check(&d, k, n, N), 0); /* long expired */
     jd_dedupe_free(&d);
@@ -514,12 +514,41 @@ static void test_dedupe_ttl_bounded(void **state)
     for (long i = 0; i < 500000; i++) {
         int n = snprintf(id, sizeof id, "m-%ld", i);
         assert_int_equal(jd_dedupe_check(&d, id, (size_t)n, i), 0);
-        if (d.cap > maxcap)
-            maxcap = d.cap;
+        if (d.cur.cap > maxcap)
+            maxcap = d.cur.cap;
     }
     assert_true(maxcap <= 16384); /* about 1000 live ids at any time */
     assert_int_equal(jd_dedupe_check(&d, "m-499500", 8, 500000), 1);
     assert_int_equal(jd_dedupe_check(&d, "m-5", 3, 500001), 0);
+    jd_dedupe_free(&d);
+}
+
+/* Without a ttl a slot is the hash alone; a ttl set later (as the store does when it
+ * opens) applies to the tables made from then on: ids from before count as seen when
+ * they move over. */
+static void test_dedupe_ttl_later(void **state)
+{
+    (void)state;
+    jd_dedupe d;
+    jd_dedupe_init(&d, 0);
+    char id[32];
+    for (long i = 0; i < 1000; i++) {
+        int n = snprintf(id, sizeof id, "a-%ld", i);
+        assert_int_equal(jd_dedupe_check(&d, id, (size_t)n, i), 0);
+    }
+    assert_int_equal(d.cur.words, 2);
+    d.ttl_ms = 100;
+    assert_int_equal(jd_dedupe_check(&d, "a-5", 3, 5000), 1); /* no time kept: not expired */
+    for (long i = 0; i < 3000; i++) {                         /* grows: the old ids move over */
+        int n = snprintf(id, sizeof id, "b-%ld", i);
+        assert_int_equal(jd_dedupe_check(&d, id, (size_t)n, 5000), 0);
+    }
+    assert_int_equal(d.cur.words, 3);
+    assert_null(d.old.w);
+    assert_int_equal(jd_dedupe_check(&d, "a-7", 3, 5050), 1); /* moved at 5000 */
+    assert_int_equal(jd_dedupe_check(&d, "b-9", 3, 5100), 1); /* exactly ttl old */
+    assert_int_equal(jd_dedupe_check(&d, "a-8", 3, 5200), 0); /* now expired */
+    assert_int_equal(jd_dedupe_check(&d, "a-8", 3, 5201), 1);
     jd_dedupe_free(&d);
 }
 
@@ -616,6 +645,7 @@ int main(void)
         cmocka_unit_test(test_timers_interleaved),
         cmocka_unit_test(test_user_decisions),
         cmocka_unit_test(test_hash2),
+        cmocka_unit_test(test_dedupe_ttl_later),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
