@@ -441,6 +441,7 @@ jd_engine *jd_engine_new(const char *config_path, const jd_options *opts, jd_err
     jd_buf_init(&e->config);
     jd_map_init(&e->config_cache);
     jd_buf_init(&e->rec);
+    jd_buf_init(&e->sets_rec);
     jd_buf_init(&e->scratch);
     jd_buf_init(&e->trec);
     jd_buf_init(&e->keybuf);
@@ -810,6 +811,7 @@ void jd_engine_free(jd_engine *e)
     msgpack_zone_destroy(&e->zone);
     msgpack_zone_destroy(&e->in_zone);
     jd_buf_free(&e->rec);
+    jd_buf_free(&e->sets_rec);
     jd_buf_free(&e->scratch);
     jd_buf_free(&e->trec);
     jd_buf_free(&e->keybuf);
@@ -1259,20 +1261,17 @@ static void apply(jd_engine *e, const char *rule, const jd_journey *j, int stage
     jd_effects *fx = &e->fx;
     jd_user *u = e->user;
     if (fx->nsets) {
-        jd_buf m;
-        jd_buf_init(&m);
+        /* the sets as one map, read into the event's zone (scratch: the traits tree
+         * it may hold is stale once they change) */
+        jd_buf *m = &e->sets_rec;
+        jd_buf_reset(m);
         msgpack_packer pk;
-        msgpack_packer_init(&pk, &m, jd_buf_msgpack_write);
+        msgpack_packer_init(&pk, m, jd_buf_msgpack_write);
         msgpack_pack_map(&pk, fx->nsets);
-        jd_buf_append(&m, fx->sets.data, fx->sets.len);
-        msgpack_zone z;
-        msgpack_zone_init(&z, 1024);
+        jd_buf_append(m, fx->sets.data, fx->sets.len);
         msgpack_object o;
-        size_t off = 0;
-        if (msgpack_unpack(m.data, m.len, &off, &z, &o) == MSGPACK_UNPACK_SUCCESS)
+        if (jd_mp_unpack(m->data, m->len, &e->zone, &o) == 0)
             jd_user_merge_traits(u, &o);
-        msgpack_zone_destroy(&z);
-        jd_buf_free(&m);
         e->user_traits = NULL;
     }
     u->score += fx->score;
