@@ -311,21 +311,22 @@ static void push_event(lua_State *L, jd_engine *e)
     lua_setfield(L, -2, "context");
 }
 
-/* __index: methods first (upvalue 1; each method checks its ctx itself), then fields. */
-static int ctx_index(lua_State *L)
+/* The fields: what the ctx's __index (the methods table) does not hold, through the
+ * methods table's own __index. Called with (methods, key); the ctx is upvalue 1 (one ctx
+ * per Lua state). */
+static int ctx_field(lua_State *L)
 {
-    lua_pushvalue(L, 2);
-    if (lua_rawget(L, lua_upvalueindex(1)) != LUA_TNIL)
-        return 1;
-    lua_pop(L, 1);
-    jd_engine *e = live(L, 0);
+    ctx_ud *u = lua_touserdata(L, lua_upvalueindex(1));
+    jd_engine *e = u->e;
+    if (u->call != e->call.id)
+        return luaL_error(L, "this ctx belongs to a hook that has returned");
     size_t n;
     const char *k = luaL_checklstring(L, 2, &n);
     const jd_call *c = &e->call;
     if (strcmp(k, "user") == 0 || strcmp(k, "event") == 0) {
         /* built once per call, kept in the ctx's user value 1 (user) or 2 (event) */
         int uv = k[0] == 'u' ? 1 : 2;
-        if (lua_getiuservalue(L, 1, uv) != LUA_TNIL)
+        if (lua_getiuservalue(L, lua_upvalueindex(1), uv) != LUA_TNIL)
             return 1;
         lua_pop(L, 1);
         if (uv == 1)
@@ -333,7 +334,7 @@ static int ctx_index(lua_State *L)
         else
             push_event(L, e);
         lua_pushvalue(L, -1);
-        lua_setiuservalue(L, 1, uv);
+        lua_setiuservalue(L, lua_upvalueindex(1), uv);
         return 1;
     }
     if (strcmp(k, "journey") == 0) {
@@ -394,24 +395,30 @@ static const luaL_Reg ctx_methods[] = {
     {NULL, NULL},
 };
 
+/* The ctx and its metatable. __index is the methods table, so a method is one table
+ * lookup in the VM (no C call); a field falls to ctx_field through the methods table's
+ * metatable. There is one ctx per Lua state: ctx_field holds it as its upvalue. */
 static int ctx_create_cf(lua_State *L)
 {
     jd_engine *e = lua_touserdata(L, 1);
-    if (luaL_newmetatable(L, CTX_MT)) {
-        luaL_newlib(L, ctx_methods);
-        lua_pushcclosure(L, ctx_index, 1);
-        lua_setfield(L, -2, "__index");
-        lua_pushcfunction(L, ctx_newindex);
-        lua_setfield(L, -2, "__newindex");
-        lua_pushcfunction(L, ctx_tostring);
-        lua_setfield(L, -2, "__tostring");
-    }
-    lua_pop(L, 1);
     ctx_ud *u = lua_newuserdatauv(L, sizeof *u, 2);
     u->e = e;
     u->anchor = &ctx_anchor;
     u->call = 0;
-    luaL_setmetatable(L, CTX_MT);
+    int ud = lua_gettop(L);
+    luaL_newmetatable(L, CTX_MT);
+    luaL_newlib(L, ctx_methods);
+    lua_createtable(L, 0, 1);
+    lua_pushvalue(L, ud);
+    lua_pushcclosure(L, ctx_field, 1);
+    lua_setfield(L, -2, "__index");
+    lua_setmetatable(L, -2);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, ctx_newindex);
+    lua_setfield(L, -2, "__newindex");
+    lua_pushcfunction(L, ctx_tostring);
+    lua_setfield(L, -2, "__tostring");
+    lua_setmetatable(L, ud);
     return 1;
 }
 
