@@ -553,6 +553,27 @@ static void test_dedupe_ttl_later(void **state)
     jd_dedupe_free(&d);
 }
 
+/* A hash whose first word is 0 is kept like any other, through growth. */
+static void test_dedupe_zero_word(void **state)
+{
+    (void)state;
+    jd_dedupe d;
+    jd_dedupe_init(&d, 0);
+    assert_int_equal(jd_dedupe_check_hash(&d, 0, 5, 1), 0);
+    assert_int_equal(jd_dedupe_check_hash(&d, 0, 5, 1), 1);
+    assert_int_equal(jd_dedupe_check_hash(&d, 0, 6, 1), 0);
+    assert_int_equal(jd_dedupe_check_hash(&d, 7, 5, 1), 0);
+    for (uint64_t i = 1; i < 100000; i++) /* several growths: (0, 5) moves each time */
+        assert_int_equal(jd_dedupe_check_hash(&d, i * 0x9E3779B97F4A7C15ULL, i, 1), 0);
+    assert_int_equal(jd_dedupe_check_hash(&d, 0, 5, 1), 1); /* found in the old table or the new */
+    for (uint64_t i = 100000; d.old.w; i++)                /* until the move is done */
+        assert_int_equal(jd_dedupe_check_hash(&d, i * 0x9E3779B97F4A7C15ULL, i, 1), 0);
+    assert_int_equal(jd_dedupe_check_hash(&d, 0, 5, 1), 1);
+    assert_int_equal(jd_dedupe_check_hash(&d, 0, 6, 1), 1);
+    assert_int_equal(jd_dedupe_check_hash(&d, 0, 8, 1), 0);
+    jd_dedupe_free(&d);
+}
+
 /* ---------------------------------------------------------------- traits */
 
 /* The merge as it was written first (msgpack-c's unpacker and packer), the reference the
@@ -785,6 +806,7 @@ int main(void)
         cmocka_unit_test(test_hash2),
         cmocka_unit_test(test_dedupe_ttl_later),
         cmocka_unit_test(test_user_merge_traits),
+        cmocka_unit_test(test_dedupe_zero_word),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
