@@ -616,8 +616,7 @@ static void carry_over(jd_engine *e, jd_gen *g, jd_journey_count *ocounts, uint6
                                   od->journeys[in->journey].name, u->id);
                 *pp = in->next;
                 jd_map_put(&freed, (const char *)&in, sizeof in, in); /* timers below may name it */
-                free(in->key);
-                free(in);
+                jd_instance_free(in);
                 continue;
             }
             int ns = smap[in->journey][in->stage];

@@ -5,13 +5,24 @@
 
 #include "event.h"
 
+/* The id lives in the person's own allocation, after the struct (one block, and read
+ * with it). */
 jd_user *jd_user_new(const char *id, size_t n)
 {
-    jd_user *u = jd_xcalloc(1, sizeof *u);
-    u->id = jd_strndup(id, n);
+    jd_user *u = jd_xcalloc(1, sizeof *u + n + 1);
+    u->id = (char *)(u + 1);
+    if (n)
+        memcpy(u->id, id, n);
     u->idlen = n;
     jd_buf_init(&u->traits);
     return u;
+}
+
+void jd_instance_free(jd_instance *i)
+{
+    if (i->key != (char *)(i + 1)) /* not the key jd_user_instance_add put inline */
+        free(i->key);
+    free(i);
 }
 
 void jd_user_free(jd_user *u)
@@ -20,13 +31,11 @@ void jd_user_free(jd_user *u)
         return;
     for (jd_instance *i = u->instances, *nx; i; i = nx) {
         nx = i->next;
-        free(i->key);
-        free(i);
+        jd_instance_free(i);
     }
     for (jd_instance *i = u->pinned, *nx; i; i = nx) {
         nx = i->next;
-        free(i->key);
-        free(i);
+        jd_instance_free(i);
     }
     for (size_t i = 0; i < u->nsegments; i++)
         free(u->segments[i]);
@@ -34,7 +43,6 @@ void jd_user_free(jd_user *u)
     free(u->decisions);
     free(u->sent);
     jd_buf_free(&u->traits);
-    free(u->id);
     free(u);
 }
 
@@ -184,9 +192,11 @@ jd_instance *jd_user_instance(jd_user *u, int journey, const char *key, size_t k
 
 jd_instance *jd_user_instance_add(jd_user *u, int journey, const char *key, size_t keylen)
 {
-    jd_instance *i = jd_xcalloc(1, sizeof *i);
+    jd_instance *i = jd_xcalloc(1, sizeof *i + keylen + 1); /* the key inline, after it */
     i->journey = journey;
-    i->key = jd_strndup(key, keylen);
+    i->key = (char *)(i + 1);
+    if (keylen)
+        memcpy(i->key, key, keylen);
     i->keylen = keylen;
     i->status = JD_INST_EXITED;
     /* append: instances are visited in creation order */

@@ -566,7 +566,7 @@ static void test_dedupe_zero_word(void **state)
     for (uint64_t i = 1; i < 100000; i++) /* several growths: (0, 5) moves each time */
         assert_int_equal(jd_dedupe_check_hash(&d, i * 0x9E3779B97F4A7C15ULL, i, 1), 0);
     assert_int_equal(jd_dedupe_check_hash(&d, 0, 5, 1), 1); /* found in the old table or the new */
-    for (uint64_t i = 100000; d.old.w; i++)                /* until the move is done */
+    for (uint64_t i = 100000; d.old.w; i++)                 /* until the move is done */
         assert_int_equal(jd_dedupe_check_hash(&d, i * 0x9E3779B97F4A7C15ULL, i, 1), 0);
     assert_int_equal(jd_dedupe_check_hash(&d, 0, 5, 1), 1);
     assert_int_equal(jd_dedupe_check_hash(&d, 0, 6, 1), 1);
