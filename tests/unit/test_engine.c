@@ -139,6 +139,61 @@ static void test_action_json_shape(void **state)
     tu_free(&r);
 }
 
+/* Payload tables become JSON as the packer decides: maps with keys in byte order
+ * (numbers as their text), sequences as arrays, j.array marks; small tables (one walk)
+ * and big ones (the general path) alike. A key that is neither string nor number fails
+ * the hook unless the table packs as an array. */
+static void test_payload_shapes(void **state)
+{
+    (void)state;
+    tu_run r;
+    tu_start(&r, HDR "j.on(\"Shapes\", function(ctx)\n"
+                     "  ctx:send(\"team\", { b = 1, a = \"x\", [2] = true, [1.5] = 0, [-3] = \"neg\" })\n"
+                     "  ctx:send(\"team\", { 10, 20, 30 })\n"
+                     "  ctx:send(\"team\", { list = { 1, 2 }, m = { z = 1, y = 2 }, e = j.array {}, o = {} })\n"
+                     "  local big = {}\n"
+                     "  for i = 1, 17 do big[\"k\" .. string.char(96 + (i * 7) % 26 + 1)] = i end\n"
+                     "  ctx:send(\"team\", big)\n"
+                     "  local seq = {}\n"
+                     "  for i = 1, 20 do seq[i] = i end\n"
+                     "  ctx:send(\"team\", seq)\n"
+                     "end)\n"
+                     "j.on(\"Bad\", function(ctx) ctx:send(\"team\", { a = 1, [true] = 2 }) end)\n"
+                     "j.on(\"BadBig\", function(ctx)\n"
+                     "  local t = { [true] = 0 }\n"
+                     "  for i = 1, 20 do t[\"k\" .. i] = i end\n"
+                     "  ctx:send(\"team\", t)\n"
+                     "end)\n");
+    tu_track(&r, "u1", "Shapes", "2024-01-01T00:00:00Z", NULL);
+    tu_track(&r, "u1", "Bad", "2024-01-01T00:00:01Z", NULL);
+    tu_track(&r, "u1", "BadBig", "2024-01-01T00:00:02Z", NULL);
+    EXPECT_NACTIONS(&r, 5);
+    static const char *const want[] = {
+        "\"payload\":{\"-3\":\"neg\",\"1.5\":0,\"2\":true,\"a\":\"x\",\"b\":1}",  "\"payload\":[10,20,30]",
+        "\"payload\":{\"e\":[],\"list\":[1,2],\"m\":{\"y\":2,\"z\":1},\"o\":{}}", "\"payload\":{\"kb\":15,\"kc\":4,",
+        "\"payload\":[1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20]",
+    };
+    for (int i = 0; i < 5; i++)
+        if (!strstr(r.actions[i], want[i])) {
+            tu_dump(&r);
+            fail_msg("action %d: expected %s", i, want[i]);
+        }
+    /* the big map's keys in order */
+    const char *p = strstr(r.actions[3], "\"payload\":{");
+    char prev[8] = "";
+    int n = 0;
+    for (p = strchr(p, '{'); (p = strstr(p, "\"k")); n++) {
+        char k[8] = {0};
+        memcpy(k, p + 1, 2);
+        assert_true(strcmp(prev, k) < 0);
+        memcpy(prev, k, sizeof k);
+        p += 3;
+    }
+    assert_int_equal(n, 17);
+    EXPECT_STAT(&r, "lua_errors", 2);
+    tu_free(&r);
+}
+
 static void test_transitions_only_for_that_user(void **state)
 {
     (void)state;
@@ -1740,6 +1795,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_action_json_shape),
+        cmocka_unit_test(test_payload_shapes),
         cmocka_unit_test(test_transitions_only_for_that_user),
         cmocka_unit_test(test_enter_hook_go_chain),
         cmocka_unit_test(test_endless_go_chain_is_stopped),
