@@ -85,7 +85,6 @@ void jd_user_merge_traits(jd_user *u, const msgpack_object *m)
         on = 0;
     jd_buf out;
     jd_buf_init(&out);
-    jd_buf_reserve(&out, u->traits.len + 64);
     msgpack_packer pk;
     msgpack_packer_init(&pk, &out, jd_buf_msgpack_write);
     /* count survivors: old keys not overridden, new keys (last occurrence) not nil */
@@ -122,6 +121,10 @@ void jd_user_merge_traits(jd_user *u, const msgpack_object *m)
         free(old);
     if (keep != keep_small)
         free(keep);
+    /* kept for as long as the person is: exactly its size (a buffer's first 256 bytes
+     * would double the memory of a typical profile) */
+    out.data = jd_xrealloc(out.data, out.len + 1);
+    out.cap = out.len + 1;
     jd_buf_free(&u->traits);
     u->traits = out;
 }
