@@ -194,6 +194,47 @@ static void test_payload_shapes(void **state)
     tu_free(&r);
 }
 
+/* ctx.user.traits is a fresh table of every trait each call, however the names come
+ * and go between profiles (the ctx keeps recent names as Lua strings). */
+static void test_user_traits_each_call(void **state)
+{
+    (void)state;
+    tu_run r;
+    tu_start(&r, HDR "j.on(\"Check\", function(ctx)\n"
+                     "  local t = ctx.user.traits\n"
+                     "  local ks = {}\n"
+                     "  for k, v in pairs(t) do ks[#ks + 1] = k .. \"=\" .. tostring(v) end\n"
+                     "  table.sort(ks)\n"
+                     "  t.email = \"changed\"\n"
+                     "  ctx:send(\"team\", #ks .. \":\" .. table.concat(ks, \",\"))\n"
+                     "end)\n");
+    char big[3000];
+    size_t n = (size_t)snprintf(big, sizeof big, "{\"email\":\"a@x\",\"plan\":\"trial\"");
+    for (int i = 0; i < 150; i++)
+        n += (size_t)snprintf(big + n, sizeof big - n, ",\"trait_%d\":%d", i, i);
+    snprintf(big + n, sizeof big - n, "}");
+    tu_event(&r,
+             "{\"type\":\"identify\",\"userId\":\"u1\",\"traits\":%s,\"timestamp\":\"2024-01-01T00:00:00Z\","
+             "\"messageId\":\"i1\"}",
+             big);
+    tu_event(&r, "{\"type\":\"identify\",\"userId\":\"u2\",\"traits\":{\"email\":\"b@y\",\"role\":\"cto\",\"a\":1,"
+                 "\"x_long_trait_name_beyond_the_cache_limit\":true},\"timestamp\":\"2024-01-01T00:00:00Z\","
+                 "\"messageId\":\"i2\"}");
+    tu_track(&r, "u1", "Check", "2024-01-01T00:00:01Z", NULL);
+    tu_track(&r, "u2", "Check", "2024-01-01T00:00:02Z", NULL);
+    tu_track(&r, "u1", "Check", "2024-01-01T00:00:03Z", NULL);
+    tu_track(&r, "u2", "Check", "2024-01-01T00:00:04Z", NULL);
+    EXPECT_NACTIONS(&r, 4);
+    for (int i = 0; i < 4; i += 2) {
+        assert_non_null(strstr(r.actions[i], "\"payload\":\"152:email=a@x,plan=trial,trait_0=0,trait_100=100,"));
+        assert_non_null(strstr(r.actions[i], ",trait_149=149,"));
+        assert_non_null(strstr(r.actions[i], ",trait_99=99,trait_9=9\""));
+        assert_non_null(strstr(r.actions[i + 1], "\"payload\":\"4:a=1,email=b@y,role=cto,"
+                                                 "x_long_trait_name_beyond_the_cache_limit=true\""));
+    }
+    tu_free(&r);
+}
+
 static void test_transitions_only_for_that_user(void **state)
 {
     (void)state;
@@ -1796,6 +1837,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_action_json_shape),
         cmocka_unit_test(test_payload_shapes),
+        cmocka_unit_test(test_user_traits_each_call),
         cmocka_unit_test(test_transitions_only_for_that_user),
         cmocka_unit_test(test_enter_hook_go_chain),
         cmocka_unit_test(test_endless_go_chain_is_stopped),
