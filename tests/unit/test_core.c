@@ -299,6 +299,46 @@ static void test_hash2(void **state)
         }
 }
 
+/* jd_hash as first written (the tail a byte at a time): the values action ids and shard
+ * choice rest on must not change. */
+static uint64_t ref_hash(const unsigned char *s, size_t n, uint64_t seed)
+{
+    uint64_t h = seed ^ (0x9E3779B97F4A7C15ULL * (n + 1));
+    for (; n >= 8; s += 8, n -= 8) {
+        uint64_t w = 0;
+        for (int i = 0; i < 8; i++)
+            w |= (uint64_t)s[i] << (8 * i);
+        w *= 0xBF58476D1CE4E5B9ULL;
+        w ^= w >> 31;
+        h = (h ^ w) * 0x94D049BB133111EBULL;
+    }
+    uint64_t w = 0;
+    for (size_t i = 0; i < n; i++)
+        w |= (uint64_t)s[i] << (8 * i);
+    w *= 0xBF58476D1CE4E5B9ULL;
+    w ^= w >> 31;
+    h = (h ^ w) * 0x94D049BB133111EBULL;
+    h ^= h >> 29;
+    h *= 0xBF58476D1CE4E5B9ULL;
+    return h ^ (h >> 32);
+}
+
+static void test_hash_values(void **state)
+{
+    (void)state;
+    rng_seed(11);
+    for (size_t n = 0; n <= 40; n++)
+        for (size_t off = 0; off < 8; off++) {
+            unsigned char *buf = malloc(n + off ? n + off : 1); /* the key ends where its block does (ASan) */
+            for (size_t i = 0; i < n + off; i++)
+                buf[i] = (unsigned char)rng();
+            uint64_t seed = rng();
+            assert_true(jd_hash(buf + off, n, seed) == ref_hash(buf + off, n, seed));
+            free(buf);
+        }
+    assert_true(jd_hash("", 0, 0) == ref_hash((const unsigned char *)"", 0, 0));
+}
+
 /* ---------------------------------------------------------------- dedupe */
 
 static void test_dedupe_basic(void **state)
@@ -804,6 +844,7 @@ int main(void)
         cmocka_unit_test(test_timers_interleaved),
         cmocka_unit_test(test_user_decisions),
         cmocka_unit_test(test_hash2),
+        cmocka_unit_test(test_hash_values),
         cmocka_unit_test(test_dedupe_ttl_later),
         cmocka_unit_test(test_user_merge_traits),
         cmocka_unit_test(test_dedupe_zero_word),
