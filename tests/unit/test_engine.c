@@ -235,6 +235,37 @@ static void test_user_traits_each_call(void **state)
     tu_free(&r);
 }
 
+/* Triggers are found by event type and name; an event name over the index's limit
+ * (type, NUL and name within 512 bytes) matches no named trigger, as it always has. */
+static void test_trigger_index_names(void **state)
+{
+    (void)state;
+    char lua[2048], name[700];
+    memset(name, 'n', sizeof name - 1);
+    name[sizeof name - 1] = '\0';
+    name[505] = '\0'; /* "track" NUL and 505 bytes: 511, found */
+    snprintf(lua, sizeof lua,
+             HDR "j.on(\"%s\", function(ctx) ctx:send(\"team\", \"fits\") end)\n"
+                 "j.on(\"%sxx\", function(ctx) ctx:send(\"team\", \"too long\") end)\n"
+                 "j.on(\"Same\", function(ctx) ctx:send(\"team\", \"track\") end)\n"
+                 "j.page(\"Same\", function(ctx) ctx:send(\"team\", \"page\") end)\n",
+             name, name);
+    tu_run r;
+    tu_start(&r, lua);
+    tu_track(&r, "u1", name, "2024-01-01T00:00:00Z", NULL);
+    name[505] = 'n';
+    name[507] = '\0';
+    tu_track(&r, "u1", name, "2024-01-01T00:00:01Z", NULL);
+    tu_track(&r, "u1", "Same", "2024-01-01T00:00:02Z", NULL);
+    tu_event(&r, "{\"type\":\"page\",\"userId\":\"u1\",\"name\":\"Same\",\"timestamp\":\"2024-01-01T00:00:03Z\","
+                 "\"messageId\":\"p1\"}");
+    EXPECT_NACTIONS(&r, 3);
+    assert_non_null(strstr(r.actions[0], "\"payload\":\"fits\""));
+    assert_non_null(strstr(r.actions[1], "\"payload\":\"track\""));
+    assert_non_null(strstr(r.actions[2], "\"payload\":\"page\""));
+    tu_free(&r);
+}
+
 static void test_transitions_only_for_that_user(void **state)
 {
     (void)state;
@@ -1838,6 +1869,7 @@ int main(void)
         cmocka_unit_test(test_action_json_shape),
         cmocka_unit_test(test_payload_shapes),
         cmocka_unit_test(test_user_traits_each_call),
+        cmocka_unit_test(test_trigger_index_names),
         cmocka_unit_test(test_transitions_only_for_that_user),
         cmocka_unit_test(test_enter_hook_go_chain),
         cmocka_unit_test(test_endless_go_chain_is_stopped),
