@@ -19,86 +19,114 @@ void jd_dedupe_init(jd_dedupe *d, int64_t ttl_ms)
  * miss (and a page fault on first touch) as well as a cache miss. */
 #define HUGE_PAGE (2u << 20)
 
-static jd_dedupe_slot *table_new(size_t n)
+static jd_dedupe_table table_new(size_t n, size_t words)
 {
-    size_t bytes = n * sizeof(jd_dedupe_slot);
-    if (bytes < HUGE_PAGE)
-        return jd_xcalloc(n, sizeof(jd_dedupe_slot));
+    jd_dedupe_table t = {NULL, n, words};
+    size_t bytes = n * words * sizeof(uint64_t);
+    if (bytes < HUGE_PAGE) {
+        t.w = jd_xcalloc(n * words, sizeof(uint64_t));
+        return t;
+    }
     void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (p == MAP_FAILED)
         abort(); /* as jd_xcalloc does */
 #ifdef MADV_HUGEPAGE
     madvise(p, bytes, MADV_HUGEPAGE);
 #endif
-    return p;
+    t.w = p;
+    return t;
 }
 
-static void table_free(jd_dedupe_slot *t, size_t n)
+static void table_free(jd_dedupe_table *t)
 {
-    if (t && n * sizeof *t >= HUGE_PAGE)
-        munmap(t, n * sizeof *t);
+    size_t bytes = t->cap * t->words * sizeof(uint64_t);
+    if (t->w && bytes >= HUGE_PAGE)
+        munmap(t->w, bytes);
     else
-        free(t);
+        free(t->w);
+    t->w = NULL;
 }
 
 void jd_dedupe_free(jd_dedupe *d)
 {
-    table_free(d->slots, d->cap);
-    table_free(d->old, d->old_cap);
+    table_free(&d->cur);
+    table_free(&d->old);
 }
 
-static int expired(const jd_dedupe *d, const jd_dedupe_slot *s)
+static uint64_t *slot(const jd_dedupe_table *t, size_t i)
 {
-    return d->ttl_ms && s->ts < d->newest - d->ttl_ms;
+    return t->w + i * t->words;
+}
+
+/* When the id in slot s was seen (a table without times: the newest time). */
+static int64_t seen_at(const jd_dedupe *d, const jd_dedupe_table *t, const uint64_t *s)
+{
+    return t->words == 3 ? (int64_t)s[2] : d->newest;
+}
+
+static int expired(const jd_dedupe *d, const jd_dedupe_table *t, const uint64_t *s)
+{
+    return d->ttl_ms && seen_at(d, t, s) < d->newest - d->ttl_ms;
 }
 
 #define MOVE_PER_CHECK 64
 
-static int empty(const jd_dedupe_slot *s)
+static int empty(const uint64_t *s)
 {
-    return !s->a && !s->b;
+    return !s[0] && !s[1];
 }
 
 /* Where (a, b) is in table t, or NULL. */
-static jd_dedupe_slot *find(jd_dedupe_slot *t, size_t cap, uint64_t a, uint64_t b)
+static inline uint64_t *find(const jd_dedupe_table *t, uint64_t a, uint64_t b)
 {
-    for (size_t i = a & (cap - 1);; i = (i + 1) & (cap - 1)) {
-        jd_dedupe_slot *s = &t[i];
+    uint64_t *w = t->w;
+    size_t mask = t->cap - 1, k = t->words;
+    for (size_t i = a & mask;; i = (i + 1) & mask) {
+        uint64_t *s = w + i * k;
         if (empty(s))
             return NULL;
-        if (s->a == a && s->b == b)
+        if (s[0] == a && s[1] == b)
             return s;
     }
 }
 
-static jd_dedupe_slot *place(jd_dedupe_slot *t, size_t cap, uint64_t a)
+static inline uint64_t *place(const jd_dedupe_table *t, uint64_t a)
 {
-    for (size_t i = a & (cap - 1);; i = (i + 1) & (cap - 1))
-        if (empty(&t[i]))
-            return &t[i];
+    uint64_t *w = t->w;
+    size_t mask = t->cap - 1, k = t->words;
+    for (size_t i = a & mask;; i = (i + 1) & mask)
+        if (empty(w + i * k))
+            return w + i * k;
+}
+
+static void put(const jd_dedupe_table *t, uint64_t *s, uint64_t a, uint64_t b, int64_t ts)
+{
+    s[0] = a;
+    s[1] = b;
+    if (t->words == 3)
+        s[2] = (uint64_t)ts;
 }
 
 /* Moves up to n live, unexpired slots of the old table; frees it when done. */
 static void move_some(jd_dedupe *d, size_t n)
 {
-    while (d->old && n--) {
-        if (d->old_pos == d->old_cap) {
-            table_free(d->old, d->old_cap);
-            d->old = NULL;
+    while (d->old.w && n--) {
+        if (d->old_pos == d->old.cap) {
+            table_free(&d->old);
             return;
         }
-        jd_dedupe_slot *s = &d->old[d->old_pos++];
+        uint64_t *s = slot(&d->old, d->old_pos++);
         if (empty(s))
             continue;
         d->count--; /* it leaves the old table's share of the count ... */
-        if (expired(d, s)) {
+        if (expired(d, &d->old, s)) {
             d->moved_dead++;
             continue;
         }
         d->moved_live++;
-        if (find(d->slots, d->cap, s->a, s->b))
+        if (find(&d->cur, s[0], s[1]))
             continue; /* seen again meanwhile: the new copy is newer */
-        *place(d->slots, d->cap, s->a) = *s;
+        put(&d->cur, place(&d->cur, s[0]), s[0], s[1], seen_at(d, &d->old, s));
         d->count++; /* ... and joins the new one */
     }
 }
@@ -107,23 +135,19 @@ static void move_some(jd_dedupe *d, size_t n)
  * bit). With a ttl, expired entries are simply not moved. */
 static void grow(jd_dedupe *d)
 {
-    while (d->old) /* finish a previous move first (rare: only if growth outpaces it) */
+    while (d->old.w) /* finish a previous move first (rare: only if growth outpaces it) */
         move_some(d, SIZE_MAX);
-    size_t ncap = d->cap ? d->cap * 2 : 1024;
+    size_t ncap = d->cur.cap ? d->cur.cap * 2 : 1024;
     /* with a ttl, when most of what the last move saw had expired, this table is mostly
      * expired too: rebuild it at the same size (the move drops the expired ids) */
-    if (d->ttl_ms && d->cap && d->moved_dead >= d->moved_live)
-        ncap = d->cap;
+    if (d->ttl_ms && d->cur.cap && d->moved_dead >= d->moved_live)
+        ncap = d->cur.cap;
     d->moved_live = d->moved_dead = 0;
-    d->old = d->slots;
-    d->old_cap = d->cap;
+    d->old = d->cur;
     d->old_pos = 0;
-    d->slots = table_new(ncap);
-    d->cap = ncap;
-    if (!d->old_cap) {
-        table_free(d->old, 0);
-        d->old = NULL;
-    }
+    d->cur = table_new(ncap, d->ttl_ms ? 3 : 2);
+    if (!d->old.cap)
+        table_free(&d->old);
 }
 
 void jd_dedupe_hash(const char *id, size_t n, uint64_t *a, uint64_t *b)
@@ -145,32 +169,32 @@ int jd_dedupe_check_hash(jd_dedupe *d, uint64_t a, uint64_t b, int64_t ts)
     if (ts > d->newest)
         d->newest = ts;
     move_some(d, MOVE_PER_CHECK);
-    if ((d->count + 1) * 4 > d->cap * 3)
+    if ((d->count + 1) * 4 > d->cur.cap * 3)
         grow(d);
     /* one probe of the new table finds the id or the slot it goes in */
-    jd_dedupe_slot *s = NULL, *at = NULL;
-    for (size_t i = a & (d->cap - 1);; i = (i + 1) & (d->cap - 1)) {
-        if (empty(&d->slots[i])) {
-            at = &d->slots[i];
+    uint64_t *s = NULL, *at = NULL, *w = d->cur.w;
+    const jd_dedupe_table *t = &d->cur;
+    size_t mask = t->cap - 1, k = t->words;
+    for (size_t i = a & mask;; i = (i + 1) & mask) {
+        uint64_t *x = w + i * k;
+        if (empty(x)) {
+            at = x;
             break;
         }
-        if (d->slots[i].a == a && d->slots[i].b == b) {
-            s = &d->slots[i];
+        if (x[0] == a && x[1] == b) {
+            s = x;
             break;
         }
     }
-    if (!s && d->old)
-        s = find(d->old, d->old_cap, a, b);
-    if (s && !expired(d, s))
+    if (!s && d->old.w && (s = find(&d->old, a, b)))
+        t = &d->old;
+    if (s && !expired(d, t, s))
         return 1;
     if (s) { /* seen long ago: refresh where it is (an old copy moves with its new time) */
-        s->ts = ts;
+        put(t, s, a, b, ts);
         return 0;
     }
-    s = at;
-    s->a = a;
-    s->b = b;
-    s->ts = ts;
+    put(&d->cur, at, a, b, ts);
     d->count++;
     return 0;
 }

@@ -7,23 +7,28 @@
 #include <stddef.h>
 #include <stdint.h>
 
-typedef struct jd_dedupe_slot {
-    uint64_t a, b; /* a == 0 && b == 0: empty */
-    int64_t ts;
-} jd_dedupe_slot;
+/* A slot is two words, the id's hash (a, b; both 0: empty), or with a ttl three: the
+ * hash and when it was seen. Without a ttl (a replay) a slot is 16 bytes, four to a
+ * cache line: one random probe per check is most of what the set costs. */
+typedef struct jd_dedupe_table {
+    uint64_t *w;  /* cap slots of `stride` words */
+    size_t cap;   /* slots, a power of two */
+    size_t words; /* per slot: 2, or 3 with times */
+} jd_dedupe_table;
 
 /* Growing is incremental: the new table is allocated at once, and each check moves a
  * few slots of the old one over, so no single check pays for copying millions of ids.
  * While moving, lookups probe both tables; old slots are copied, never cleared, so the
  * old table's probe chains stay intact until it is freed. */
 typedef struct jd_dedupe {
-    jd_dedupe_slot *slots;
-    size_t cap, count;
-    jd_dedupe_slot *old; /* the table being moved from, or NULL */
-    size_t old_cap, old_pos;
+    jd_dedupe_table cur;
+    size_t count;
+    jd_dedupe_table old; /* the table being moved from (w NULL: none) */
+    size_t old_pos;
     size_t moved_live, moved_dead; /* what the last move found: with a ttl, a table mostly
                                     * of expired ids is rebuilt at the same size */
-    int64_t ttl_ms;                /* 0: keep forever */
+    int64_t ttl_ms;                /* 0: keep forever; a table made while it is 0 keeps
+                                    * no times, and its ids count as seen at the newest time */
     int64_t newest;
 } jd_dedupe;
 
@@ -35,5 +40,11 @@ int jd_dedupe_check(jd_dedupe *d, const char *id, size_t n, int64_t ts);
  * a hash (also how the store's ids are loaded back). */
 void jd_dedupe_hash(const char *id, size_t n, uint64_t *a, uint64_t *b);
 int jd_dedupe_check_hash(jd_dedupe *d, uint64_t a, uint64_t b, int64_t ts);
+/* A hint: the slot where a check of hash a starts is about to be read. */
+static inline void jd_dedupe_prefetch(const jd_dedupe *d, uint64_t a)
+{
+    if (d->cur.w)
+        __builtin_prefetch(d->cur.w + (a & (d->cur.cap - 1)) * d->cur.words);
+}
 
 #endif

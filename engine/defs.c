@@ -5,17 +5,11 @@
 
 #include "buf.h"
 
-static size_t index_key(char *out, size_t cap, jd_event_type type, const char *name, size_t n)
+/* Names this long (with the type's name, NUL-separated, over 512 bytes) are not looked
+ * up: the index was once keyed by that text in a 512-byte buffer. */
+static int name_fits(jd_event_type type, size_t n)
 {
-    const char *tn = jd_event_type_name(type);
-    size_t tl = strlen(tn);
-    if (tl + 1 + n > cap)
-        return 0;
-    memcpy(out, tn, tl);
-    out[tl] = '\0';
-    if (n)
-        memcpy(out + tl + 1, name, n);
-    return tl + 1 + n;
+    return strlen(jd_event_type_name(type)) + 1 + n <= 512;
 }
 
 static int order(const void *a, const void *b)
@@ -47,21 +41,20 @@ void jd_defs_build_index(jd_defs *d)
             continue;
         }
         size_t n = strlen(t->name);
-        char *key = jd_xmalloc(n + 16);
-        size_t kl = index_key(key, n + 16, t->type, t->name, n);
-        jd_tlist *l = jd_map_get(&d->index, key, kl);
+        jd_tlist *l = jd_map_get(&d->index[t->type], t->name, n);
         if (!l) {
             l = jd_xcalloc(1, sizeof *l);
-            jd_map_put(&d->index, key, kl, l);
+            jd_map_put(&d->index[t->type], t->name, n, l);
         }
         tlist_add(l, t);
-        free(key);
     }
-    size_t it = 0;
-    const jd_map_slot *s;
-    while (jd_map_next(&d->index, &it, &s)) {
-        jd_tlist *l = s->value;
-        qsort(l->t, l->n, sizeof *l->t, order);
+    for (int i = 0; i < JD_EV_NTYPES; i++) {
+        size_t it = 0;
+        const jd_map_slot *s;
+        while (jd_map_next(&d->index[i], &it, &s)) {
+            jd_tlist *l = s->value;
+            qsort(l->t, l->n, sizeof *l->t, order);
+        }
     }
     for (int i = 0; i < JD_EV_NTYPES; i++)
         if (d->any[i].n)
@@ -72,12 +65,8 @@ const jd_tlist *jd_defs_lookup(const jd_defs *d, jd_event_type type, const char 
                                size_t scratch_cap)
 {
     const jd_tlist *named = NULL;
-    if (d->index.count) {
-        char key[512];
-        size_t kl = index_key(key, sizeof key, type, name, n);
-        if (kl)
-            named = jd_map_get(&d->index, key, kl);
-    }
+    if (d->index[type].count && name_fits(type, n))
+        named = jd_map_get(&d->index[type], name, n);
     const jd_tlist *any = &d->any[type];
     if (!any->n)
         return named;
@@ -150,7 +139,8 @@ void jd_defs_free(jd_defs *d)
     free(d->sources);
     jd_map_free(&d->channel_by_name, NULL);
     jd_map_free(&d->journey_by_name, NULL);
-    jd_map_free(&d->index, free_tlist);
+    for (int i = 0; i < JD_EV_NTYPES; i++)
+        jd_map_free(&d->index[i], free_tlist);
     for (int i = 0; i < JD_EV_NTYPES; i++)
         free(d->any[i].t);
     free(d);

@@ -125,7 +125,7 @@ typedef struct jd_defs {
     size_t nsources;
     jd_map channel_by_name;     /* name -> jd_channel* */
     jd_map journey_by_name;     /* name -> jd_journey* */
-    jd_map index;               /* "<type>\0<name>" -> jd_tlist* */
+    jd_map index[JD_EV_NTYPES]; /* per event type: name -> jd_tlist* */
     jd_tlist any[JD_EV_NTYPES]; /* triggers without a name */
 } jd_defs;
 

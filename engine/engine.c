@@ -441,6 +441,7 @@ jd_engine *jd_engine_new(const char *config_path, const jd_options *opts, jd_err
     jd_buf_init(&e->config);
     jd_map_init(&e->config_cache);
     jd_buf_init(&e->rec);
+    jd_buf_init(&e->sets_rec);
     jd_buf_init(&e->scratch);
     jd_buf_init(&e->trec);
     jd_buf_init(&e->keybuf);
@@ -615,8 +616,7 @@ static void carry_over(jd_engine *e, jd_gen *g, jd_journey_count *ocounts, uint6
                                   od->journeys[in->journey].name, u->id);
                 *pp = in->next;
                 jd_map_put(&freed, (const char *)&in, sizeof in, in); /* timers below may name it */
-                free(in->key);
-                free(in);
+                jd_instance_free(in);
                 continue;
             }
             int ns = smap[in->journey][in->stage];
@@ -811,6 +811,7 @@ void jd_engine_free(jd_engine *e)
     msgpack_zone_destroy(&e->zone);
     msgpack_zone_destroy(&e->in_zone);
     jd_buf_free(&e->rec);
+    jd_buf_free(&e->sets_rec);
     jd_buf_free(&e->scratch);
     jd_buf_free(&e->trec);
     jd_buf_free(&e->keybuf);
@@ -1053,10 +1054,18 @@ static int matches(jd_engine *e, const jd_trigger *t, const jd_journey *j, jd_in
 
 static void hex128(char *out, uint64_t a, uint64_t b)
 {
-    static const char hx[] = "0123456789abcdef";
-    for (int i = 0; i < 16; i++) {
-        out[i] = hx[(a >> (60 - 4 * i)) & 15];
-        out[16 + i] = hx[(b >> (60 - 4 * i)) & 15];
+    /* a byte's two digits at a time */
+    static const char pairs[513] = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"
+                                   "202122232425262728292a2b2c2d2e2f303132333435363738393a3b3c3d3e3f"
+                                   "404142434445464748494a4b4c4d4e4f505152535455565758595a5b5c5d5e5f"
+                                   "606162636465666768696a6b6c6d6e6f707172737475767778797a7b7c7d7e7f"
+                                   "808182838485868788898a8b8c8d8e8f909192939495969798999a9b9c9d9e9f"
+                                   "a0a1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3b4b5b6b7b8b9babbbcbdbebf"
+                                   "c0c1c2c3c4c5c6c7c8c9cacbcccdcecfd0d1d2d3d4d5d6d7d8d9dadbdcdddedf"
+                                   "e0e1e2e3e4e5e6e7e8e9eaebecedeeeff0f1f2f3f4f5f6f7f8f9fafbfcfdfeff";
+    for (int i = 0; i < 8; i++) {
+        memcpy(out + 2 * i, pairs + 2 * ((a >> (56 - 8 * i)) & 255), 2);
+        memcpy(out + 16 + 2 * i, pairs + 2 * ((b >> (56 - 8 * i)) & 255), 2);
     }
     out[32] = '\0';
 }
@@ -1259,20 +1268,17 @@ static void apply(jd_engine *e, const char *rule, const jd_journey *j, int stage
     jd_effects *fx = &e->fx;
     jd_user *u = e->user;
     if (fx->nsets) {
-        jd_buf m;
-        jd_buf_init(&m);
+        /* the sets as one map, read into the event's zone (scratch: the traits tree
+         * it may hold is stale once they change) */
+        jd_buf *m = &e->sets_rec;
+        jd_buf_reset(m);
         msgpack_packer pk;
-        msgpack_packer_init(&pk, &m, jd_buf_msgpack_write);
+        msgpack_packer_init(&pk, m, jd_buf_msgpack_write);
         msgpack_pack_map(&pk, fx->nsets);
-        jd_buf_append(&m, fx->sets.data, fx->sets.len);
-        msgpack_zone z;
-        msgpack_zone_init(&z, 1024);
+        jd_buf_append(m, fx->sets.data, fx->sets.len);
         msgpack_object o;
-        size_t off = 0;
-        if (msgpack_unpack(m.data, m.len, &off, &z, &o) == MSGPACK_UNPACK_SUCCESS)
+        if (jd_mp_unpack(m->data, m->len, &e->zone, &o) == 0)
             jd_user_merge_traits(u, &o);
-        msgpack_zone_destroy(&z);
-        jd_buf_free(&m);
         e->user_traits = NULL;
     }
     u->score += fx->score;
@@ -2021,8 +2027,10 @@ static void process_view(jd_engine *e, const jd_event *ev)
         e->stats[JD_STAT_EVENTS]++;
     /* the time-to-live counts from when an id was seen on the engine clock, not from the
      * event's own timestamp: a late retry of an old event is still a duplicate */
-    uint64_t ha, hb;
-    jd_dedupe_hash(ev->message_id.p, ev->message_id.n, &ha, &hb);
+    uint64_t ha = e->msg_ha, hb = e->msg_hb;
+    if (ev->message_id.p != e->msg_hashed)
+        jd_dedupe_hash(ev->message_id.p, ev->message_id.n, &ha, &hb);
+    e->msg_hashed = NULL;
     if (jd_dedupe_check_hash(&e->dedupe, ha, hb, jd_clock_now(&e->clock))) {
         e->stats[JD_STAT_DUPLICATES]++;
         return;
@@ -2274,7 +2282,13 @@ int jd_engine_process(jd_engine *e, const void *record, size_t len, jd_error *er
             snprintf(err->text, sizeof err->text, "not an event record");
         return -1;
     }
+    /* the messageId's slot in the dedupe set is a random read: started now, it overlaps
+     * with the work before the check (the hash is kept for the check) */
+    jd_dedupe_hash(ev.message_id.p, ev.message_id.n, &e->msg_ha, &e->msg_hb);
+    jd_dedupe_prefetch(&e->dedupe, e->msg_ha);
+    e->msg_hashed = ev.message_id.p;
     process_input(e, &ev);
+    e->msg_hashed = NULL;
     return 0;
 }
 

@@ -162,12 +162,16 @@ struct jd_engine {
     char action_json_id[33]; /* the action action_json holds */
     jd_buf action_rec;       /* jd_action_json scratch */
     msgpack_zone action_zone;
-    jd_buf rec;     /* normalised record scratch */
-    jd_buf scratch; /* json scratch */
+    jd_buf rec;      /* normalised record scratch */
+    jd_buf sets_rec; /* a hook's ctx:set traits as one map (apply) */
+    jd_buf scratch;  /* json scratch */
     jd_buf keybuf;
     jd_json_reader *jr;
     jd_json_writer *jw;
     const jd_event *ev;
+    /* the input's messageId hash (jd_engine_process), until its dedupe check */
+    const char *msg_hashed; /* its messageId bytes; NULL: none pending */
+    uint64_t msg_ha, msg_hb;
     jd_user *user;
     const msgpack_object *user_traits; /* cached for this event, NULL: not unpacked */
     msgpack_object user_traits_obj;

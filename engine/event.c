@@ -255,6 +255,11 @@ static inline int mp_quick(mp_reader *r, msgpack_object *o)
         o->type = MSGPACK_OBJECT_NIL;
         r->p++;
         return 0;
+    } else if (c == 0xcf && r->end - p >= 9) { /* uint64: a record's timestamp */
+        o->type = MSGPACK_OBJECT_POSITIVE_INTEGER;
+        o->via.u64 = mp_be(p + 1, 8);
+        r->p = p + 9;
+        return 0;
     } else {
         return -1;
     }
@@ -337,6 +342,68 @@ int jd_mp_unpack(const void *data, size_t len, msgpack_zone *zone, msgpack_objec
     if (mp_obj(&r, out, 0) || r.p != r.end)
         return -1;
     return 0;
+}
+
+int jd_mp_map_spans(const void *data, size_t len, jd_mp_span *out, size_t max)
+{
+    mp_reader r = {data, (const unsigned char *)data + len, NULL};
+    msgpack_object o;
+    uint64_t n = 0;
+    if (mp_head(&r, &o, &n) != MP_MAP || !mp_count_ok(&r, n, MP_MAP, 0))
+        return -1;
+    for (uint64_t i = 0; i < n; i++) {
+        const unsigned char *start = r.p;
+        msgpack_object k, v;
+        if (mp_shallow(&r, &k, 1) || mp_shallow(&r, &v, 1))
+            return -1;
+        if (i < max) {
+            out[i].key = k;
+            out[i].p = (const char *)start;
+            out[i].n = (size_t)(r.p - start);
+        }
+    }
+    return r.p == r.end ? (int)n : -1;
+}
+
+void jd_mp_pack_object(msgpack_packer *pk, const msgpack_object *o)
+{
+    switch (o->type) {
+    case MSGPACK_OBJECT_NIL: msgpack_pack_nil(pk); break;
+    case MSGPACK_OBJECT_BOOLEAN:
+        if (o->via.boolean)
+            msgpack_pack_true(pk);
+        else
+            msgpack_pack_false(pk);
+        break;
+    case MSGPACK_OBJECT_POSITIVE_INTEGER: msgpack_pack_uint64(pk, o->via.u64); break;
+    case MSGPACK_OBJECT_NEGATIVE_INTEGER: msgpack_pack_int64(pk, o->via.i64); break;
+    case MSGPACK_OBJECT_FLOAT32: msgpack_pack_float(pk, (float)o->via.f64); break;
+    case MSGPACK_OBJECT_FLOAT64: msgpack_pack_double(pk, o->via.f64); break;
+    case MSGPACK_OBJECT_STR:
+        msgpack_pack_str(pk, o->via.str.size);
+        msgpack_pack_str_body(pk, o->via.str.ptr, o->via.str.size);
+        break;
+    case MSGPACK_OBJECT_BIN:
+        msgpack_pack_bin(pk, o->via.bin.size);
+        msgpack_pack_bin_body(pk, o->via.bin.ptr, o->via.bin.size);
+        break;
+    case MSGPACK_OBJECT_EXT:
+        msgpack_pack_ext(pk, o->via.ext.size, o->via.ext.type);
+        msgpack_pack_ext_body(pk, o->via.ext.ptr, o->via.ext.size);
+        break;
+    case MSGPACK_OBJECT_ARRAY:
+        msgpack_pack_array(pk, o->via.array.size);
+        for (uint32_t i = 0; i < o->via.array.size; i++)
+            jd_mp_pack_object(pk, &o->via.array.ptr[i]);
+        break;
+    case MSGPACK_OBJECT_MAP:
+        msgpack_pack_map(pk, o->via.map.size);
+        for (uint32_t i = 0; i < o->via.map.size; i++) {
+            jd_mp_pack_object(pk, &o->via.map.ptr[i].key);
+            jd_mp_pack_object(pk, &o->via.map.ptr[i].val);
+        }
+        break;
+    }
 }
 
 void jd_mp_pack_str(msgpack_packer *pk, const char *s, size_t n)
@@ -707,8 +774,10 @@ static int type_parse(const char *s, size_t n, jd_event_type *t)
     return jd_event_type_parse(s, n, t);
 }
 
-/* One top-level field of a record into the view (a later occurrence wins). */
-static inline void view_set(jd_event *ev, view_fld f, const msgpack_object *v, int *have_type)
+/* One top-level field of a record into the view (a later occurrence wins). Inlined:
+ * it runs for every field of every record. */
+static inline __attribute__((always_inline)) void view_set(jd_event *ev, view_fld f, const msgpack_object *v,
+                                                           int *have_type)
 {
     switch (f) {
     case FLD_OTHER: break;

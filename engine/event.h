@@ -108,6 +108,21 @@ void jd_mp_pack_cstr(msgpack_packer *pk, const char *s);
  * where msgpack_unpack would not succeed (malformed, truncated, trailing bytes). */
 int jd_mp_unpack(const void *data, size_t len, msgpack_zone *zone, msgpack_object *out);
 
+/* The entries of a packed map, in order: each one's key (read shallow: a string points
+ * into data, a container is empty) and the bytes of its key and value. Fills at most max
+ * spans; returns the map's count, or -1 where jd_mp_unpack would fail or the data is not
+ * a map. */
+typedef struct jd_mp_span {
+    msgpack_object key;
+    const char *p;
+    size_t n;
+} jd_mp_span;
+int jd_mp_map_spans(const void *data, size_t len, jd_mp_span *out, size_t max);
+
+/* Packs o as msgpack_pack_object does (the same bytes), with the header's inline packer
+ * functions rather than the library's. */
+void jd_mp_pack_object(msgpack_packer *pk, const msgpack_object *o);
+
 /* Looks up key in a msgpack map (last occurrence wins, as in JSON objects). */
 const msgpack_object *jd_mp_get(const msgpack_object *map, const char *key, size_t klen);
 /* Follows a dotted path ("a.b.c") from a map. */

@@ -15,10 +15,22 @@
  * same size without a metatable lookup (no other userdata holds this address). */
 static const char ctx_anchor;
 
+/* Trait names as Lua strings, kept from one ctx.user to the next: every profile has the
+ * same few, and pushing a kept string skips hashing and interning it again. A small
+ * direct-mapped cache; the strings live in ctx_field's upvalue 2 (a table, slot + 1). */
+#define KEYC 64
+#define KEYC_MAX 31
+
+typedef struct ctx_key {
+    uint8_t n; /* 0: empty */
+    char s[KEYC_MAX];
+} ctx_key;
+
 typedef struct ctx_ud {
     jd_engine *e;
     const char *anchor;
     uint64_t call; /* the call it belongs to (jd_call.id); stale once that returns */
+    ctx_key keys[KEYC];
 } ctx_ud;
 
 /* ---------------------------------------------------------------- effects */
@@ -252,7 +264,50 @@ static int ctx_log(lua_State *L)
     return 0;
 }
 
-static void push_user(lua_State *L, jd_engine *e)
+/* Pushes a map key: from the cache when it holds these bytes. Runs in ctx_field. */
+static void push_key(lua_State *L, ctx_ud *c, const char *s, size_t n)
+{
+    if (n == 0 || n > KEYC_MAX) {
+        lua_pushlstring(L, s, n);
+        return;
+    }
+    size_t h = (n * 31 + (unsigned char)s[0] * 7 + (unsigned char)s[n - 1]) & (KEYC - 1);
+    ctx_key *k = &c->keys[h];
+    if (k->n == n && memcmp(k->s, s, n) == 0) {
+        lua_rawgeti(L, lua_upvalueindex(2), (lua_Integer)h + 1);
+        return;
+    }
+    lua_pushlstring(L, s, n);
+    lua_pushvalue(L, -1);
+    lua_rawseti(L, lua_upvalueindex(2), (lua_Integer)h + 1);
+    k->n = (uint8_t)n;
+    memcpy(k->s, s, n);
+}
+
+/* The traits as jd_lua_push_msgpack pushes a map (the same table, built in the same
+ * order), string keys through the cache. */
+static void push_traits(lua_State *L, ctx_ud *c, const msgpack_object *o)
+{
+    if (o->type != MSGPACK_OBJECT_MAP) {
+        jd_lua_push_msgpack(L, o);
+        return;
+    }
+    luaL_checkstack(L, 4, "nesting too deep");
+    lua_createtable(L, 0, (int)o->via.map.size);
+    for (uint32_t i = 0; i < o->via.map.size; i++) {
+        const msgpack_object *k = &o->via.map.ptr[i].key;
+        if (k->type == MSGPACK_OBJECT_NIL)
+            continue;
+        if (k->type == MSGPACK_OBJECT_STR)
+            push_key(L, c, k->via.str.ptr, k->via.str.size);
+        else
+            jd_lua_push_msgpack(L, k);
+        jd_lua_push_msgpack(L, &o->via.map.ptr[i].val);
+        lua_rawset(L, -3);
+    }
+}
+
+static void push_user(lua_State *L, ctx_ud *c, jd_engine *e)
 {
     jd_user *u = e->user;
     lua_createtable(L, 0, 4);
@@ -260,7 +315,7 @@ static void push_user(lua_State *L, jd_engine *e)
     lua_setfield(L, -2, "id");
     if (!e->user_traits)
         e->user_traits = jd_user_traits(u, &e->zone, &e->user_traits_obj);
-    jd_lua_push_msgpack(L, e->user_traits);
+    push_traits(L, c, e->user_traits);
     lua_setfield(L, -2, "traits");
     lua_createtable(L, 0, (int)u->nsegments);
     for (size_t i = 0; i < u->nsegments; i++) {
@@ -311,29 +366,30 @@ static void push_event(lua_State *L, jd_engine *e)
     lua_setfield(L, -2, "context");
 }
 
-/* __index: methods first (upvalue 1; each method checks its ctx itself), then fields. */
-static int ctx_index(lua_State *L)
+/* The fields: what the ctx's __index (the methods table) does not hold, through the
+ * methods table's own __index. Called with (methods, key); the ctx is upvalue 1 (one ctx
+ * per Lua state), the key cache's strings upvalue 2. */
+static int ctx_field(lua_State *L)
 {
-    lua_pushvalue(L, 2);
-    if (lua_rawget(L, lua_upvalueindex(1)) != LUA_TNIL)
-        return 1;
-    lua_pop(L, 1);
-    jd_engine *e = live(L, 0);
+    ctx_ud *u = lua_touserdata(L, lua_upvalueindex(1));
+    jd_engine *e = u->e;
+    if (u->call != e->call.id)
+        return luaL_error(L, "this ctx belongs to a hook that has returned");
     size_t n;
     const char *k = luaL_checklstring(L, 2, &n);
     const jd_call *c = &e->call;
     if (strcmp(k, "user") == 0 || strcmp(k, "event") == 0) {
         /* built once per call, kept in the ctx's user value 1 (user) or 2 (event) */
         int uv = k[0] == 'u' ? 1 : 2;
-        if (lua_getiuservalue(L, 1, uv) != LUA_TNIL)
+        if (lua_getiuservalue(L, lua_upvalueindex(1), uv) != LUA_TNIL)
             return 1;
         lua_pop(L, 1);
         if (uv == 1)
-            push_user(L, e);
+            push_user(L, u, e);
         else
             push_event(L, e);
         lua_pushvalue(L, -1);
-        lua_setiuservalue(L, 1, uv);
+        lua_setiuservalue(L, lua_upvalueindex(1), uv);
         return 1;
     }
     if (strcmp(k, "journey") == 0) {
@@ -394,24 +450,32 @@ static const luaL_Reg ctx_methods[] = {
     {NULL, NULL},
 };
 
+/* The ctx and its metatable. __index is the methods table, so a method is one table
+ * lookup in the VM (no C call); a field falls to ctx_field through the methods table's
+ * metatable. There is one ctx per Lua state: ctx_field holds it as its upvalue. */
 static int ctx_create_cf(lua_State *L)
 {
     jd_engine *e = lua_touserdata(L, 1);
-    if (luaL_newmetatable(L, CTX_MT)) {
-        luaL_newlib(L, ctx_methods);
-        lua_pushcclosure(L, ctx_index, 1);
-        lua_setfield(L, -2, "__index");
-        lua_pushcfunction(L, ctx_newindex);
-        lua_setfield(L, -2, "__newindex");
-        lua_pushcfunction(L, ctx_tostring);
-        lua_setfield(L, -2, "__tostring");
-    }
-    lua_pop(L, 1);
     ctx_ud *u = lua_newuserdatauv(L, sizeof *u, 2);
     u->e = e;
     u->anchor = &ctx_anchor;
     u->call = 0;
-    luaL_setmetatable(L, CTX_MT);
+    memset(u->keys, 0, sizeof u->keys);
+    int ud = lua_gettop(L);
+    luaL_newmetatable(L, CTX_MT);
+    luaL_newlib(L, ctx_methods);
+    lua_createtable(L, 0, 1);
+    lua_pushvalue(L, ud);
+    lua_createtable(L, KEYC, 0); /* the key cache's strings */
+    lua_pushcclosure(L, ctx_field, 2);
+    lua_setfield(L, -2, "__index");
+    lua_setmetatable(L, -2);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, ctx_newindex);
+    lua_setfield(L, -2, "__newindex");
+    lua_pushcfunction(L, ctx_tostring);
+    lua_setfield(L, -2, "__tostring");
+    lua_setmetatable(L, ud);
     return 1;
 }
 

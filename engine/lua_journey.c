@@ -941,7 +941,8 @@ jd_defs *jd_compile(jd_engine *e, char *err, size_t errlen)
     jd_buf_init(&cs.config);
     jd_map_init(&cs.d->channel_by_name);
     jd_map_init(&cs.d->journey_by_name);
-    jd_map_init(&cs.d->index);
+    for (int i = 0; i < JD_EV_NTYPES; i++)
+        jd_map_init(&cs.d->index[i]);
     lua_State *L = jd_script_L(e->script);
     lua_pushcfunction(L, compile_cf);
     lua_pushlightuserdata(L, &cs);

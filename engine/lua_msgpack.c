@@ -65,13 +65,100 @@ static int keycmp(const void *a, const void *b)
 {
     const key *x = a, *y = b;
     size_t m = x->n < y->n ? x->n : y->n;
-    int c = memcmp(x->s, y->s, m);
+    /* a number's text is in its own tmp, wherever a sort has moved it */
+    int c = memcmp(x->is_num ? x->tmp : x->s, y->is_num ? y->tmp : y->s, m);
     if (c)
         return c;
     return x->n < y->n ? -1 : x->n > y->n;
 }
 
 static int pack_value(lua_State *L, int idx, msgpack_packer *pk, int depth, const char **err);
+
+/* Sorts keys by keycmp, stably (what qsort's merge sort gives for a small array). */
+static void sort_keys(key *k, size_t n)
+{
+    for (size_t i = 1; i < n; i++) {
+        key x = k[i];
+        size_t j = i;
+        while (j > 0 && keycmp(&k[j - 1], &x) > 0) {
+            k[j] = k[j - 1];
+            j--;
+        }
+        k[j] = x;
+    }
+}
+
+static void pack_array(lua_State *L, int idx, msgpack_packer *pk, int depth, lua_Integer len, const char **err,
+                       int *rc);
+
+#define SMALL 16
+
+/* A table of at most SMALL entries, in one walk: keys and values stay on the stack as
+ * they are met (no second walk to count them, no lookup of a value by its key). Packs it
+ * as pack_table's general path would (an array when its entries are exactly 1..len) and
+ * returns 0 or -1; returns 1 with nothing packed when the table is bigger. */
+static int pack_small(lua_State *L, int idx, msgpack_packer *pk, int depth, lua_Integer len, const char **err)
+{
+    if (!lua_checkstack(L, 2 * SMALL + 4))
+        return 1;
+    key keys[SMALL];
+    int base = lua_gettop(L), rc = 0, bad = 0;
+    size_t count = 0;
+    lua_pushnil(L);
+    while (lua_next(L, idx)) {
+        if (count == SMALL) {
+            lua_settop(L, base);
+            return 1;
+        }
+        key *ky = &keys[count++];
+        ky->vidx = lua_gettop(L);
+        ky->is_num = 0;
+        lua_pushvalue(L, -2);
+        int t = lua_type(L, -1);
+        if (t == LUA_TSTRING) {
+            ky->s = lua_tolstring(L, -1, &ky->n);
+        } else if (t == LUA_TNUMBER) {
+            ky->is_num = 1;
+            ky->is_int = lua_isinteger(L, -1);
+            if (ky->is_int)
+                ky->i = lua_tointeger(L, -1);
+            else
+                ky->d = lua_tonumber(L, -1);
+        } else {
+            bad = 1; /* an error only if this is not packed as an array */
+        }
+    }
+    if (len > 0 && (size_t)len == count) {
+        lua_settop(L, base);
+        pack_array(L, idx, pk, depth, len, err, &rc);
+        return rc;
+    }
+    if (bad) {
+        *err = "table keys must be strings or numbers";
+        lua_settop(L, base);
+        return -1;
+    }
+    for (size_t i = 0; i < count; i++) {
+        key *ky = &keys[i];
+        if (!ky->is_num)
+            continue;
+        if (ky->is_int)
+            ky->n = (size_t)snprintf(ky->tmp, sizeof ky->tmp, "%lld", (long long)ky->i);
+        else
+            ky->n = (size_t)snprintf(ky->tmp, sizeof ky->tmp, "%.17g", ky->d);
+    }
+    sort_keys(keys, count); /* moves keys: tmp-backed ones point at their own again below */
+    for (size_t i = 0; i < count; i++)
+        if (keys[i].is_num)
+            keys[i].s = keys[i].tmp;
+    msgpack_pack_map(pk, count);
+    for (size_t i = 0; i < count && !rc; i++) {
+        jd_mp_pack_str(pk, keys[i].s, keys[i].n);
+        rc = pack_value(L, keys[i].vidx, pk, depth + 1, err);
+    }
+    lua_settop(L, base);
+    return rc;
+}
 
 static int pack_table(lua_State *L, int idx, msgpack_packer *pk, int depth, const char **err)
 {
@@ -90,6 +177,11 @@ static int pack_table(lua_State *L, int idx, msgpack_packer *pk, int depth, cons
         lua_pop(L, 2);
     }
     lua_Integer len = (lua_Integer)lua_rawlen(L, idx);
+    if (!marked) {
+        int rc = pack_small(L, idx, pk, depth, len, err);
+        if (rc != 1)
+            return rc;
+    }
     size_t count = 0;
     lua_pushnil(L);
     while (lua_next(L, idx)) {
@@ -97,15 +189,9 @@ static int pack_table(lua_State *L, int idx, msgpack_packer *pk, int depth, cons
         lua_pop(L, 1);
     }
     if (marked || (len > 0 && (size_t)len == count)) {
-        msgpack_pack_array(pk, (size_t)len);
-        for (lua_Integer i = 1; i <= len; i++) {
-            lua_rawgeti(L, idx, i);
-            int rc = pack_value(L, lua_gettop(L), pk, depth + 1, err);
-            lua_pop(L, 1);
-            if (rc)
-                return -1;
-        }
-        return 0;
+        int rc = 0;
+        pack_array(L, idx, pk, depth, len, err, &rc);
+        return rc;
     }
     /* A small map keeps its keys and values on the stack while it is packed: a value is
      * not looked up again by its key (which hashed the key string anew), and the keys
@@ -214,6 +300,21 @@ static int pack_value(lua_State *L, int idx, msgpack_packer *pk, int depth, cons
     case LUA_TTABLE: return pack_table(L, idx, pk, depth, err);
     default: *err = "cannot encode a function, thread or userdata"; return -1;
     }
+}
+
+static void pack_array(lua_State *L, int idx, msgpack_packer *pk, int depth, lua_Integer len, const char **err, int *rc)
+{
+    msgpack_pack_array(pk, (size_t)len);
+    for (lua_Integer i = 1; i <= len; i++) {
+        lua_rawgeti(L, idx, i);
+        int r = pack_value(L, lua_gettop(L), pk, depth + 1, err);
+        lua_pop(L, 1);
+        if (r) {
+            *rc = -1;
+            return;
+        }
+    }
+    *rc = 0;
 }
 
 int jd_lua_pack(lua_State *L, int idx, msgpack_packer *pk, const char **err)

@@ -16,11 +16,31 @@ static inline uint64_t mix_word(uint64_t w)
     return w ^ (w >> 31);
 }
 
-static inline uint64_t tail_word(const unsigned char *s, size_t n)
+/* The last n < 8 bytes as a little-endian word. start is the key's first byte: when the
+ * key has 8 bytes before the tail's end, one load of those 8 (shifted) serves; else two
+ * overlapping loads, or three bytes. The same word as a byte loop gives. */
+static inline uint64_t tail_word(const unsigned char *s, size_t n, const unsigned char *start)
 {
     uint64_t w = 0;
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    if (n == 0)
+        return mix_word(0);
+    if (s + n - start >= 8) {
+        memcpy(&w, s + n - 8, 8);
+        w >>= 8 * (8 - n);
+    } else if (n >= 4) {
+        uint32_t lo, hi;
+        memcpy(&lo, s, 4);
+        memcpy(&hi, s + n - 4, 4);
+        w = lo | (uint64_t)hi << (8 * (n - 4));
+    } else {
+        w = s[0] | (uint64_t)s[n / 2] << (8 * (n / 2)) | (uint64_t)s[n - 1] << (8 * (n - 1));
+    }
+#else
+    (void)start;
     for (size_t i = 0; i < n; i++)
         w |= (uint64_t)s[i] << (8 * i);
+#endif
     return mix_word(w);
 }
 
@@ -35,20 +55,20 @@ static inline uint64_t finish(uint64_t h)
  * anything derived from it (action ids, shard choice) is stable. */
 uint64_t jd_hash(const void *p, size_t n, uint64_t seed)
 {
-    const unsigned char *s = p;
+    const unsigned char *s = p, *start = p;
     uint64_t h = seed ^ (0x9E3779B97F4A7C15ULL * (n + 1));
     for (; n >= 8; s += 8, n -= 8) {
         uint64_t w;
         memcpy(&w, s, 8);
         h = (h ^ mix_word(w)) * 0x94D049BB133111EBULL;
     }
-    return finish((h ^ tail_word(s, n)) * 0x94D049BB133111EBULL);
+    return finish((h ^ tail_word(s, n, start)) * 0x94D049BB133111EBULL);
 }
 
 void jd_hash2(const void *p, size_t n, uint64_t seed_a, uint64_t seed_b, uint64_t *a, uint64_t *b)
 {
     /* jd_hash twice, sharing the per-word mixing (it does not depend on the seed) */
-    const unsigned char *s = p;
+    const unsigned char *s = p, *start = p;
     uint64_t len = 0x9E3779B97F4A7C15ULL * (n + 1);
     uint64_t ha = seed_a ^ len, hb = seed_b ^ len;
     for (; n >= 8; s += 8, n -= 8) {
@@ -58,7 +78,7 @@ void jd_hash2(const void *p, size_t n, uint64_t seed_a, uint64_t seed_b, uint64_
         ha = (ha ^ w) * 0x94D049BB133111EBULL;
         hb = (hb ^ w) * 0x94D049BB133111EBULL;
     }
-    uint64_t w = tail_word(s, n);
+    uint64_t w = tail_word(s, n, start);
     *a = finish((ha ^ w) * 0x94D049BB133111EBULL);
     *b = finish((hb ^ w) * 0x94D049BB133111EBULL);
 }

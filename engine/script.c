@@ -9,6 +9,7 @@
 
 #include "buf.h"
 #include "clock.h"
+#include "pool.h"
 
 /* generated from scripts/ by the Makefile */
 typedef struct jd_embedded {
@@ -38,6 +39,7 @@ struct jd_script {
     jd_script_limits limits;
     size_t mem_used;
     size_t mem_cap; /* 0 while unlimited (setup) */
+    jd_pool pool;   /* the state's blocks (counting_alloc) */
     int64_t deadline_ns;
     int timed_out;
 };
@@ -118,13 +120,13 @@ static void *counting_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
     jd_script *s = ud;
     size_t old = ptr ? osize : 0;
     if (nsize == 0) {
-        free(ptr);
+        jd_pool_realloc(&s->pool, ptr, osize, 0);
         s->mem_used -= old;
         return NULL;
     }
     if (s->mem_cap && nsize > old && s->mem_used + (nsize - old) > s->mem_cap)
         return NULL; /* Lua raises a memory error; the engine carries on */
-    void *p = realloc(ptr, nsize);
+    void *p = jd_pool_realloc(&s->pool, ptr, osize, nsize);
     if (p)
         s->mem_used = s->mem_used - old + nsize;
     return p;
@@ -417,8 +419,10 @@ jd_script *jd_script_new(const char *script_dir, const jd_script_limits *limits)
     if (limits)
         s->limits = *limits;
     s->dir = script_dir ? jd_strndup(script_dir, strlen(script_dir)) : NULL;
+    jd_pool_init(&s->pool);
     s->L = lua_newstate(counting_alloc, s);
     if (!s->L) {
+        jd_pool_destroy(&s->pool);
         free(s->dir);
         free(s);
         return NULL;
@@ -446,6 +450,7 @@ void jd_script_free(jd_script *s)
         lua_sethook(s->L, count_hook, LUA_MASKCOUNT, 1000);
         lua_close(s->L);
     }
+    jd_pool_destroy(&s->pool); /* after lua_close: the state's last blocks are gone */
     for (size_t i = 0; i < s->nfiles; i++) {
         free(s->files[i].module);
         free(s->files[i].path);

@@ -28,6 +28,10 @@ void jd_timers_push(jd_timers *t, jd_timer tm)
     jd_timers_insert(t, tm);
 }
 
+/* A 4-ary heap: half the levels of a binary one, so a pop of a big heap waits on half as
+ * many cache misses (the four children of a node are adjacent). */
+#define ARITY 4
+
 void jd_timers_insert(jd_timers *t, jd_timer tm)
 {
     if (t->n == t->cap) {
@@ -36,7 +40,7 @@ void jd_timers_insert(jd_timers *t, jd_timer tm)
     }
     size_t i = t->n++;
     while (i > 0) {
-        size_t p = (i - 1) / 2;
+        size_t p = (i - 1) / ARITY;
         if (!before(&tm, &t->heap[p]))
             break;
         t->heap[i] = t->heap[p];
@@ -54,21 +58,21 @@ void jd_timers_pop(jd_timers *t, jd_timer *out)
 {
     *out = t->heap[0];
     jd_timer last = t->heap[--t->n];
-    size_t i = 0;
+    size_t i = 0, n = t->n;
     for (;;) {
-        size_t l = 2 * i + 1, r = l + 1, m = i;
+        size_t c = ARITY * i + 1, m = i;
         const jd_timer *best = &last;
-        if (l < t->n && before(&t->heap[l], best)) {
-            m = l;
-            best = &t->heap[l];
+        for (size_t k = c; k < c + ARITY && k < n; k++) {
+            if (before(&t->heap[k], best)) {
+                m = k;
+                best = &t->heap[k];
+            }
         }
-        if (r < t->n && before(&t->heap[r], best))
-            m = r;
         if (m == i)
             break;
         t->heap[i] = t->heap[m];
         i = m;
     }
-    if (t->n)
+    if (n)
         t->heap[i] = last;
 }

@@ -1,4 +1,4 @@
-/* timer: the in-memory window of pending timers, a binary min-heap ordered by
+/* timer: the in-memory window of pending timers, a 4-ary min-heap ordered by
  * (due, seq). A timer names the stage entry it belongs to (instance number and
  * generation); firing it turns it into a timer event, which the processor drops if
  * the person has moved on. Uses buf. 48 bytes per pending timer. */

@@ -5,13 +5,24 @@
 
 #include "event.h"
 
+/* The id lives in the person's own allocation, after the struct (one block, and read
+ * with it). */
 jd_user *jd_user_new(const char *id, size_t n)
 {
-    jd_user *u = jd_xcalloc(1, sizeof *u);
-    u->id = jd_strndup(id, n);
+    jd_user *u = jd_xcalloc(1, sizeof *u + n + 1);
+    u->id = (char *)(u + 1);
+    if (n)
+        memcpy(u->id, id, n);
     u->idlen = n;
     jd_buf_init(&u->traits);
     return u;
+}
+
+void jd_instance_free(jd_instance *i)
+{
+    if (i->key != (char *)(i + 1)) /* not the key jd_user_instance_add put inline */
+        free(i->key);
+    free(i);
 }
 
 void jd_user_free(jd_user *u)
@@ -20,13 +31,11 @@ void jd_user_free(jd_user *u)
         return;
     for (jd_instance *i = u->instances, *nx; i; i = nx) {
         nx = i->next;
-        free(i->key);
-        free(i);
+        jd_instance_free(i);
     }
     for (jd_instance *i = u->pinned, *nx; i; i = nx) {
         nx = i->next;
-        free(i->key);
-        free(i);
+        jd_instance_free(i);
     }
     for (size_t i = 0; i < u->nsegments; i++)
         free(u->segments[i]);
@@ -34,7 +43,6 @@ void jd_user_free(jd_user *u)
     free(u->decisions);
     free(u->sent);
     jd_buf_free(&u->traits);
-    free(u->id);
     free(u);
 }
 
@@ -55,24 +63,38 @@ static int key_eq(const msgpack_object *a, const msgpack_object *b)
            memcmp(a->via.str.ptr, b->via.str.ptr, a->via.str.size) == 0;
 }
 
+static int span_key_eq(const jd_mp_span *a, const msgpack_object *b)
+{
+    return key_eq(&a->key, b);
+}
+
+/* The old traits are copied as the bytes they are (they were written here, as
+ * msgpack_pack_object writes them, so repacking them would give the same bytes); the
+ * new ones are packed. */
 void jd_user_merge_traits(jd_user *u, const msgpack_object *m)
 {
     if (!m || m->type != MSGPACK_OBJECT_MAP || m->via.map.size == 0)
         return;
-    msgpack_zone zone;
-    msgpack_zone_init(&zone, 1024);
-    msgpack_object old_obj;
-    const msgpack_object *old = jd_user_traits(u, &zone, &old_obj);
+    jd_mp_span small[32], *old = small;
+    int on = u->traits.len ? jd_mp_map_spans(u->traits.data, u->traits.len, small, 32) : 0;
+    if (on > 32) {
+        old = jd_xmalloc((size_t)on * sizeof *old);
+        jd_mp_map_spans(u->traits.data, u->traits.len, old, (size_t)on);
+    }
+    if (on < 0) /* unreadable: as if empty (jd_user_traits reads it so) */
+        on = 0;
     jd_buf out;
     jd_buf_init(&out);
     msgpack_packer pk;
     msgpack_packer_init(&pk, &out, jd_buf_msgpack_write);
     /* count survivors: old keys not overridden, new keys (last occurrence) not nil */
     uint32_t count = 0;
-    for (uint32_t i = 0; i < old->via.map.size; i++) {
+    unsigned char keep_small[32], *keep = on > 32 ? jd_xmalloc((size_t)on) : keep_small;
+    for (int i = 0; i < on; i++) {
         int overridden = 0;
         for (uint32_t j = 0; j < m->via.map.size && !overridden; j++)
-            overridden = key_eq(&old->via.map.ptr[i].key, &m->via.map.ptr[j].key);
+            overridden = span_key_eq(&old[i], &m->via.map.ptr[j].key);
+        keep[i] = (unsigned char)!overridden;
         count += !overridden;
     }
     for (uint32_t j = 0; j < m->via.map.size; j++) {
@@ -83,25 +105,26 @@ void jd_user_merge_traits(jd_user *u, const msgpack_object *m)
             count++;
     }
     msgpack_pack_map(&pk, count);
-    for (uint32_t i = 0; i < old->via.map.size; i++) {
-        int overridden = 0;
-        for (uint32_t j = 0; j < m->via.map.size && !overridden; j++)
-            overridden = key_eq(&old->via.map.ptr[i].key, &m->via.map.ptr[j].key);
-        if (!overridden) {
-            msgpack_pack_object(&pk, old->via.map.ptr[i].key);
-            msgpack_pack_object(&pk, old->via.map.ptr[i].val);
-        }
-    }
+    for (int i = 0; i < on; i++)
+        if (keep[i])
+            jd_buf_append(&out, old[i].p, old[i].n);
     for (uint32_t j = 0; j < m->via.map.size; j++) {
         int later = 0;
         for (uint32_t k = j + 1; k < m->via.map.size && !later; k++)
             later = key_eq(&m->via.map.ptr[j].key, &m->via.map.ptr[k].key);
         if (!later && m->via.map.ptr[j].val.type != MSGPACK_OBJECT_NIL) {
-            msgpack_pack_object(&pk, m->via.map.ptr[j].key);
-            msgpack_pack_object(&pk, m->via.map.ptr[j].val);
+            jd_mp_pack_object(&pk, &m->via.map.ptr[j].key);
+            jd_mp_pack_object(&pk, &m->via.map.ptr[j].val);
         }
     }
-    msgpack_zone_destroy(&zone);
+    if (old != small)
+        free(old);
+    if (keep != keep_small)
+        free(keep);
+    /* kept for as long as the person is: exactly its size (a buffer's first 256 bytes
+     * would double the memory of a typical profile) */
+    out.data = jd_xrealloc(out.data, out.len + 1);
+    out.cap = out.len + 1;
     jd_buf_free(&u->traits);
     u->traits = out;
 }
@@ -172,9 +195,11 @@ jd_instance *jd_user_instance(jd_user *u, int journey, const char *key, size_t k
 
 jd_instance *jd_user_instance_add(jd_user *u, int journey, const char *key, size_t keylen)
 {
-    jd_instance *i = jd_xcalloc(1, sizeof *i);
+    jd_instance *i = jd_xcalloc(1, sizeof *i + keylen + 1); /* the key inline, after it */
     i->journey = journey;
-    i->key = jd_strndup(key, keylen);
+    i->key = (char *)(i + 1);
+    if (keylen)
+        memcpy(i->key, key, keylen);
     i->keylen = keylen;
     i->status = JD_INST_EXITED;
     /* append: instances are visited in creation order */

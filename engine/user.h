@@ -18,7 +18,7 @@ typedef enum jd_inst_status { JD_INST_ACTIVE, JD_INST_CONVERTED, JD_INST_EXITED 
 typedef struct jd_instance {
     struct jd_instance *next;
     int journey; /* index into the loaded defs */
-    char *key;   /* owned; "" when the journey is not keyed */
+    char *key;   /* owned (inline after the struct, or malloc'd); "" when the journey is not keyed */
     size_t keylen;
     jd_inst_status status;
     int stage;
@@ -67,7 +67,7 @@ typedef struct jd_sent {
 #define JD_MAX_SENT 1024 /* per person, all channels */
 
 typedef struct jd_user {
-    char *id;
+    char *id; /* inline after the struct (jd_user_new) */
     size_t idlen;
     jd_buf traits; /* packed msgpack map; empty buffer means {} */
     double score;
@@ -115,6 +115,9 @@ uint32_t jd_user_sent_count(const jd_user *u, uint64_t channel, int64_t since);
 void jd_user_sent_add(jd_user *u, uint64_t channel, int64_t time, int64_t keep_after, uint32_t keep_max);
 
 jd_instance *jd_user_instance(jd_user *u, int journey, const char *key, size_t keylen);
+/* A new instance, appended; its key is stored inline (instance and key are one block). */
 jd_instance *jd_user_instance_add(jd_user *u, int journey, const char *key, size_t keylen);
+/* Frees an instance and its key (inline, or a separate malloc'd copy). */
+void jd_instance_free(jd_instance *i);
 
 #endif

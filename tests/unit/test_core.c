@@ -13,6 +13,7 @@
 #include <cmocka.h>
 
 #include "dedupe.h"
+#include "event.h"
 #include "map.h"
 #include "timer.h"
 #include "user.h"
@@ -342,6 +343,46 @@ static void test_hash2(void **state)
         }
 }
 
+/* jd_hash as first written (the tail a byte at a time): the values action ids and shard
+ * choice rest on must not change. */
+static uint64_t ref_hash(const unsigned char *s, size_t n, uint64_t seed)
+{
+    uint64_t h = seed ^ (0x9E3779B97F4A7C15ULL * (n + 1));
+    for (; n >= 8; s += 8, n -= 8) {
+        uint64_t w = 0;
+        for (int i = 0; i < 8; i++)
+            w |= (uint64_t)s[i] << (8 * i);
+        w *= 0xBF58476D1CE4E5B9ULL;
+        w ^= w >> 31;
+        h = (h ^ w) * 0x94D049BB133111EBULL;
+    }
+    uint64_t w = 0;
+    for (size_t i = 0; i < n; i++)
+        w |= (uint64_t)s[i] << (8 * i);
+    w *= 0xBF58476D1CE4E5B9ULL;
+    w ^= w >> 31;
+    h = (h ^ w) * 0x94D049BB133111EBULL;
+    h ^= h >> 29;
+    h *= 0xBF58476D1CE4E5B9ULL;
+    return h ^ (h >> 32);
+}
+
+static void test_hash_values(void **state)
+{
+    (void)state;
+    rng_seed(11);
+    for (size_t n = 0; n <= 40; n++)
+        for (size_t off = 0; off < 8; off++) {
+            unsigned char *buf = malloc(n + off ? n + off : 1); /* the key ends where its block does (ASan) */
+            for (size_t i = 0; i < n + off; i++)
+                buf[i] = (unsigned char)rng();
+            uint64_t seed = rng();
+            assert_true(jd_hash(buf + off, n, seed) == ref_hash(buf + off, n, seed));
+            free(buf);
+        }
+    assert_true(jd_hash("", 0, 0) == ref_hash((const unsigned char *)"", 0, 0));
+}
+
 /* ---------------------------------------------------------------- dedupe */
 
 static void test_dedupe_basic(void **state)
@@ -428,7 +469,7 @@ static void test_dedupe_expiry_bounds_memory(void **state)
             assert_int_equal(jd_dedupe_check(&d, k, n, (int64_t)i), 1); /* recent: still seen */
         }
     }
-    assert_true(d.cap <= 1024);
+    assert_true(d.cur.cap <= 1024);
     size_t n = (size_t)snprintf(k, sizeof k, "e-%d", 0);
     assert_int_equal(jd_dedupe_check(&d, k, n, N), 0); /* long expired */
     jd_dedupe_free(&d);
@@ -558,13 +599,200 @@ static void test_dedupe_ttl_bounded(void **state)
     for (long i = 0; i < 500000; i++) {
         int n = snprintf(id, sizeof id, "m-%ld", i);
         assert_int_equal(jd_dedupe_check(&d, id, (size_t)n, i), 0);
-        if (d.cap > maxcap)
-            maxcap = d.cap;
+        if (d.cur.cap > maxcap)
+            maxcap = d.cur.cap;
     }
     assert_true(maxcap <= 16384); /* about 1000 live ids at any time */
     assert_int_equal(jd_dedupe_check(&d, "m-499500", 8, 500000), 1);
     assert_int_equal(jd_dedupe_check(&d, "m-5", 3, 500001), 0);
     jd_dedupe_free(&d);
+}
+
+/* Without a ttl a slot is the hash alone; a ttl set later (as the store does when it
+ * opens) applies to the tables made from then on: ids from before count as seen when
+ * they move over. */
+static void test_dedupe_ttl_later(void **state)
+{
+    (void)state;
+    jd_dedupe d;
+    jd_dedupe_init(&d, 0);
+    char id[32];
+    for (long i = 0; i < 1000; i++) {
+        int n = snprintf(id, sizeof id, "a-%ld", i);
+        assert_int_equal(jd_dedupe_check(&d, id, (size_t)n, i), 0);
+    }
+    assert_int_equal(d.cur.words, 2);
+    d.ttl_ms = 100;
+    assert_int_equal(jd_dedupe_check(&d, "a-5", 3, 5000), 1); /* no time kept: not expired */
+    for (long i = 0; i < 3000; i++) {                         /* grows: the old ids move over */
+        int n = snprintf(id, sizeof id, "b-%ld", i);
+        assert_int_equal(jd_dedupe_check(&d, id, (size_t)n, 5000), 0);
+    }
+    assert_int_equal(d.cur.words, 3);
+    assert_null(d.old.w);
+    assert_int_equal(jd_dedupe_check(&d, "a-7", 3, 5050), 1); /* moved at 5000 */
+    assert_int_equal(jd_dedupe_check(&d, "b-9", 3, 5100), 1); /* exactly ttl old */
+    assert_int_equal(jd_dedupe_check(&d, "a-8", 3, 5200), 0); /* now expired */
+    assert_int_equal(jd_dedupe_check(&d, "a-8", 3, 5201), 1);
+    jd_dedupe_free(&d);
+}
+
+/* A hash whose first word is 0 is kept like any other, through growth. */
+static void test_dedupe_zero_word(void **state)
+{
+    (void)state;
+    jd_dedupe d;
+    jd_dedupe_init(&d, 0);
+    assert_int_equal(jd_dedupe_check_hash(&d, 0, 5, 1), 0);
+    assert_int_equal(jd_dedupe_check_hash(&d, 0, 5, 1), 1);
+    assert_int_equal(jd_dedupe_check_hash(&d, 0, 6, 1), 0);
+    assert_int_equal(jd_dedupe_check_hash(&d, 7, 5, 1), 0);
+    for (uint64_t i = 1; i < 100000; i++) /* several growths: (0, 5) moves each time */
+        assert_int_equal(jd_dedupe_check_hash(&d, i * 0x9E3779B97F4A7C15ULL, i, 1), 0);
+    assert_int_equal(jd_dedupe_check_hash(&d, 0, 5, 1), 1); /* found in the old table or the new */
+    for (uint64_t i = 100000; d.old.w; i++)                 /* until the move is done */
+        assert_int_equal(jd_dedupe_check_hash(&d, i * 0x9E3779B97F4A7C15ULL, i, 1), 0);
+    assert_int_equal(jd_dedupe_check_hash(&d, 0, 5, 1), 1);
+    assert_int_equal(jd_dedupe_check_hash(&d, 0, 6, 1), 1);
+    assert_int_equal(jd_dedupe_check_hash(&d, 0, 8, 1), 0);
+    jd_dedupe_free(&d);
+}
+
+/* ---------------------------------------------------------------- traits */
+
+/* The merge as it was written first (msgpack-c's unpacker and packer), the reference the
+ * byte-copying one must match. */
+static int ref_key_eq(const msgpack_object *a, const msgpack_object *b)
+{
+    return a->type == MSGPACK_OBJECT_STR && b->type == MSGPACK_OBJECT_STR && a->via.str.size == b->via.str.size &&
+           memcmp(a->via.str.ptr, b->via.str.ptr, a->via.str.size) == 0;
+}
+
+static void ref_merge(jd_buf *traits, const msgpack_object *m)
+{
+    if (m->via.map.size == 0)
+        return;
+    msgpack_zone z;
+    msgpack_zone_init(&z, 1024);
+    msgpack_object oo = {.type = MSGPACK_OBJECT_MAP}, *old = &oo;
+    size_t off = 0;
+    if (traits->len && (msgpack_unpack(traits->data, traits->len, &off, &z, &oo) != MSGPACK_UNPACK_SUCCESS ||
+                        oo.type != MSGPACK_OBJECT_MAP))
+        oo = (msgpack_object){.type = MSGPACK_OBJECT_MAP};
+    jd_buf out;
+    jd_buf_init(&out);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &out, jd_buf_msgpack_write);
+    uint32_t count = 0;
+    for (int pass = 0; pass < 2; pass++) {
+        if (pass)
+            msgpack_pack_map(&pk, count);
+        for (uint32_t i = 0; i < old->via.map.size; i++) {
+            int over = 0;
+            for (uint32_t j = 0; j < m->via.map.size && !over; j++)
+                over = ref_key_eq(&old->via.map.ptr[i].key, &m->via.map.ptr[j].key);
+            if (!over && !pass)
+                count++;
+            if (!over && pass) {
+                msgpack_pack_object(&pk, old->via.map.ptr[i].key);
+                msgpack_pack_object(&pk, old->via.map.ptr[i].val);
+            }
+        }
+        for (uint32_t j = 0; j < m->via.map.size; j++) {
+            int later = 0;
+            for (uint32_t k = j + 1; k < m->via.map.size && !later; k++)
+                later = ref_key_eq(&m->via.map.ptr[j].key, &m->via.map.ptr[k].key);
+            if (later || m->via.map.ptr[j].val.type == MSGPACK_OBJECT_NIL)
+                continue;
+            if (!pass)
+                count++;
+            else {
+                msgpack_pack_object(&pk, m->via.map.ptr[j].key);
+                msgpack_pack_object(&pk, m->via.map.ptr[j].val);
+            }
+        }
+    }
+    msgpack_zone_destroy(&z);
+    jd_buf_free(traits);
+    *traits = out;
+}
+
+/* A random update: string keys from a small set (so they override), now and then a
+ * number key, nil (removes), nested values, floats, long strings. */
+static void random_update(msgpack_packer *pk)
+{
+    static const char *const keys[] = {"email", "plan", "role", "company", "company_size", "a", "b", "nested"};
+    uint32_t n = (uint32_t)(rng() % 6);
+    msgpack_pack_map(pk, n);
+    for (uint32_t i = 0; i < n; i++) {
+        if (rng() % 10 == 0)
+            msgpack_pack_int(pk, (int)(rng() % 3));
+        else
+            jd_mp_pack_cstr(pk, keys[rng() % 8]);
+        switch (rng() % 8) {
+        case 0: msgpack_pack_nil(pk); break;
+        case 1: msgpack_pack_int64(pk, (int64_t)(rng() % 100000) - 50000); break;
+        case 2: msgpack_pack_double(pk, (double)(rng() % 1000) / 8); break;
+        case 3: msgpack_pack_float(pk, 0.5f); break;
+        case 4: {
+            char big[300];
+            size_t len = (size_t)(rng() % sizeof big);
+            memset(big, 'x', len);
+            msgpack_pack_str(pk, len);
+            msgpack_pack_str_body(pk, big, len);
+            break;
+        }
+        case 5:
+            msgpack_pack_array(pk, 2);
+            msgpack_pack_true(pk);
+            msgpack_pack_map(pk, 1);
+            jd_mp_pack_cstr(pk, "k");
+            msgpack_pack_uint64(pk, rng());
+            break;
+        default: jd_mp_pack_cstr(pk, "trial"); break;
+        }
+    }
+}
+
+static void test_user_merge_traits(void **state)
+{
+    (void)state;
+    rng_seed(42);
+    for (int run = 0; run < 200; run++) {
+        jd_user *u = jd_user_new("u", 1);
+        jd_buf ref;
+        jd_buf_init(&ref);
+        for (int step = 0; step < 40; step++) {
+            jd_buf upd;
+            jd_buf_init(&upd);
+            msgpack_packer pk;
+            msgpack_packer_init(&pk, &upd, jd_buf_msgpack_write);
+            random_update(&pk);
+            msgpack_zone z;
+            msgpack_zone_init(&z, 1024);
+            msgpack_object m;
+            size_t off = 0;
+            assert_int_equal(msgpack_unpack(upd.data, upd.len, &off, &z, &m), MSGPACK_UNPACK_SUCCESS);
+            jd_user_merge_traits(u, &m);
+            ref_merge(&ref, &m);
+            assert_int_equal(u->traits.len, ref.len);
+            assert_memory_equal(u->traits.data, ref.data, ref.len);
+            msgpack_zone_destroy(&z);
+            jd_buf_free(&upd);
+        }
+        jd_buf_free(&ref);
+        jd_user_free(u);
+    }
+    /* unreadable traits count as none */
+    jd_user *u = jd_user_new("u", 1);
+    jd_buf_append(&u->traits, "\x82\xa1", 2);
+    msgpack_object_kv kv = {{.type = MSGPACK_OBJECT_STR, .via.str = {1, "k"}},
+                            {.type = MSGPACK_OBJECT_BOOLEAN, .via.boolean = true}};
+    msgpack_object m = {.type = MSGPACK_OBJECT_MAP, .via.map = {1, &kv}};
+    jd_user_merge_traits(u, &m);
+    assert_int_equal(u->traits.len, 4);
+    assert_memory_equal(u->traits.data, "\x81\xa1k\xc3", 4);
+    jd_user_free(u);
 }
 
 /* ---------------------------------------------------------------- decision trace */
@@ -661,6 +889,10 @@ int main(void)
         cmocka_unit_test(test_timers_interleaved),
         cmocka_unit_test(test_user_decisions),
         cmocka_unit_test(test_hash2),
+        cmocka_unit_test(test_hash_values),
+        cmocka_unit_test(test_dedupe_ttl_later),
+        cmocka_unit_test(test_user_merge_traits),
+        cmocka_unit_test(test_dedupe_zero_word),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -139,6 +139,133 @@ static void test_action_json_shape(void **state)
     tu_free(&r);
 }
 
+/* Payload tables become JSON as the packer decides: maps with keys in byte order
+ * (numbers as their text), sequences as arrays, j.array marks; small tables (one walk)
+ * and big ones (the general path) alike. A key that is neither string nor number fails
+ * the hook unless the table packs as an array. */
+static void test_payload_shapes(void **state)
+{
+    (void)state;
+    tu_run r;
+    tu_start(&r, HDR "j.on(\"Shapes\", function(ctx)\n"
+                     "  ctx:send(\"team\", { b = 1, a = \"x\", [2] = true, [1.5] = 0, [-3] = \"neg\" })\n"
+                     "  ctx:send(\"team\", { 10, 20, 30 })\n"
+                     "  ctx:send(\"team\", { list = { 1, 2 }, m = { z = 1, y = 2 }, e = j.array {}, o = {} })\n"
+                     "  local big = {}\n"
+                     "  for i = 1, 17 do big[\"k\" .. string.char(96 + (i * 7) % 26 + 1)] = i end\n"
+                     "  ctx:send(\"team\", big)\n"
+                     "  local seq = {}\n"
+                     "  for i = 1, 20 do seq[i] = i end\n"
+                     "  ctx:send(\"team\", seq)\n"
+                     "end)\n"
+                     "j.on(\"Bad\", function(ctx) ctx:send(\"team\", { a = 1, [true] = 2 }) end)\n"
+                     "j.on(\"BadBig\", function(ctx)\n"
+                     "  local t = { [true] = 0 }\n"
+                     "  for i = 1, 20 do t[\"k\" .. i] = i end\n"
+                     "  ctx:send(\"team\", t)\n"
+                     "end)\n");
+    tu_track(&r, "u1", "Shapes", "2024-01-01T00:00:00Z", NULL);
+    tu_track(&r, "u1", "Bad", "2024-01-01T00:00:01Z", NULL);
+    tu_track(&r, "u1", "BadBig", "2024-01-01T00:00:02Z", NULL);
+    EXPECT_NACTIONS(&r, 5);
+    static const char *const want[] = {
+        "\"payload\":{\"-3\":\"neg\",\"1.5\":0,\"2\":true,\"a\":\"x\",\"b\":1}",  "\"payload\":[10,20,30]",
+        "\"payload\":{\"e\":[],\"list\":[1,2],\"m\":{\"y\":2,\"z\":1},\"o\":{}}", "\"payload\":{\"kb\":15,\"kc\":4,",
+        "\"payload\":[1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20]",
+    };
+    for (int i = 0; i < 5; i++)
+        if (!strstr(r.actions[i], want[i])) {
+            tu_dump(&r);
+            fail_msg("action %d: expected %s", i, want[i]);
+        }
+    /* the big map's keys in order */
+    const char *p = strstr(r.actions[3], "\"payload\":{");
+    char prev[8] = "";
+    int n = 0;
+    for (p = strchr(p, '{'); (p = strstr(p, "\"k")); n++) {
+        char k[8] = {0};
+        memcpy(k, p + 1, 2);
+        assert_true(strcmp(prev, k) < 0);
+        memcpy(prev, k, sizeof k);
+        p += 3;
+    }
+    assert_int_equal(n, 17);
+    EXPECT_STAT(&r, "lua_errors", 2);
+    tu_free(&r);
+}
+
+/* ctx.user.traits is a fresh table of every trait each call, however the names come
+ * and go between profiles (the ctx keeps recent names as Lua strings). */
+static void test_user_traits_each_call(void **state)
+{
+    (void)state;
+    tu_run r;
+    tu_start(&r, HDR "j.on(\"Check\", function(ctx)\n"
+                     "  local t = ctx.user.traits\n"
+                     "  local ks = {}\n"
+                     "  for k, v in pairs(t) do ks[#ks + 1] = k .. \"=\" .. tostring(v) end\n"
+                     "  table.sort(ks)\n"
+                     "  t.email = \"changed\"\n"
+                     "  ctx:send(\"team\", #ks .. \":\" .. table.concat(ks, \",\"))\n"
+                     "end)\n");
+    char big[3000];
+    size_t n = (size_t)snprintf(big, sizeof big, "{\"email\":\"a@x\",\"plan\":\"trial\"");
+    for (int i = 0; i < 150; i++)
+        n += (size_t)snprintf(big + n, sizeof big - n, ",\"trait_%d\":%d", i, i);
+    snprintf(big + n, sizeof big - n, "}");
+    tu_event(&r,
+             "{\"type\":\"identify\",\"userId\":\"u1\",\"traits\":%s,\"timestamp\":\"2024-01-01T00:00:00Z\","
+             "\"messageId\":\"i1\"}",
+             big);
+    tu_event(&r, "{\"type\":\"identify\",\"userId\":\"u2\",\"traits\":{\"email\":\"b@y\",\"role\":\"cto\",\"a\":1,"
+                 "\"x_long_trait_name_beyond_the_cache_limit\":true},\"timestamp\":\"2024-01-01T00:00:00Z\","
+                 "\"messageId\":\"i2\"}");
+    tu_track(&r, "u1", "Check", "2024-01-01T00:00:01Z", NULL);
+    tu_track(&r, "u2", "Check", "2024-01-01T00:00:02Z", NULL);
+    tu_track(&r, "u1", "Check", "2024-01-01T00:00:03Z", NULL);
+    tu_track(&r, "u2", "Check", "2024-01-01T00:00:04Z", NULL);
+    EXPECT_NACTIONS(&r, 4);
+    for (int i = 0; i < 4; i += 2) {
+        assert_non_null(strstr(r.actions[i], "\"payload\":\"152:email=a@x,plan=trial,trait_0=0,trait_100=100,"));
+        assert_non_null(strstr(r.actions[i], ",trait_149=149,"));
+        assert_non_null(strstr(r.actions[i], ",trait_99=99,trait_9=9\""));
+        assert_non_null(strstr(r.actions[i + 1], "\"payload\":\"4:a=1,email=b@y,role=cto,"
+                                                 "x_long_trait_name_beyond_the_cache_limit=true\""));
+    }
+    tu_free(&r);
+}
+
+/* Triggers are found by event type and name; an event name over the index's limit
+ * (type, NUL and name within 512 bytes) matches no named trigger, as it always has. */
+static void test_trigger_index_names(void **state)
+{
+    (void)state;
+    char lua[2048], name[700];
+    memset(name, 'n', sizeof name - 1);
+    name[sizeof name - 1] = '\0';
+    name[505] = '\0'; /* "track" NUL and 505 bytes: 511, found */
+    snprintf(lua, sizeof lua,
+             HDR "j.on(\"%s\", function(ctx) ctx:send(\"team\", \"fits\") end)\n"
+                 "j.on(\"%sxx\", function(ctx) ctx:send(\"team\", \"too long\") end)\n"
+                 "j.on(\"Same\", function(ctx) ctx:send(\"team\", \"track\") end)\n"
+                 "j.page(\"Same\", function(ctx) ctx:send(\"team\", \"page\") end)\n",
+             name, name);
+    tu_run r;
+    tu_start(&r, lua);
+    tu_track(&r, "u1", name, "2024-01-01T00:00:00Z", NULL);
+    name[505] = 'n';
+    name[507] = '\0';
+    tu_track(&r, "u1", name, "2024-01-01T00:00:01Z", NULL);
+    tu_track(&r, "u1", "Same", "2024-01-01T00:00:02Z", NULL);
+    tu_event(&r, "{\"type\":\"page\",\"userId\":\"u1\",\"name\":\"Same\",\"timestamp\":\"2024-01-01T00:00:03Z\","
+                 "\"messageId\":\"p1\"}");
+    EXPECT_NACTIONS(&r, 3);
+    assert_non_null(strstr(r.actions[0], "\"payload\":\"fits\""));
+    assert_non_null(strstr(r.actions[1], "\"payload\":\"track\""));
+    assert_non_null(strstr(r.actions[2], "\"payload\":\"page\""));
+    tu_free(&r);
+}
+
 static void test_transitions_only_for_that_user(void **state)
 {
     (void)state;
@@ -1752,6 +1879,9 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_action_json_shape),
+        cmocka_unit_test(test_payload_shapes),
+        cmocka_unit_test(test_user_traits_each_call),
+        cmocka_unit_test(test_trigger_index_names),
         cmocka_unit_test(test_transitions_only_for_that_user),
         cmocka_unit_test(test_enter_hook_go_chain),
         cmocka_unit_test(test_endless_go_chain_is_stopped),

@@ -584,11 +584,37 @@ static void mp_check(const char *data, size_t n)
     size_t off = 0;
     int theirs = msgpack_unpack(data, n, &off, &za, &a) == MSGPACK_UNPACK_SUCCESS;
     int ours = jd_mp_unpack(data, n, &zb, &b) == 0;
-    if (theirs != ours || (ours && !mp_same(&a, &b))) {
-        char hex[3 * 48 + 1] = "";
-        for (size_t i = 0; i < n && i < 48; i++)
-            snprintf(hex + 3 * i, 4, " %02x", (unsigned char)data[i]);
+    char hex[3 * 48 + 1] = "";
+    for (size_t i = 0; i < n && i < 48; i++)
+        snprintf(hex + 3 * i, 4, " %02x", (unsigned char)data[i]);
+    if (theirs != ours || (ours && !mp_same(&a, &b)))
         fail_msg("msgpack_unpack %s, jd_mp_unpack %s:%s", theirs ? "ok" : "fails", ours ? "ok" : "fails", hex);
+    /* a map's spans: the same verdict, the same keys, and spans that tile the entries */
+    jd_mp_span sp[64];
+    int ns = jd_mp_map_spans(data, n, sp, 64);
+    if ((ns >= 0) != (ours && b.type == MSGPACK_OBJECT_MAP) || (ns >= 0 && (uint32_t)ns != b.via.map.size))
+        fail_msg("jd_mp_map_spans %d:%s", ns, hex);
+    for (int i = 0; ns > 0 && i < ns && i < 64; i++) {
+        const msgpack_object *k = &b.via.map.ptr[i].key;
+        if (k->type != sp[i].key.type || (k->type == MSGPACK_OBJECT_STR && !mp_same(k, &sp[i].key)))
+            fail_msg("jd_mp_map_spans key %d:%s", i, hex);
+        if (i + 1 < ns && i + 1 < 64 && sp[i].p + sp[i].n != sp[i + 1].p)
+            fail_msg("jd_mp_map_spans span %d:%s", i, hex);
+    }
+    /* what jd_mp_pack_object writes is what msgpack_pack_object writes */
+    if (theirs) {
+        jd_buf x, y;
+        jd_buf_init(&x);
+        jd_buf_init(&y);
+        msgpack_packer px, py;
+        msgpack_packer_init(&px, &x, jd_buf_msgpack_write);
+        msgpack_packer_init(&py, &y, jd_buf_msgpack_write);
+        msgpack_pack_object(&px, a);
+        jd_mp_pack_object(&py, &a);
+        if (x.len != y.len || memcmp(x.data, y.data, x.len) != 0)
+            fail_msg("jd_mp_pack_object differs:%s", hex);
+        jd_buf_free(&x);
+        jd_buf_free(&y);
     }
     mp_checks++;
     msgpack_zone_destroy(&za);
