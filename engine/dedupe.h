@@ -25,6 +25,8 @@ typedef struct jd_dedupe {
     size_t count;
     jd_dedupe_table old; /* the table being moved from (w NULL: none) */
     size_t old_pos;
+    jd_dedupe_table next;          /* the next growth's table, made ahead and touched bit by bit */
+    size_t next_touched;           /* bytes of it faulted in */
     size_t moved_live, moved_dead; /* what the last move found: with a ttl, a table mostly
                                     * of expired ids is rebuilt at the same size */
     int64_t ttl_ms;                /* 0: keep forever; a table made while it is 0 keeps

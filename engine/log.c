@@ -30,6 +30,7 @@ struct jd_log {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     jd_buf pending;    /* encoded records not yet written */
+    jd_buf spare;      /* the buffer of the group last written, for the next one */
     uint64_t next_lsn; /* the next LSN to hand out */
     uint64_t pending_last;
     _Atomic uint64_t durable;
@@ -207,6 +208,7 @@ jd_log *jd_log_open(const char *dir, const jd_log_opts *opts, jd_log_info *info,
     pthread_mutex_init(&l->mu, NULL);
     pthread_cond_init(&l->cv, NULL);
     jd_buf_init(&l->pending);
+    jd_buf_init(&l->spare);
 
     DIR *d = opendir(dir);
     if (!d) {
@@ -311,7 +313,8 @@ static int commit_pending(jd_log *l)
     jd_buf group = l->pending;
     uint64_t last = l->pending_last;
     uint64_t first = get64((unsigned char *)group.data + 8);
-    jd_buf_init(&l->pending);
+    l->pending = l->spare; /* the last group's buffer, emptied: no regrowth per group */
+    jd_buf_init(&l->spare);
     pthread_mutex_unlock(&l->mu);
     int e = write_group(l, (unsigned char *)group.data, group.len, first);
     pthread_mutex_lock(&l->mu);
@@ -323,7 +326,11 @@ static int commit_pending(jd_log *l)
         l->err = e;
         return -1;
     }
-    jd_buf_free(&group);
+    jd_buf_reset(&group);
+    if (group.cap > ((size_t)64 << 20)) /* grown in a burst: not kept */
+        jd_buf_free(&group);
+    jd_buf_free(&l->spare);
+    l->spare = group;
     l->err = 0;
     atomic_store(&l->durable, last);
     return 0;
@@ -522,6 +529,7 @@ void jd_log_close(jd_log *l)
     pthread_mutex_destroy(&l->mu);
     pthread_cond_destroy(&l->cv);
     jd_buf_free(&l->pending);
+    jd_buf_free(&l->spare);
     free(l->segs);
     free(l->dir);
     free(l);

@@ -428,6 +428,33 @@ static void test_dedupe_many(void **state)
     jd_dedupe_free(&d);
 }
 
+/* A big table's successor is made ahead and faulted in a huge page a check; growth then
+ * takes it, and every id is still found through the move. */
+static void test_dedupe_made_ahead(void **state)
+{
+    (void)state;
+    enum { N = 300000 };
+    jd_dedupe d;
+    jd_dedupe_init(&d, 86400000);
+    char k[32];
+    int took_ahead = 0;
+    for (size_t i = 0; i < N; i++) {
+        const uint64_t *ahead = d.next.w;
+        size_t n = (size_t)snprintf(k, sizeof k, "m-%zu", i);
+        assert_int_equal(jd_dedupe_check(&d, k, n, 1000), 0);
+        if (ahead && d.cur.w == ahead) {
+            took_ahead++;
+            assert_true(d.next_touched >= d.cur.cap * d.cur.words * sizeof(uint64_t)); /* all of it */
+        }
+    }
+    assert_true(took_ahead >= 2);
+    for (size_t i = 0; i < N; i++) {
+        size_t n = (size_t)snprintf(k, sizeof k, "m-%zu", i);
+        assert_int_equal(jd_dedupe_check(&d, k, n, 2000), 1);
+    }
+    jd_dedupe_free(&d);
+}
+
 static void test_dedupe_ttl(void **state)
 {
     (void)state;
@@ -882,6 +909,7 @@ int main(void)
         cmocka_unit_test(test_dedupe_ttl_bounded),
         cmocka_unit_test(test_dedupe_basic),
         cmocka_unit_test(test_dedupe_many),
+        cmocka_unit_test(test_dedupe_made_ahead),
         cmocka_unit_test(test_dedupe_ttl),
         cmocka_unit_test(test_dedupe_expiry_bounds_memory),
         cmocka_unit_test(test_timers_empty),
