@@ -157,32 +157,31 @@ long jd_outbox_list(jd_store *st, const char *status, jd_buf *rows, jd_buf *keep
     return n;
 }
 
-/* A row's key: its sequence number through the id index, else (a store from before) its
- * id. 0 with the key and the value, 1 when there is no such row, -1 on error. */
-static int find(jd_store *st, const char *id, unsigned char key[16], size_t *kn, const void **v, size_t *vn)
+/* The row of id, decoded, and its key: its sequence number through the id index, else (a
+ * store from before) its id. 0, 1 when there is no such row, -1 on error. */
+static int find(jd_store *st, const char *id, unsigned char key[16], size_t *kn, jd_outbox_row *row)
 {
+    const void *v;
+    size_t vn;
     jd_outbox_key(key, id);
     *kn = 16;
-    int rc = jd_store_get(st, JD_DB_OUTBOX_IDS, key, 16, v, vn);
+    int rc = jd_store_get(st, JD_DB_OUTBOX_IDS, key, 16, &v, &vn);
     if (rc < 0)
         return -1;
-    if (rc == 0 && *vn == 8) {
-        memcpy(key, *v, 8);
+    if (rc == 0 && vn == 8) {
+        memcpy(key, v, 8);
         *kn = 8;
     }
-    return jd_store_get(st, JD_DB_OUTBOX, key, *kn, v, vn);
+    if ((rc = jd_store_get(st, JD_DB_OUTBOX, key, *kn, &v, &vn)))
+        return rc;
+    return jd_outbox_decode(key, *kn, v, vn, row) ? -1 : 0;
 }
 
 int jd_outbox_get(jd_store *st, const char *id, jd_outbox_row *row)
 {
     unsigned char key[16];
     size_t kn;
-    const void *v;
-    size_t vn;
-    int rc = find(st, id, key, &kn, &v, &vn);
-    if (rc)
-        return rc;
-    return jd_outbox_decode(key, kn, v, vn, row) ? -1 : 0;
+    return find(st, id, key, &kn, row);
 }
 
 int jd_outbox_add(jd_store *st, const unsigned char id[16], uint64_t seq, const void *row, size_t n)
@@ -199,14 +198,10 @@ int jd_outbox_set(jd_store *st, const char *id, const char *status, uint32_t att
 {
     unsigned char key[16];
     size_t kn;
-    const void *v;
-    size_t vn;
-    int rc = find(st, id, key, &kn, &v, &vn);
+    jd_outbox_row r;
+    int rc = find(st, id, key, &kn, &r);
     if (rc)
         return rc;
-    jd_outbox_row r;
-    if (jd_outbox_decode(key, kn, v, vn, &r))
-        return -1;
     jd_buf copy, out;
     jd_buf_init(&copy);
     jd_buf_init(&out);
