@@ -1491,8 +1491,9 @@ static int write_outbox(jd_ckpt *c)
     const unsigned char *k;
     const char *v;
     uint32_t n;
+    int legacy = c->outbox.len && jd_outbox_legacy(c->store);
     for (size_t off = 0; (off = row_next(&c->outbox, off, &k, &v, &n));)
-        if (n < 8 || jd_outbox_add(c->store, k, jd_be64_get((const unsigned char *)v), v + 8, n - 8))
+        if (n < 8 || jd_outbox_add(c->store, k, jd_be64_get((const unsigned char *)v), v + 8, n - 8, legacy))
             return -1;
     return 0;
 }

@@ -184,8 +184,20 @@ int jd_outbox_get(jd_store *st, const char *id, jd_outbox_row *row)
     return find(st, id, key, &kn, row);
 }
 
-int jd_outbox_add(jd_store *st, const unsigned char id[16], uint64_t seq, const void *row, size_t n)
+int jd_outbox_legacy(jd_store *st)
 {
+    return jd_store_count(st, JD_DB_OUTBOX) > jd_store_count(st, JD_DB_OUTBOX_IDS);
+}
+
+int jd_outbox_add(jd_store *st, const unsigned char id[16], uint64_t seq, const void *row, size_t n, int legacy)
+{
+    const void *v;
+    size_t vn;
+    if (legacy) { /* a row from before, under its id, is the action's row too */
+        int rc = jd_store_get(st, JD_DB_OUTBOX, id, 16, &v, &vn);
+        if (rc <= 0)
+            return rc;
+    }
     unsigned char seqk[8];
     jd_be64_put(seqk, seq);
     int rc = jd_store_put_new(st, JD_DB_OUTBOX_IDS, id, 16, seqk, 8);

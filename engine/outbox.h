@@ -38,8 +38,11 @@ void jd_outbox_key(unsigned char key[16], const char *hex_id);
 long jd_outbox_list(jd_store *st, const char *status, jd_buf *rows, jd_buf *keep);
 
 /* Adds the row of a newly decided action (in a write transaction; id: jd_outbox_key's
- * bytes): 0, or -1 on error. An id already there keeps its row. */
-int jd_outbox_add(jd_store *st, const unsigned char id[16], uint64_t seq, const void *row, size_t n);
+ * bytes): 0, or -1 on error. An id already there keeps its row; with legacy set, that
+ * includes a row from before keyed by the id (jd_outbox_legacy: whether there are any,
+ * asked once per batch). */
+int jd_outbox_add(jd_store *st, const unsigned char id[16], uint64_t seq, const void *row, size_t n, int legacy);
+int jd_outbox_legacy(jd_store *st);
 /* The row of an id: 0, 1 when there is none, -1 on error. Pointers into the store: valid
  * until its next call. */
 int jd_outbox_get(jd_store *st, const char *id, jd_outbox_row *row);

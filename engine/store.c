@@ -125,8 +125,8 @@ int jd_store_append(jd_store *s, int db, const void *k, size_t kn, const void *v
 {
     MDB_val key = {kn, (void *)k}, val = {vn, (void *)v};
     int rc = mdb_put(s->wtxn, s->dbi[db], &key, &val, MDB_APPEND);
-    if (rc == MDB_KEYEXIST) /* not above the last key */
-        return jd_store_put(s, db, k, kn, v, vn, 0);
+    if (rc == MDB_KEYEXIST) /* not above the last key: added where it goes, never over one */
+        rc = mdb_put(s->wtxn, s->dbi[db], &key, &val, MDB_NOOVERWRITE);
     return rc ? fail(s, db_names[db], rc) : 0;
 }
 

@@ -26,7 +26,8 @@ int jd_store_put(jd_store *s, int db, const void *k, size_t kn, const void *v, s
 /* Adds a key that is not there: 0, 1 when it is (its value kept), -1 on error. */
 int jd_store_put_new(jd_store *s, int db, const void *k, size_t kn, const void *v, size_t vn);
 /* A put for a key above every key in db (LMDB fills pages to the end instead of splitting
- * them in half); any other key is put as usual. */
+ * them in half); any other key is added where it goes, and one already there is an error
+ * (-1), never overwritten. */
 int jd_store_append(jd_store *s, int db, const void *k, size_t kn, const void *v, size_t vn);
 int jd_store_del(jd_store *s, int db, const void *k, size_t kn); /* absent: 0 */
 int jd_store_commit(jd_store *s);

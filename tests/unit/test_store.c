@@ -288,8 +288,11 @@ static void test_outbox_from_before(void **state)
     unsigned char nk[16];
     jd_outbox_key(nk, new_id);
     assert_int_equal(jd_store_begin(st), 0);
-    assert_int_equal(jd_outbox_add(st, nk, 2, v.data, v.len), 0);
-    assert_int_equal(jd_outbox_add(st, nk, 3, v.data, v.len), 0); /* decided again: kept once */
+    int legacy = jd_outbox_legacy(st);
+    assert_true(legacy);
+    assert_int_equal(jd_outbox_add(st, nk, 2, v.data, v.len, legacy), 0);
+    assert_int_equal(jd_outbox_add(st, nk, 3, v.data, v.len, legacy), 0);  /* decided again: kept once */
+    assert_int_equal(jd_outbox_add(st, k16, 4, v.data, v.len, legacy), 0); /* the old one decided again */
     assert_int_equal(jd_store_commit(st), 0);
     assert_int_equal(jd_outbox_update(st, old_id, "delivered", 1, 0, NULL), 0);
     assert_int_equal(jd_outbox_update(st, new_id, "dead", 3, 0, "boom"), 0);
@@ -308,6 +311,11 @@ static void test_outbox_from_before(void **state)
     assert_memory_equal(l[1].error, "boom", 4);
     assert_memory_equal(l[1].action, "{\"new\":true}", 12);
     assert_int_equal(jd_store_count(st, JD_DB_OUTBOX), 2);
+    unsigned char seq2[8];
+    jd_be64_put(seq2, 2);
+    assert_int_equal(jd_store_begin(st), 0);
+    assert_int_equal(jd_store_append(st, JD_DB_OUTBOX, seq2, 8, "x", 1), -1); /* never over a row */
+    jd_store_abort(st);
     jd_store_close(st);
     jd_buf_free(&rows);
     jd_buf_free(&keep);
