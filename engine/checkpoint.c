@@ -87,9 +87,15 @@ static size_t row_next(const jd_buf *b, size_t off, const unsigned char **key, c
     return off + 20 + *n;
 }
 
+/* A time as 8 bytes that sort as the signed value does (keys of timers and seen ids). */
+static void time_put(unsigned char *p, int64_t t)
+{
+    jd_be64_put(p, (uint64_t)t ^ (1ULL << 63));
+}
+
 static void timer_key(unsigned char key[16], int64_t due, uint64_t seq)
 {
-    jd_be64_put(key, (uint64_t)due ^ (1ULL << 63)); /* signed order */
+    time_put(key, due);
     jd_be64_put(key + 8, seq);
 }
 
@@ -1118,13 +1124,6 @@ typedef struct dd_ctx {
  * entry is past it. Not a row an id: at 100K events/s the writer put 100K rows a second
  * into this tree. Stores written before hold a row an id, keyed (seen time, hash) with
  * an empty value; both kinds are read and pruned. */
-static void seen_key(unsigned char key[24], int64_t ts, uint64_t a, uint64_t b)
-{
-    jd_be64_put(key, (uint64_t)ts ^ (1ULL << 63));
-    jd_be64_put(key + 8, a);
-    jd_be64_put(key + 16, b);
-}
-
 static void seen_entry(dd_ctx *c, uint64_t a, uint64_t b, int64_t ts)
 {
     if (ts < c->from)
@@ -1190,8 +1189,8 @@ int jd_engine_open_store(jd_engine *e, const char *dir, const jd_store_opts *so,
     dd_ctx c = {e, jd_clock_now(&e->clock), 0, INT64_MIN};
     if (e->dedupe.ttl_ms)
         c.from = c.now - e->dedupe.ttl_ms;
-    unsigned char from[24];
-    seen_key(from, c.from, 0, 0);
+    unsigned char from[8]; /* rows of either kind sort by their first 8 bytes, a time */
+    time_put(from, c.from);
     jd_store_scan(st, JD_DB_DEDUPE, from, sizeof from, load_seen, &c);
     restore_gens(e); /* before any person is read in: they may be pinned */
     load_window(e, jd_clock_now(&e->clock));
@@ -1499,7 +1498,7 @@ static int write_outbox(jd_ckpt *c)
 }
 
 /* The messageIds first seen since the last checkpoint, as rows of up to SEEN_PER_ROW
- * (see seen_key). */
+ * (the layout is described above seen_entry). */
 static int write_seen(jd_ckpt *c)
 {
     size_t n = c->dd.len / 24;
@@ -1521,13 +1520,13 @@ static int write_seen(jd_ckpt *c)
             unsigned char *e = v + (i - first) * 24;
             jd_be64_put(e, a);
             jd_be64_put(e + 8, b);
-            jd_be64_put(e + 16, (uint64_t)ts ^ (1ULL << 63));
+            time_put(e + 16, ts);
         }
         /* the first id's hash makes the key unique: an id is noted once within its time
          * to live, and a row's newest time moves on past that (a checkpoint's LSN would
          * not do: a store without a log checkpoints at LSN 0) */
         unsigned char key[16];
-        jd_be64_put(key, (uint64_t)newest ^ (1ULL << 63));
+        time_put(key, newest);
         jd_be64_put(key + 8, a0);
         if (jd_store_put(c->store, JD_DB_DEDUPE, key, 16, v, (end - first) * 24, 0))
             return -1;

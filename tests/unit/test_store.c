@@ -162,9 +162,9 @@ static int64_t ms_of(const char *iso)
     return t;
 }
 
-/* messageIds are stored a checkpoint to a row (16-byte key); stores from before hold a
- * row an id (24-byte key, empty value). Both are read back, an entry past the time to
- * live is not, even in a row with younger ones, and both kinds are pruned. */
+/* messageIds are stored in rows of up to 168 (16-byte key); stores from before hold a
+ * row an id (24-byte key, empty value). Both kinds are read back and pruned; an id past
+ * the time to live is not a duplicate, even in a row with younger ones. */
 static void test_seen_rows(void **state)
 {
     (void)state;
