@@ -7,13 +7,16 @@
 #include <string.h>
 #include <errno.h>
 #include <pthread.h>
+#include <fcntl.h>
 #include <sys/eventfd.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
 #include "log.h"
 #include "serve.h"
+#include "store.h"
 
 typedef struct pending_rec {
     uint64_t lsn;
@@ -55,6 +58,7 @@ struct jd_durable {
     int ck_efd;
     struct event *ck_ev;
     struct event *ck_slice_ev; /* the next slice of the checkpoint being built */
+    int paired;                /* the store names this log (pair_log) */
 };
 
 /* The longest the loop encodes people for a checkpoint at one go: the rest waits for the
@@ -318,14 +322,137 @@ static int replay_one(uint64_t lsn, const void *rec, size_t len, void *ud)
     return 0;
 }
 
-int jd_durable_open(jd_server *s, const char *data_dir, char *err, size_t errlen)
+/* ---------------------------------------------------------------- the log and its store
+ * The event log may live on another disk than the store (log_dir). The store names the log
+ * it is checkpointed from (meta "log_id" = the log directory's ID file), so that a changed
+ * log_dir never silently skips records the store has not taken in: another store's log is
+ * refused, and an empty log directory is taken only when the store says its last stop was
+ * clean (meta "log_closed" = the LSN the old log ended at, all of it in the store). */
+
+static const char LOG_ID_KEY[] = "log_id", LOG_CLOSED_KEY[] = "log_closed";
+enum { LOG_ID_LEN = 32 };
+
+static int read_log_id(const char *dir, char id[LOG_ID_LEN + 1])
+{
+    char p[4200];
+    snprintf(p, sizeof p, "%s/ID", dir);
+    id[0] = '\0';
+    FILE *f = fopen(p, "r");
+    if (!f)
+        return errno == ENOENT ? 0 : -1;
+    size_t n = fread(id, 1, LOG_ID_LEN, f);
+    fclose(f);
+    id[n == LOG_ID_LEN ? LOG_ID_LEN : 0] = '\0';
+    return n == LOG_ID_LEN ? 0 : -1;
+}
+
+/* A fresh id, written to DIR/ID.tmp, synced and renamed into place. */
+static int write_log_id(const char *dir, char id[LOG_ID_LEN + 1])
+{
+    unsigned char r[LOG_ID_LEN / 2];
+    if (getrandom(r, sizeof r, 0) != (ssize_t)sizeof r)
+        return -1;
+    for (size_t i = 0; i < sizeof r; i++)
+        snprintf(id + 2 * i, 3, "%02x", r[i]);
+    char tmp[4200], p[4200];
+    snprintf(tmp, sizeof tmp, "%s/ID.tmp", dir);
+    snprintf(p, sizeof p, "%s/ID", dir);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0)
+        return -1;
+    int bad = write(fd, id, LOG_ID_LEN) != LOG_ID_LEN || fsync(fd);
+    bad |= close(fd) != 0;
+    if (bad || rename(tmp, p))
+        return -1;
+    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd >= 0) {
+        fsync(dfd);
+        close(dfd);
+    }
+    return 0;
+}
+
+/* Checks that the log in dir belongs to the store (at position from), and records that it
+ * does. *fresh: an empty directory took over from the log of a clean stop. */
+static int pair_log(jd_server *s, const char *dir, const jd_log_info *info, uint64_t from, int *fresh, char *err,
+                    size_t errlen)
+{
+    jd_store *st = jd_engine_store(s->engine);
+    char log_id[LOG_ID_LEN + 1], store_id[LOG_ID_LEN + 1] = "";
+    const void *v;
+    size_t vn;
+    *fresh = 0;
+    if (!st)
+        return 0;
+    if (read_log_id(dir, log_id)) {
+        snprintf(err, errlen, "%s/ID: unreadable (the event log's identity): %s", dir, strerror(errno));
+        return -1;
+    }
+    if (jd_store_get(st, JD_DB_META, LOG_ID_KEY, sizeof LOG_ID_KEY - 1, &v, &vn) == 0 && vn == LOG_ID_LEN) {
+        memcpy(store_id, v, LOG_ID_LEN);
+        store_id[LOG_ID_LEN] = '\0';
+    }
+    uint64_t closed = 0;
+    int was_closed = jd_store_get(st, JD_DB_META, LOG_CLOSED_KEY, sizeof LOG_CLOSED_KEY - 1, &v, &vn) == 0 && vn == 8;
+    if (was_closed)
+        closed = jd_be64_get(v);
+    if (store_id[0] && log_id[0] && strcmp(store_id, log_id)) {
+        snprintf(err, errlen,
+                 "%s: not the event log the store in this data directory was last checkpointed from (this "
+                 "log's id is %s, the store's %s): point log_dir at that log",
+                 dir, log_id, store_id);
+        return -1;
+    }
+    if (store_id[0] && !log_id[0]) {
+        if (info->segments || !was_closed || closed != from) {
+            snprintf(err, errlen,
+                     "%s: not the event log this store was checkpointed from (log id %s), and the store's last "
+                     "stop was not clean, so that log may hold records the store has not taken in: start once "
+                     "with log_dir pointing at that log and stop journeyd with SIGTERM (the last checkpoint "
+                     "takes in everything), then move log_dir",
+                     dir, store_id);
+            return -1;
+        }
+        *fresh = 1;
+    }
+    if (!log_id[0] && write_log_id(dir, log_id)) {
+        snprintf(err, errlen, "%s/ID: cannot write the event log's identity: %s", dir, strerror(errno));
+        return -1;
+    }
+    /* the store names this log; "closed" goes until the next clean stop */
+    if (jd_store_begin(st) || jd_store_put(st, JD_DB_META, LOG_ID_KEY, sizeof LOG_ID_KEY - 1, log_id, LOG_ID_LEN, 0) ||
+        jd_store_del(st, JD_DB_META, LOG_CLOSED_KEY, sizeof LOG_CLOSED_KEY - 1) || jd_store_commit(st)) {
+        snprintf(err, errlen, "%s", jd_store_error(st));
+        jd_store_abort(st);
+        return -1;
+    }
+    s->durable->paired = 1;
+    return 0;
+}
+
+/* After the last checkpoint of a clean stop: the store holds the whole log, up to end. */
+static void mark_closed(jd_server *s, uint64_t end)
+{
+    jd_store *st = jd_engine_store(s->engine);
+    unsigned char b[8];
+    jd_be64_put(b, end);
+    if (jd_store_begin(st) || jd_store_put(st, JD_DB_META, LOG_CLOSED_KEY, sizeof LOG_CLOSED_KEY - 1, b, 8, 0) ||
+        jd_store_commit(st))
+        jd_store_abort(st); /* the log stays where it is needed: a move is refused */
+}
+
+int jd_durable_open(jd_server *s, const char *data_dir, const char *log_dir, char *err, size_t errlen)
 {
     char dir[4096];
     if (mkdir_p(data_dir)) {
         snprintf(err, errlen, "%s: cannot create the data directory", data_dir);
         return -1;
     }
-    snprintf(dir, sizeof dir, "%s/log", data_dir);
+    if (log_dir && mkdir_p(log_dir)) {
+        snprintf(err, errlen, "%s: cannot create the event log's directory", log_dir);
+        return -1;
+    }
+    snprintf(dir, sizeof dir, "%s%s", log_dir ? log_dir : data_dir, log_dir ? "" : "/log");
     jd_durable *d = jd_xcalloc(1, sizeof *d);
     jd_buf_init(&d->data);
     d->efd = -1;
@@ -375,7 +502,16 @@ int jd_durable_open(jd_server *s, const char *data_dir, char *err, size_t errlen
     d->log = jd_log_open(dir, &lo, &info, err, errlen);
     if (!d->log)
         return -1;
-    if (info.last_lsn < from) {
+    int fresh;
+    if (pair_log(s, dir, &info, from, &fresh, err, errlen))
+        return -1;
+    if (fresh) {
+        if (jd_log_continue_after(d->log, from, err, errlen))
+            return -1;
+        char extra[4200];
+        snprintf(extra, sizeof extra, "\"log_dir\":\"%s\",\"store_lsn\":%llu", dir, (unsigned long long)from);
+        jd_serve_log(s, "info", "event log: a new log directory; the store holds all of the last one", extra);
+    } else if (info.last_lsn < from) {
         /* the damaged tail held records the store had already taken in: new records
          * must not reuse their numbers */
         if (jd_log_continue_after(d->log, from, err, errlen))
@@ -531,10 +667,14 @@ void jd_durable_close(jd_server *s)
         pthread_cond_destroy(&d->ck_cv);
         d->ck_started = 0;
     }
+    uint64_t end = 0;
     if (d->log) {
+        jd_log_sync(d->log);
+        end = jd_log_durable(d->log);
         jd_log_close(d->log); /* commits what is queued */
         d->log = NULL;
     }
+    int stored = 1;
     /* the state of every processed record goes into the store (the rest replays) */
     if (d->ck_ev)
         event_free(d->ck_ev);
@@ -545,9 +685,13 @@ void jd_durable_close(jd_server *s)
     if (s->engine &&
         (d->processed > d->checkpointed || d->force_checkpoint || jd_engine_checkpoint_building(s->engine))) {
         jd_error err;
-        if (jd_engine_checkpoint(s->engine, d->processed, &err))
+        if (jd_engine_checkpoint(s->engine, d->processed, &err)) {
             jd_serve_log(s, "error", "store: the last checkpoint failed; the event log replays at start", NULL);
+            stored = 0;
+        }
     }
+    if (s->engine && d->paired && stored && d->processed == end)
+        mark_closed(s, end);
     if (d->checkpoint_ev)
         event_free(d->checkpoint_ev);
     if (d->ev)

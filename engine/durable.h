@@ -17,9 +17,10 @@ struct jd_server;
 /* Called once the records up to the waited LSN are durable and processed. */
 typedef void (*jd_durable_fn)(void *ctx);
 
-/* Opens DATA_DIR/log, replays it into the engine (actions of replayed records are not
- * logged again), starts the writer. 0, or -1 with err. */
-int jd_durable_open(struct jd_server *s, const char *data_dir, char *err, size_t errlen);
+/* Opens the event log (LOG_DIR, or DATA_DIR/log when NULL), checks that it is the log the
+ * store in DATA_DIR was checkpointed from, replays it into the engine (actions of replayed
+ * records are not logged again), starts the writer. 0, or -1 with err. */
+int jd_durable_open(struct jd_server *s, const char *data_dir, const char *log_dir, char *err, size_t errlen);
 /* Queues a record. -1 when the log cannot write (disk full): the caller answers 503. */
 int jd_durable_append(struct jd_server *s, const void *rec, size_t len, uint64_t *lsn);
 /* Queues n records (their payload CRCs computed by the caller, jd_log_payload_crc)

@@ -387,8 +387,9 @@ static int shard_count(jd_server *s)
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: journeyd serve -c CONFIG.lua [--listen HOST:PORT] [--data-dir DIR]\n"
-               "  environment: JOURNEYD_LISTEN, JOURNEYD_DATA_DIR, JOURNEYD_WRITE_KEYS, JOURNEYD_ADMIN_KEYS,\n"
+    fprintf(f, "usage: journeyd serve -c CONFIG.lua [--listen HOST:PORT] [--data-dir DIR] [--log-dir DIR]\n"
+               "  environment: JOURNEYD_LISTEN, JOURNEYD_DATA_DIR, JOURNEYD_LOG_DIR, JOURNEYD_WRITE_KEYS,\n"
+               "               JOURNEYD_ADMIN_KEYS,\n"
                "               JOURNEYD_STREAM_LISTEN (HOST:PORT or a unix socket path)\n");
 }
 
@@ -479,20 +480,19 @@ void jd_server_close(jd_server *s)
 int jd_cmd_serve(int argc, char **argv)
 {
     static const struct option opts[] = {
-        {"config", required_argument, 0, 'c'},
-        {"listen", required_argument, 0, 'l'},
-        {"data-dir", required_argument, 0, 'd'},
-        {"help", no_argument, 0, 'h'},
-        {0, 0, 0, 0},
+        {"config", required_argument, 0, 'c'},   {"listen", required_argument, 0, 'l'},
+        {"data-dir", required_argument, 0, 'd'}, {"log-dir", required_argument, 0, 'L'},
+        {"help", no_argument, 0, 'h'},           {0, 0, 0, 0},
     };
-    const char *config = NULL, *listen_flag = NULL, *data_flag = NULL;
+    const char *config = NULL, *listen_flag = NULL, *data_flag = NULL, *log_flag = NULL;
     int c;
     optind = 1;
-    while ((c = getopt_long(argc, argv, "c:l:d:h", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "c:l:d:L:h", opts, NULL)) != -1) {
         switch (c) {
         case 'c': config = optarg; break;
         case 'l': listen_flag = optarg; break;
         case 'd': data_flag = optarg; break;
+        case 'L': log_flag = optarg; break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
@@ -537,6 +537,10 @@ int jd_cmd_serve(int argc, char **argv)
         data_dir = jd_engine_config(s->engine, "data_dir");
     if (!data_dir)
         data_dir = "./data";
+    /* the event log on its own disk: its syncs then never wait behind the store's writes */
+    const char *log_dir = log_flag ? log_flag : getenv("JOURNEYD_LOG_DIR");
+    if (!log_dir || !*log_dir)
+        log_dir = jd_engine_config(s->engine, "log_dir");
     if (parse_listen(listen, s->listen_host, sizeof s->listen_host, &s->listen_port)) {
         fprintf(stderr, "journeyd: listen: expected HOST:PORT, got '%s'\n", listen);
         goto done;
@@ -549,7 +553,7 @@ int jd_cmd_serve(int argc, char **argv)
     int nshards = shard_count(s);
     if (nshards < 0)
         goto done;
-    if (jd_shards_open(s, config, &o, data_dir, nshards, err, sizeof err)) {
+    if (jd_shards_open(s, config, &o, data_dir, log_dir, nshards, err, sizeof err)) {
         fprintf(stderr, "journeyd: %s\n", err);
         goto done;
     }

@@ -737,8 +737,8 @@ static int scan_alias(const void *k, size_t kn, const void *v, size_t vn, void *
     return 0;
 }
 
-int jd_shards_open(jd_server *front, const char *config, const jd_options *opts, const char *data_dir, int nshards,
-                   char *err, size_t errlen)
+int jd_shards_open(jd_server *front, const char *config, const jd_options *opts, const char *data_dir,
+                   const char *log_dir, int nshards, char *err, size_t errlen)
 {
     int on_disk = jd_shards_on_disk(data_dir, err, errlen);
     if (on_disk < 0)
@@ -776,9 +776,12 @@ int jd_shards_open(jd_server *front, const char *config, const jd_options *opts,
         if (jd_server_open_core(&sh->srv, config, opts, err, errlen))
             return -1;
         jd_engine_on_export(sh->srv.engine, on_export, sh);
-        char dir[4096];
+        char dir[4096], ldir[4096];
         jd_shard_dir(data_dir, nshards, k, dir, sizeof dir);
-        if (jd_durable_open(&sh->srv, dir, err, errlen) || jd_delivery_open(&sh->srv, err, errlen))
+        if (log_dir)
+            jd_shard_dir(log_dir, nshards, k, ldir, sizeof ldir);
+        if (jd_durable_open(&sh->srv, dir, log_dir ? ldir : NULL, err, errlen) ||
+            jd_delivery_open(&sh->srv, err, errlen))
             return -1;
         jd_store *st = jd_engine_store(sh->srv.engine);
         route_scan rs = {all, k};

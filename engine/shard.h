@@ -29,9 +29,10 @@ struct jd_options;
 #define JD_MAX_SHARDS 64
 
 /* Opens nshards shards under data_dir (DATA_DIR itself for one shard, DATA_DIR/shard-K
- * for more), each replaying its log, and starts their threads. 0, or -1 with err. */
+ * for more), each replaying its log, and starts their threads. log_dir: where the event
+ * logs go, laid out the same (NULL: DATA_DIR[/shard-K]/log). 0, or -1 with err. */
 int jd_shards_open(struct jd_server *front, const char *config, const struct jd_options *opts, const char *data_dir,
-                   int nshards, char *err, size_t errlen);
+                   const char *log_dir, int nshards, char *err, size_t errlen);
 /* Stops the threads (what is queued is logged and processed first) and closes the
  * shards: their last checkpoints are written. */
 void jd_shards_close(struct jd_server *front);

@@ -1,0 +1,69 @@
+#!/bin/sh
+# log_dir: the event log in its own directory (another disk), and the checks that keep a
+# changed log_dir from skipping records the store has not taken in.
+set -u
+B=${1:-build}/journeyd
+T=$(mktemp -d)
+PORT=$((20000 + $$ % 20000))
+PID=
+trap '[ -n "$PID" ] && kill "$PID" 2>/dev/null; rm -rf "$T"' EXIT
+fail() { echo "log_dir: $*"; exit 1; }
+
+cat >"$T/j.lua" <<'LUA'
+local j = require "journey"
+j.journey "trial" {
+  entry = j.on("Signed Up"),
+  j.stage "signed_up" { j.on("Project Created"):go "activated" },
+  j.stage "activated" {},
+}
+LUA
+start() { # DATA LOGDIR
+  $B serve -c "$T/j.lua" --listen 127.0.0.1:$PORT --data-dir "$1" --log-dir "$2" >"$T/serve.log" 2>&1 &
+  PID=$!
+  i=0
+  until curl -sf "http://127.0.0.1:$PORT/livez" >/dev/null 2>&1; do
+    i=$((i + 1)); [ $i -gt 50 ] && fail "daemon did not start: $(tail -3 "$T/serve.log")"; sleep 0.1
+  done
+}
+refused() { # DATA LOGDIR MESSAGE
+  $B serve -c "$T/j.lua" --listen 127.0.0.1:$PORT --data-dir "$1" --log-dir "$2" >"$T/refused.log" 2>&1
+  [ $? != 0 ] || fail "log dir $2 was not refused: $(tail -3 "$T/refused.log")"
+  grep -q "$3" "$T/refused.log" || fail "refusal of $2 without '$3': $(cat "$T/refused.log")"
+}
+post() { curl -sf -X POST "http://127.0.0.1:$PORT/v1/track" -H 'Content-Type: application/json' -d "$1" >/dev/null || fail "post $1"; }
+stage_of() { curl -sf "http://127.0.0.1:$PORT/v1/users/$1" | grep -o '"stage":"[a-z_]*"' | head -1; }
+
+# 1. the log goes to L1, nothing to DATA/log
+start "$T/data" "$T/L1"
+post '{"userId":"u1","event":"Signed Up","messageId":"m1"}'
+post '{"userId":"u2","event":"Signed Up","messageId":"m2"}'
+ls "$T"/L1/*.log >/dev/null 2>&1 || fail "no log segment in L1: $(ls "$T/L1")"
+[ -s "$T/L1/ID" ] || fail "L1 has no ID"
+[ -e "$T/data/log" ] && fail "a log in the data directory too"
+kill -TERM "$PID"; wait "$PID"; PID=
+
+# 2. after a clean stop an empty directory takes over
+start "$T/data" "$T/L2"
+[ "$(stage_of u1)" = '"stage":"signed_up"' ] || fail "u1 after the move: $(stage_of u1)"
+grep -q "a new log directory" "$T/serve.log" || fail "the move is not logged"
+cmp -s "$T/L1/ID" "$T/L2/ID" && fail "L2 has L1's id"
+post '{"userId":"u1","event":"Project Created","messageId":"m3"}'
+kill -KILL "$PID"; wait "$PID" 2>/dev/null; PID=
+
+# 3. after a crash an empty directory is refused: the last log may hold records
+refused "$T/data" "$T/L3" "last stop was not clean"
+[ -e "$T/L3/ID" ] && fail "the refused directory got an id"
+# ... and so is the log from before the move
+refused "$T/data" "$T/L1" "not the event log the store"
+
+# 4. the right log replays what the crash left
+start "$T/data" "$T/L2"
+[ "$(stage_of u1)" = '"stage":"activated"' ] || fail "u1 after the crash: $(stage_of u1)"
+[ "$(stage_of u2)" = '"stage":"signed_up"' ] || fail "u2 after the crash: $(stage_of u2)"
+kill -TERM "$PID"; wait "$PID"; PID=
+
+# 5. another store's log is refused, even after a clean stop
+start "$T/other" "$T/L4"
+kill -TERM "$PID"; wait "$PID"; PID=
+refused "$T/data" "$T/L4" "not the event log the store"
+echo "log_dir: ok"
