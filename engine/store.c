@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 
 #include "buf.h"
+#include "zrow.h"
 
 static const char *const db_names[JD_DB_N] = {"meta", "users", "aliases", "timers", "outbox", "dedupe", "outbox_ids"};
 
@@ -21,6 +22,9 @@ struct jd_store {
     pthread_t wowner;    /* the thread that opened it: only its reads see it */
     MDB_txn *rtxn;       /* a reset read transaction, renewed per read */
     int rtxn_live;
+    jd_zrow *z;       /* people and outbox rows are packed (zrow.h) */
+    uint32_t zid_max; /* the highest dictionary id in the store */
+    jd_buf zdict;     /* a dictionary trained for the commit */
     char path[4096];
     char err[256];
 };
@@ -29,6 +33,119 @@ static int fail(jd_store *s, const char *what, int rc)
 {
     snprintf(s->err, sizeof s->err, "store: %s: %s", what, mdb_strerror(rc));
     return -1;
+}
+
+/* ---------------------------------------------------------------- packed rows
+ * People and outbox rows are packed with zrow; its dictionaries are meta rows
+ * "zdict" + u32 BE id -> kind (the database), the dictionary. */
+static const char ZDICT_KEY[] = "zdict";
+enum { ZDICT_KEYLEN = sizeof ZDICT_KEY - 1 + 4 };
+
+static int packs(int db)
+{
+    return db == JD_DB_USERS || db == JD_DB_OUTBOX;
+}
+
+static void zdict_key(unsigned char k[ZDICT_KEYLEN], uint32_t id)
+{
+    memcpy(k, ZDICT_KEY, sizeof ZDICT_KEY - 1);
+    for (int i = 0; i < 4; i++)
+        k[sizeof ZDICT_KEY - 1 + i] = (unsigned char)(id >> (24 - 8 * i));
+}
+
+static uint32_t zdict_id(const unsigned char *k)
+{
+    const unsigned char *p = k + sizeof ZDICT_KEY - 1;
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+/* Every dictionary in the store (pack: the newest of each kind packs this handle's rows). */
+static int load_dicts(jd_store *s, MDB_txn *t, int pack)
+{
+    MDB_cursor *c;
+    int rc = mdb_cursor_open(t, s->dbi[JD_DB_META], &c);
+    if (rc)
+        return rc;
+    unsigned char from[ZDICT_KEYLEN];
+    zdict_key(from, 0);
+    MDB_val key = {sizeof from, from}, val;
+    for (rc = mdb_cursor_get(c, &key, &val, MDB_SET_RANGE); !rc; rc = mdb_cursor_get(c, &key, &val, MDB_NEXT)) {
+        if (key.mv_size != ZDICT_KEYLEN || memcmp(key.mv_data, ZDICT_KEY, sizeof ZDICT_KEY - 1))
+            break;
+        uint32_t id = zdict_id(key.mv_data);
+        const unsigned char *v = val.mv_data;
+        if (val.mv_size > 1 && jd_zrow_add_dict(s->z, id, v[0], v + 1, val.mv_size - 1, pack) == 0 && id > s->zid_max)
+            s->zid_max = id;
+    }
+    mdb_cursor_close(c);
+    return rc == MDB_NOTFOUND || rc == 0 ? 0 : rc;
+}
+
+/* A value read from db as the caller sees it: packed rows unpacked (into a buffer of the
+ * reading thread's role). 0, or -1 with the error set. */
+static int unpacked(jd_store *s, MDB_txn *t, int db, MDB_val *val)
+{
+    uint32_t id;
+    if (!packs(db) || !jd_zrow_packed(val->mv_data, val->mv_size, &id))
+        return 0;
+    int role = t == s->wtxn;
+    const void *out;
+    size_t outn;
+    int rc = jd_zrow_unpack(s->z, role, val->mv_data, val->mv_size, &out, &outn);
+    if (rc == 1) { /* a dictionary another process added since this one loaded them */
+        unsigned char k[ZDICT_KEYLEN];
+        zdict_key(k, id);
+        MDB_val key = {sizeof k, k}, dv;
+        if (mdb_get(t, s->dbi[JD_DB_META], &key, &dv) == 0 && dv.mv_size > 1)
+            jd_zrow_add_dict(s->z, id, ((const unsigned char *)dv.mv_data)[0], (const char *)dv.mv_data + 1,
+                             dv.mv_size - 1, 0);
+        rc = jd_zrow_unpack(s->z, role, val->mv_data, val->mv_size, &out, &outn);
+    }
+    if (rc) {
+        snprintf(s->err, sizeof s->err, "store: %s: a packed row is damaged or its dictionary %u is missing",
+                 db_names[db], (unsigned)id);
+        return -1;
+    }
+    val->mv_data = (void *)out;
+    val->mv_size = outn;
+    return 0;
+}
+
+/* The value to write for db: packed when that makes it smaller. */
+static MDB_val packed(jd_store *s, int db, const void *v, size_t vn)
+{
+    MDB_val val = {vn, (void *)v};
+    const void *out;
+    size_t outn;
+    if (packs(db) && jd_zrow_pack(s->z, db, v, vn, &out, &outn) == 0) {
+        val.mv_data = (void *)out;
+        val.mv_size = outn;
+    }
+    return val;
+}
+
+/* Before a commit: a dictionary trained from the rows written so far goes into the same
+ * transaction; it packs rows from the next transaction on. */
+static int train_dicts(jd_store *s, uint32_t *id, int *kind)
+{
+    *id = 0;
+    for (int db = 0; db < JD_DB_N; db++) {
+        if (!packs(db) || !jd_zrow_train(s->z, db, &s->zdict))
+            continue;
+        unsigned char k[ZDICT_KEYLEN];
+        *id = s->zid_max + 1;
+        *kind = db;
+        zdict_key(k, *id);
+        MDB_val key = {sizeof k, k}, val;
+        val.mv_size = 1 + s->zdict.len;
+        int rc = mdb_put(s->wtxn, s->dbi[JD_DB_META], &key, &val, MDB_RESERVE);
+        if (rc)
+            return fail(s, "meta", rc);
+        ((unsigned char *)val.mv_data)[0] = (unsigned char)db;
+        memcpy((unsigned char *)val.mv_data + 1, s->zdict.data, s->zdict.len);
+        return 0; /* one a commit */
+    }
+    return 0;
 }
 
 jd_store *jd_store_open(const char *dir, size_t map_bytes, int readonly, char *err, size_t errlen)
@@ -64,6 +181,10 @@ jd_store *jd_store_open(const char *dir, size_t map_bytes, int readonly, char *e
             rc = 0;
         }
     }
+    s->z = jd_zrow_new();
+    jd_buf_init(&s->zdict);
+    if (!rc)
+        rc = load_dicts(s, t, !readonly);
     if (!rc) /* committed even when read-only: an aborted transaction closes its handles */
         rc = mdb_txn_commit(t);
     else
@@ -72,6 +193,8 @@ jd_store *jd_store_open(const char *dir, size_t map_bytes, int readonly, char *e
         snprintf(err, errlen, "%s: cannot open the store's databases: %s", dir,
                  rc == MDB_NOTFOUND ? "no store here yet" : mdb_strerror(rc));
         mdb_env_close(s->env);
+        jd_zrow_free(s->z);
+        jd_buf_free(&s->zdict);
         free(s);
         return NULL;
     }
@@ -87,6 +210,8 @@ void jd_store_close(jd_store *s)
     if (s->rtxn)
         mdb_txn_abort(s->rtxn);
     mdb_env_close(s->env);
+    jd_zrow_free(s->z);
+    jd_buf_free(&s->zdict);
     free(s);
 }
 
@@ -105,7 +230,7 @@ int jd_store_begin(jd_store *s)
 
 int jd_store_put(jd_store *s, int db, const void *k, size_t kn, const void *v, size_t vn, int no_overwrite)
 {
-    MDB_val key = {kn, (void *)k}, val = {vn, (void *)v};
+    MDB_val key = {kn, (void *)k}, val = packed(s, db, v, vn);
     int rc = mdb_put(s->wtxn, s->dbi[db], &key, &val, no_overwrite ? MDB_NOOVERWRITE : 0);
     if (rc == MDB_KEYEXIST)
         return 0;
@@ -114,7 +239,7 @@ int jd_store_put(jd_store *s, int db, const void *k, size_t kn, const void *v, s
 
 int jd_store_put_new(jd_store *s, int db, const void *k, size_t kn, const void *v, size_t vn)
 {
-    MDB_val key = {kn, (void *)k}, val = {vn, (void *)v};
+    MDB_val key = {kn, (void *)k}, val = packed(s, db, v, vn);
     int rc = mdb_put(s->wtxn, s->dbi[db], &key, &val, MDB_NOOVERWRITE);
     if (rc == MDB_KEYEXIST)
         return 1;
@@ -123,7 +248,7 @@ int jd_store_put_new(jd_store *s, int db, const void *k, size_t kn, const void *
 
 int jd_store_append(jd_store *s, int db, const void *k, size_t kn, const void *v, size_t vn)
 {
-    MDB_val key = {kn, (void *)k}, val = {vn, (void *)v};
+    MDB_val key = {kn, (void *)k}, val = packed(s, db, v, vn);
     int rc = mdb_put(s->wtxn, s->dbi[db], &key, &val, MDB_APPEND);
     if (rc == MDB_KEYEXIST) /* not above the last key: added where it goes, never over one */
         rc = mdb_put(s->wtxn, s->dbi[db], &key, &val, MDB_NOOVERWRITE);
@@ -143,10 +268,18 @@ int jd_store_commit(jd_store *s)
 {
     if (!s->wtxn)
         return 0;
+    uint32_t zid;
+    int zkind = 0;
+    if (train_dicts(s, &zid, &zkind))
+        return -1; /* the caller aborts */
     MDB_txn *t = s->wtxn;
     __atomic_store_n(&s->wtxn, NULL, __ATOMIC_RELEASE);
     int rc = mdb_txn_commit(t);
-    return rc ? fail(s, "commit", rc) : 0;
+    if (rc)
+        return fail(s, "commit", rc);
+    if (zid && jd_zrow_add_dict(s->z, zid, zkind, s->zdict.data, s->zdict.len, 1) == 0)
+        s->zid_max = zid;
+    return 0;
 }
 
 void jd_store_abort(jd_store *s)
@@ -195,6 +328,8 @@ int jd_store_get(jd_store *s, int db, const void *k, size_t kn, const void **v, 
         return 1;
     if (rc)
         return fail(s, db_names[db], rc);
+    if (unpacked(s, t, db, &val))
+        return -1;
     *v = val.mv_data;
     *vn = val.mv_size;
     return 0;
@@ -215,6 +350,10 @@ int jd_store_scan(jd_store *s, int db, const void *from, size_t fromn, jd_store_
     rc = mdb_cursor_get(c, &key, &val, from ? MDB_SET_RANGE : MDB_FIRST);
     int r = 0;
     while (rc == 0) {
+        if (unpacked(s, t, db, &val)) {
+            mdb_cursor_close(c);
+            return -1;
+        }
         r = fn(key.mv_data, key.mv_size, val.mv_data, val.mv_size, ud);
         if (r)
             break;
