@@ -2,8 +2,8 @@
  * the same keys, journey and stage names from row to row, so each is compressed with zstd
  * and a dictionary trained from the store's own rows (about 4.6x for people, 4x for the
  * outbox on the bench workload; plain zstd gets 1.9x and 1.2x). A packed row is
- *   0xc1 (never the first byte of a msgpack value), u32 BE dictionary id (0: none), the
- *   zstd frame (with its content size).
+ *   0xc1 (never the first byte of a msgpack value), u32 BE dictionary id (0: none), u32 BE
+ *   CRC-32 of the row, the zstd frame (with its content size).
  * Rows that do not get smaller, and rows written before, stay msgpack and read as they are.
  * The store keeps dictionaries in its meta database (it calls add_dict at open and when a
  * row names an id it does not have); a dictionary is never changed or removed.
@@ -19,7 +19,7 @@
 
 typedef struct jd_zrow jd_zrow;
 
-enum { JD_ZROW_MARK = 0xc1, JD_ZROW_HEAD = 5, JD_ZROW_KINDS = 8 };
+enum { JD_ZROW_MARK = 0xc1, JD_ZROW_HEAD = 9, JD_ZROW_KINDS = 8 };
 
 jd_zrow *jd_zrow_new(void);
 void jd_zrow_free(jd_zrow *z);

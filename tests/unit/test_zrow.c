@@ -211,7 +211,7 @@ static void test_store_old_and_damaged(void **state)
     size_t n = row(b, sizeof b, 5);
     MDB_val k = {6, (void *)"old-05"}, v = {n, b};
     assert_int_equal(mdb_put(t, dbi, &k, &v, 0), 0);
-    unsigned char bad[40] = {JD_ZROW_MARK, 0, 0, 0, 0, 0x28, 0xb5, 0x2f, 0xfd, 0x20, 0x40};
+    unsigned char bad[40] = {JD_ZROW_MARK, 0, 0, 0, 0, 1, 2, 3, 4, 0x28, 0xb5, 0x2f, 0xfd, 0x20, 0x40};
     MDB_val k2 = {3, (void *)"bad"}, v2 = {sizeof bad, bad};
     assert_int_equal(mdb_put(t, dbi, &k2, &v2, 0), 0);
     assert_int_equal(mdb_txn_commit(t), 0);
