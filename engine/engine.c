@@ -2292,6 +2292,13 @@ int jd_engine_process(jd_engine *e, const void *record, size_t len, jd_error *er
         if (!pk.user_id.n)
             jd_map_prefetch(&e->aliases, who_h);
     }
+    /* a timer this event's time makes due fires first: its person and stage entry are
+     * the first things its firing reads */
+    const jd_timer *top = jd_timers_peek(&e->timers);
+    if (top && pk.has_timestamp && top->due <= pk.timestamp) {
+        __builtin_prefetch(top->user);
+        __builtin_prefetch(top->inst);
+    }
     msgpack_zone_clear(&e->in_zone);
     jd_event ev;
     if (jd_event_read(record, len, &e->in_zone, &ev)) {

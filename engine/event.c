@@ -918,6 +918,10 @@ void jd_event_peek_ids(const void *rec, size_t len, jd_event_peek *out)
             r.p += w;
             continue;
         }
+        if (f == FLD_TIMESTAMP && v.type == MSGPACK_OBJECT_POSITIVE_INTEGER && v.via.u64 <= INT64_MAX) {
+            out->timestamp = (int64_t)v.via.u64;
+            out->has_timestamp = 1;
+        }
         if (v.type != MSGPACK_OBJECT_STR)
             continue;
         jd_str s = {v.via.str.ptr, v.via.str.size};

@@ -103,6 +103,8 @@ int jd_event_read(const void *rec, size_t len, msgpack_zone *zone, jd_event *ev)
  * prefetch), never a verdict on the record. A field not found in its place is empty. */
 typedef struct jd_event_peek {
     jd_str message_id, user_id, anonymous_id;
+    int64_t timestamp; /* when has_timestamp */
+    int has_timestamp;
 } jd_event_peek;
 void jd_event_peek_ids(const void *rec, size_t len, jd_event_peek *out);
 

@@ -307,6 +307,10 @@ static void test_peek_ids(void **state)
         assert_ptr_equal(pk.message_id.p, ev.message_id.p);
         assert_int_equal(pk.message_id.n, ev.message_id.n);
         assert_int_equal(pk.anonymous_id.n, ev.anonymous_id.n);
+        if (ev.timestamp >= 0) {
+            assert_int_equal(pk.has_timestamp, 1);
+            assert_true(pk.timestamp == ev.timestamp);
+        }
         if (ev.has_user_id) {
             assert_ptr_equal(pk.user_id.p, ev.user_id.p);
             assert_int_equal(pk.user_id.n, ev.user_id.n);
