@@ -54,14 +54,22 @@ void jd_dedupe_free(jd_dedupe *d)
     table_free(&d->next);
 }
 
-/* The table the next growth uses is made when the current one is half way to its limit,
- * and faulted in one huge page a check. A fresh table's first writes fault its pages in
- * (a huge page is zeroed on the spot: about a millisecond on a VM), and the move's
- * scattered writes touched all of them in the first checks: 11 ms in one event. */
+/* Checks ahead of growth that the next table is made at, per huge page of it. */
+#define AHEAD_PER_PAGE 64
+
+/* The table the next growth uses is made shortly before growth, and faulted in one huge
+ * page a check. A fresh table's first writes fault its pages in (a huge page is zeroed
+ * on the spot: about a millisecond on a VM), and the move's scattered writes touched all
+ * of them in the first checks: 11 ms in one event. It is made no earlier than that: a
+ * table made half way to the limit was zeroed (64 MB at 1M ids) and held for a growth
+ * that may never come. Each check adds at most one id, so AHEAD_PER_PAGE checks a page
+ * is ample to fault it all in first. */
 static void prepare(jd_dedupe *d)
 {
     if (!d->next.w) {
-        if (d->cur.cap * d->cur.words * sizeof(uint64_t) < HUGE_PAGE || (d->count + 1) * 8 <= d->cur.cap * 3)
+        size_t bytes = d->cur.cap * d->cur.words * sizeof(uint64_t);
+        size_t ahead = 2 * bytes / HUGE_PAGE * AHEAD_PER_PAGE; /* the next table's pages */
+        if (bytes < HUGE_PAGE || (d->count + 1 + ahead) * 4 <= d->cur.cap * 3)
             return;
         d->next = table_new(d->cur.cap * 2, d->ttl_ms ? 3 : 2);
         d->next_touched = 0;

@@ -2274,6 +2274,31 @@ static void process_input(jd_engine *e, const jd_event *ev)
 
 int jd_engine_process(jd_engine *e, const void *record, size_t len, jd_error *err)
 {
+    /* The first things processing looks up are random reads: the messageId's slot in the
+     * dedupe set, the person's slot in the people map (and, for an anonymous id, in the
+     * aliases). Started from a glance at the record's leading fields, they overlap with
+     * reading it (the messageId's hash is kept for the check). */
+    jd_event_peek pk;
+    jd_event_peek_ids(record, len, &pk);
+    if (pk.message_id.n) {
+        jd_dedupe_hash(pk.message_id.p, pk.message_id.n, &e->msg_ha, &e->msg_hb);
+        jd_dedupe_prefetch(&e->dedupe, e->msg_ha);
+    }
+    jd_str who = pk.user_id.n ? pk.user_id : pk.anonymous_id;
+    uint64_t who_h = 0;
+    if (who.n) {
+        who_h = jd_hash(who.p, who.n, 0);
+        jd_map_prefetch(&e->users, who_h);
+        if (!pk.user_id.n)
+            jd_map_prefetch(&e->aliases, who_h);
+    }
+    /* a timer this event's time makes due fires first: its person and stage entry are
+     * the first things its firing reads */
+    const jd_timer *top = jd_timers_peek(&e->timers);
+    if (top && pk.has_timestamp && top->due <= pk.timestamp) {
+        __builtin_prefetch(top->user);
+        __builtin_prefetch(top->inst);
+    }
     msgpack_zone_clear(&e->in_zone);
     jd_event ev;
     if (jd_event_read(record, len, &e->in_zone, &ev)) {
@@ -2282,10 +2307,10 @@ int jd_engine_process(jd_engine *e, const void *record, size_t len, jd_error *er
             snprintf(err->text, sizeof err->text, "not an event record");
         return -1;
     }
-    /* the messageId's slot in the dedupe set is a random read: started now, it overlaps
-     * with the work before the check (the hash is kept for the check) */
-    jd_dedupe_hash(ev.message_id.p, ev.message_id.n, &e->msg_ha, &e->msg_hb);
-    jd_dedupe_prefetch(&e->dedupe, e->msg_ha);
+    if (ev.message_id.p != pk.message_id.p || ev.message_id.n != pk.message_id.n) {
+        jd_dedupe_hash(ev.message_id.p, ev.message_id.n, &e->msg_ha, &e->msg_hb);
+        jd_dedupe_prefetch(&e->dedupe, e->msg_ha);
+    }
     e->msg_hashed = ev.message_id.p;
     process_input(e, &ev);
     e->msg_hashed = NULL;

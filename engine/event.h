@@ -98,6 +98,16 @@ int jd_event_view(const msgpack_object *root, jd_event *ev);
  * pointed into, never built. ev->root is NULL. */
 int jd_event_read(const void *rec, size_t len, msgpack_zone *zone, jd_event *ev);
 
+/* The leading fields of a record as jd_event_pack writes them, pointed into without
+ * checking the rest: a hint of what processing it will look up (an id's slot to
+ * prefetch), never a verdict on the record. A field not found in its place is empty. */
+typedef struct jd_event_peek {
+    jd_str message_id, user_id, anonymous_id;
+    int64_t timestamp; /* when has_timestamp */
+    int has_timestamp;
+} jd_event_peek;
+void jd_event_peek_ids(const void *rec, size_t len, jd_event_peek *out);
+
 /* Packs a string (with its length / NUL-terminated). */
 void jd_mp_pack_str(msgpack_packer *pk, const char *s, size_t n);
 void jd_mp_pack_cstr(msgpack_packer *pk, const char *s);

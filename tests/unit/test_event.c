@@ -286,6 +286,56 @@ static void test_record_shape(void **state)
     rec_free(&r);
 }
 
+/* The peek at a record's leading ids (a prefetch hint) finds in every record what
+ * jd_event_read finds, at the same bytes; in a cut record or one not of this shape it
+ * reads nothing past the end and finds no more than is there. */
+static void test_peek_ids(void **state)
+{
+    (void)state;
+    for (size_t i = 0; i < sizeof valid / sizeof valid[0]; i++) {
+        rec r;
+        if (normalize(&r, valid[i].json, DEFAULT_TS, NULL) != 0)
+            fail_msg("case %zu rejected: %s", i, r.err);
+        const char *data = r.out.data + 6;
+        size_t len = r.out.len - 6;
+        jd_event_peek pk;
+        jd_event_peek_ids(data, len, &pk);
+        msgpack_zone z;
+        msgpack_zone_init(&z, 1024);
+        jd_event ev;
+        assert_int_equal(jd_event_read(data, len, &z, &ev), 0);
+        assert_ptr_equal(pk.message_id.p, ev.message_id.p);
+        assert_int_equal(pk.message_id.n, ev.message_id.n);
+        assert_int_equal(pk.anonymous_id.n, ev.anonymous_id.n);
+        if (ev.timestamp >= 0) {
+            assert_int_equal(pk.has_timestamp, 1);
+            assert_true(pk.timestamp == ev.timestamp);
+        }
+        if (ev.has_user_id) {
+            assert_ptr_equal(pk.user_id.p, ev.user_id.p);
+            assert_int_equal(pk.user_id.n, ev.user_id.n);
+        } else {
+            assert_int_equal(pk.user_id.n, 0);
+        }
+        msgpack_zone_destroy(&z);
+        /* every cut of it, in a buffer of just that size (the sanitizers see a read past) */
+        for (size_t cut = 0; cut < len; cut++) {
+            char *c = malloc(cut ? cut : 1);
+            memcpy(c, data, cut);
+            jd_event_peek q;
+            jd_event_peek_ids(c, cut, &q);
+            const jd_str *f[] = {&q.message_id, &q.user_id, &q.anonymous_id};
+            for (size_t k = 0; k < 3; k++)
+                assert_true(f[k]->n == 0 || (f[k]->p >= c && f[k]->p + f[k]->n <= c + cut));
+            free(c);
+        }
+        rec_free(&r);
+    }
+    jd_event_peek pk;
+    jd_event_peek_ids("\x91\xa1x", 3, &pk); /* an array: no hint */
+    assert_int_equal(pk.message_id.n + pk.user_id.n + pk.anonymous_id.n, 0);
+}
+
 /* The default messageId is used only when the event has none. */
 static void test_default_message_id(void **state)
 {
@@ -726,15 +776,11 @@ static void test_mp_unpack(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_normalize_valid),
-        cmocka_unit_test(test_record_shape),
-        cmocka_unit_test(test_default_message_id),
-        cmocka_unit_test(test_normalize_errors),
-        cmocka_unit_test(test_view),
-        cmocka_unit_test(test_type_names),
-        cmocka_unit_test(test_mp_get),
-        cmocka_unit_test(test_mp_path),
-        cmocka_unit_test(test_mp_unpack),
+        cmocka_unit_test(test_normalize_valid),  cmocka_unit_test(test_record_shape),
+        cmocka_unit_test(test_peek_ids),         cmocka_unit_test(test_default_message_id),
+        cmocka_unit_test(test_normalize_errors), cmocka_unit_test(test_view),
+        cmocka_unit_test(test_type_names),       cmocka_unit_test(test_mp_get),
+        cmocka_unit_test(test_mp_path),          cmocka_unit_test(test_mp_unpack),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
