@@ -57,8 +57,11 @@ struct jd_durable {
     int ck_stop;
     int ck_efd;
     struct event *ck_ev;
-    struct event *ck_slice_ev; /* the next slice of the checkpoint being built */
-    int paired;                /* the store names this log (pair_log) */
+    struct event *ck_slice_ev;    /* the next slice of the checkpoint being built */
+    int paired;                   /* the store names this log (jd_durable_pair) */
+    int pair_checked, pair_fresh; /* check_log passed; an empty directory takes over */
+    char pair_id[33];             /* the log's id ("" : one is made) */
+    char pair_dir[4096];
 };
 
 /* The longest the loop encodes people for a checkpoint at one go: the rest waits for the
@@ -256,10 +259,10 @@ void jd_durable_checkpoint(jd_server *s)
     checkpoint_now(s);
 }
 
-static void process_durable(jd_server *s)
+/* Processes the queued records up to LSN durable, in order. */
+static void process_records(jd_server *s, uint64_t durable)
 {
     jd_durable *d = s->durable;
-    uint64_t durable = jd_log_durable(d->log);
     while (d->headrec < d->nrecs && d->recs[d->headrec].lsn <= durable) {
         pending_rec *r = &d->recs[d->headrec++];
         jd_error err;
@@ -271,6 +274,12 @@ static void process_durable(jd_server *s)
         d->headrec = d->nrecs = 0;
         jd_buf_reset(&d->data);
     }
+}
+
+static void process_durable(jd_server *s)
+{
+    jd_durable *d = s->durable;
+    process_records(s, jd_log_durable(d->log));
     if (d->tick_lsn && d->processed >= d->tick_lsn)
         d->tick_lsn = 0;
     while (d->headwait < d->nwaits && d->waits[d->headwait].lsn <= d->processed) {
@@ -342,8 +351,12 @@ static int read_log_id(const char *dir, char id[LOG_ID_LEN + 1])
         return errno == ENOENT ? 0 : -1;
     size_t n = fread(id, 1, LOG_ID_LEN, f);
     fclose(f);
-    id[n == LOG_ID_LEN ? LOG_ID_LEN : 0] = '\0';
-    return n == LOG_ID_LEN ? 0 : -1;
+    if (n != LOG_ID_LEN) {
+        errno = EILSEQ; /* not an id journeyd wrote */
+        return -1;
+    }
+    id[LOG_ID_LEN] = '\0';
+    return 0;
 }
 
 /* A fresh id, written to DIR/ID.tmp, synced and renamed into place. */
@@ -372,61 +385,91 @@ static int write_log_id(const char *dir, char id[LOG_ID_LEN + 1])
     return 0;
 }
 
-/* Checks that the log in dir belongs to the store (at position from), and records that it
- * does. *fresh: an empty directory took over from the log of a clean stop. */
-static int pair_log(jd_server *s, const char *dir, const jd_log_info *info, uint64_t from, int *fresh, char *err,
-                    size_t errlen)
+/* Checks that the log in dir (whose last record is info->last_lsn) belongs to the store
+ * at position from; writes nothing (jd_durable_pair does, once every shard has passed).
+ * moved: dir is a configured log_dir, not DATA_DIR/log. */
+static int check_log(jd_server *s, const char *dir, int moved, const jd_log_info *info, uint64_t from, char *err,
+                     size_t errlen)
 {
+    jd_durable *d = s->durable;
     jd_store *st = jd_engine_store(s->engine);
     char log_id[LOG_ID_LEN + 1], store_id[LOG_ID_LEN + 1] = "";
     const void *v;
     size_t vn;
-    *fresh = 0;
     if (!st)
         return 0;
     if (read_log_id(dir, log_id)) {
         snprintf(err, errlen, "%s/ID: unreadable (the event log's identity): %s", dir, strerror(errno));
         return -1;
     }
-    if (jd_store_get(st, JD_DB_META, LOG_ID_KEY, sizeof LOG_ID_KEY - 1, &v, &vn) == 0 && vn == LOG_ID_LEN) {
+    int rc = jd_store_get(st, JD_DB_META, LOG_ID_KEY, sizeof LOG_ID_KEY - 1, &v, &vn);
+    if (rc < 0) {
+        snprintf(err, errlen, "%s", jd_store_error(st));
+        return -1;
+    }
+    if (rc == 0 && vn == LOG_ID_LEN) {
         memcpy(store_id, v, LOG_ID_LEN);
         store_id[LOG_ID_LEN] = '\0';
     }
-    uint64_t closed = 0;
-    int was_closed = jd_store_get(st, JD_DB_META, LOG_CLOSED_KEY, sizeof LOG_CLOSED_KEY - 1, &v, &vn) == 0 && vn == 8;
-    if (was_closed)
-        closed = jd_be64_get(v);
+    int closed = jd_store_get(st, JD_DB_META, LOG_CLOSED_KEY, sizeof LOG_CLOSED_KEY - 1, &v, &vn) == 0 && vn == 8 &&
+                 jd_be64_get(v) == from;
+    /* nothing in this log the store has not taken in; whether an old log had more is what
+     * "closed" says */
+    int nothing_new = info->last_lsn <= from;
     if (store_id[0] && log_id[0] && strcmp(store_id, log_id)) {
         snprintf(err, errlen,
                  "%s: not the event log the store in this data directory was last checkpointed from (this "
-                 "log's id is %s, the store's %s): point log_dir at that log",
+                 "log's id is %s, the store's %s): point log_dir at that log (a directory that holds no "
+                 "records yet, left by a start that failed: remove its ID file)",
                  dir, log_id, store_id);
         return -1;
     }
-    if (store_id[0] && !log_id[0]) {
-        if (info->segments || !was_closed || closed != from) {
+    d->pair_fresh = 0;
+    if (!log_id[0] && from > 0 && (store_id[0] || moved)) {
+        /* a log directory new to this store, which has taken in records before: only
+         * when the last stop was clean (a store from before the pairing never was) */
+        if (!nothing_new || !closed) {
             snprintf(err, errlen,
-                     "%s: not the event log this store was checkpointed from (log id %s), and the store's last "
-                     "stop was not clean, so that log may hold records the store has not taken in: start once "
-                     "with log_dir pointing at that log and stop journeyd with SIGTERM (the last checkpoint "
-                     "takes in everything), then move log_dir",
-                     dir, store_id);
+                     "%s: not the event log this store was checkpointed from (%s%s), and %s, so that log may hold "
+                     "records the store has not taken in: start once with the log_dir it last ran with "
+                     "(none: DATA_DIR/log) and stop journeyd with SIGTERM (the last checkpoint takes in "
+                     "everything), then move log_dir",
+                     dir, store_id[0] ? "log id " : "a store from before logs were paired", store_id[0] ? store_id : "",
+                     store_id[0] ? "the store's last stop was not clean" : "it never was");
             return -1;
         }
-        *fresh = 1;
+        d->pair_fresh = 1;
     }
-    if (!log_id[0] && write_log_id(dir, log_id)) {
-        snprintf(err, errlen, "%s/ID: cannot write the event log's identity: %s", dir, strerror(errno));
+    memcpy(d->pair_id, log_id, sizeof log_id);
+    snprintf(d->pair_dir, sizeof d->pair_dir, "%s", dir);
+    d->pair_checked = 1;
+    return 0;
+}
+
+int jd_durable_pair(jd_server *s, char *err, size_t errlen)
+{
+    jd_durable *d = s->durable;
+    jd_store *st = jd_engine_store(s->engine);
+    if (!d || !d->pair_checked || !st)
+        return 0;
+    if (!d->pair_id[0] && write_log_id(d->pair_dir, d->pair_id)) {
+        snprintf(err, errlen, "%s/ID: cannot write the event log's identity: %s", d->pair_dir, strerror(errno));
         return -1;
     }
     /* the store names this log; "closed" goes until the next clean stop */
-    if (jd_store_begin(st) || jd_store_put(st, JD_DB_META, LOG_ID_KEY, sizeof LOG_ID_KEY - 1, log_id, LOG_ID_LEN, 0) ||
+    if (jd_store_begin(st) ||
+        jd_store_put(st, JD_DB_META, LOG_ID_KEY, sizeof LOG_ID_KEY - 1, d->pair_id, LOG_ID_LEN, 0) ||
         jd_store_del(st, JD_DB_META, LOG_CLOSED_KEY, sizeof LOG_CLOSED_KEY - 1) || jd_store_commit(st)) {
         snprintf(err, errlen, "%s", jd_store_error(st));
         jd_store_abort(st);
         return -1;
     }
-    s->durable->paired = 1;
+    d->paired = 1;
+    if (d->pair_fresh) {
+        char extra[4200];
+        snprintf(extra, sizeof extra, "\"log_dir\":\"%s\"", d->pair_dir);
+        jd_serve_log(s, "info", "event log: a new log directory; the store holds all of the last one", extra);
+    }
     return 0;
 }
 
@@ -502,15 +545,11 @@ int jd_durable_open(jd_server *s, const char *data_dir, const char *log_dir, cha
     d->log = jd_log_open(dir, &lo, &info, err, errlen);
     if (!d->log)
         return -1;
-    int fresh;
-    if (pair_log(s, dir, &info, from, &fresh, err, errlen))
+    if (check_log(s, dir, log_dir != NULL, &info, from, err, errlen))
         return -1;
-    if (fresh) {
+    if (d->pair_fresh) {
         if (jd_log_continue_after(d->log, from, err, errlen))
             return -1;
-        char extra[4200];
-        snprintf(extra, sizeof extra, "\"log_dir\":\"%s\",\"store_lsn\":%llu", dir, (unsigned long long)from);
-        jd_serve_log(s, "info", "event log: a new log directory; the store holds all of the last one", extra);
     } else if (info.last_lsn < from) {
         /* the damaged tail held records the store had already taken in: new records
          * must not reuse their numbers */
@@ -668,10 +707,17 @@ void jd_durable_close(jd_server *s)
         d->ck_started = 0;
     }
     uint64_t end = 0;
+    int complete = 0;
     if (d->log) {
-        jd_log_sync(d->log);
+        /* the writer commits what is queued and stops; records that became durable at
+         * the end are processed (their answers are gone with the connections) so that the
+         * last checkpoint takes in the whole log */
+        uint64_t last = jd_log_stop(d->log);
         end = jd_log_durable(d->log);
-        jd_log_close(d->log); /* commits what is queued */
+        complete = last == end;
+        if (s->engine)
+            process_records(s, end);
+        jd_log_close(d->log);
         d->log = NULL;
     }
     int stored = 1;
@@ -690,7 +736,7 @@ void jd_durable_close(jd_server *s)
             stored = 0;
         }
     }
-    if (s->engine && d->paired && stored && d->processed == end)
+    if (s->engine && d->paired && stored && complete && d->processed == end)
         mark_closed(s, end);
     if (d->checkpoint_ev)
         event_free(d->checkpoint_ev);

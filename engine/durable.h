@@ -21,6 +21,9 @@ typedef void (*jd_durable_fn)(void *ctx);
  * store in DATA_DIR was checkpointed from, replays it into the engine (actions of replayed
  * records are not logged again), starts the writer. 0, or -1 with err. */
 int jd_durable_open(struct jd_server *s, const char *data_dir, const char *log_dir, char *err, size_t errlen);
+/* After every shard's jd_durable_open passed: the store names its event log (an empty new
+ * log directory gets its id). 0, or -1 with err. */
+int jd_durable_pair(struct jd_server *s, char *err, size_t errlen);
 /* Queues a record. -1 when the log cannot write (disk full): the caller answers 503. */
 int jd_durable_append(struct jd_server *s, const void *rec, size_t len, uint64_t *lsn);
 /* Queues n records (their payload CRCs computed by the caller, jd_log_payload_crc)

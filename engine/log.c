@@ -511,16 +511,28 @@ int jd_log_remove_before(jd_log *l, uint64_t lsn)
     return 0;
 }
 
-void jd_log_close(jd_log *l)
+uint64_t jd_log_stop(jd_log *l)
 {
-    if (!l)
-        return;
     if (l->running) {
         pthread_mutex_lock(&l->mu);
         l->stop = 1;
         pthread_cond_signal(&l->cv);
         pthread_mutex_unlock(&l->mu);
         pthread_join(l->thread, NULL);
+        l->running = 0;
+    }
+    pthread_mutex_lock(&l->mu);
+    uint64_t last = l->next_lsn - 1;
+    pthread_mutex_unlock(&l->mu);
+    return last;
+}
+
+void jd_log_close(jd_log *l)
+{
+    if (!l)
+        return;
+    if (l->running) {
+        jd_log_stop(l);
     } else if (l->fd >= 0) {
         jd_log_sync(l);
     }

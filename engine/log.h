@@ -32,6 +32,10 @@ typedef struct jd_log_info {
 jd_log *jd_log_open(const char *dir, const jd_log_opts *opts, jd_log_info *info, char *err, size_t errlen);
 /* Stops the writer (after writing what is pending) and frees. */
 void jd_log_close(jd_log *l);
+/* Stops the writer thread after it has written what is pending (jd_log_durable is then
+ * final); jd_log_close still frees. Returns the last LSN handed out: equal to
+ * jd_log_durable when every appended record is durable. */
+uint64_t jd_log_stop(jd_log *l);
 
 /* Starts the group-commit thread; after each group it writes 8 bytes to notify_fd (an
  * eventfd or pipe; -1 for none). Without it, jd_log_sync commits in the caller. */

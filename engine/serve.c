@@ -541,6 +541,8 @@ int jd_cmd_serve(int argc, char **argv)
     const char *log_dir = log_flag ? log_flag : getenv("JOURNEYD_LOG_DIR");
     if (!log_dir || !*log_dir)
         log_dir = jd_engine_config(s->engine, "log_dir");
+    if (log_dir && !*log_dir)
+        log_dir = NULL;
     if (parse_listen(listen, s->listen_host, sizeof s->listen_host, &s->listen_port)) {
         fprintf(stderr, "journeyd: listen: expected HOST:PORT, got '%s'\n", listen);
         goto done;

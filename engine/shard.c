@@ -791,6 +791,11 @@ int jd_shards_open(jd_server *front, const char *config, const jd_options *opts,
         sh->inbox_ev = event_new(sh->srv.base, sh->efd, EV_READ | EV_PERSIST, on_inbox, sh);
         event_add(sh->inbox_ev, NULL);
     }
+    /* every shard's log checked against its store first: a move of log_dir is taken by
+     * all shards or by none */
+    for (int k = 0; k < nshards; k++)
+        if (jd_durable_pair(&all->s[k]->srv, err, errlen))
+            return -1;
     for (int k = 0; k < nshards; k++) {
         jd_shard *sh = all->s[k];
         if (pthread_create(&sh->thread, NULL, shard_main, sh)) {

@@ -62,7 +62,36 @@ start "$T/data" "$T/L2"
 [ "$(stage_of u2)" = '"stage":"signed_up"' ] || fail "u2 after the crash: $(stage_of u2)"
 kill -TERM "$PID"; wait "$PID"; PID=
 
-# 5. another store's log is refused, even after a clean stop
+# 5. SIGTERM while a batch is on its way: the last checkpoint takes in the whole log, so
+#    the move is taken, by the directory refused before too
+batch='{"batch":['
+i=0
+while [ $i -lt 300 ]; do
+  batch="$batch{\"type\":\"track\",\"userId\":\"b$i\",\"event\":\"Signed Up\",\"messageId\":\"bm$i\"},"
+  i=$((i + 1))
+done
+batch="${batch%,}]}"
+start "$T/data" "$T/L2"
+curl -s -X POST "http://127.0.0.1:$PORT/v1/batch" -H 'Content-Type: application/json' -d "$batch" >/dev/null 2>&1 &
+CURL=$!
+kill -TERM "$PID"; wait "$PID"; PID=
+wait "$CURL"
+start "$T/data" "$T/L3"
+[ "$(stage_of u1)" = '"stage":"activated"' ] || fail "u1 after the second move: $(stage_of u1)"
+kill -TERM "$PID"; wait "$PID"; PID=
+
+# 6. two shards move together
+JOURNEYD_SHARDS=2 start "$T/sharded" "$T/L5"
+post '{"userId":"s1","event":"Signed Up","messageId":"s1"}'
+post '{"userId":"s2","event":"Signed Up","messageId":"s2"}'
+kill -TERM "$PID"; wait "$PID"; PID=
+[ -s "$T/L5/shard-0/ID" ] && [ -s "$T/L5/shard-1/ID" ] || fail "shard logs not in L5: $(ls -R "$T/L5")"
+JOURNEYD_SHARDS=2 start "$T/sharded" "$T/L6"
+[ "$(stage_of s1)" = '"stage":"signed_up"' ] || fail "s1 after the sharded move: $(stage_of s1)"
+[ "$(stage_of s2)" = '"stage":"signed_up"' ] || fail "s2 after the sharded move: $(stage_of s2)"
+kill -TERM "$PID"; wait "$PID"; PID=
+
+# 7. another store's log is refused, even after a clean stop
 start "$T/other" "$T/L4"
 kill -TERM "$PID"; wait "$PID"; PID=
 refused "$T/data" "$T/L4" "not the event log the store"

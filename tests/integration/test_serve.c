@@ -739,7 +739,7 @@ static void test_restart_after_kill(void **state)
 
 /* The outbox in the store (read with `journeyd outbox` while the daemon runs, after a
  * checkpoint): every acknowledged sign-up has exactly one welcome and one nudge, nobody
- * has two, and ids are unique. Polls: the last checkpoint may be up to a second old. */
+ * has two, and ids are unique. Polls: the last checkpoint may be up to checkpoint_interval (3 s) old. */
 static void check_outbox(const int *signups, int nsignups)
 {
     static unsigned char welcome[15000], nudge[15000];
