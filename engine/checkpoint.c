@@ -412,9 +412,12 @@ jd_user *jd_persist_load_user(jd_engine *e, const char *id, size_t n)
 {
     const void *v;
     size_t vn;
-    if (!e->persist || jd_store_get(e->persist->store, JD_DB_USERS, id, n, &v, &vn) != 0)
+    if (!e->persist)
         return NULL;
-    return decode_user(e, id, n, v, vn);
+    int rc = jd_store_get(e->persist->store, JD_DB_USERS, id, n, &v, &vn);
+    if (rc < 0)
+        jd_engine_log(e, "error", "%s; %.*s starts afresh", jd_store_error(e->persist->store), (int)n, id);
+    return rc ? NULL : decode_user(e, id, n, v, vn);
 }
 
 void jd_persist_user_changed(jd_engine *e, jd_user *u)

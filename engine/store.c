@@ -23,6 +23,7 @@ struct jd_store {
     MDB_txn *rtxn;       /* a reset read transaction, renewed per read */
     int rtxn_live;
     jd_zrow *z;       /* people and outbox rows are packed (zrow.h) */
+    uint64_t damaged; /* rows scans skipped because they could not be unpacked */
     uint32_t zid_max; /* the highest dictionary id in the store */
     jd_buf zdict;     /* a dictionary trained for the commit */
     char path[4096];
@@ -74,8 +75,10 @@ static int load_dicts(jd_store *s, MDB_txn *t, int pack)
             break;
         uint32_t id = zdict_id(key.mv_data);
         const unsigned char *v = val.mv_data;
-        if (val.mv_size > 1 && jd_zrow_add_dict(s->z, id, v[0], v + 1, val.mv_size - 1, pack) == 0 && id > s->zid_max)
+        if (id > s->zid_max) /* (an id is never used again, even one that does not load) */
             s->zid_max = id;
+        if (val.mv_size > 1)
+            jd_zrow_add_dict(s->z, id, v[0], v + 1, val.mv_size - 1, pack);
     }
     mdb_cursor_close(c);
     return rc == MDB_NOTFOUND || rc == 0 ? 0 : rc;
@@ -138,7 +141,7 @@ static int train_dicts(jd_store *s, uint32_t *id, int *kind)
         zdict_key(k, *id);
         MDB_val key = {sizeof k, k}, val;
         val.mv_size = 1 + s->zdict.len;
-        int rc = mdb_put(s->wtxn, s->dbi[JD_DB_META], &key, &val, MDB_RESERVE);
+        int rc = mdb_put(s->wtxn, s->dbi[JD_DB_META], &key, &val, MDB_RESERVE | MDB_NOOVERWRITE);
         if (rc)
             return fail(s, "meta", rc);
         ((unsigned char *)val.mv_data)[0] = (unsigned char)db;
@@ -277,8 +280,10 @@ int jd_store_commit(jd_store *s)
     int rc = mdb_txn_commit(t);
     if (rc)
         return fail(s, "commit", rc);
-    if (zid && jd_zrow_add_dict(s->z, zid, zkind, s->zdict.data, s->zdict.len, 1) == 0)
+    if (zid) {
         s->zid_max = zid;
+        jd_zrow_add_dict(s->z, zid, zkind, s->zdict.data, s->zdict.len, 1);
+    }
     return 0;
 }
 
@@ -350,9 +355,10 @@ int jd_store_scan(jd_store *s, int db, const void *from, size_t fromn, jd_store_
     rc = mdb_cursor_get(c, &key, &val, from ? MDB_SET_RANGE : MDB_FIRST);
     int r = 0;
     while (rc == 0) {
-        if (unpacked(s, t, db, &val)) {
-            mdb_cursor_close(c);
-            return -1;
+        if (unpacked(s, t, db, &val)) { /* a damaged row: the others still count (error set) */
+            s->damaged++;
+            rc = mdb_cursor_get(c, &key, &val, MDB_NEXT);
+            continue;
         }
         r = fn(key.mv_data, key.mv_size, val.mv_data, val.mv_size, ud);
         if (r)
@@ -363,6 +369,11 @@ int jd_store_scan(jd_store *s, int db, const void *from, size_t fromn, jd_store_
     if (r)
         return r;
     return rc == MDB_NOTFOUND ? 0 : fail(s, db_names[db], rc);
+}
+
+uint64_t jd_store_damaged(const jd_store *s)
+{
+    return s->damaged;
 }
 
 uint64_t jd_store_count(jd_store *s, int db)

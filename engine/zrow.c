@@ -19,6 +19,9 @@
 #define SAMPLE_MAX (4u << 20)
 #define DICT_MAX (16u << 10)
 #define TRIES 3 /* failed trainings before a kind stays without a dictionary */
+/* The largest row unpacked: a damaged header must not ask for gigabytes (rows are a few
+ * KB; the engine's payload limits keep them far below this). */
+#define ROW_MAX (64ull << 20)
 
 static void put32(unsigned char *p, uint32_t v)
 {
@@ -182,18 +185,23 @@ int jd_zrow_train(jd_zrow *z, int kind, jd_buf *dict)
     if (kind < 0 || kind >= JD_ZROW_KINDS || z->cdict[kind])
         return 0;
     sampler *s = &z->samples[kind];
-    if (s->tries >= TRIES || s->n < SAMPLE_ROWS || s->bytes.len < SAMPLE_MIN)
+    int full = s->bytes.len + (64u << 10) > SAMPLE_MAX; /* big rows: fewer of them fill it */
+    if (s->tries >= TRIES || s->bytes.len < SAMPLE_MIN || (s->n < SAMPLE_ROWS && !full))
         return 0;
     size_t cap = s->bytes.len / 64 < DICT_MAX ? s->bytes.len / 64 : DICT_MAX;
     jd_buf_reset(dict);
     jd_buf_reserve(dict, cap);
     size_t m = ZDICT_trainFromBuffer(dict->data, cap, s->bytes.data, s->sizes, (unsigned)s->n);
-    jd_buf_reset(&s->bytes);
     s->n = 0;
     if (ZDICT_isError(m)) {
+        jd_buf_reset(&s->bytes);
         s->tries++;
         return 0;
     }
+    jd_buf_free(&s->bytes); /* trained: no more samples */
+    free(s->sizes);
+    s->sizes = NULL;
+    s->cap = 0;
     dict->len = m;
     return 1;
 }
@@ -218,7 +226,7 @@ int jd_zrow_unpack(jd_zrow *z, int role, const void *v, size_t n, const void **o
     const char *f = (const char *)v + JD_ZROW_HEAD;
     size_t fn = n - JD_ZROW_HEAD;
     unsigned long long size = ZSTD_getFrameContentSize(f, fn);
-    if (size == ZSTD_CONTENTSIZE_ERROR || size == ZSTD_CONTENTSIZE_UNKNOWN || size > (1ull << 31))
+    if (size == ZSTD_CONTENTSIZE_ERROR || size == ZSTD_CONTENTSIZE_UNKNOWN || size > ROW_MAX)
         return -1;
     if (!z->dctx[role] && !(z->dctx[role] = ZSTD_createDCtx()))
         return -1;
