@@ -1156,6 +1156,8 @@ int jd_engine_open_store(jd_engine *e, const char *dir, const jd_store_opts *so,
     jd_store *st = jd_store_open(dir, so ? so->map_bytes : 0, 0, err->text, sizeof err->text);
     if (!st)
         return -1;
+    if (so && so->no_pack)
+        jd_store_set_packing(st, 0);
     jd_persist *p = jd_xcalloc(1, sizeof *p);
     p->store = st;
     p->window_ms = so && so->window_ms > 0 ? so->window_ms : DEFAULT_WINDOW_MS;

@@ -517,6 +517,12 @@ int jd_durable_open(jd_server *s, const char *data_dir, const char *log_dir, cha
         snprintf(err, errlen, "dedupe_window: a duration like \"24h\", got '%s'", dw);
         return -1;
     }
+    const char *pack = jd_engine_config(s->engine, "pack_rows");
+    if (pack && strcmp(pack, "true") && strcmp(pack, "false")) {
+        snprintf(err, errlen, "j.config pack_rows: true or false, got '%s'", pack);
+        return -1;
+    }
+    so.no_pack = pack && strcmp(pack, "false") == 0;
     d->checkpoint_ms = 3000; /* see the README's Durability: 1 s wrote more and held the log's syncs longer */
     const char *ci = jd_engine_config(s->engine, "checkpoint_interval");
     if (ci && (jd_parse_duration(ci, &d->checkpoint_ms) || d->checkpoint_ms <= 0)) {

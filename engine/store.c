@@ -24,6 +24,7 @@ struct jd_store {
     int rtxn_live;
     jd_zrow *z;       /* people and outbox rows are packed (zrow.h) */
     uint64_t damaged; /* rows scans skipped because they could not be unpacked */
+    int no_pack;      /* rows are written as they come (jd_store_set_packing) */
     uint32_t zid_max; /* the highest dictionary id in the store */
     jd_buf zdict;     /* a dictionary trained for the commit */
     char path[4096];
@@ -45,6 +46,11 @@ enum { ZDICT_KEYLEN = sizeof ZDICT_KEY - 1 + 4 };
 static int packs(int db)
 {
     return db == JD_DB_USERS || db == JD_DB_OUTBOX;
+}
+
+void jd_store_set_packing(jd_store *s, int on)
+{
+    s->no_pack = !on;
 }
 
 static void zdict_key(unsigned char k[ZDICT_KEYLEN], uint32_t id)
@@ -120,7 +126,7 @@ static MDB_val packed(jd_store *s, int db, const void *v, size_t vn)
     MDB_val val = {vn, (void *)v};
     const void *out;
     size_t outn;
-    if (packs(db) && jd_zrow_pack(s->z, db, v, vn, &out, &outn) == 0) {
+    if (!s->no_pack && packs(db) && jd_zrow_pack(s->z, db, v, vn, &out, &outn) == 0) {
         val.mv_data = (void *)out;
         val.mv_size = outn;
     }

@@ -44,6 +44,10 @@ int jd_store_get(jd_store *s, int db, const void *k, size_t kn, const void **v, 
 typedef int (*jd_store_visit_fn)(const void *k, size_t kn, const void *v, size_t vn, void *ud);
 int jd_store_scan(jd_store *s, int db, const void *from, size_t fromn, jd_store_visit_fn fn, void *ud);
 
+/* Whether people and outbox rows are written packed (zrow.h; on by default). Packed rows
+ * are read either way. */
+void jd_store_set_packing(jd_store *s, int on);
+
 /* Rows scans have skipped because they were damaged (a packed row that does not unpack:
  * jd_store_error says which). */
 uint64_t jd_store_damaged(const jd_store *s);

@@ -88,6 +88,7 @@ typedef struct jd_store_opts {
     int64_t window_ms;     /* timers due within this are held in memory (0: 15 minutes) */
     size_t cache_users;    /* people kept in memory after a checkpoint (0: 100,000) */
     int64_t dedupe_ttl_ms; /* messageIds are remembered this long (0: as in jd_options) */
+    int no_pack;           /* write rows as msgpack, not packed with zstd (they read either way) */
 } jd_store_opts;
 
 /* Opens the store and loads what it holds: the checkpointed state, the messageIds

@@ -163,6 +163,8 @@ static void test_store_trains_and_reads(void **state)
     (void)state;
     char dir[256], err[256];
     snprintf(dir, sizeof dir, "%s/packed", tu_dir);
+    /* (raw_row opens the environment again: only with every store handle closed, as LMDB
+     * allows one handle of an environment per process at a time) */
     jd_store *st = jd_store_open(dir, 0, 0, err, sizeof err);
     assert_non_null(st);
     jd_store *ro = jd_store_open(dir, 0, 1, err, sizeof err); /* before any dictionary */
@@ -171,6 +173,8 @@ static void test_store_trains_and_reads(void **state)
     put_rows(st, 6000, 7000);
     check_rows(st, 0, 7000);
     check_rows(ro, 0, 7000); /* loads the dictionary when a row names it */
+    jd_store_close(ro);
+    jd_store_close(st);
     unsigned char first = 0;
     uint32_t id = 0;
     assert_int_equal(raw_row(dir, "user-006500", &first, &id), 0);
@@ -178,16 +182,23 @@ static void test_store_trains_and_reads(void **state)
     assert_int_equal(id, 1);
     assert_int_equal(raw_row(dir, "user-000001", &first, &id), 0);
     assert_int_equal(id, 0); /* written before the dictionary: plain zstd */
-    jd_store_close(ro);
-    jd_store_close(st);
     /* a fresh handle reads the dictionary at open and packs with it */
     st = jd_store_open(dir, 0, 0, err, sizeof err);
     assert_non_null(st);
     put_rows(st, 0, 10);
     check_rows(st, 0, 7000);
+    jd_store_close(st);
     assert_int_equal(raw_row(dir, "user-000001", &first, &id), 0);
     assert_int_equal(id, 1);
+    /* packing off (j.config pack_rows = false): new rows as they come, packed ones still read */
+    st = jd_store_open(dir, 0, 0, err, sizeof err);
+    assert_non_null(st);
+    jd_store_set_packing(st, 0);
+    put_rows(st, 0, 10);
+    check_rows(st, 0, 7000);
     jd_store_close(st);
+    assert_int_equal(raw_row(dir, "user-000001", &first, &id), 0);
+    assert_int_equal(first, 0x97);
 }
 
 static int count_row(const void *k, size_t kn, const void *v, size_t vn, void *ud)
