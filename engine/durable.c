@@ -425,10 +425,11 @@ static int check_log(jd_server *s, const char *dir, int moved, const jd_log_info
         return -1;
     }
     d->pair_fresh = 0;
-    if (!log_id[0] && from > 0 && (store_id[0] || moved)) {
-        /* a log directory new to this store, which has taken in records before: only
-         * when the last stop was clean (a store from before the pairing never was) */
-        if (!nothing_new || !closed) {
+    /* a store that has taken in records and names no log (from before the pairing) runs
+     * first with the log it has, in DATA_DIR/log; one that names its log takes a log
+     * directory new to it only when its last stop was clean */
+    if (from > 0 && ((!store_id[0] && moved) || (store_id[0] && !log_id[0]))) {
+        if (!store_id[0] || !nothing_new || !closed) {
             snprintf(err, errlen,
                      "%s: not the event log this store was checkpointed from (%s%s), and %s, so that log may hold "
                      "records the store has not taken in: start once with the log_dir it last ran with "
