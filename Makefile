@@ -11,7 +11,7 @@ TEST_PKGS := cmocka libcurl
 # redis-server, libhiredis-dev, nodejs, npm: the peers of `make bench`; npm only when there
 # is no npm command (NodeSource's nodejs bundles npm and conflicts with Debian's package)
 DEB_PKGS := build-essential pkg-config liblua5.4-dev lua5.4 libevent-dev libmsgpack-dev libyajl-dev \
-            libcmocka-dev liblmdb-dev libzstd-dev libcurl4-openssl-dev libssl-dev zlib1g-dev clang-format \
+            libcmocka-dev liblmdb-dev lmdb-utils libzstd-dev libcurl4-openssl-dev libssl-dev zlib1g-dev clang-format \
             libjansson-dev libcjson-dev wrk time clang libclang-rt-14-dev python3 chromium \
             redis-server libhiredis-dev nodejs $(if $(shell command -v npm),,npm)
 

@@ -91,7 +91,35 @@ JOURNEYD_SHARDS=2 start "$T/sharded" "$T/L6"
 [ "$(stage_of s2)" = '"stage":"signed_up"' ] || fail "s2 after the sharded move: $(stage_of s2)"
 kill -TERM "$PID"; wait "$PID"; PID=
 
-# 7. another store's log is refused, even after a clean stop
+# 7. a store from before the pairing (it names no log): a moved log_dir is refused, even
+#    one with an id, until it has run once with DATA_DIR/log and stopped cleanly
+$B serve -c "$T/j.lua" --listen 127.0.0.1:$PORT --data-dir "$T/old" >"$T/serve.log" 2>&1 &
+PID=$!
+i=0
+until curl -sf "http://127.0.0.1:$PORT/livez" >/dev/null 2>&1; do
+  i=$((i + 1)); [ $i -gt 50 ] && fail "daemon did not start: $(tail -3 "$T/serve.log")"; sleep 0.1
+done
+post '{"userId":"o1","event":"Signed Up","messageId":"o1"}'
+kill -TERM "$PID"; wait "$PID"; PID=
+mdb_dump -a -p "$T/old/store" >"$T/dump" || fail "mdb_dump"
+awk 'skip { skip = 0; next } /^database=/ { db = $0 } db == "database=meta" && ($0 == " log_id" || $0 == " log_closed") { skip = 1; next } { print }' \
+  "$T/dump" >"$T/dump2"
+grep -q "^ log_id$" "$T/dump2" && fail "log_id still in the dump"
+rm -rf "$T/old/store" && mkdir "$T/old/store" && mdb_load -f "$T/dump2" "$T/old/store" 2>/dev/null || fail "mdb_load"
+refused "$T/old" "$T/L7" "from before logs were paired"
+refused "$T/old" "$T/L4" "from before logs were paired"
+$B serve -c "$T/j.lua" --listen 127.0.0.1:$PORT --data-dir "$T/old" >"$T/serve.log" 2>&1 &
+PID=$!
+i=0
+until curl -sf "http://127.0.0.1:$PORT/livez" >/dev/null 2>&1; do
+  i=$((i + 1)); [ $i -gt 50 ] && fail "daemon did not start: $(tail -3 "$T/serve.log")"; sleep 0.1
+done
+kill -TERM "$PID"; wait "$PID"; PID=
+start "$T/old" "$T/L7"
+[ "$(stage_of o1)" = '"stage":"signed_up"' ] || fail "o1 after its first move: $(stage_of o1)"
+kill -TERM "$PID"; wait "$PID"; PID=
+
+# 8. another store's log is refused, even after a clean stop
 start "$T/other" "$T/L4"
 kill -TERM "$PID"; wait "$PID"; PID=
 refused "$T/data" "$T/L4" "not the event log the store"
