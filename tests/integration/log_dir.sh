@@ -17,8 +17,8 @@ j.journey "trial" {
   j.stage "activated" {},
 }
 LUA
-start() { # DATA LOGDIR
-  $B serve -c "$T/j.lua" --listen 127.0.0.1:$PORT --data-dir "$1" --log-dir "$2" >"$T/serve.log" 2>&1 &
+start() { # DATA [LOGDIR] (none: DATA/log)
+  $B serve -c "$T/j.lua" --listen 127.0.0.1:$PORT --data-dir "$1" ${2:+--log-dir "$2"} >"$T/serve.log" 2>&1 &
   PID=$!
   i=0
   until curl -sf "http://127.0.0.1:$PORT/livez" >/dev/null 2>&1; do
@@ -93,12 +93,7 @@ kill -TERM "$PID"; wait "$PID"; PID=
 
 # 7. a store from before the pairing (it names no log): a moved log_dir is refused, even
 #    one with an id, until it has run once with DATA_DIR/log and stopped cleanly
-$B serve -c "$T/j.lua" --listen 127.0.0.1:$PORT --data-dir "$T/old" >"$T/serve.log" 2>&1 &
-PID=$!
-i=0
-until curl -sf "http://127.0.0.1:$PORT/livez" >/dev/null 2>&1; do
-  i=$((i + 1)); [ $i -gt 50 ] && fail "daemon did not start: $(tail -3 "$T/serve.log")"; sleep 0.1
-done
+start "$T/old"
 post '{"userId":"o1","event":"Signed Up","messageId":"o1"}'
 kill -TERM "$PID"; wait "$PID"; PID=
 mdb_dump -a -p "$T/old/store" >"$T/dump" || fail "mdb_dump"
@@ -108,12 +103,7 @@ grep -q "^ log_id$" "$T/dump2" && fail "log_id still in the dump"
 rm -rf "$T/old/store" && mkdir "$T/old/store" && mdb_load -f "$T/dump2" "$T/old/store" 2>/dev/null || fail "mdb_load"
 refused "$T/old" "$T/L7" "from before logs were paired"
 refused "$T/old" "$T/L4" "from before logs were paired"
-$B serve -c "$T/j.lua" --listen 127.0.0.1:$PORT --data-dir "$T/old" >"$T/serve.log" 2>&1 &
-PID=$!
-i=0
-until curl -sf "http://127.0.0.1:$PORT/livez" >/dev/null 2>&1; do
-  i=$((i + 1)); [ $i -gt 50 ] && fail "daemon did not start: $(tail -3 "$T/serve.log")"; sleep 0.1
-done
+start "$T/old"
 kill -TERM "$PID"; wait "$PID"; PID=
 start "$T/old" "$T/L7"
 [ "$(stage_of o1)" = '"stage":"signed_up"' ] || fail "o1 after its first move: $(stage_of o1)"
