@@ -56,14 +56,7 @@ void jd_store_set_packing(jd_store *s, int on)
 static void zdict_key(unsigned char k[ZDICT_KEYLEN], uint32_t id)
 {
     memcpy(k, ZDICT_KEY, sizeof ZDICT_KEY - 1);
-    for (int i = 0; i < 4; i++)
-        k[sizeof ZDICT_KEY - 1 + i] = (unsigned char)(id >> (24 - 8 * i));
-}
-
-static uint32_t zdict_id(const unsigned char *k)
-{
-    const unsigned char *p = k + sizeof ZDICT_KEY - 1;
-    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+    jd_be32_put(k + sizeof ZDICT_KEY - 1, id);
 }
 
 /* Every dictionary in the store (pack: the newest of each kind packs this handle's rows). */
@@ -79,7 +72,7 @@ static int load_dicts(jd_store *s, MDB_txn *t, int pack)
     for (rc = mdb_cursor_get(c, &key, &val, MDB_SET_RANGE); !rc; rc = mdb_cursor_get(c, &key, &val, MDB_NEXT)) {
         if (key.mv_size != ZDICT_KEYLEN || memcmp(key.mv_data, ZDICT_KEY, sizeof ZDICT_KEY - 1))
             break;
-        uint32_t id = zdict_id(key.mv_data);
+        uint32_t id = jd_be32_get((const unsigned char *)key.mv_data + sizeof ZDICT_KEY - 1);
         const unsigned char *v = val.mv_data;
         if (id > s->zid_max) /* (an id is never used again, even one that does not load) */
             s->zid_max = id;

@@ -23,19 +23,6 @@
  * KB; the engine's payload limits keep them far below this). */
 #define ROW_MAX (64ull << 20)
 
-static void put32(unsigned char *p, uint32_t v)
-{
-    p[0] = (unsigned char)(v >> 24);
-    p[1] = (unsigned char)(v >> 16);
-    p[2] = (unsigned char)(v >> 8);
-    p[3] = (unsigned char)v;
-}
-
-static uint32_t get32(const unsigned char *p)
-{
-    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
-}
-
 typedef struct zdict {
     uint32_t id;
     int kind;
@@ -173,8 +160,8 @@ int jd_zrow_pack(jd_zrow *z, int kind, const void *v, size_t n, const void **out
     uint32_t id = z->cdict[kind] ? z->cdict_id[kind] : 0;
     uint32_t crc = (uint32_t)crc32_z(0, v, n);
     p[0] = JD_ZROW_MARK;
-    put32(p + 1, id);
-    put32(p + 5, crc);
+    jd_be32_put(p + 1, id);
+    jd_be32_put(p + 5, crc);
     *out = p;
     *outn = JD_ZROW_HEAD + m;
     return 0;
@@ -211,7 +198,7 @@ int jd_zrow_packed(const void *v, size_t n, uint32_t *id)
     const unsigned char *p = v;
     if (n < JD_ZROW_HEAD || p[0] != JD_ZROW_MARK)
         return 0;
-    *id = get32(p + 1);
+    *id = jd_be32_get(p + 1);
     return 1;
 }
 
@@ -236,7 +223,7 @@ int jd_zrow_unpack(jd_zrow *z, int role, const void *v, size_t n, const void **o
     size_t m = d ? ZSTD_decompress_usingDDict(z->dctx[role], b->data, (size_t)size, f, fn, d)
                  : ZSTD_decompressDCtx(z->dctx[role], b->data, (size_t)size, f, fn);
     if (ZSTD_isError(m) || m != size ||
-        (uint32_t)crc32_z(0, (const unsigned char *)b->data, m) != get32((const unsigned char *)v + 5))
+        (uint32_t)crc32_z(0, (const unsigned char *)b->data, m) != jd_be32_get((const unsigned char *)v + 5))
         return -1; /* damaged: an error, never a different row */
     b->len = m;
     *out = b->data;

@@ -21,6 +21,20 @@ typedef struct jd_zrow jd_zrow;
 
 enum { JD_ZROW_MARK = 0xc1, JD_ZROW_HEAD = 9, JD_ZROW_KINDS = 8 };
 
+/* Big-endian u32, as the header (and the store's dictionary keys) hold ids. */
+static inline void jd_be32_put(unsigned char *p, uint32_t v)
+{
+    p[0] = (unsigned char)(v >> 24);
+    p[1] = (unsigned char)(v >> 16);
+    p[2] = (unsigned char)(v >> 8);
+    p[3] = (unsigned char)v;
+}
+
+static inline uint32_t jd_be32_get(const unsigned char *p)
+{
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
 jd_zrow *jd_zrow_new(void);
 void jd_zrow_free(jd_zrow *z);
 
