@@ -19,16 +19,10 @@
 
 enum { C_ENTERED, C_MOVED, C_TIMED_OUT, C_EXITED, C_CONVERTED, NC };
 
-/* One time bucket: its period (minutes or hours since the epoch) and counts. */
-typedef struct cell {
-    int32_t period;
-    uint32_t c[NC];
-} cell;
-
-/* Histogram counts for (ring slot, bin), sorted by slot then bin: sparse, so a bucket
- * costs only the bins it saw. The all-time histogram uses slot 0. */
+/* Histogram counts per bin, sorted by bin: sparse, so a bucket costs only the bins it
+ * saw. */
 typedef struct qent {
-    uint16_t slot, bin;
+    uint16_t bin;
     uint32_t count;
 } qent;
 
@@ -36,6 +30,15 @@ typedef struct qset {
     qent *e;
     uint32_t n, cap;
 } qset;
+
+/* One time bucket: its period (minutes or hours since the epoch), counts and histogram.
+ * Each bucket has its own histogram: with one sorted set for the whole ring, a new bin
+ * in an early slot moved every later slot's entries (2-3% of the in-memory bench). */
+typedef struct cell {
+    int32_t period;
+    uint32_t c[NC];
+    qset q;
+} cell;
 
 /* The figures of a stage, or of a journey as a whole (then entered/converted/exited are
  * the journey's, now is the number of active people and the histogram is time to
@@ -45,7 +48,7 @@ typedef struct node {
     uint64_t now;
     cell min[MIN_SLOTS];
     cell hour[HOUR_SLOTS];
-    qset qmin, qhour, qall;
+    qset qall;
     uint64_t *targets; /* per stage of the journey: all-time moves to it */
 } node;
 
@@ -120,18 +123,13 @@ static double bin_value(int k)
     return k == 0 ? 0 : 2 * pow(GROWTH, k) / (1 + GROWTH);
 }
 
-static uint32_t qkey(uint16_t slot, uint16_t bin)
-{
-    return (uint32_t)slot << 16 | bin;
-}
-
-/* First entry with key >= k. */
-static uint32_t qfind(const qset *q, uint32_t k)
+/* First entry with bin >= bin. */
+static uint32_t qfind(const qset *q, uint16_t bin)
 {
     uint32_t lo = 0, hi = q->n;
     while (lo < hi) {
         uint32_t mid = lo + (hi - lo) / 2;
-        if (qkey(q->e[mid].slot, q->e[mid].bin) < k)
+        if (q->e[mid].bin < bin)
             lo = mid + 1;
         else
             hi = mid;
@@ -139,10 +137,10 @@ static uint32_t qfind(const qset *q, uint32_t k)
     return lo;
 }
 
-static void qadd(qset *q, uint16_t slot, uint16_t bin, uint32_t count)
+static void qadd(qset *q, uint16_t bin, uint32_t count)
 {
-    uint32_t k = qkey(slot, bin), i = qfind(q, k);
-    if (i < q->n && qkey(q->e[i].slot, q->e[i].bin) == k) {
+    uint32_t i = qfind(q, bin);
+    if (i < q->n && q->e[i].bin == bin) {
         q->e[i].count = q->e[i].count > UINT32_MAX - count ? UINT32_MAX : q->e[i].count + count; /* saturates */
         return;
     }
@@ -151,19 +149,8 @@ static void qadd(qset *q, uint16_t slot, uint16_t bin, uint32_t count)
         q->e = jd_xrealloc(q->e, q->cap * sizeof *q->e);
     }
     memmove(&q->e[i + 1], &q->e[i], (q->n - i) * sizeof *q->e);
-    q->e[i] = (qent){slot, bin, count};
+    q->e[i] = (qent){bin, count};
     q->n++;
-}
-
-static void qdrop_slot(qset *q, uint16_t slot)
-{
-    uint32_t a = qfind(q, qkey(slot, 0)), b = a;
-    while (b < q->n && q->e[b].slot == slot)
-        b++;
-    if (b > a) {
-        memmove(&q->e[a], &q->e[b], (q->n - b) * sizeof *q->e);
-        q->n -= b - a;
-    }
 }
 
 static void qcopy(qset *dst, const qset *src)
@@ -202,20 +189,25 @@ static void quantiles(const uint64_t *bins, jd_quantiles *out)
 
 /* ---------------------------------------------------------------- nodes */
 
+/* Empties a cell for period p (its histogram keeps its memory). */
+static void cell_reset(cell *c, int32_t p)
+{
+    memset(c->c, 0, sizeof c->c);
+    c->period = p;
+    c->q.n = 0;
+}
+
 /* The cell for period p in a ring, recycled when it holds an older period; NULL when the
  * ring already moved past p (an observation older than the ring reaches). */
-static cell *ring_cell(cell *ring, size_t nslots, qset *q, int32_t p, uint16_t *slot)
+static cell *ring_cell(cell *ring, size_t nslots, int32_t p)
 {
     int64_t m = (int64_t)p % (int64_t)nslots;
-    *slot = (uint16_t)(m < 0 ? m + (int64_t)nslots : m);
-    cell *c = &ring[*slot];
+    cell *c = &ring[m < 0 ? m + (int64_t)nslots : m];
     if (c->period == p)
         return c;
     if (c->period > p)
         return NULL;
-    memset(c, 0, sizeof *c);
-    c->period = p;
-    qdrop_slot(q, *slot);
+    cell_reset(c, p);
     return c;
 }
 
@@ -225,19 +217,18 @@ static void observe(node *nd, int k, int64_t t, int64_t duration)
     nd->all[k]++;
     int bin = duration >= 0 ? bin_of(duration) : -1;
     if (bin >= 0)
-        qadd(&nd->qall, 0, (uint16_t)bin, 1);
-    uint16_t slot;
-    cell *c = ring_cell(nd->min, MIN_SLOTS, &nd->qmin, period_of(t, 60000), &slot);
+        qadd(&nd->qall, (uint16_t)bin, 1);
+    cell *c = ring_cell(nd->min, MIN_SLOTS, period_of(t, 60000));
     if (c) {
         c->c[k]++;
         if (bin >= 0)
-            qadd(&nd->qmin, slot, (uint16_t)bin, 1);
+            qadd(&c->q, (uint16_t)bin, 1);
     }
-    c = ring_cell(nd->hour, HOUR_SLOTS, &nd->qhour, period_of(t, 3600000), &slot);
+    c = ring_cell(nd->hour, HOUR_SLOTS, period_of(t, 3600000));
     if (c) {
         c->c[k]++;
         if (bin >= 0)
-            qadd(&nd->qhour, slot, (uint16_t)bin, 1);
+            qadd(&c->q, (uint16_t)bin, 1);
     }
 }
 
@@ -262,24 +253,21 @@ static void node_window(const node *nd, jd_stats_window w, int64_t now, uint64_t
     for (int64_t p = lo; p <= hi; p++) {
         int64_t m = p % (int64_t)nslots;
         const cell *c = &ring[m < 0 ? m + (int64_t)nslots : m];
-        if (c->period == p)
-            for (int k = 0; k < NC; k++)
-                out[k] += c->c[k];
-    }
-    if (!bins)
-        return;
-    const qset *q = hourly ? &nd->qhour : &nd->qmin;
-    for (uint32_t i = 0; i < q->n; i++) {
-        int32_t p = ring[q->e[i].slot].period;
-        if (p >= lo && p <= hi)
-            bins[q->e[i].bin] += q->e[i].count;
+        if (c->period != p)
+            continue;
+        for (int k = 0; k < NC; k++)
+            out[k] += c->c[k];
+        for (uint32_t i = 0; bins && i < c->q.n; i++)
+            bins[c->q.e[i].bin] += c->q.e[i].count;
     }
 }
 
 static void node_free(node *nd)
 {
-    free(nd->qmin.e);
-    free(nd->qhour.e);
+    for (size_t i = 0; i < MIN_SLOTS; i++)
+        free(nd->min[i].q.e);
+    for (size_t i = 0; i < HOUR_SLOTS; i++)
+        free(nd->hour[i].q.e);
     free(nd->qall.e);
     free(nd->targets);
 }
@@ -781,14 +769,21 @@ char *jd_stats_funnel_json(const jd_stats *s, int journey, const char *window, i
 
 /* ---------------------------------------------------------------- carry-over */
 
+static void ring_copy(cell *dst, const cell *src, size_t nslots)
+{
+    for (size_t i = 0; i < nslots; i++) {
+        cell_reset(&dst[i], src[i].period);
+        memcpy(dst[i].c, src[i].c, sizeof dst[i].c);
+        qcopy(&dst[i].q, &src[i].q);
+    }
+}
+
 static void node_copy(node *dst, const sjourney *dj, const node *src, const sjourney *sjr)
 {
     memcpy(dst->all, src->all, sizeof dst->all);
     dst->now = src->now;
-    memcpy(dst->min, src->min, sizeof dst->min);
-    memcpy(dst->hour, src->hour, sizeof dst->hour);
-    qcopy(&dst->qmin, &src->qmin);
-    qcopy(&dst->qhour, &src->qhour);
+    ring_copy(dst->min, src->min, MIN_SLOTS);
+    ring_copy(dst->hour, src->hour, HOUR_SLOTS);
     qcopy(&dst->qall, &src->qall);
     if (dst->targets && src->targets) {
         memset(dst->targets, 0, dj->nstages * sizeof *dst->targets);
@@ -838,20 +833,16 @@ void jd_stats_carry(jd_stats *dst, const jd_stats *src)
  *   cell:    [slot, period, [5 counts], [bin, count, ...]] (only cells with counts)
  *   alert:   [kind, stage name or nil, threshold, window, min_sample, channel, firing,
  *             value, sample] */
-static void save_q(msgpack_packer *pk, const qset *q, int slot)
+static void save_q(msgpack_packer *pk, const qset *q)
 {
-    uint32_t n = 0;
-    for (uint32_t i = 0; i < q->n; i++)
-        n += slot < 0 || q->e[i].slot == slot;
-    msgpack_pack_array(pk, n * 2);
-    for (uint32_t i = 0; i < q->n; i++)
-        if (slot < 0 || q->e[i].slot == slot) {
-            msgpack_pack_uint16(pk, q->e[i].bin);
-            msgpack_pack_uint32(pk, q->e[i].count);
-        }
+    msgpack_pack_array(pk, q->n * 2);
+    for (uint32_t i = 0; i < q->n; i++) {
+        msgpack_pack_uint16(pk, q->e[i].bin);
+        msgpack_pack_uint32(pk, q->e[i].count);
+    }
 }
 
-static void save_ring(msgpack_packer *pk, const cell *ring, size_t nslots, const qset *q)
+static void save_ring(msgpack_packer *pk, const cell *ring, size_t nslots)
 {
     size_t n = 0;
     for (size_t i = 0; i < nslots; i++) {
@@ -873,7 +864,7 @@ static void save_ring(msgpack_packer *pk, const cell *ring, size_t nslots, const
         msgpack_pack_array(pk, NC);
         for (int k = 0; k < NC; k++)
             msgpack_pack_uint32(pk, ring[i].c[k]);
-        save_q(pk, q, (int)i);
+        save_q(pk, &ring[i].q);
     }
 }
 
@@ -888,9 +879,9 @@ static void save_node(msgpack_packer *pk, const node *nd, size_t nstages)
     msgpack_pack_array(pk, nt);
     for (size_t k = 0; k < nt; k++)
         msgpack_pack_uint64(pk, nd->targets[k]);
-    save_ring(pk, nd->min, MIN_SLOTS, &nd->qmin);
-    save_ring(pk, nd->hour, HOUR_SLOTS, &nd->qhour);
-    save_q(pk, &nd->qall, -1);
+    save_ring(pk, nd->min, MIN_SLOTS);
+    save_ring(pk, nd->hour, HOUR_SLOTS);
+    save_q(pk, &nd->qall);
 }
 
 void jd_stats_save(const jd_stats *s, jd_buf *out)
@@ -975,7 +966,7 @@ static char *get_str(const msgpack_object *o)
     return o->type == MSGPACK_OBJECT_STR ? jd_strndup(o->via.str.ptr, o->via.str.size) : NULL;
 }
 
-static int load_q(qset *q, const msgpack_object *o, int slot)
+static int load_q(qset *q, const msgpack_object *o)
 {
     if (!is_arr(o, UINT32_MAX) || o->via.array.size % 2)
         return -1;
@@ -984,12 +975,12 @@ static int load_q(qset *q, const msgpack_object *o, int slot)
         if (get_u64(&o->via.array.ptr[i], &bin) || get_u64(&o->via.array.ptr[i + 1], &count) || bin >= NBINS ||
             count > UINT32_MAX)
             return -1;
-        qadd(q, (uint16_t)slot, (uint16_t)bin, (uint32_t)count);
+        qadd(q, (uint16_t)bin, (uint32_t)count);
     }
     return 0;
 }
 
-static int load_ring(cell *ring, size_t nslots, qset *q, const msgpack_object *o)
+static int load_ring(cell *ring, size_t nslots, const msgpack_object *o)
 {
     if (!is_arr(o, UINT32_MAX))
         return -1;
@@ -1007,7 +998,7 @@ static int load_ring(cell *ring, size_t nslots, qset *q, const msgpack_object *o
                 return -1;
             ring[slot].c[k] = (uint32_t)v;
         }
-        if (load_q(q, &c->via.array.ptr[3], (int)slot))
+        if (load_q(&ring[slot].q, &c->via.array.ptr[3]))
             return -1;
     }
     return 0;
@@ -1030,8 +1021,7 @@ static int load_node(node *nd, size_t nstages, const msgpack_object *o)
             if (get_u64(&f[2].via.array.ptr[k], &nd->targets[k]))
                 return -1;
     }
-    if (load_ring(nd->min, MIN_SLOTS, &nd->qmin, &f[3]) || load_ring(nd->hour, HOUR_SLOTS, &nd->qhour, &f[4]) ||
-        load_q(&nd->qall, &f[5], 0))
+    if (load_ring(nd->min, MIN_SLOTS, &f[3]) || load_ring(nd->hour, HOUR_SLOTS, &f[4]) || load_q(&nd->qall, &f[5]))
         return -1;
     return 0;
 }
@@ -1136,7 +1126,7 @@ done:
 
 /* Adds a ring of src into dst: a slot of the same period adds up, a newer one replaces
  * an older one (the slots of both rings hold the same periods at the same places). */
-static void ring_add(cell *dr, qset *dq, const cell *sr, const qset *sq, size_t nslots)
+static void ring_add(cell *dr, const cell *sr, size_t nslots)
 {
     for (size_t i = 0; i < nslots; i++) {
         const cell *s = &sr[i];
@@ -1146,14 +1136,12 @@ static void ring_add(cell *dr, qset *dq, const cell *sr, const qset *sq, size_t 
             any |= s->c[c];
         if (!any || s->period < d->period)
             continue;
-        if (s->period > d->period) {
-            *d = (cell){.period = s->period};
-            qdrop_slot(dq, (uint16_t)i);
-        }
+        if (s->period > d->period)
+            cell_reset(d, s->period);
         for (int c = 0; c < NC; c++)
             d->c[c] += s->c[c];
-        for (uint32_t k = qfind(sq, qkey((uint16_t)i, 0)); k < sq->n && sq->e[k].slot == i; k++)
-            qadd(dq, (uint16_t)i, sq->e[k].bin, sq->e[k].count);
+        for (uint32_t k = 0; k < s->q.n; k++)
+            qadd(&d->q, s->q.e[k].bin, s->q.e[k].count);
     }
 }
 
@@ -1162,10 +1150,10 @@ static void node_add(node *dst, const sjourney *dj, const node *src, const sjour
     for (int c = 0; c < NC; c++)
         dst->all[c] += src->all[c];
     dst->now += src->now;
-    ring_add(dst->min, &dst->qmin, src->min, &src->qmin, MIN_SLOTS);
-    ring_add(dst->hour, &dst->qhour, src->hour, &src->qhour, HOUR_SLOTS);
+    ring_add(dst->min, src->min, MIN_SLOTS);
+    ring_add(dst->hour, src->hour, HOUR_SLOTS);
     for (uint32_t k = 0; k < src->qall.n; k++)
-        qadd(&dst->qall, src->qall.e[k].slot, src->qall.e[k].bin, src->qall.e[k].count);
+        qadd(&dst->qall, src->qall.e[k].bin, src->qall.e[k].count);
     if (dst->targets && src->targets)
         for (size_t k = 0; k < sjr->nstages; k++) {
             int to = stage_index(dj, sjr->stage_names[k]);

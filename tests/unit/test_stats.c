@@ -286,6 +286,55 @@ static void test_save_load_round_trip(void **state)
     jd_stats_free(u);
 }
 
+/* The sum of shards' saved stats (the admin API's funnel with several shards): a bucket
+ * of the same period adds up, histogram and all; a newer period replaces an older one. */
+static void test_shard_sums(void **state)
+{
+    (void)state;
+    int j, k;
+    jd_stats *a = three_stages(&j), *b = three_stages(&k);
+    jd_stats_entered(a, j, 0, T0);
+    jd_stats_moved(a, j, 0, 1, T0 + MIN_MS, 1000);
+    jd_stats_moved(b, k, 0, 1, T0 + 2 * MIN_MS, 4000);
+    jd_stats_moved(b, k, 0, 1, T0 + 7 * DAY_MS + MIN_MS, 9000); /* the same hour slot, a week on */
+    jd_buf ba, bb;
+    jd_buf_init(&ba);
+    jd_buf_init(&bb);
+    jd_stats_save(a, &ba);
+    jd_stats_save(b, &bb);
+    jd_stats *sum = three_stages(&j);
+    assert_int_equal(jd_stats_add_saved(sum, ba.data, ba.len), 0);
+    assert_int_equal(jd_stats_add_saved(sum, bb.data, bb.len), 0);
+    /* all time: all three */
+    jd_stage_figures f = stage(sum, j, 0, JD_WIN_ALL, T0 + 7 * DAY_MS + 2 * MIN_MS);
+    assert_int_equal(f.moved_on, 3);
+    assert_int_equal(f.in_stage.n, 3);
+    assert_true(fabs(f.in_stage.median_ms - 4000) <= 4000 * 0.0197);
+    /* the last hour a week on: only b's newest; the older hour of both shards was replaced */
+    f = stage(sum, j, 0, JD_WIN_1H, T0 + 7 * DAY_MS + 2 * MIN_MS);
+    assert_int_equal(f.moved_on, 1);
+    assert_int_equal(f.in_stage.n, 1);
+    assert_true(fabs(f.in_stage.median_ms - 9000) <= 9000 * 0.0197);
+    f = stage(sum, j, 0, JD_WIN_7D, T0 + 7 * DAY_MS + 2 * MIN_MS);
+    assert_int_equal(f.in_stage.n, 1);
+    /* the same period from two shards adds up (a's and b's first hour, queried then) */
+    jd_stats *early = three_stages(&j);
+    jd_stats_moved(b, k, 0, 1, T0 + 7 * DAY_MS + 3 * MIN_MS, 16000);
+    jd_buf_reset(&bb);
+    jd_stats_save(b, &bb);
+    assert_int_equal(jd_stats_add_saved(early, bb.data, bb.len), 0);
+    assert_int_equal(jd_stats_add_saved(early, bb.data, bb.len), 0);
+    f = stage(early, j, 0, JD_WIN_1H, T0 + 7 * DAY_MS + 4 * MIN_MS);
+    assert_int_equal(f.moved_on, 4);
+    assert_int_equal(f.in_stage.n, 4);
+    jd_buf_free(&ba);
+    jd_buf_free(&bb);
+    jd_stats_free(a);
+    jd_stats_free(b);
+    jd_stats_free(sum);
+    jd_stats_free(early);
+}
+
 static void test_alert_fires_once_and_recovers(void **state)
 {
     (void)state;
@@ -468,6 +517,7 @@ int main(void)
         cmocka_unit_test(test_windows_roll_over),
         cmocka_unit_test(test_quantiles_within_error),
         cmocka_unit_test(test_save_load_round_trip),
+        cmocka_unit_test(test_shard_sums),
         cmocka_unit_test(test_alert_fires_once_and_recovers),
         cmocka_unit_test(test_alert_state_holds_without_sample),
         cmocka_unit_test(test_alert_entries_parse),
