@@ -667,8 +667,9 @@ static void carry_over(jd_engine *e, jd_gen *g, jd_journey_count *ocounts, uint6
     jd_timers old = e->timers;
     jd_timers_init(&e->timers);
     e->timers.next_seq = old.next_seq;
-    for (size_t i = 0; i < old.n; i++) {
-        jd_timer t = old.heap[i];
+    const jd_timer *ot;
+    for (size_t ti = 0; (ot = jd_timers_each(&old, &ti));) {
+        jd_timer t = *ot;
         if (t.pin) { /* an earlier generation's */
             if (jd_map_get(&freed, (const char *)&t.inst, sizeof t.inst) ||
                 (t.inst->pin != t.pin &&
@@ -1544,7 +1545,7 @@ static void schedule_afters(jd_engine *e, jd_user *u, const jd_journey *j, jd_in
             .pin = e->running,
         };
         if (!e->persist || !jd_persist_timer_added(e, &tm)) {
-            jd_timers_insert(&e->timers, tm);
+            jd_timers_schedule(&e->timers, tm, st->after[i]->delay_ms);
             u->timers++;
             if (tm.pin)
                 tm.pin->timers++;

@@ -1,7 +1,15 @@
-/* timer: the in-memory window of pending timers, a 4-ary min-heap ordered by
- * (due, seq). A timer names the stage entry it belongs to (instance number and
- * generation); firing it turns it into a timer event, which the processor drops if
- * the person has moved on. Uses buf. 48 bytes per pending timer. */
+/* timer: the in-memory window of pending timers, fired in (due, seq) order. A timer
+ * names the stage entry it belongs to (instance number and generation); firing it turns
+ * it into a timer event, which the processor drops if the person has moved on. Uses buf.
+ * 48 bytes per pending timer.
+ *
+ * Timers of one j.after all have its delay, and are scheduled as the clock moves
+ * forward: in due order. So a timer scheduled with its delay goes to that delay's lane,
+ * a queue in due order (appended at the tail, taken from the head: memory read in
+ * order). Only a timer that would not keep its lane in order (scheduled at an earlier
+ * time than the lane's last, a lane's delay edited by a reload) and those loaded from the
+ * store or carried over go to a 4-ary min-heap. The earliest timer is the least of the
+ * heap's top and the lanes' heads. */
 #ifndef JD_TIMER_H
 #define JD_TIMER_H
 
@@ -23,9 +31,21 @@ typedef struct jd_timer {
     struct jd_gen *pin; /* a pinned instance's: journey indexes its defs; NULL: current */
 } jd_timer;
 
+#define JD_TIMER_LANES 16
+
+typedef struct jd_timer_lane {
+    int64_t delay_ms;
+    jd_timer *q; /* q[head..tail) in (due, seq) order */
+    size_t head, tail, cap;
+} jd_timer_lane;
+
 typedef struct jd_timers {
     jd_timer *heap;
-    size_t n, cap;
+    size_t hn, hcap;
+    jd_timer_lane lane[JD_TIMER_LANES];
+    int nlanes;
+    int first; /* where the earliest is: a lane, -1 the heap, -2 none */
+    size_t n;  /* timers pending, in all */
     uint64_t next_seq;
 } jd_timers;
 
@@ -34,8 +54,12 @@ void jd_timers_free(jd_timers *t);
 void jd_timers_push(jd_timers *t, jd_timer tm); /* assigns seq */
 /* Inserts with the seq it has (a timer loaded from the store or carried over). */
 void jd_timers_insert(jd_timers *t, jd_timer tm);
+/* Inserts a timer scheduled delay_ms after its stage entry (its j.after's delay). */
+void jd_timers_schedule(jd_timers *t, jd_timer tm, int64_t delay_ms);
 /* The earliest timer, or NULL. */
 const jd_timer *jd_timers_peek(const jd_timers *t);
 void jd_timers_pop(jd_timers *t, jd_timer *out);
+/* Iteration in no particular order: for (size_t it = 0; (tm = jd_timers_each(t, &it));) */
+const jd_timer *jd_timers_each(const jd_timers *t, size_t *it);
 
 #endif

@@ -614,6 +614,86 @@ static void test_timers_interleaved(void **state)
     jd_timers_free(&t);
 }
 
+/* Timers scheduled with a delay go to that delay's lane while they keep it in order;
+ * the rest (out of order, beyond the lanes, inserted) to the heap. Whatever the mix,
+ * pops come in (due, seq) order, checked against a plain array, and iteration visits
+ * every pending timer once. */
+static void test_timers_lanes(void **state)
+{
+    (void)state;
+    enum { OPS = 30000, NDELAYS = JD_TIMER_LANES + 4 };
+    rng_seed(7);
+    jd_timers t;
+    jd_timers_init(&t);
+    jd_timer *ref = malloc(OPS * sizeof *ref);
+    size_t nref = 0;
+    int64_t now = 1000;
+    for (int op = 0; op < OPS; op++) {
+        uint64_t r = rng();
+        if (nref == 0 || r % 5 < 3) {
+            jd_timer tm;
+            memset(&tm, 0, sizeof tm);
+            tm.iid = (uint32_t)op;
+            tm.seq = t.next_seq++;
+            if (r % 50 == 0) { /* loaded from the store: any time */
+                tm.due = now + (int64_t)(r >> 40) % 5000 - 1000;
+                jd_timers_insert(&t, tm);
+            } else {
+                /* the clock mostly moves on, sometimes back (a late event) */
+                now += (r >> 8) % 16 == 0 ? -(int64_t)((r >> 12) % 300) : (int64_t)((r >> 12) % 4);
+                /* half on one delay: its lane grows, and slides down once half taken */
+                int64_t delay = (r >> 30) % 2 ? 0 : 10 * (int64_t)((r >> 20) % NDELAYS);
+                tm.due = now + delay;
+                jd_timers_schedule(&t, tm, delay);
+            }
+            ref[nref++] = tm;
+        } else {
+            size_t best = 0;
+            for (size_t i = 1; i < nref; i++)
+                if (ref[i].due < ref[best].due || (ref[i].due == ref[best].due && ref[i].seq < ref[best].seq))
+                    best = i;
+            const jd_timer *top = jd_timers_peek(&t);
+            assert_non_null(top);
+            assert_int_equal(top->iid, ref[best].iid);
+            jd_timer got;
+            jd_timers_pop(&t, &got);
+            if (got.iid != ref[best].iid || got.due != ref[best].due || got.seq != ref[best].seq)
+                fail_msg("op %d: popped iid %u due %lld, want iid %u due %lld", op, got.iid, (long long)got.due,
+                         ref[best].iid, (long long)ref[best].due);
+            ref[best] = ref[--nref];
+        }
+        assert_int_equal(t.n, nref);
+        if (op % 1000 == 0) { /* iteration: each pending timer once */
+            uint64_t sum = 0, want = 0;
+            size_t seen = 0;
+            const jd_timer *x;
+            for (size_t it = 0; (x = jd_timers_each(&t, &it));) {
+                sum += x->seq * 2654435761u;
+                seen++;
+            }
+            for (size_t i = 0; i < nref; i++)
+                want += ref[i].seq * 2654435761u;
+            assert_int_equal(seen, nref);
+            assert_true(sum == want);
+        }
+    }
+    assert_true(t.nlanes == JD_TIMER_LANES); /* the lanes were used, and some delays overflowed */
+    assert_true(t.hn > 0);
+    while (nref) { /* drain */
+        size_t best = 0;
+        for (size_t i = 1; i < nref; i++)
+            if (ref[i].due < ref[best].due || (ref[i].due == ref[best].due && ref[i].seq < ref[best].seq))
+                best = i;
+        jd_timer got;
+        jd_timers_pop(&t, &got);
+        assert_int_equal(got.iid, ref[best].iid);
+        ref[best] = ref[--nref];
+    }
+    assert_null(jd_timers_peek(&t));
+    free(ref);
+    jd_timers_free(&t);
+}
+
 /* With a ttl the table stays bounded by what is live, however many ids pass through
  * (growth is incremental; a table mostly of expired ids is rebuilt at the same size). */
 static void test_dedupe_ttl_bounded(void **state)
@@ -900,27 +980,17 @@ static void test_user_decisions(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_map_empty),
-        cmocka_unit_test(test_map_100k),
-        cmocka_unit_test(test_map_moving),
-        cmocka_unit_test(test_map_churn),
-        cmocka_unit_test(test_map_keys),
-        cmocka_unit_test(test_hash),
-        cmocka_unit_test(test_dedupe_ttl_bounded),
-        cmocka_unit_test(test_dedupe_basic),
-        cmocka_unit_test(test_dedupe_many),
-        cmocka_unit_test(test_dedupe_made_ahead),
-        cmocka_unit_test(test_dedupe_ttl),
-        cmocka_unit_test(test_dedupe_expiry_bounds_memory),
-        cmocka_unit_test(test_timers_empty),
-        cmocka_unit_test(test_timers_random),
-        cmocka_unit_test(test_timers_interleaved),
-        cmocka_unit_test(test_user_decisions),
-        cmocka_unit_test(test_hash2),
-        cmocka_unit_test(test_hash_values),
-        cmocka_unit_test(test_dedupe_ttl_later),
-        cmocka_unit_test(test_user_merge_traits),
-        cmocka_unit_test(test_dedupe_zero_word),
+        cmocka_unit_test(test_map_empty),          cmocka_unit_test(test_map_100k),
+        cmocka_unit_test(test_map_moving),         cmocka_unit_test(test_map_churn),
+        cmocka_unit_test(test_map_keys),           cmocka_unit_test(test_hash),
+        cmocka_unit_test(test_dedupe_ttl_bounded), cmocka_unit_test(test_dedupe_basic),
+        cmocka_unit_test(test_dedupe_many),        cmocka_unit_test(test_dedupe_made_ahead),
+        cmocka_unit_test(test_dedupe_ttl),         cmocka_unit_test(test_dedupe_expiry_bounds_memory),
+        cmocka_unit_test(test_timers_empty),       cmocka_unit_test(test_timers_random),
+        cmocka_unit_test(test_timers_interleaved), cmocka_unit_test(test_timers_lanes),
+        cmocka_unit_test(test_user_decisions),     cmocka_unit_test(test_hash2),
+        cmocka_unit_test(test_hash_values),        cmocka_unit_test(test_dedupe_ttl_later),
+        cmocka_unit_test(test_user_merge_traits),  cmocka_unit_test(test_dedupe_zero_word),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
