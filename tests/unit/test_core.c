@@ -626,11 +626,11 @@ static void test_timers_lanes(void **state)
     jd_timers t;
     jd_timers_init(&t);
     jd_timer *ref = malloc(OPS * sizeof *ref);
-    size_t nref = 0;
+    size_t nref = 0, max_hn = 0;
     int64_t now = 1000;
     for (int op = 0; op < OPS; op++) {
         uint64_t r = rng();
-        if (nref == 0 || r % 5 < 3) {
+        if (nref == 0 || r % 5 < (op < OPS / 2 ? 3u : 2u)) { /* grows, then shrinks */
             jd_timer tm;
             memset(&tm, 0, sizeof tm);
             tm.iid = (uint32_t)op;
@@ -663,6 +663,8 @@ static void test_timers_lanes(void **state)
             ref[best] = ref[--nref];
         }
         assert_int_equal(t.n, nref);
+        if (t.hn > max_hn)
+            max_hn = t.hn;
         if (op % 1000 == 0) { /* iteration: each pending timer once */
             uint64_t sum = 0, want = 0;
             size_t seen = 0;
@@ -678,7 +680,7 @@ static void test_timers_lanes(void **state)
         }
     }
     assert_true(t.nlanes == JD_TIMER_LANES); /* the lanes were used, and some delays overflowed */
-    assert_true(t.hn > 0);
+    assert_true(max_hn > 0);
     while (nref) { /* drain */
         size_t best = 0;
         for (size_t i = 1; i < nref; i++)
@@ -691,6 +693,31 @@ static void test_timers_lanes(void **state)
     }
     assert_null(jd_timers_peek(&t));
     free(ref);
+    /* a full lane more than half taken slides down rather than growing */
+    jd_timers_free(&t);
+    jd_timers_init(&t);
+    for (uint32_t i = 0; i < 1024 + 300; i++) {
+        jd_timer tm;
+        memset(&tm, 0, sizeof tm);
+        tm.due = i;
+        tm.iid = i;
+        tm.seq = t.next_seq++;
+        jd_timers_schedule(&t, tm, 5);
+        if (i == 1023) {
+            for (uint32_t k = 0; k < 600; k++) {
+                jd_timer got;
+                jd_timers_pop(&t, &got);
+                assert_int_equal(got.iid, k);
+            }
+        }
+    }
+    assert_int_equal(t.lane[0].cap, 1024);
+    for (uint32_t k = 600; k < 1024 + 300; k++) {
+        jd_timer got;
+        jd_timers_pop(&t, &got);
+        assert_int_equal(got.iid, k);
+    }
+    assert_null(jd_timers_peek(&t));
     jd_timers_free(&t);
 }
 
