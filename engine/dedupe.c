@@ -19,27 +19,33 @@ void jd_dedupe_init(jd_dedupe *d, int64_t ttl_ms)
  * miss (and a page fault on first touch) as well as a cache miss. */
 #define HUGE_PAGE (2u << 20)
 
+static size_t table_bytes(size_t n, size_t words)
+{
+    return n * words * sizeof(uint64_t) + n; /* the slots, then their tags */
+}
+
 static jd_dedupe_table table_new(size_t n, size_t words)
 {
-    jd_dedupe_table t = {NULL, n, words};
-    size_t bytes = n * words * sizeof(uint64_t);
+    jd_dedupe_table t = {NULL, NULL, n, words};
+    size_t bytes = table_bytes(n, words);
     if (bytes < HUGE_PAGE) {
-        t.w = jd_xcalloc(n * words, sizeof(uint64_t));
-        return t;
-    }
-    void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (p == MAP_FAILED)
-        abort(); /* as jd_xcalloc does */
+        t.w = jd_xcalloc(bytes, 1);
+    } else {
+        void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (p == MAP_FAILED)
+            abort(); /* as jd_xcalloc does */
 #ifdef MADV_HUGEPAGE
-    madvise(p, bytes, MADV_HUGEPAGE);
+        madvise(p, bytes, MADV_HUGEPAGE);
 #endif
-    t.w = p;
+        t.w = p;
+    }
+    t.tag = (uint8_t *)(t.w + n * words);
     return t;
 }
 
 static void table_free(jd_dedupe_table *t)
 {
-    size_t bytes = t->cap * t->words * sizeof(uint64_t);
+    size_t bytes = table_bytes(t->cap, t->words);
     if (t->w && bytes >= HUGE_PAGE)
         munmap(t->w, bytes);
     else
@@ -67,14 +73,14 @@ void jd_dedupe_free(jd_dedupe *d)
 static void prepare(jd_dedupe *d)
 {
     if (!d->next.w) {
-        size_t bytes = d->cur.cap * d->cur.words * sizeof(uint64_t);
+        size_t bytes = table_bytes(d->cur.cap, d->cur.words);
         size_t ahead = 2 * bytes / HUGE_PAGE * AHEAD_PER_PAGE; /* the next table's pages */
         if (bytes < HUGE_PAGE || (d->count + 1 + ahead) * 4 <= d->cur.cap * 3)
             return;
         d->next = table_new(d->cur.cap * 2, d->ttl_ms ? 3 : 2);
         d->next_touched = 0;
     }
-    size_t bytes = d->next.cap * d->next.words * sizeof(uint64_t);
+    size_t bytes = table_bytes(d->next.cap, d->next.words);
     if (d->next_touched < bytes) {
         ((volatile char *)d->next.w)[d->next_touched] = 0;
         d->next_touched += HUGE_PAGE;
@@ -99,40 +105,48 @@ static int expired(const jd_dedupe *d, const jd_dedupe_table *t, const uint64_t 
 
 #define MOVE_PER_CHECK 64
 
-static int empty(const uint64_t *s)
+/* The tag of hash a: never 0 (an empty slot's). */
+static inline uint8_t tag_of(uint64_t a)
 {
-    return !s[0] && !s[1];
+    return (uint8_t)(a >> 56 | 1);
+}
+
+/* Probes t for (a, b): 1 and *at = its slot when there, else 0 and *at = the empty slot
+ * that ends the probe (where it would go). */
+static inline int probe(const jd_dedupe_table *t, uint64_t a, uint64_t b, size_t *at)
+{
+    const uint8_t *tg = t->tag, want = tag_of(a);
+    size_t mask = t->cap - 1, k = t->words;
+    for (size_t i = a & mask;; i = (i + 1) & mask) {
+        if (!tg[i]) {
+            *at = i;
+            return 0;
+        }
+        if (tg[i] == want) {
+            const uint64_t *s = t->w + i * k;
+            if (s[0] == a && s[1] == b) {
+                *at = i;
+                return 1;
+            }
+        }
+    }
 }
 
 /* Where (a, b) is in table t, or NULL. */
 static inline uint64_t *find(const jd_dedupe_table *t, uint64_t a, uint64_t b)
 {
-    uint64_t *w = t->w;
-    size_t mask = t->cap - 1, k = t->words;
-    for (size_t i = a & mask;; i = (i + 1) & mask) {
-        uint64_t *s = w + i * k;
-        if (empty(s))
-            return NULL;
-        if (s[0] == a && s[1] == b)
-            return s;
-    }
+    size_t i;
+    return probe(t, a, b, &i) ? slot(t, i) : NULL;
 }
 
-static inline uint64_t *place(const jd_dedupe_table *t, uint64_t a)
+static void put(const jd_dedupe_table *t, size_t i, uint64_t a, uint64_t b, int64_t ts)
 {
-    uint64_t *w = t->w;
-    size_t mask = t->cap - 1, k = t->words;
-    for (size_t i = a & mask;; i = (i + 1) & mask)
-        if (empty(w + i * k))
-            return w + i * k;
-}
-
-static void put(const jd_dedupe_table *t, uint64_t *s, uint64_t a, uint64_t b, int64_t ts)
-{
+    uint64_t *s = slot(t, i);
     s[0] = a;
     s[1] = b;
     if (t->words == 3)
         s[2] = (uint64_t)ts;
+    t->tag[i] = tag_of(a);
 }
 
 /* Moves up to n live, unexpired slots of the old table; frees it when done. */
@@ -143,18 +157,20 @@ static void move_some(jd_dedupe *d, size_t n)
             table_free(&d->old);
             return;
         }
-        uint64_t *s = slot(&d->old, d->old_pos++);
-        if (empty(s))
+        size_t oi = d->old_pos++;
+        if (!d->old.tag[oi])
             continue;
+        const uint64_t *s = slot(&d->old, oi);
         d->count--; /* it leaves the old table's share of the count ... */
         if (expired(d, &d->old, s)) {
             d->moved_dead++;
             continue;
         }
         d->moved_live++;
-        if (find(&d->cur, s[0], s[1]))
+        size_t at;
+        if (probe(&d->cur, s[0], s[1], &at))
             continue; /* seen again meanwhile: the new copy is newer */
-        put(&d->cur, place(&d->cur, s[0]), s[0], s[1], seen_at(d, &d->old, s));
+        put(&d->cur, at, s[0], s[1], seen_at(d, &d->old, s));
         d->count++; /* ... and joins the new one */
     }
 }
@@ -208,26 +224,18 @@ int jd_dedupe_check_hash(jd_dedupe *d, uint64_t a, uint64_t b, int64_t ts)
     if ((d->count + 1) * 4 > d->cur.cap * 3)
         grow(d);
     /* one probe of the new table finds the id or the slot it goes in */
-    uint64_t *s = NULL, *at = NULL, *w = d->cur.w;
+    size_t at, i;
     const jd_dedupe_table *t = &d->cur;
-    size_t mask = t->cap - 1, k = t->words;
-    for (size_t i = a & mask;; i = (i + 1) & mask) {
-        uint64_t *x = w + i * k;
-        if (empty(x)) {
-            at = x;
-            break;
-        }
-        if (x[0] == a && x[1] == b) {
-            s = x;
-            break;
-        }
-    }
-    if (!s && d->old.w && (s = find(&d->old, a, b)))
+    int seen = probe(t, a, b, &at);
+    i = at;
+    if (!seen && d->old.w && probe(&d->old, a, b, &i)) {
+        seen = 1;
         t = &d->old;
-    if (s && !expired(d, t, s))
+    }
+    if (seen && !expired(d, t, slot(t, i)))
         return 1;
-    if (s) { /* seen long ago: refresh where it is (an old copy moves with its new time) */
-        put(t, s, a, b, ts);
+    if (seen) { /* seen long ago: refresh where it is (an old copy moves with its new time) */
+        put(t, i, a, b, ts);
         return 0;
     }
     put(&d->cur, at, a, b, ts);

@@ -7,11 +7,16 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* A slot is two words, the id's hash (a, b; both 0: empty), or with a ttl three: the
- * hash and when it was seen. Without a ttl (a replay) a slot is 16 bytes, four to a
- * cache line: one random probe per check is most of what the set costs. */
+/* A slot is two words, the id's hash (a, b), or with a ttl three: the hash and when it
+ * was seen. Each slot also has a tag byte, in an array of their own after the slots: 0
+ * when the slot is empty, else 7 high bits of a (and the low bit set). A check reads the
+ * tags of its probe, and a slot only where its tag matches: nearly every id checked is
+ * new, and then the only read is of the tags, 1 byte a slot (2 MB for 2M slots, which
+ * the caches keep) rather than 16 (a miss to memory each); the new slot is written, and
+ * a write does not wait. */
 typedef struct jd_dedupe_table {
-    uint64_t *w;  /* cap slots of `stride` words */
+    uint64_t *w;  /* cap slots of `words` words, then the cap tags */
+    uint8_t *tag; /* cap tag bytes (inside w's block) */
     size_t cap;   /* slots, a power of two */
     size_t words; /* per slot: 2, or 3 with times */
 } jd_dedupe_table;
@@ -48,7 +53,7 @@ int jd_dedupe_check_hash(jd_dedupe *d, uint64_t a, uint64_t b, int64_t ts);
 static inline __attribute__((always_inline)) void jd_dedupe_prefetch(const jd_dedupe *d, uint64_t a)
 {
     if (d->cur.w)
-        __builtin_prefetch(d->cur.w + (a & (d->cur.cap - 1)) * d->cur.words);
+        __builtin_prefetch(d->cur.tag + (a & (d->cur.cap - 1)));
 }
 
 #endif
