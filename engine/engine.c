@@ -427,6 +427,7 @@ jd_engine *jd_engine_new(const char *config_path, const jd_options *opts, jd_err
     else
         jd_clock_init_real(&e->clock);
     jd_map_init(&e->users);
+    e->users.borrow_keys = 1; /* each person's id, in their block */
     jd_map_init(&e->aliases);
     jd_map_init(&e->rule_errors);
     jd_map_init(&e->alert_counts);
@@ -1763,7 +1764,7 @@ static jd_user *find_user(jd_engine *e, const char *id, size_t n)
     if (u) {
         jd_persist_touch(e, u);
     } else if (e->persist && (u = jd_persist_load_user(e, id, n))) {
-        jd_map_put(&e->users, id, n, u);
+        jd_map_put(&e->users, u->id, u->idlen, u);
         schedule_migrated(e, u);
     }
     return u;
@@ -1774,7 +1775,7 @@ jd_user *jd_engine_user(jd_engine *e, const char *id, size_t n)
     jd_user *u = find_user(e, id, n);
     if (!u) {
         u = jd_user_new(id, n);
-        jd_map_put(&e->users, id, n, u);
+        jd_map_put(&e->users, u->id, u->idlen, u);
     }
     return u;
 }

@@ -88,14 +88,15 @@ void jd_map_init(jd_map *m)
     memset(m, 0, sizeof *m);
 }
 
-static void free_slots(jd_map_slot *t, size_t n, void (*free_value)(void *))
+static void free_slots(jd_map_slot *t, size_t n, void (*free_value)(void *), int borrowed)
 {
     for (size_t i = 0; i < n; i++) {
         jd_map_slot *s = &t[i];
         if (s->key && s->key != TOMB) {
             if (free_value)
-                free_value(s->value);
-            free(s->key);
+                free_value(s->value); /* (a borrowed key may go with it) */
+            if (!borrowed)
+                free(s->key);
         }
     }
     free(t);
@@ -103,8 +104,8 @@ static void free_slots(jd_map_slot *t, size_t n, void (*free_value)(void *))
 
 void jd_map_free(jd_map *m, void (*free_value)(void *))
 {
-    free_slots(m->slots, m->cap, free_value);
-    free_slots(m->old, m->old_cap, free_value);
+    free_slots(m->slots, m->cap, free_value, m->borrow_keys);
+    free_slots(m->old, m->old_cap, free_value, m->borrow_keys);
     jd_map_init(m);
 }
 
@@ -210,7 +211,7 @@ void *jd_map_put(jd_map *m, const char *key, size_t klen, void *value)
     if ((m->count - m->old_live + m->tombs + 1) * 4 >= m->cap * 3)
         grow(m);
     s = place(m, h);
-    s->key = jd_strndup(key, klen);
+    s->key = m->borrow_keys ? (char *)(uintptr_t)key : jd_strndup(key, klen);
     s->klen = klen;
     s->hash = h;
     s->value = value;
@@ -225,7 +226,8 @@ void *jd_map_del(jd_map *m, const char *key, size_t klen)
     if (!s)
         return NULL;
     void *v = s->value;
-    free(s->key);
+    if (!m->borrow_keys)
+        free(s->key);
     s->key = TOMB;
     s->value = NULL;
     m->count--;

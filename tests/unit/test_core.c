@@ -220,6 +220,58 @@ static void count_free(void *v)
 }
 
 /* Keys are bytes, not C strings; values are freed by jd_map_free's callback. */
+/* A map that borrows its keys (the people map): the key is the value's own memory, found
+ * by equal bytes from anywhere, and never freed by the map (the value's free takes it;
+ * AddressSanitizer would see a double free or a read after it). */
+typedef struct bval {
+    size_t n;
+    char key[24];
+} bval;
+
+static void free_bval(void *p)
+{
+    free(p);
+}
+
+static void test_map_borrowed_keys(void **state)
+{
+    (void)state;
+    jd_map m;
+    jd_map_init(&m);
+    m.borrow_keys = 1;
+    enum { N = 5000 };
+    for (int i = 0; i < N; i++) {
+        bval *v = malloc(sizeof *v);
+        v->n = (size_t)snprintf(v->key, sizeof v->key, "person-%d", i);
+        assert_null(jd_map_put(&m, v->key, v->n, v));
+    }
+    char k[24];
+    for (int i = 0; i < N; i++) {
+        size_t n = (size_t)snprintf(k, sizeof k, "person-%d", i);
+        bval *v = jd_map_get(&m, k, n);
+        assert_non_null(v);
+        assert_memory_equal(v->key, k, n);
+        if (i % 2 == 0) { /* deleted: the map lets go, the caller frees */
+            assert_ptr_equal(jd_map_del(&m, k, n), v);
+            free(v);
+        }
+    }
+    for (int i = 0; i < N; i++) {
+        size_t n = (size_t)snprintf(k, sizeof k, "person-%d", i);
+        bval *v = jd_map_get(&m, k, n);
+        if (i % 2 == 0)
+            assert_null(v);
+        else
+            assert_ptr_equal(v->key, ((bval *)jd_map_get(&m, v->key, v->n))->key);
+    }
+    const jd_map_slot *sl;
+    size_t live = 0;
+    for (size_t it = 0; jd_map_next(&m, &it, &sl); live++) /* the slots hold the values' own keys */
+        assert_ptr_equal(sl->key, ((const bval *)sl->value)->key);
+    assert_int_equal(live, N / 2);
+    jd_map_free(&m, free_bval);
+}
+
 static void test_map_keys(void **state)
 {
     (void)state;
@@ -1007,17 +1059,29 @@ static void test_user_decisions(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_map_empty),          cmocka_unit_test(test_map_100k),
-        cmocka_unit_test(test_map_moving),         cmocka_unit_test(test_map_churn),
-        cmocka_unit_test(test_map_keys),           cmocka_unit_test(test_hash),
-        cmocka_unit_test(test_dedupe_ttl_bounded), cmocka_unit_test(test_dedupe_basic),
-        cmocka_unit_test(test_dedupe_many),        cmocka_unit_test(test_dedupe_made_ahead),
-        cmocka_unit_test(test_dedupe_ttl),         cmocka_unit_test(test_dedupe_expiry_bounds_memory),
-        cmocka_unit_test(test_timers_empty),       cmocka_unit_test(test_timers_random),
-        cmocka_unit_test(test_timers_interleaved), cmocka_unit_test(test_timers_lanes),
-        cmocka_unit_test(test_user_decisions),     cmocka_unit_test(test_hash2),
-        cmocka_unit_test(test_hash_values),        cmocka_unit_test(test_dedupe_ttl_later),
-        cmocka_unit_test(test_user_merge_traits),  cmocka_unit_test(test_dedupe_zero_word),
+        cmocka_unit_test(test_map_empty),
+        cmocka_unit_test(test_map_100k),
+        cmocka_unit_test(test_map_moving),
+        cmocka_unit_test(test_map_churn),
+        cmocka_unit_test(test_map_keys),
+        cmocka_unit_test(test_map_borrowed_keys),
+        cmocka_unit_test(test_hash),
+        cmocka_unit_test(test_dedupe_ttl_bounded),
+        cmocka_unit_test(test_dedupe_basic),
+        cmocka_unit_test(test_dedupe_many),
+        cmocka_unit_test(test_dedupe_made_ahead),
+        cmocka_unit_test(test_dedupe_ttl),
+        cmocka_unit_test(test_dedupe_expiry_bounds_memory),
+        cmocka_unit_test(test_timers_empty),
+        cmocka_unit_test(test_timers_random),
+        cmocka_unit_test(test_timers_interleaved),
+        cmocka_unit_test(test_timers_lanes),
+        cmocka_unit_test(test_user_decisions),
+        cmocka_unit_test(test_hash2),
+        cmocka_unit_test(test_hash_values),
+        cmocka_unit_test(test_dedupe_ttl_later),
+        cmocka_unit_test(test_user_merge_traits),
+        cmocka_unit_test(test_dedupe_zero_word),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
