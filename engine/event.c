@@ -77,16 +77,18 @@ static uint64_t mp_be(const unsigned char *p, int n)
 /* What the next object's header says. */
 enum { MP_SCALAR, MP_BODY, MP_ARRAY, MP_MAP };
 
+/* Type bytes 0xc0..0xdf: how many bytes of value (or of length) follow the type byte;
+ * a fixext's body (0xd4..0xd8) is not counted */
+static const unsigned char mp_var_width[32] = {
+    [0x04] = 1, [0x05] = 2, [0x06] = 4, [0x07] = 1, [0x08] = 2, [0x09] = 4, [0x0a] = 4, [0x0b] = 8,
+    [0x0c] = 1, [0x0d] = 2, [0x0e] = 4, [0x0f] = 8, [0x10] = 1, [0x11] = 2, [0x12] = 4, [0x13] = 8,
+    [0x19] = 1, [0x1a] = 2, [0x1b] = 4, [0x1c] = 2, [0x1d] = 4, [0x1e] = 2, [0x1f] = 4,
+};
+
 /* The header of a type byte 0xc0..0xdf (mp_head's rarer half). */
 static int mp_head_var(mp_reader *r, unsigned c, msgpack_object *o, uint64_t *n)
 {
-    /* 0xc0..0xdf: the length of what follows the type byte */
-    static const unsigned char width[32] = {
-        [0x04] = 1, [0x05] = 2, [0x06] = 4, [0x07] = 1, [0x08] = 2, [0x09] = 4, [0x0a] = 4, [0x0b] = 8,
-        [0x0c] = 1, [0x0d] = 2, [0x0e] = 4, [0x0f] = 8, [0x10] = 1, [0x11] = 2, [0x12] = 4, [0x13] = 8,
-        [0x19] = 1, [0x1a] = 2, [0x1b] = 4, [0x1c] = 2, [0x1d] = 4, [0x1e] = 2, [0x1f] = 4,
-    };
-    int w = width[c - 0xc0];
+    int w = mp_var_width[c - 0xc0];
     if ((size_t)(r->end - r->p) < (size_t)w)
         return -1;
     uint64_t v = mp_be(r->p, w);
@@ -314,6 +316,91 @@ static int mp_obj(mp_reader *r, msgpack_object *o, int depth)
     return 0;
 }
 
+/* The whole size of an object by its type byte, for those with no length field and no
+ * items; 0 for the others (containers; bin, str 8/16/32 and ext 8/16/32; 0xc1) */
+#define MP_16(x) x, x, x, x, x, x, x, x, x, x, x, x, x, x, x, x
+#define MP_ROW(...) __VA_ARGS__
+static const unsigned char mp_size[256] = {
+    MP_ROW(MP_16(1), MP_16(1), MP_16(1), MP_16(1), MP_16(1), MP_16(1), MP_16(1), MP_16(1)), /* positive fixint */
+    MP_ROW(MP_16(0), MP_16(0)),                                                             /* fixmap, fixarray */
+    MP_ROW(1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16),                          /* fixstr */
+    MP_ROW(17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32),
+    MP_ROW(1, 0, 1, 1, 0, 0, 0, 0, 0, 0, 5, 9, 2, 3, 5, 9),   /* nil, bools; floats, uints */
+    MP_ROW(2, 3, 5, 9, 3, 4, 6, 10, 18, 0, 0, 0, 0, 0, 0, 0), /* ints, fixexts */
+    MP_ROW(MP_16(1), MP_16(1)),                               /* negative fixint */
+};
+#undef MP_ROW
+#undef MP_16
+
+/* Steps over the objects mp_size knows among the next *n in d[*i..len), one table
+ * look-up each, until one it does not know, the end of the bytes or *n is 0. A string
+ * cut short leaves *i past len. */
+static inline void mp_skip_sized(const unsigned char *d, size_t len, size_t *i, uint64_t *n)
+{
+    size_t at = *i, size;
+    uint64_t left = *n;
+    while (left && at < len && (size = mp_size[d[at]]) != 0) {
+        at += size;
+        left--;
+    }
+    *i = at;
+    *n = left;
+}
+
+/* Steps over n objects at nesting level depth (a record's values are at 1) without
+ * building them: mp_obj's verdict on each (the same checks, the same limits), without
+ * its zone, its objects or its recursion. */
+static int mp_skip(mp_reader *r, uint64_t n, int depth)
+{
+    uint64_t outer[MP_MAX_DEPTH]; /* what is left of each enclosing container */
+    int nouter = 0;
+    const unsigned char *d = r->p;
+    size_t len = (size_t)(r->end - r->p), i = 0;
+    for (;;) {
+        mp_skip_sized(d, len, &i, &n);
+        if (i > len)
+            return -1;
+        if (n == 0) {
+            if (nouter == 0) {
+                r->p = d + i;
+                return 0;
+            }
+            n = outer[--nouter];
+            depth--;
+            continue;
+        }
+        if (i == len)
+            return -1;
+        /* a container, or a length after the type byte */
+        unsigned c = d[i++];
+        uint64_t v;
+        n--;
+        if (c <= 0x9f) {
+            v = c & 0x0f;
+        } else {
+            int w = mp_var_width[c - 0xc0];
+            if (c == 0xc1 || len - i < (size_t)w)
+                return -1; /* 0xc1: never used */
+            v = mp_be(d + i, w);
+            i += (size_t)w;
+        }
+        if (c > 0x9f && c < 0xdc) { /* bin, str, ext (and its type byte) */
+            v += c >= 0xc7 && c <= 0xc9;
+            if (v > len - i)
+                return -1;
+            i += (size_t)v;
+            continue;
+        }
+        /* mp_count_ok's limits: the nesting, and no more items than bytes left */
+        int pairs = c <= 0x8f || c >= 0xde;
+        if (depth >= MP_MAX_DEPTH || v > (len - i) >> pairs)
+            return -1;
+        outer[nouter++] = n;
+        n = v << pairs;
+        depth++;
+    }
+}
+
 /* Like mp_obj, but a container is only checked, not built: o gets its type, an empty
  * item list. */
 static int mp_shallow(mp_reader *r, msgpack_object *o, int depth)
@@ -329,11 +416,7 @@ static int mp_shallow(mp_reader *r, msgpack_object *o, int depth)
     o->type = kind == MP_MAP ? MSGPACK_OBJECT_MAP : MSGPACK_OBJECT_ARRAY;
     o->via.array.ptr = NULL;
     o->via.array.size = 0;
-    msgpack_object item;
-    for (uint64_t i = kind == MP_MAP ? 2 * n : n; i > 0; i--)
-        if (mp_shallow(r, &item, depth + 1))
-            return -1;
-    return 0;
+    return mp_skip(r, kind == MP_MAP ? 2 * n : n, depth + 1);
 }
 
 int jd_mp_unpack(const void *data, size_t len, msgpack_zone *zone, msgpack_object *out)
