@@ -2,6 +2,7 @@
 
 #include <stddef.h>
 #include <stdio.h>
+#include <stdlib.h>
 
 #include "clock.h"
 
@@ -623,7 +624,7 @@ int jd_event_prepare(const msgpack_object *in, const jd_norm_opts *opt, jd_event
                      size_t errlen)
 {
     memset(ev, 0, sizeof *ev);
-    ev->properties = ev->traits = ev->context = &empty_map;
+    ev->map[JD_MAP_PROPERTIES].tree = ev->map[JD_MAP_TRAITS].tree = ev->map[JD_MAP_CONTEXT].tree = &empty_map;
     ev->user_id = ev->anonymous_id = ev->name = ev->message_id = ev->group_id = ev->previous_id = (jd_str){"", 0};
     if (in->type != MSGPACK_OBJECT_MAP)
         FAIL("an event must be a JSON object");
@@ -689,16 +690,16 @@ int jd_event_prepare(const msgpack_object *in, const jd_norm_opts *opt, jd_event
     if (f.context && f.context->type != MSGPACK_OBJECT_MAP && f.context->type != MSGPACK_OBJECT_NIL)
         FAIL("\"context\" must be an object");
     if (f.properties && f.properties->type == MSGPACK_OBJECT_MAP)
-        ev->properties = f.properties;
+        ev->map[JD_MAP_PROPERTIES].tree = f.properties;
     if (f.context && f.context->type == MSGPACK_OBJECT_MAP)
-        ev->context = f.context;
+        ev->map[JD_MAP_CONTEXT].tree = f.context;
     if (f.traits && f.traits->type == MSGPACK_OBJECT_MAP) {
-        ev->traits = f.traits;
+        ev->map[JD_MAP_TRAITS].tree = f.traits;
     } else {
         /* Segment puts a track call's user traits in context.traits */
-        const msgpack_object *ct = jd_mp_get(ev->context, "traits", 6);
+        const msgpack_object *ct = jd_mp_get(ev->map[JD_MAP_CONTEXT].tree, "traits", 6);
         if (ct && ct->type == MSGPACK_OBJECT_MAP)
-            ev->traits = ct;
+            ev->map[JD_MAP_TRAITS].tree = ct;
     }
 
     /* the id a group or alias call is about must be usable; elsewhere it is ignored */
@@ -758,11 +759,11 @@ void jd_event_pack(const jd_event *ev, const msgpack_object *batch_context, jd_b
     jd_mp_pack_cstr(&pk, "event");
     pack_str_or_nil(&pk, ev->name);
     jd_mp_pack_cstr(&pk, "properties");
-    msgpack_pack_object(&pk, *ev->properties);
+    msgpack_pack_object(&pk, *jd_event_properties(ev));
     jd_mp_pack_cstr(&pk, "traits");
-    msgpack_pack_object(&pk, *ev->traits);
+    msgpack_pack_object(&pk, *jd_event_traits(ev));
     jd_mp_pack_cstr(&pk, "context");
-    pack_context(&pk, ev->context, batch_context);
+    pack_context(&pk, jd_event_context(ev), batch_context);
     jd_mp_pack_cstr(&pk, "groupId");
     pack_str_or_nil(&pk, ev->group_id);
     jd_mp_pack_cstr(&pk, "previousId");
@@ -812,7 +813,7 @@ typedef enum view_fld {
     FLD_TIMESTAMP,
     FLD_RECEIVED_AT,
     FLD_LINK,
-    FLD_PROPERTIES, /* from here on: kept as trees */
+    FLD_PROPERTIES, /* from here on: the maps, in jd_event_map_id's order */
     FLD_TRAITS,
     FLD_CONTEXT,
     FLD_FOLD,
@@ -889,20 +890,11 @@ static inline __attribute__((always_inline)) void view_set(jd_event *ev, view_fl
             ev->link = v->via.u64;
         break;
     case FLD_PROPERTIES:
-        if (v->type == MSGPACK_OBJECT_MAP)
-            ev->properties = v;
-        break;
     case FLD_TRAITS:
-        if (v->type == MSGPACK_OBJECT_MAP)
-            ev->traits = v;
-        break;
     case FLD_CONTEXT:
-        if (v->type == MSGPACK_OBJECT_MAP)
-            ev->context = v;
-        break;
     case FLD_FOLD:
         if (v->type == MSGPACK_OBJECT_MAP)
-            ev->fold = v;
+            ev->map[f - FLD_PROPERTIES] = (jd_event_lazy){v, NULL, 0};
         break;
     }
 }
@@ -910,7 +902,7 @@ static inline __attribute__((always_inline)) void view_set(jd_event *ev, view_fl
 static void view_init(jd_event *ev)
 {
     memset(ev, 0, sizeof *ev);
-    ev->properties = ev->traits = ev->context = &empty_map;
+    ev->map[JD_MAP_PROPERTIES].tree = ev->map[JD_MAP_TRAITS].tree = ev->map[JD_MAP_CONTEXT].tree = &empty_map;
 }
 
 static int view_finish(jd_event *ev, int have_type)
@@ -1019,6 +1011,22 @@ void jd_event_peek_ids(const void *rec, size_t len, jd_event_peek *out)
     }
 }
 
+const msgpack_object *jd_event_map_build(const jd_event *ev, jd_event_map_id m)
+{
+    const jd_event_lazy *in = &ev->map[m];
+    if (in->tree || !in->raw)
+        return in->tree;
+    /* the memo (see jd_event_lazy): raw is set only in jd_event_read's caller's view */
+    jd_event_lazy *memo = (jd_event_lazy *)in;
+    mp_reader r = {in->raw, in->raw + in->len, ev->zone};
+    msgpack_object *tree = msgpack_zone_malloc(ev->zone, sizeof *tree);
+    /* jd_event_read checked these bytes: only the zone running out of memory can fail */
+    if (!tree || mp_obj(&r, tree, 1) || r.p != r.end)
+        abort();
+    memo->tree = tree;
+    return tree;
+}
+
 int jd_event_read(const void *rec, size_t len, msgpack_zone *zone, jd_event *ev)
 {
     mp_reader r = {rec, (const unsigned char *)rec + len, zone};
@@ -1027,10 +1035,11 @@ int jd_event_read(const void *rec, size_t len, msgpack_zone *zone, jd_event *ev)
     if (mp_head(&r, &root, &n) != MP_MAP || !mp_count_ok(&r, n, MP_MAP, 0))
         return -1; /* not a map (or not msgpack): not a record either way */
     view_init(ev);
+    ev->zone = zone;
     int have_type = 0;
     for (uint64_t i = 0; i < n; i++) {
         view_fld f = FLD_OTHER;
-        msgpack_object k, v, *tree;
+        msgpack_object k, v;
         size_t used;
         int rk = record_key(i, r.p, (size_t)(r.end - r.p), &used);
         if (rk >= 0) {
@@ -1043,14 +1052,33 @@ int jd_event_read(const void *rec, size_t len, msgpack_zone *zone, jd_event *ev)
                 f = field_of(k.via.str.ptr, k.via.str.size);
         }
         if (f >= FLD_PROPERTIES) {
-            if (r.p < r.end && *r.p == 0x80) { /* {} */
+            /* a map's bytes, checked, for jd_event_map to build if asked (a later map wins,
+             * anything else is ignored, as view_set does) */
+            const unsigned char *start = r.p;
+            unsigned c = r.p < r.end ? *r.p : 0xc1;
+            if (c == 0x80) { /* {} */
                 r.p++;
-                view_set(ev, f, &empty_map, &have_type);
+                ev->map[f - FLD_PROPERTIES] = (jd_event_lazy){&empty_map, NULL, 0};
                 continue;
             }
-            if (!(tree = msgpack_zone_malloc(zone, sizeof *tree)) || mp_obj(&r, tree, 1))
+            if (c > 0x80 && c <= 0x8f) {
+                /* a fixmap (mp_count_ok's limit), its items at level 2: mp_skip's first
+                 * steps, without a call for a map of strings and numbers */
+                size_t left = (size_t)(r.end - ++r.p), at = 0;
+                uint64_t items = 2 * (c & 0x0f);
+                if ((c & 0x0f) > left / 2)
+                    return -1;
+                mp_skip_sized(r.p, left, &at, &items);
+                if (at > left)
+                    return -1;
+                r.p += at;
+                if (items && mp_skip(&r, items, 2))
+                    return -1;
+            } else if (mp_skip(&r, 1, 1)) {
                 return -1;
-            view_set(ev, f, tree, &have_type);
+            }
+            if ((c >= 0x80 && c <= 0x8f) || c == 0xde || c == 0xdf)
+                ev->map[f - FLD_PROPERTIES] = (jd_event_lazy){NULL, start, (size_t)(r.p - start)};
             continue;
         }
         if (mp_quick(&r, &v) && mp_shallow(&r, &v, 1))
