@@ -67,12 +67,20 @@ typedef struct mp_reader {
     msgpack_zone *z;
 } mp_reader;
 
-static uint64_t mp_be(const unsigned char *p, int n)
+/* n bytes (0, 1, 2, 4 or 8: the widths msgpack has) as a big-endian number. Spelled out
+ * per width, which gcc turns into one load and a byte swap; a loop cost ~60
+ * instructions for a record's 8-byte timestamp. */
+static inline uint64_t mp_be(const unsigned char *p, int n)
 {
-    uint64_t v = 0;
-    for (int i = 0; i < n; i++)
-        v = v << 8 | p[i];
-    return v;
+    switch (n) {
+    case 1: return p[0];
+    case 2: return (uint64_t)p[0] << 8 | p[1];
+    case 4: return (uint64_t)p[0] << 24 | (uint64_t)p[1] << 16 | (uint64_t)p[2] << 8 | p[3];
+    case 8:
+        return (uint64_t)p[0] << 56 | (uint64_t)p[1] << 48 | (uint64_t)p[2] << 40 | (uint64_t)p[3] << 32 |
+               (uint64_t)p[4] << 24 | (uint64_t)p[5] << 16 | (uint64_t)p[6] << 8 | p[7];
+    default: return 0;
+    }
 }
 
 /* What the next object's header says. */
