@@ -1665,7 +1665,8 @@ static void enter_journey(jd_engine *e, const jd_journey *j, const char *key, si
 static int event_key(jd_engine *e, const jd_journey *j, const char **key, size_t *keylen)
 {
     const jd_event *ev = e->ev;
-    const msgpack_object *src = ev->type == JD_EV_IDENTIFY || ev->type == JD_EV_GROUP ? ev->traits : ev->properties;
+    const msgpack_object *src =
+        ev->type == JD_EV_IDENTIFY || ev->type == JD_EV_GROUP ? jd_event_traits(ev) : jd_event_properties(ev);
     const msgpack_object *o = jd_mp_path(src, j->key, j->keylen);
     if (!o)
         return 0;
@@ -1861,7 +1862,7 @@ static void link_alias(jd_engine *e, jd_str from, jd_str to)
         return;
     jd_user *old = find_user(e, from.p, from.n);
     jd_user *folded = NULL;
-    const msgpack_object *fold = e->ev ? e->ev->fold : NULL;
+    const msgpack_object *fold = e->ev ? jd_event_fold(e->ev) : NULL;
     if (!old && fold && fold->via.map.size) /* the earlier profile, from its own shard */
         old = folded = user_of_fold(from, fold);
     if (old) {
@@ -1930,12 +1931,12 @@ static void fire_timer(jd_engine *e, const jd_journey *j, jd_instance *inst, uin
 
 static void timer_event(jd_engine *e)
 {
-    const jd_event *ev = e->ev;
-    const msgpack_object *jn = jd_mp_get(ev->properties, "journey", 7);
-    const msgpack_object *ky = jd_mp_get(ev->properties, "key", 3);
-    const msgpack_object *iid = jd_mp_get(ev->properties, "iid", 3);
-    const msgpack_object *gen = jd_mp_get(ev->properties, "gen", 3);
-    const msgpack_object *aft = jd_mp_get(ev->properties, "after", 5);
+    const msgpack_object *props = jd_event_properties(e->ev);
+    const msgpack_object *jn = jd_mp_get(props, "journey", 7);
+    const msgpack_object *ky = jd_mp_get(props, "key", 3);
+    const msgpack_object *iid = jd_mp_get(props, "iid", 3);
+    const msgpack_object *gen = jd_mp_get(props, "gen", 3);
+    const msgpack_object *aft = jd_mp_get(props, "after", 5);
     if (!jn || jn->type != MSGPACK_OBJECT_STR || !ky || ky->type != MSGPACK_OBJECT_STR || !iid ||
         iid->type != MSGPACK_OBJECT_POSITIVE_INTEGER || !gen || gen->type != MSGPACK_OBJECT_POSITIVE_INTEGER || !aft ||
         aft->type != MSGPACK_OBJECT_POSITIVE_INTEGER) {
@@ -2059,7 +2060,7 @@ static void process_view(jd_engine *e, const jd_event *ev)
         if (ev->anonymous_id.n && ev->user_id.p != ev->anonymous_id.p)
             link_alias(e, ev->anonymous_id, ev->user_id);
         e->user = resolve_user(e, ev);
-        jd_user_merge_traits(e->user, ev->traits);
+        jd_user_merge_traits(e->user, jd_event_traits(ev));
         break;
     case JD_EV_ALIAS:
         link_alias(e, ev->previous_id, ev->user_id);
@@ -2174,9 +2175,9 @@ static int timer_view(jd_engine *e, const jd_timer *tm, msgpack_object_kv props[
         .name = {name, jn + 1 + sn + 6},
         .message_id = {id, 38},
         .timestamp = tm->due,
-        .properties = pmap,
-        .traits = &empty,
-        .context = &empty,
+        .map = {[JD_MAP_PROPERTIES] = {pmap, NULL, 0},
+                [JD_MAP_TRAITS] = {&empty, NULL, 0},
+                [JD_MAP_CONTEXT] = {&empty, NULL, 0}},
     };
     return 0;
 }

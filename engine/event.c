@@ -2,6 +2,7 @@
 
 #include <stddef.h>
 #include <stdio.h>
+#include <stdlib.h>
 
 #include "clock.h"
 
@@ -66,27 +67,37 @@ typedef struct mp_reader {
     msgpack_zone *z;
 } mp_reader;
 
-static uint64_t mp_be(const unsigned char *p, int n)
+/* n bytes (0, 1, 2, 4 or 8: the widths msgpack has) as a big-endian number. Spelled out
+ * per width, which gcc turns into one load and a byte swap; a loop cost ~60
+ * instructions for a record's 8-byte timestamp. */
+static inline uint64_t mp_be(const unsigned char *p, int n)
 {
-    uint64_t v = 0;
-    for (int i = 0; i < n; i++)
-        v = v << 8 | p[i];
-    return v;
+    switch (n) {
+    case 1: return p[0];
+    case 2: return (uint64_t)p[0] << 8 | p[1];
+    case 4: return (uint64_t)p[0] << 24 | (uint64_t)p[1] << 16 | (uint64_t)p[2] << 8 | p[3];
+    case 8:
+        return (uint64_t)p[0] << 56 | (uint64_t)p[1] << 48 | (uint64_t)p[2] << 40 | (uint64_t)p[3] << 32 |
+               (uint64_t)p[4] << 24 | (uint64_t)p[5] << 16 | (uint64_t)p[6] << 8 | p[7];
+    default: return 0;
+    }
 }
 
 /* What the next object's header says. */
 enum { MP_SCALAR, MP_BODY, MP_ARRAY, MP_MAP };
 
+/* Type bytes 0xc0..0xdf: how many bytes of value (or of length) follow the type byte;
+ * a fixext's body (0xd4..0xd8) is not counted */
+static const unsigned char mp_var_width[32] = {
+    [0x04] = 1, [0x05] = 2, [0x06] = 4, [0x07] = 1, [0x08] = 2, [0x09] = 4, [0x0a] = 4, [0x0b] = 8,
+    [0x0c] = 1, [0x0d] = 2, [0x0e] = 4, [0x0f] = 8, [0x10] = 1, [0x11] = 2, [0x12] = 4, [0x13] = 8,
+    [0x19] = 1, [0x1a] = 2, [0x1b] = 4, [0x1c] = 2, [0x1d] = 4, [0x1e] = 2, [0x1f] = 4,
+};
+
 /* The header of a type byte 0xc0..0xdf (mp_head's rarer half). */
 static int mp_head_var(mp_reader *r, unsigned c, msgpack_object *o, uint64_t *n)
 {
-    /* 0xc0..0xdf: the length of what follows the type byte */
-    static const unsigned char width[32] = {
-        [0x04] = 1, [0x05] = 2, [0x06] = 4, [0x07] = 1, [0x08] = 2, [0x09] = 4, [0x0a] = 4, [0x0b] = 8,
-        [0x0c] = 1, [0x0d] = 2, [0x0e] = 4, [0x0f] = 8, [0x10] = 1, [0x11] = 2, [0x12] = 4, [0x13] = 8,
-        [0x19] = 1, [0x1a] = 2, [0x1b] = 4, [0x1c] = 2, [0x1d] = 4, [0x1e] = 2, [0x1f] = 4,
-    };
-    int w = width[c - 0xc0];
+    int w = mp_var_width[c - 0xc0];
     if ((size_t)(r->end - r->p) < (size_t)w)
         return -1;
     uint64_t v = mp_be(r->p, w);
@@ -314,6 +325,91 @@ static int mp_obj(mp_reader *r, msgpack_object *o, int depth)
     return 0;
 }
 
+/* The whole size of an object by its type byte, for those with no length field and no
+ * items; 0 for the others (containers; bin, str 8/16/32 and ext 8/16/32; 0xc1) */
+#define MP_16(x) x, x, x, x, x, x, x, x, x, x, x, x, x, x, x, x
+#define MP_ROW(...) __VA_ARGS__
+static const unsigned char mp_size[256] = {
+    MP_ROW(MP_16(1), MP_16(1), MP_16(1), MP_16(1), MP_16(1), MP_16(1), MP_16(1), MP_16(1)), /* positive fixint */
+    MP_ROW(MP_16(0), MP_16(0)),                                                             /* fixmap, fixarray */
+    MP_ROW(1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16),                          /* fixstr */
+    MP_ROW(17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32),
+    MP_ROW(1, 0, 1, 1, 0, 0, 0, 0, 0, 0, 5, 9, 2, 3, 5, 9),   /* nil, bools; floats, uints */
+    MP_ROW(2, 3, 5, 9, 3, 4, 6, 10, 18, 0, 0, 0, 0, 0, 0, 0), /* ints, fixexts */
+    MP_ROW(MP_16(1), MP_16(1)),                               /* negative fixint */
+};
+#undef MP_ROW
+#undef MP_16
+
+/* Steps over the objects mp_size knows among the next *n in d[*i..len), one table
+ * look-up each, until one it does not know, the end of the bytes or *n is 0. A string
+ * cut short leaves *i past len. */
+static inline void mp_skip_sized(const unsigned char *d, size_t len, size_t *i, uint64_t *n)
+{
+    size_t at = *i, size;
+    uint64_t left = *n;
+    while (left && at < len && (size = mp_size[d[at]]) != 0) {
+        at += size;
+        left--;
+    }
+    *i = at;
+    *n = left;
+}
+
+/* Steps over n objects at nesting level depth (a record's values are at 1) without
+ * building them: mp_obj's verdict on each (the same checks, the same limits), without
+ * its zone, its objects or its recursion. */
+static int mp_skip(mp_reader *r, uint64_t n, int depth)
+{
+    uint64_t outer[MP_MAX_DEPTH]; /* what is left of each enclosing container */
+    int nouter = 0;
+    const unsigned char *d = r->p;
+    size_t len = (size_t)(r->end - r->p), i = 0;
+    for (;;) {
+        mp_skip_sized(d, len, &i, &n);
+        if (i > len)
+            return -1;
+        if (n == 0) {
+            if (nouter == 0) {
+                r->p = d + i;
+                return 0;
+            }
+            n = outer[--nouter];
+            depth--;
+            continue;
+        }
+        if (i == len)
+            return -1;
+        /* a container, or a length after the type byte */
+        unsigned c = d[i++];
+        uint64_t v;
+        n--;
+        if (c <= 0x9f) {
+            v = c & 0x0f;
+        } else {
+            int w = mp_var_width[c - 0xc0];
+            if (c == 0xc1 || len - i < (size_t)w)
+                return -1; /* 0xc1: never used */
+            v = mp_be(d + i, w);
+            i += (size_t)w;
+        }
+        if (c > 0x9f && c < 0xdc) { /* bin, str, ext (and its type byte) */
+            v += c >= 0xc7 && c <= 0xc9;
+            if (v > len - i)
+                return -1;
+            i += (size_t)v;
+            continue;
+        }
+        /* mp_count_ok's limits: the nesting, and no more items than bytes left */
+        int pairs = c <= 0x8f || c >= 0xde;
+        if (depth >= MP_MAX_DEPTH || v > (len - i) >> pairs)
+            return -1;
+        outer[nouter++] = n;
+        n = v << pairs;
+        depth++;
+    }
+}
+
 /* Like mp_obj, but a container is only checked, not built: o gets its type, an empty
  * item list. */
 static int mp_shallow(mp_reader *r, msgpack_object *o, int depth)
@@ -329,11 +425,7 @@ static int mp_shallow(mp_reader *r, msgpack_object *o, int depth)
     o->type = kind == MP_MAP ? MSGPACK_OBJECT_MAP : MSGPACK_OBJECT_ARRAY;
     o->via.array.ptr = NULL;
     o->via.array.size = 0;
-    msgpack_object item;
-    for (uint64_t i = kind == MP_MAP ? 2 * n : n; i > 0; i--)
-        if (mp_shallow(r, &item, depth + 1))
-            return -1;
-    return 0;
+    return mp_skip(r, kind == MP_MAP ? 2 * n : n, depth + 1);
 }
 
 int jd_mp_unpack(const void *data, size_t len, msgpack_zone *zone, msgpack_object *out)
@@ -540,7 +632,7 @@ int jd_event_prepare(const msgpack_object *in, const jd_norm_opts *opt, jd_event
                      size_t errlen)
 {
     memset(ev, 0, sizeof *ev);
-    ev->properties = ev->traits = ev->context = &empty_map;
+    ev->map[JD_MAP_PROPERTIES].tree = ev->map[JD_MAP_TRAITS].tree = ev->map[JD_MAP_CONTEXT].tree = &empty_map;
     ev->user_id = ev->anonymous_id = ev->name = ev->message_id = ev->group_id = ev->previous_id = (jd_str){"", 0};
     if (in->type != MSGPACK_OBJECT_MAP)
         FAIL("an event must be a JSON object");
@@ -606,16 +698,16 @@ int jd_event_prepare(const msgpack_object *in, const jd_norm_opts *opt, jd_event
     if (f.context && f.context->type != MSGPACK_OBJECT_MAP && f.context->type != MSGPACK_OBJECT_NIL)
         FAIL("\"context\" must be an object");
     if (f.properties && f.properties->type == MSGPACK_OBJECT_MAP)
-        ev->properties = f.properties;
+        ev->map[JD_MAP_PROPERTIES].tree = f.properties;
     if (f.context && f.context->type == MSGPACK_OBJECT_MAP)
-        ev->context = f.context;
+        ev->map[JD_MAP_CONTEXT].tree = f.context;
     if (f.traits && f.traits->type == MSGPACK_OBJECT_MAP) {
-        ev->traits = f.traits;
+        ev->map[JD_MAP_TRAITS].tree = f.traits;
     } else {
         /* Segment puts a track call's user traits in context.traits */
-        const msgpack_object *ct = jd_mp_get(ev->context, "traits", 6);
+        const msgpack_object *ct = jd_mp_get(ev->map[JD_MAP_CONTEXT].tree, "traits", 6);
         if (ct && ct->type == MSGPACK_OBJECT_MAP)
-            ev->traits = ct;
+            ev->map[JD_MAP_TRAITS].tree = ct;
     }
 
     /* the id a group or alias call is about must be usable; elsewhere it is ignored */
@@ -675,11 +767,11 @@ void jd_event_pack(const jd_event *ev, const msgpack_object *batch_context, jd_b
     jd_mp_pack_cstr(&pk, "event");
     pack_str_or_nil(&pk, ev->name);
     jd_mp_pack_cstr(&pk, "properties");
-    msgpack_pack_object(&pk, *ev->properties);
+    msgpack_pack_object(&pk, *jd_event_properties(ev));
     jd_mp_pack_cstr(&pk, "traits");
-    msgpack_pack_object(&pk, *ev->traits);
+    msgpack_pack_object(&pk, *jd_event_traits(ev));
     jd_mp_pack_cstr(&pk, "context");
-    pack_context(&pk, ev->context, batch_context);
+    pack_context(&pk, jd_event_context(ev), batch_context);
     jd_mp_pack_cstr(&pk, "groupId");
     pack_str_or_nil(&pk, ev->group_id);
     jd_mp_pack_cstr(&pk, "previousId");
@@ -729,7 +821,7 @@ typedef enum view_fld {
     FLD_TIMESTAMP,
     FLD_RECEIVED_AT,
     FLD_LINK,
-    FLD_PROPERTIES, /* from here on: kept as trees */
+    FLD_PROPERTIES, /* from here on: the maps, in jd_event_map_id's order */
     FLD_TRAITS,
     FLD_CONTEXT,
     FLD_FOLD,
@@ -806,20 +898,11 @@ static inline __attribute__((always_inline)) void view_set(jd_event *ev, view_fl
             ev->link = v->via.u64;
         break;
     case FLD_PROPERTIES:
-        if (v->type == MSGPACK_OBJECT_MAP)
-            ev->properties = v;
-        break;
     case FLD_TRAITS:
-        if (v->type == MSGPACK_OBJECT_MAP)
-            ev->traits = v;
-        break;
     case FLD_CONTEXT:
-        if (v->type == MSGPACK_OBJECT_MAP)
-            ev->context = v;
-        break;
     case FLD_FOLD:
         if (v->type == MSGPACK_OBJECT_MAP)
-            ev->fold = v;
+            ev->map[f - FLD_PROPERTIES] = (jd_event_lazy){v, NULL, 0};
         break;
     }
 }
@@ -827,7 +910,7 @@ static inline __attribute__((always_inline)) void view_set(jd_event *ev, view_fl
 static void view_init(jd_event *ev)
 {
     memset(ev, 0, sizeof *ev);
-    ev->properties = ev->traits = ev->context = &empty_map;
+    ev->map[JD_MAP_PROPERTIES].tree = ev->map[JD_MAP_TRAITS].tree = ev->map[JD_MAP_CONTEXT].tree = &empty_map;
 }
 
 static int view_finish(jd_event *ev, int have_type)
@@ -936,6 +1019,22 @@ void jd_event_peek_ids(const void *rec, size_t len, jd_event_peek *out)
     }
 }
 
+const msgpack_object *jd_event_map_build(const jd_event *ev, jd_event_map_id m)
+{
+    const jd_event_lazy *in = &ev->map[m];
+    if (in->tree || !in->raw)
+        return in->tree;
+    /* the memo (see jd_event_lazy): raw is set only in jd_event_read's caller's view */
+    jd_event_lazy *memo = (jd_event_lazy *)in;
+    mp_reader r = {in->raw, in->raw + in->len, ev->zone};
+    msgpack_object *tree = msgpack_zone_malloc(ev->zone, sizeof *tree);
+    /* jd_event_read checked these bytes: only the zone running out of memory can fail */
+    if (!tree || mp_obj(&r, tree, 1) || r.p != r.end)
+        abort();
+    memo->tree = tree;
+    return tree;
+}
+
 int jd_event_read(const void *rec, size_t len, msgpack_zone *zone, jd_event *ev)
 {
     mp_reader r = {rec, (const unsigned char *)rec + len, zone};
@@ -944,10 +1043,11 @@ int jd_event_read(const void *rec, size_t len, msgpack_zone *zone, jd_event *ev)
     if (mp_head(&r, &root, &n) != MP_MAP || !mp_count_ok(&r, n, MP_MAP, 0))
         return -1; /* not a map (or not msgpack): not a record either way */
     view_init(ev);
+    ev->zone = zone;
     int have_type = 0;
     for (uint64_t i = 0; i < n; i++) {
         view_fld f = FLD_OTHER;
-        msgpack_object k, v, *tree;
+        msgpack_object k, v;
         size_t used;
         int rk = record_key(i, r.p, (size_t)(r.end - r.p), &used);
         if (rk >= 0) {
@@ -960,14 +1060,33 @@ int jd_event_read(const void *rec, size_t len, msgpack_zone *zone, jd_event *ev)
                 f = field_of(k.via.str.ptr, k.via.str.size);
         }
         if (f >= FLD_PROPERTIES) {
-            if (r.p < r.end && *r.p == 0x80) { /* {} */
+            /* a map's bytes, checked, for jd_event_map to build if asked (a later map wins,
+             * anything else is ignored, as view_set does) */
+            const unsigned char *start = r.p;
+            unsigned c = r.p < r.end ? *r.p : 0xc1;
+            if (c == 0x80) { /* {} */
                 r.p++;
-                view_set(ev, f, &empty_map, &have_type);
+                ev->map[f - FLD_PROPERTIES] = (jd_event_lazy){&empty_map, NULL, 0};
                 continue;
             }
-            if (!(tree = msgpack_zone_malloc(zone, sizeof *tree)) || mp_obj(&r, tree, 1))
+            if (c > 0x80 && c <= 0x8f) {
+                /* a fixmap (mp_count_ok's limit), its items at level 2: mp_skip's first
+                 * steps, without a call for a map of strings and numbers */
+                size_t left = (size_t)(r.end - ++r.p), at = 0;
+                uint64_t items = 2 * (c & 0x0f);
+                if ((c & 0x0f) > left / 2)
+                    return -1;
+                mp_skip_sized(r.p, left, &at, &items);
+                if (at > left)
+                    return -1;
+                r.p += at;
+                if (items && mp_skip(&r, items, 2))
+                    return -1;
+            } else if (mp_skip(&r, 1, 1)) {
                 return -1;
-            view_set(ev, f, tree, &have_type);
+            }
+            if ((c >= 0x80 && c <= 0x8f) || c == 0xde || c == 0xdf)
+                ev->map[f - FLD_PROPERTIES] = (jd_event_lazy){NULL, start, (size_t)(r.p - start)};
             continue;
         }
         if (mp_quick(&r, &v) && mp_shallow(&r, &v, 1))

@@ -32,7 +32,27 @@ static inline int jd_str_eq(jd_str a, const char *s, size_t n)
     return a.n == n && memcmp(a.p, s, n) == 0;
 }
 
-/* A view into an unpacked record; pointers live as long as the record's zone. */
+/* The maps of an event: properties, traits, context, and the profile a shard folds in. */
+typedef enum jd_event_map_id {
+    JD_MAP_PROPERTIES,
+    JD_MAP_TRAITS,
+    JD_MAP_CONTEXT,
+    JD_MAP_FOLD,
+    JD_NMAPS
+} jd_event_map_id;
+
+/* One of them: its tree, or (in a view jd_event_read gave) its packed bytes, already
+ * checked, which jd_event_map builds into the view's zone the first time it is asked
+ * for the map (most events are never asked for most of their maps). tree is a memo that
+ * jd_event_map fills in through a const view: only jd_event_read sets raw, and only in
+ * its caller's view, which is never a const object. */
+typedef struct jd_event_lazy {
+    const msgpack_object *tree; /* the map; NULL: not built yet (or, with raw NULL, none) */
+    const unsigned char *raw;   /* its bytes when tree is NULL (raw[0..len)), else unused */
+    size_t len;
+} jd_event_lazy;
+
+/* A view into an unpacked record; pointers live as long as the record's bytes and zone. */
 typedef struct jd_event {
     jd_event_type type;
     jd_str user_id;      /* userId, or anonymousId when there is none */
@@ -40,20 +60,52 @@ typedef struct jd_event {
     jd_str anonymous_id; /* may be empty */
     jd_str name;         /* track: event; page/screen: name; timer: timer id */
     jd_str message_id;
-    jd_str group_id;                  /* group */
-    jd_str previous_id;               /* alias */
-    int64_t timestamp;                /* ms since epoch, UTC */
-    int64_t received_at;              /* when journeyd received it (the daemon's clock), 0 when unknown */
-    const msgpack_object *properties; /* map, never NULL */
-    const msgpack_object *traits;     /* map, never NULL */
-    const msgpack_object *context;    /* map, never NULL */
-    const msgpack_object *root;       /* the record's map; NULL when read from bytes or a timer's */
-    /* shards (engine/shard.c): an identify or alias whose earlier id lives on another
-     * shard goes there first as a link (that shard records the alias and exports the
-     * earlier profile), then here with the exported profile as fold */
+    jd_str group_id;     /* group */
+    jd_str previous_id;  /* alias */
+    int64_t timestamp;   /* ms since epoch, UTC */
+    int64_t received_at; /* when journeyd received it (the daemon's clock), 0 when unknown */
+    /* properties, traits, context (maps, never NULL) and fold (a map, or NULL): read them
+     * with jd_event_map or jd_event_properties etc., never from here. Shards
+     * (engine/shard.c): an identify or alias whose earlier id lives on another shard goes
+     * there first as a link (that shard records the alias and exports the earlier
+     * profile), then here with the exported profile ("jd_fold") as fold. */
+    jd_event_lazy map[JD_NMAPS];
+    msgpack_zone *zone;         /* where jd_event_map builds a map from raw (jd_event_read's) */
+    const msgpack_object *root; /* the record's map; NULL when read from bytes or a timer's */
     uint64_t link;              /* "jd_link": a link record's handoff id, 0 otherwise */
-    const msgpack_object *fold; /* "jd_fold": the earlier id's profile (map), or NULL */
 } jd_event;
+
+/* jd_event_map's slow half: builds a map from its bytes, once. The bytes were checked:
+ * it aborts only when the zone cannot grow (as jd_xmalloc does). */
+const msgpack_object *jd_event_map_build(const jd_event *ev, jd_event_map_id m);
+
+/* One of the event's maps, built on first use. properties, traits and context are never
+ * NULL; fold is NULL when the record has none. */
+static inline const msgpack_object *jd_event_map(const jd_event *ev, jd_event_map_id m)
+{
+    const msgpack_object *t = ev->map[m].tree;
+    return t ? t : jd_event_map_build(ev, m);
+}
+
+static inline const msgpack_object *jd_event_properties(const jd_event *ev)
+{
+    return jd_event_map(ev, JD_MAP_PROPERTIES);
+}
+
+static inline const msgpack_object *jd_event_traits(const jd_event *ev)
+{
+    return jd_event_map(ev, JD_MAP_TRAITS);
+}
+
+static inline const msgpack_object *jd_event_context(const jd_event *ev)
+{
+    return jd_event_map(ev, JD_MAP_CONTEXT);
+}
+
+static inline const msgpack_object *jd_event_fold(const jd_event *ev)
+{
+    return jd_event_map(ev, JD_MAP_FOLD);
+}
 
 const char *jd_event_type_name(jd_event_type t);
 int jd_event_type_parse(const char *s, size_t n, jd_event_type *t);
@@ -93,9 +145,10 @@ void jd_event_pack_tick(int64_t t, jd_buf *out);
 /* Reads a record into a view. Returns 0 or -1 (not a record). */
 int jd_event_view(const msgpack_object *root, jd_event *ev);
 /* The same view read straight from a record's bytes: what jd_mp_unpack and
- * jd_event_view give (the same verdict on any bytes), but only properties, traits,
- * context and jd_fold are built as trees (in zone); the other values are checked and
- * pointed into, never built. ev->root is NULL. */
+ * jd_event_view give (the same verdict on any bytes), but no value is built: each is
+ * checked and pointed into. properties, traits, context and jd_fold are built into zone
+ * when jd_event_map first asks for them; rec and zone must outlive the view. ev->root
+ * is NULL. */
 int jd_event_read(const void *rec, size_t len, msgpack_zone *zone, jd_event *ev);
 
 /* The leading fields of a record as jd_event_pack writes them, pointed into without

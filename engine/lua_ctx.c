@@ -358,11 +358,11 @@ static void push_event(lua_State *L, jd_engine *e)
     }
     push_time(L, ev->timestamp);
     lua_setfield(L, -2, "timestamp");
-    jd_lua_push_msgpack(L, ev->properties);
+    jd_lua_push_msgpack(L, jd_event_properties(ev));
     lua_setfield(L, -2, "properties");
-    jd_lua_push_msgpack(L, ev->traits);
+    jd_lua_push_msgpack(L, jd_event_traits(ev));
     lua_setfield(L, -2, "traits");
-    jd_lua_push_msgpack(L, ev->context);
+    jd_lua_push_msgpack(L, jd_event_context(ev));
     lua_setfield(L, -2, "context");
 }
 

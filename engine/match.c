@@ -239,11 +239,11 @@ static const msgpack_object *event_field(const jd_event *ev, const char *path, s
 #define IS(lit) (n == sizeof(lit) - 1 && memcmp(path, lit, n) == 0)
     const msgpack_object *map = NULL;
     if (IS("properties"))
-        map = ev->properties;
+        map = jd_event_properties(ev);
     else if (IS("traits"))
-        map = ev->traits;
+        map = jd_event_traits(ev);
     else if (IS("context"))
-        map = ev->context;
+        map = jd_event_context(ev);
     if (map)
         return rn ? jd_mp_path(map, rest, rn) : map;
     if (dot)
@@ -279,11 +279,11 @@ static const msgpack_object *resolve(const jd_pred *p, const jd_match_env *env, 
     switch (p->root) {
     case JD_ROOT_DEFAULT:
         if (ev->type == JD_EV_IDENTIFY || ev->type == JD_EV_GROUP)
-            return jd_mp_path(ev->traits, p->path, p->plen);
-        return jd_mp_path(ev->properties, p->path, p->plen);
-    case JD_ROOT_PROPERTIES: return jd_mp_path(ev->properties, p->path, p->plen);
-    case JD_ROOT_TRAITS: return jd_mp_path(ev->traits, p->path, p->plen);
-    case JD_ROOT_CONTEXT: return jd_mp_path(ev->context, p->path, p->plen);
+            return jd_mp_path(jd_event_traits(ev), p->path, p->plen);
+        return jd_mp_path(jd_event_properties(ev), p->path, p->plen);
+    case JD_ROOT_PROPERTIES: return jd_mp_path(jd_event_properties(ev), p->path, p->plen);
+    case JD_ROOT_TRAITS: return jd_mp_path(jd_event_traits(ev), p->path, p->plen);
+    case JD_ROOT_CONTEXT: return jd_mp_path(jd_event_context(ev), p->path, p->plen);
     case JD_ROOT_EVENT: return event_field(ev, p->path, p->plen, tmp);
     case JD_ROOT_USER_TRAITS: return env->user_traits ? jd_mp_path(env->user_traits, p->path, p->plen) : NULL;
     case JD_ROOT_USER_SCORE:

@@ -122,10 +122,11 @@ static void check_against_input(const msgpack_object *in, const jd_event *ev, jd
     if (t == JD_EV_TRACK && !str_eq(ev->name, jd_mp_get(in, "event", 5)))
         fail("a track event's name differs from the input's");
     const msgpack_object *props = jd_mp_get(in, "properties", 10);
-    if (props && props->type == MSGPACK_OBJECT_MAP ? !obj_eq(ev->properties, props) : ev->properties->via.map.size != 0)
+    if (props && props->type == MSGPACK_OBJECT_MAP ? !obj_eq(jd_event_properties(ev), props)
+                                                   : jd_event_properties(ev)->via.map.size != 0)
         fail("properties differ from the input's");
-    if (ev->properties->type != MSGPACK_OBJECT_MAP || ev->traits->type != MSGPACK_OBJECT_MAP ||
-        ev->context->type != MSGPACK_OBJECT_MAP)
+    if (jd_event_properties(ev)->type != MSGPACK_OBJECT_MAP || jd_event_traits(ev)->type != MSGPACK_OBJECT_MAP ||
+        jd_event_context(ev)->type != MSGPACK_OBJECT_MAP)
         fail("properties, traits or context is not a map");
 }
 
@@ -157,11 +158,11 @@ static void check_round_trip(const jd_event *ev)
         pk_str(&pk, ev->name.p, ev->name.n);
     }
     pk_key(&pk, "properties");
-    msgpack_pack_object(&pk, *ev->properties);
+    msgpack_pack_object(&pk, *jd_event_properties(ev));
     pk_key(&pk, "traits");
-    msgpack_pack_object(&pk, *ev->traits);
+    msgpack_pack_object(&pk, *jd_event_traits(ev));
     pk_key(&pk, "context");
-    msgpack_pack_object(&pk, *ev->context);
+    msgpack_pack_object(&pk, *jd_event_context(ev));
     if (ev->group_id.n) {
         pk_key(&pk, "groupId");
         pk_str(&pk, ev->group_id.p, ev->group_id.n);
@@ -192,8 +193,9 @@ static void check_round_trip(const jd_event *ev)
         !jd_str_eq(ev2.name, ev->name.p, ev->name.n) ||
         !jd_str_eq(ev2.message_id, ev->message_id.p, ev->message_id.n) ||
         !jd_str_eq(ev2.group_id, ev->group_id.p, ev->group_id.n) ||
-        !jd_str_eq(ev2.previous_id, ev->previous_id.p, ev->previous_id.n) || !obj_eq(ev2.properties, ev->properties) ||
-        !obj_eq(ev2.traits, ev->traits) || !obj_eq(ev2.context, ev->context))
+        !jd_str_eq(ev2.previous_id, ev->previous_id.p, ev->previous_id.n) ||
+        !obj_eq(jd_event_properties(&ev2), jd_event_properties(ev)) ||
+        !obj_eq(jd_event_traits(&ev2), jd_event_traits(ev)) || !obj_eq(jd_event_context(&ev2), jd_event_context(ev)))
         fail("the record does not round-trip through jd_event_view");
     msgpack_zone_destroy(&z);
     msgpack_zone_destroy(&z2);

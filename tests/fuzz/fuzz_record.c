@@ -75,8 +75,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
          !same_str(a.anonymous_id, b.anonymous_id) || !same_str(a.name, b.name) ||
          !same_str(a.message_id, b.message_id) || !same_str(a.group_id, b.group_id) ||
          !same_str(a.previous_id, b.previous_id) || a.timestamp != b.timestamp || a.received_at != b.received_at ||
-         a.link != b.link || !same_obj(a.properties, b.properties) || !same_obj(a.traits, b.traits) ||
-         !same_obj(a.context, b.context) || !same_obj(a.fold, b.fold) || b.root != NULL))
+         a.link != b.link || !same_obj(jd_event_properties(&a), jd_event_properties(&b)) ||
+         !same_obj(jd_event_traits(&a), jd_event_traits(&b)) || !same_obj(jd_event_context(&a), jd_event_context(&b)) ||
+         !same_obj(jd_event_fold(&a), jd_event_fold(&b)) || b.root != NULL))
         fail("the two views differ");
     msgpack_zone_destroy(&za);
     msgpack_zone_destroy(&zb);

@@ -230,21 +230,21 @@ static void test_normalize_valid(void **state)
         assert_str(ev->previous_id, valid[i].previous_id);
         if (ev->timestamp != valid[i].ts)
             fail_msg("case %zu: timestamp %lld, want %lld", i, (long long)ev->timestamp, (long long)valid[i].ts);
-        assert_non_null(ev->properties);
-        assert_non_null(ev->traits);
-        assert_non_null(ev->context);
-        assert_int_equal(ev->properties->type, MSGPACK_OBJECT_MAP);
-        assert_int_equal(ev->traits->type, MSGPACK_OBJECT_MAP);
-        assert_int_equal(ev->context->type, MSGPACK_OBJECT_MAP);
+        assert_non_null(jd_event_properties(ev));
+        assert_non_null(jd_event_traits(ev));
+        assert_non_null(jd_event_context(ev));
+        assert_int_equal(jd_event_properties(ev)->type, MSGPACK_OBJECT_MAP);
+        assert_int_equal(jd_event_traits(ev)->type, MSGPACK_OBJECT_MAP);
+        assert_int_equal(jd_event_context(ev)->type, MSGPACK_OBJECT_MAP);
         assert_ptr_equal(ev->root, &r.u.data);
         if (valid[i].prop_path)
-            assert_path_str(ev->properties, valid[i].prop_path, valid[i].prop_want);
+            assert_path_str(jd_event_properties(ev), valid[i].prop_path, valid[i].prop_want);
         else
-            assert_int_equal(ev->properties->via.map.size, 0);
+            assert_int_equal(jd_event_properties(ev)->via.map.size, 0);
         if (valid[i].trait_path)
-            assert_path_str(ev->traits, valid[i].trait_path, valid[i].trait_want);
+            assert_path_str(jd_event_traits(ev), valid[i].trait_path, valid[i].trait_want);
         else
-            assert_int_equal(ev->traits->via.map.size, 0);
+            assert_int_equal(jd_event_traits(ev)->via.map.size, 0);
         rec_free(&r);
     }
 }
@@ -334,6 +334,215 @@ static void test_peek_ids(void **state)
     jd_event_peek pk;
     jd_event_peek_ids("\x91\xa1x", 3, &pk); /* an array: no hint */
     assert_int_equal(pk.message_id.n + pk.user_id.n + pk.anonymous_id.n, 0);
+}
+
+/* ---------------------------------------------------------------- lazy maps */
+
+/* The zone holds nothing yet: its first chunk is as msgpack_zone_init left it. */
+static void assert_zone_empty(const msgpack_zone *z, size_t chunk)
+{
+    assert_int_equal(z->chunk_list.free, chunk);
+}
+
+/* jd_event_read's view and jd_mp_unpack + jd_event_view's of the same bytes: the same
+ * verdict, and the same maps (built by the accessors, the first read's from bytes). */
+static int read_agrees(const void *data, size_t len)
+{
+    msgpack_zone za, zb;
+    msgpack_zone_init(&za, 1024);
+    msgpack_zone_init(&zb, 1024);
+    msgpack_object root;
+    jd_event a, b;
+    int ra = jd_mp_unpack(data, len, &za, &root) || jd_event_view(&root, &a) ? -1 : 0;
+    int rb = jd_event_read(data, len, &zb, &b);
+    assert_int_equal(ra, rb);
+    for (int m = 0; rb == 0 && m < JD_NMAPS; m++) {
+        const msgpack_object *ta = jd_event_map(&a, (jd_event_map_id)m), *tb = jd_event_map(&b, (jd_event_map_id)m);
+        assert_int_equal(ta == NULL, tb == NULL);
+        if (ta)
+            assert_true(msgpack_object_equal(*ta, *tb));
+        assert_ptr_equal(jd_event_map(&b, (jd_event_map_id)m), tb); /* built once */
+    }
+    msgpack_zone_destroy(&za);
+    msgpack_zone_destroy(&zb);
+    return rb;
+}
+
+/* A record {type, messageId, userId, event, properties} with the properties' bytes as
+ * given (packed as they are, well-formed or not). */
+static void record_with_props(jd_buf *out, const char *props, size_t n)
+{
+    msgpack_packer pk;
+    jd_buf_init(out);
+    msgpack_packer_init(&pk, out, jd_buf_msgpack_write);
+    msgpack_pack_map(&pk, 5);
+    jd_mp_pack_cstr(&pk, "type");
+    jd_mp_pack_cstr(&pk, "track");
+    jd_mp_pack_cstr(&pk, "messageId");
+    jd_mp_pack_cstr(&pk, "m");
+    jd_mp_pack_cstr(&pk, "userId");
+    jd_mp_pack_cstr(&pk, "u");
+    jd_mp_pack_cstr(&pk, "event");
+    jd_mp_pack_cstr(&pk, "E");
+    jd_mp_pack_cstr(&pk, "properties");
+    jd_buf_append(out, props, n);
+}
+
+/* jd_event_read only checks properties, traits and context: each is built when first
+ * asked for, into its zone, as jd_mp_unpack builds it; one never asked for is never
+ * built. Malformed ones are still refused. */
+static void test_read_lazy(void **state)
+{
+    (void)state;
+    /* the maps of every record normalisation writes: as the eager view's */
+    for (size_t i = 0; i < sizeof valid / sizeof valid[0]; i++) {
+        rec r;
+        if (normalize(&r, valid[i].json, DEFAULT_TS, NULL) != 0)
+            fail_msg("case %zu rejected: %s", i, r.err);
+        assert_int_equal(read_agrees(r.out.data + 6, r.out.len - 6), 0);
+        rec_free(&r);
+    }
+
+    /* nothing is built until asked for, and then only what is asked for */
+    rec r;
+    if (normalize(&r, valid[0].json, DEFAULT_TS, NULL) != 0) /* properties {plan = "pro"} */
+        fail_msg("rejected: %s", r.err);
+    msgpack_zone z;
+    msgpack_zone_init(&z, 1024);
+    jd_event ev;
+    assert_int_equal(jd_event_read(r.out.data + 6, r.out.len - 6, &z, &ev), 0);
+    assert_str(ev.name, "Signed Up");
+    assert_int_equal(jd_event_traits(&ev)->via.map.size, 0); /* {}: the shared empty map */
+    assert_int_equal(jd_event_context(&ev)->via.map.size, 0);
+    assert_null(jd_event_fold(&ev));
+    assert_zone_empty(&z, 1024);
+    const msgpack_object *props = jd_event_properties(&ev);
+    assert_true(z.chunk_list.free < 1024);
+    assert_path_str(props, "plan", "pro");
+    assert_ptr_equal(jd_event_properties(&ev), props);
+    msgpack_zone_destroy(&z);
+    rec_free(&r);
+
+    static const struct {
+        const char *props; /* the properties' bytes */
+        size_t n;
+        int rc;
+    } cases[] = {
+#define P(s, rc) {s, sizeof s - 1, rc}
+        P("\x81\xa1"
+          "a\xa3xyz",
+          0), /* {a = "xyz"} */
+        P("\x81\xa1"
+          "a\xc1",
+          -1), /* 0xc1 is never used */
+        P("\x81\xa1"
+          "a\xa5xyz",
+          -1), /* a string past the end */
+        P("\x82\xa1"
+          "a\x01",
+          -1), /* 2 entries, 1 there */
+        P("\x81\xa1"
+          "a\xdb\xff\xff\xff\xff",
+          -1),
+        P("\x81\xa1"
+          "a\xd6\x01\x02\x03",
+          -1), /* a fixext 4 cut short */
+        P("\x81\xa1"
+          "a\xd6\x01\x02\x03\x04\x05",
+          0),
+        P("\x81\xa1"
+          "a\xdd\xff\xff\xff\xff\x01",
+          -1), /* more items than bytes */
+        P("\xde\x00\x01\xa1"
+          "a\xcb\x40\x09\x21\xfb\x54\x44\x2d\x18",
+          0),                  /* map 16, a double */
+        P("\xa3xyz", 0),       /* not a map: read as {} */
+        P("\x91\x80", 0),      /* an array: {} too */
+        P("\x93\x01\x02", -1), /* an array cut short */
+        P("\xc1", -1),
+        P("", -1),
+#undef P
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        jd_buf b;
+        record_with_props(&b, cases[i].props, cases[i].n);
+        if (read_agrees(b.data, b.len) != cases[i].rc)
+            fail_msg("case %zu: not %d", i, cases[i].rc);
+        jd_buf_free(&b);
+    }
+
+    /* msgpack-c's 32 levels of nesting: properties are a record's level 1, so the
+     * containers in them may reach level 31, not 32 */
+    for (int depth = 30; depth <= 33; depth++) {
+        char deep[64];
+        size_t n = 0;
+        deep[n++] = (char)0x81;
+        deep[n++] = (char)0xa1;
+        deep[n++] = 'a';
+        for (int d = 1; d < depth; d++)
+            deep[n++] = (char)0x91; /* [ ... ] */
+        deep[n++] = 0x07;
+        jd_buf b;
+        record_with_props(&b, deep, n);
+        assert_int_equal(read_agrees(b.data, b.len), depth <= 31 ? 0 : -1);
+        jd_buf_free(&b);
+    }
+
+    /* properties of every type, and every cut of their record (in a buffer of just
+     * that size: the sanitizers see a read past it) refused alike */
+    jd_buf pb;
+    jd_buf_init(&pb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &pb, jd_buf_msgpack_write);
+    static const int64_t ints[] = {-5, -100, -1000, -100000, -5000000000LL, 7, 200, 60000, 100000, 5000000000LL};
+    msgpack_pack_map(&pk, 21);
+    for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++) {
+        msgpack_pack_uint64(&pk, i); /* keys need not be strings */
+        msgpack_pack_int64(&pk, ints[i]);
+    }
+    jd_mp_pack_cstr(&pk, "f32");
+    msgpack_pack_float(&pk, 1.5f);
+    jd_mp_pack_cstr(&pk, "f64");
+    msgpack_pack_double(&pk, 2.25);
+    jd_mp_pack_cstr(&pk, "t");
+    msgpack_pack_true(&pk);
+    jd_mp_pack_cstr(&pk, "nil");
+    msgpack_pack_nil(&pk);
+    jd_mp_pack_cstr(&pk, "bin");
+    msgpack_pack_bin(&pk, 3);
+    msgpack_pack_bin_body(&pk, "abc", 3);
+    jd_mp_pack_cstr(&pk, "ext");
+    msgpack_pack_ext(&pk, 3, 1);
+    msgpack_pack_ext_body(&pk, "abc", 3);
+    jd_mp_pack_cstr(&pk, "fixext");
+    msgpack_pack_ext(&pk, 4, 2);
+    msgpack_pack_ext_body(&pk, "abcd", 4);
+    char text[300];
+    memset(text, 'x', sizeof text);
+    jd_mp_pack_cstr(&pk, "str8");
+    jd_mp_pack_str(&pk, text, 40);
+    jd_mp_pack_cstr(&pk, "str16");
+    jd_mp_pack_str(&pk, text, 300);
+    jd_mp_pack_cstr(&pk, "nested");
+    msgpack_pack_array(&pk, 16);
+    for (int i = 0; i < 15; i++)
+        msgpack_pack_int(&pk, i);
+    msgpack_pack_map(&pk, 1);
+    jd_mp_pack_cstr(&pk, "k");
+    msgpack_pack_array(&pk, 0);
+    jd_mp_pack_cstr(&pk, "last");
+    msgpack_pack_false(&pk);
+    jd_buf b;
+    record_with_props(&b, pb.data, pb.len);
+    assert_int_equal(read_agrees(b.data, b.len), 0);
+    for (size_t cut = 0; cut < b.len; cut++) {
+        char *c = malloc(cut ? cut : 1);
+        memcpy(c, b.data, cut);
+        assert_int_equal(read_agrees(c, cut), -1);
+        free(c);
+    }
+    jd_buf_free(&b);
+    jd_buf_free(&pb);
 }
 
 /* The default messageId is used only when the event has none. */
@@ -460,14 +669,15 @@ static void test_view(void **state)
         int rc = jd_event_view(&o.u.data, &ev);
         if (rc != cases[i].rc)
             fail_msg("case %zu: rc %d\n  %s", i, rc, cases[i].json);
+        assert_int_equal(read_agrees(o.buf.data, o.buf.len), rc);
         if (rc == 0) {
             assert_int_equal(ev.type, cases[i].type);
             assert_str(ev.user_id, cases[i].user_id);
             assert_true(ev.timestamp == cases[i].ts);
             /* maps that are absent or not maps read as empty maps */
-            assert_int_equal(ev.properties->type, MSGPACK_OBJECT_MAP);
-            assert_int_equal(ev.traits->type, MSGPACK_OBJECT_MAP);
-            assert_int_equal(ev.context->type, MSGPACK_OBJECT_MAP);
+            assert_int_equal(jd_event_properties(&ev)->type, MSGPACK_OBJECT_MAP);
+            assert_int_equal(jd_event_traits(&ev)->type, MSGPACK_OBJECT_MAP);
+            assert_int_equal(jd_event_context(&ev)->type, MSGPACK_OBJECT_MAP);
         }
         obj_free(&o);
     }
@@ -776,11 +986,17 @@ static void test_mp_unpack(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_normalize_valid),  cmocka_unit_test(test_record_shape),
-        cmocka_unit_test(test_peek_ids),         cmocka_unit_test(test_default_message_id),
-        cmocka_unit_test(test_normalize_errors), cmocka_unit_test(test_view),
-        cmocka_unit_test(test_type_names),       cmocka_unit_test(test_mp_get),
-        cmocka_unit_test(test_mp_path),          cmocka_unit_test(test_mp_unpack),
+        cmocka_unit_test(test_normalize_valid),
+        cmocka_unit_test(test_record_shape),
+        cmocka_unit_test(test_peek_ids),
+        cmocka_unit_test(test_read_lazy),
+        cmocka_unit_test(test_default_message_id),
+        cmocka_unit_test(test_normalize_errors),
+        cmocka_unit_test(test_view),
+        cmocka_unit_test(test_type_names),
+        cmocka_unit_test(test_mp_get),
+        cmocka_unit_test(test_mp_path),
+        cmocka_unit_test(test_mp_unpack),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
