@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -84,17 +85,21 @@ int main(int argc, char **argv)
     jd_engine_on_action(e, on_action, NULL);
     jd_engine_on_log(e, quiet, NULL);
     struct timespec t0, t1, c0, c1;
+    struct rusage ru0, ru1;
+    getrusage(RUSAGE_SELF, &ru0);
     clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &c0);
     clock_gettime(CLOCK_MONOTONIC, &t0);
     for (size_t i = 0; i < n; i++)
         jd_engine_process(e, recs + offs[i], offs[i + 1] - offs[i], &err);
     clock_gettime(CLOCK_MONOTONIC, &t1);
     clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &c1);
+    getrusage(RUSAGE_SELF, &ru1);
     double s = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
     double cs = (double)(c1.tv_sec - c0.tv_sec) + (double)(c1.tv_nsec - c0.tv_nsec) / 1e9;
     /* the CPU time is the steadier figure on a busy machine (no waiting for a core) */
-    printf("inmem: records %zu\ninmem: seconds %.3f\ninmem: cpu_seconds %.3f\ninmem: actions %llu\n", n, s, cs,
-           (unsigned long long)nactions);
+    printf("inmem: records %zu\ninmem: seconds %.3f\ninmem: cpu_seconds %.3f\ninmem: actions %llu\n"
+           "inmem: page_faults %ld\n",
+           n, s, cs, (unsigned long long)nactions, ru1.ru_minflt - ru0.ru_minflt);
     if (getenv("INMEM_NO_FREE")) {
         fflush(stdout);
         _exit(0);
