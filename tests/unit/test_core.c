@@ -1,6 +1,6 @@
 /* test_core: engine/map.h (hash map, jd_hash), engine/dedupe.h (messageId set with a
- * ttl in event time), engine/timer.h (the (due, seq) min-heap) and a person's decision
- * trace (engine/user.h). */
+ * ttl in event time), engine/timer.h (the (due, seq) min-heap), a person's traits and
+ * decision trace (engine/user.h). */
 #define _POSIX_C_SOURCE 200809L
 #include <setjmp.h>
 #include <stdarg.h>
@@ -785,6 +785,8 @@ static void test_user_merge_traits(void **state)
 {
     (void)state;
     rng_seed(42);
+    jd_buf scratch; /* one for every run, as an engine keeps its own */
+    jd_buf_init(&scratch);
     for (int run = 0; run < 200; run++) {
         jd_user *u = jd_user_new("u", 1);
         jd_buf ref;
@@ -800,7 +802,7 @@ static void test_user_merge_traits(void **state)
             msgpack_object m;
             size_t off = 0;
             assert_int_equal(msgpack_unpack(upd.data, upd.len, &off, &z, &m), MSGPACK_UNPACK_SUCCESS);
-            jd_user_merge_traits(u, &m);
+            jd_user_merge_traits(u, &m, run % 2 ? &scratch : NULL);
             ref_merge(&ref, &m);
             assert_int_equal(u->traits.len, ref.len);
             assert_memory_equal(u->traits.data, ref.data, ref.len);
@@ -810,15 +812,166 @@ static void test_user_merge_traits(void **state)
         jd_buf_free(&ref);
         jd_user_free(u);
     }
+    jd_buf_free(&scratch);
     /* unreadable traits count as none */
     jd_user *u = jd_user_new("u", 1);
     jd_buf_append(&u->traits, "\x82\xa1", 2);
     msgpack_object_kv kv = {{.type = MSGPACK_OBJECT_STR, .via.str = {1, "k"}},
                             {.type = MSGPACK_OBJECT_BOOLEAN, .via.boolean = true}};
     msgpack_object m = {.type = MSGPACK_OBJECT_MAP, .via.map = {1, &kv}};
-    jd_user_merge_traits(u, &m);
+    jd_user_merge_traits(u, &m, NULL);
     assert_int_equal(u->traits.len, 4);
     assert_memory_equal(u->traits.data, "\x81\xa1k\xc3", 4);
+    jd_user_free(u);
+}
+
+/* An update from JSON-like text: {k=v,...} with v an integer, a float (has a '.'), t/f,
+ * n (nil: removes), a "string", or a nested {..} map. Keys may repeat. */
+static const char *pack_text(msgpack_packer *pk, const char *p);
+
+static const char *pack_text_map(msgpack_packer *pk, const char *p)
+{
+    uint32_t n = 0;
+    int depth = 0;
+    for (const char *q = p + 1; *q && !(depth == 0 && *q == '}'); q++) {
+        if (*q == '{')
+            depth++;
+        else if (*q == '}')
+            depth--;
+        else if (*q == '=' && depth == 0)
+            n++;
+    }
+    msgpack_pack_map(pk, n);
+    p++;
+    while (*p != '}') {
+        const char *eq = strchr(p, '=');
+        jd_mp_pack_str(pk, p, (size_t)(eq - p));
+        p = pack_text(pk, eq + 1);
+        if (*p == ',')
+            p++;
+    }
+    return p + 1;
+}
+
+static const char *pack_text(msgpack_packer *pk, const char *p)
+{
+    if (*p == '{')
+        return pack_text_map(pk, p);
+    if (*p == '"') {
+        const char *e = strchr(p + 1, '"');
+        jd_mp_pack_str(pk, p + 1, (size_t)(e - p - 1));
+        return e + 1;
+    }
+    if (*p == 't' || *p == 'f' || *p == 'n') {
+        if (*p == 'n')
+            msgpack_pack_nil(pk);
+        else if (*p == 't')
+            msgpack_pack_true(pk);
+        else
+            msgpack_pack_false(pk);
+        return p + 1;
+    }
+    char *end;
+    size_t len = strcspn(p, ",}");
+    if (memchr(p, '.', len))
+        msgpack_pack_double(pk, strtod(p, &end));
+    else
+        msgpack_pack_int64(pk, strtoll(p, &end, 10));
+    return end;
+}
+
+/* Merges the update given as text into u (and into the reference). */
+static void merge_text(jd_user *u, jd_buf *ref, jd_buf *scratch, const char *text)
+{
+    jd_buf upd;
+    jd_buf_init(&upd);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &upd, jd_buf_msgpack_write);
+    pack_text(&pk, text);
+    msgpack_zone z;
+    msgpack_zone_init(&z, 1024);
+    msgpack_object m;
+    assert_int_equal(jd_mp_unpack(upd.data, upd.len, &z, &m), 0);
+    jd_user_merge_traits(u, &m, scratch);
+    ref_merge(ref, &m);
+    assert_int_equal(u->traits.len, ref->len);
+    assert_memory_equal(u->traits.data, ref->data, ref->len);
+    assert_true(u->traits.cap > u->traits.len);
+    msgpack_zone_destroy(&z);
+    jd_buf_free(&upd);
+}
+
+/* Where merged traits are kept: the same bytes change nothing (not even the pointer); a
+ * result that fits the allocation goes into it; for a larger one, or one under half of
+ * it, the allocation becomes exactly its size. The bytes are the reference merge's in
+ * every case. */
+static void test_user_merge_traits_storage(void **state)
+{
+    (void)state;
+    jd_buf scratch, ref;
+    jd_buf_init(&scratch);
+    jd_buf_init(&ref);
+    jd_user *u = jd_user_new("u", 1);
+    merge_text(u, &ref, &scratch, "{email=\"a@x\",plan=\"trial\",seats=3,score=1.5,tags={a=1,b=t}}");
+    assert_int_equal(u->traits.cap, u->traits.len + 1); /* a new allocation: exact */
+
+    /* the same traits again, in any order of the same values: nothing moves */
+    char *p = u->traits.data;
+    size_t cap = u->traits.cap;
+    merge_text(u, &ref, &scratch, "{email=\"a@x\",plan=\"trial\",seats=3,score=1.5,tags={a=1,b=t}}");
+    merge_text(u, &ref, &scratch, "{tags={a=1,b=t},email=\"a@x\"}");
+    merge_text(u, &ref, &scratch, "{plan=\"trial\"}");
+    assert_ptr_equal(u->traits.data, p);
+    assert_int_equal(u->traits.cap, cap);
+
+    /* smaller, in the same allocation: a value shrinks; a key is removed (nil) */
+    merge_text(u, &ref, &scratch, "{plan=\"x\"}");
+    assert_ptr_equal(u->traits.data, p);
+    merge_text(u, &ref, &scratch, "{seats=n}");
+    assert_ptr_equal(u->traits.data, p);
+    assert_int_equal(u->traits.cap, cap);
+
+    /* duplicate keys: the last wins (a nil last removes, a nil before a value does not) */
+    merge_text(u, &ref, &scratch, "{plan=\"a\",plan=\"b\",email=\"c@x\",email=n,score=n,score=2.5}");
+    assert_ptr_equal(u->traits.data, p);
+
+    /* larger: the allocation becomes exactly its size */
+    merge_text(u, &ref, &scratch, "{company=\"a company with a long name\",nested={a={b={c=1.25,d=-7}}}}");
+    assert_true(u->traits.len + 1 > cap);
+    assert_int_equal(u->traits.cap, u->traits.len + 1);
+
+    /* much smaller (under half the allocation): exact again */
+    cap = u->traits.cap;
+    merge_text(u, &ref, &scratch, "{company=n,nested=n,tags=n,plan=n}");
+    assert_true(u->traits.len + 1 < cap / 2);
+    assert_int_equal(u->traits.cap, u->traits.len + 1);
+
+    /* everything removed: an empty map, as before */
+    merge_text(u, &ref, &scratch, "{score=n,email=n}");
+    assert_int_equal(u->traits.len, 1);
+    assert_memory_equal(u->traits.data, "\x80", 1);
+
+    /* an empty update changes nothing */
+    p = u->traits.data;
+    merge_text(u, &ref, &scratch, "{}");
+    assert_ptr_equal(u->traits.data, p);
+
+    /* traits read back from a checkpoint sit in a buffer grown by appends: the first
+     * change gives them their exact size */
+    jd_user *v = jd_user_new("v", 1);
+    jd_buf_append(&v->traits, ref.data, ref.len);
+    jd_buf_append(&v->traits, "", 0);
+    jd_buf vref;
+    jd_buf_init(&vref);
+    jd_buf_append(&vref, ref.data, ref.len);
+    assert_true(v->traits.cap >= 256);
+    merge_text(v, &vref, &scratch, "{a=1}");
+    assert_int_equal(v->traits.cap, v->traits.len + 1);
+    jd_buf_free(&vref);
+    jd_user_free(v);
+
+    jd_buf_free(&ref);
+    jd_buf_free(&scratch);
     jd_user_free(u);
 }
 
@@ -920,6 +1073,7 @@ int main(void)
         cmocka_unit_test(test_hash_values),
         cmocka_unit_test(test_dedupe_ttl_later),
         cmocka_unit_test(test_user_merge_traits),
+        cmocka_unit_test(test_user_merge_traits_storage),
         cmocka_unit_test(test_dedupe_zero_word),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
