@@ -814,6 +814,7 @@ void jd_engine_free(jd_engine *e)
     msgpack_zone_destroy(&e->in_zone);
     jd_buf_free(&e->rec);
     jd_buf_free(&e->sets_rec);
+    jd_buf_free(&e->traits_buf);
     jd_buf_free(&e->scratch);
     jd_buf_free(&e->trec);
     jd_buf_free(&e->keybuf);
@@ -1280,7 +1281,7 @@ static void apply(jd_engine *e, const char *rule, const jd_journey *j, int stage
         jd_buf_append(m, fx->sets.data, fx->sets.len);
         msgpack_object o;
         if (jd_mp_unpack(m->data, m->len, &e->zone, &o) == 0)
-            jd_user_merge_traits(u, &o);
+            jd_user_merge_traits(u, &o, &e->traits_buf);
         e->user_traits = NULL;
     }
     u->score += fx->score;
@@ -1803,25 +1804,27 @@ static void merge_profiles(jd_engine *e, jd_user *from, jd_user *to)
 {
     if (from == to)
         return;
-    msgpack_zone z;
-    msgpack_zone_init(&z, 1024);
-    msgpack_object o;
-    const msgpack_object *ft = jd_user_traits(from, &z, &o);
-    if (ft->via.map.size) {
-        jd_buf keep = to->traits;
-        jd_buf_init(&to->traits);
-        jd_user_merge_traits(to, ft);
-        msgpack_object k;
-        const msgpack_object *kt = keep.len ? jd_user_traits(&(jd_user){.traits = keep}, &z, &k) : NULL;
-        if (kt)
-            jd_user_merge_traits(to, kt);
-        jd_buf_free(&keep);
+    if (from->traits.len) { /* most folded profiles are anonymous visits, without traits */
+        msgpack_zone z;
+        msgpack_zone_init(&z, 1024);
+        msgpack_object o;
+        const msgpack_object *ft = jd_user_traits(from, &z, &o);
+        if (ft->via.map.size) {
+            /* from's merged into none, then to's over them, then in to's place */
+            jd_user base = {.traits = {NULL, 0, 0}};
+            jd_user_merge_traits(&base, ft, &e->traits_buf);
+            msgpack_object k;
+            const msgpack_object *kt = to->traits.len ? jd_user_traits(to, &z, &k) : NULL;
+            if (kt)
+                jd_user_merge_traits(&base, kt, &e->traits_buf);
+            jd_buf_free(&to->traits);
+            to->traits = base.traits;
+        }
+        msgpack_zone_destroy(&z);
     }
-    msgpack_zone_destroy(&z);
     to->score += from->score;
     for (size_t i = 0; i < from->nsegments; i++)
         jd_user_segment_add(to, from->segments[i], strlen(from->segments[i]));
-    (void)e;
 }
 
 /* A profile exported by another shard (process_link), as a free-standing jd_user. */
@@ -1830,7 +1833,7 @@ static jd_user *user_of_fold(jd_str id, const msgpack_object *fold)
     jd_user *u = jd_user_new(id.p, id.n);
     const msgpack_object *t = jd_mp_get(fold, "traits", 6);
     if (t && t->type == MSGPACK_OBJECT_MAP)
-        jd_user_merge_traits(u, t);
+        jd_user_merge_traits(u, t, NULL);
     const msgpack_object *sc = jd_mp_get(fold, "score", 5);
     if (sc && (sc->type == MSGPACK_OBJECT_FLOAT64 || sc->type == MSGPACK_OBJECT_FLOAT32))
         u->score = sc->via.f64;
@@ -2060,7 +2063,7 @@ static void process_view(jd_engine *e, const jd_event *ev)
         if (ev->anonymous_id.n && ev->user_id.p != ev->anonymous_id.p)
             link_alias(e, ev->anonymous_id, ev->user_id);
         e->user = resolve_user(e, ev);
-        jd_user_merge_traits(e->user, jd_event_traits(ev));
+        jd_user_merge_traits(e->user, jd_event_traits(ev), &e->traits_buf);
         break;
     case JD_EV_ALIAS:
         link_alias(e, ev->previous_id, ev->user_id);

@@ -162,9 +162,10 @@ struct jd_engine {
     char action_json_id[33]; /* the action action_json holds */
     jd_buf action_rec;       /* jd_action_json scratch */
     msgpack_zone action_zone;
-    jd_buf rec;      /* normalised record scratch */
-    jd_buf sets_rec; /* a hook's ctx:set traits as one map (apply) */
-    jd_buf scratch;  /* json scratch */
+    jd_buf rec;        /* normalised record scratch */
+    jd_buf sets_rec;   /* a hook's ctx:set traits as one map (apply) */
+    jd_buf traits_buf; /* merged traits on their way into a profile (jd_user_merge_traits) */
+    jd_buf scratch;    /* json scratch */
     jd_buf keybuf;
     jd_json_reader *jr;
     jd_json_writer *jw;

@@ -67,22 +67,6 @@ typedef struct mp_reader {
     msgpack_zone *z;
 } mp_reader;
 
-/* n bytes (0, 1, 2, 4 or 8: the widths msgpack has) as a big-endian number. Spelled out
- * per width, which gcc turns into one load and a byte swap; a loop cost ~60
- * instructions for a record's 8-byte timestamp. */
-static inline uint64_t mp_be(const unsigned char *p, int n)
-{
-    switch (n) {
-    case 1: return p[0];
-    case 2: return (uint64_t)p[0] << 8 | p[1];
-    case 4: return (uint64_t)p[0] << 24 | (uint64_t)p[1] << 16 | (uint64_t)p[2] << 8 | p[3];
-    case 8:
-        return (uint64_t)p[0] << 56 | (uint64_t)p[1] << 48 | (uint64_t)p[2] << 40 | (uint64_t)p[3] << 32 |
-               (uint64_t)p[4] << 24 | (uint64_t)p[5] << 16 | (uint64_t)p[6] << 8 | p[7];
-    default: return 0;
-    }
-}
-
 /* What the next object's header says. */
 enum { MP_SCALAR, MP_BODY, MP_ARRAY, MP_MAP };
 
@@ -100,7 +84,7 @@ static int mp_head_var(mp_reader *r, unsigned c, msgpack_object *o, uint64_t *n)
     int w = mp_var_width[c - 0xc0];
     if ((size_t)(r->end - r->p) < (size_t)w)
         return -1;
-    uint64_t v = mp_be(r->p, w);
+    uint64_t v = jd_mp_be(r->p, w);
     r->p += w;
     switch (c) {
     case 0xc0: o->type = MSGPACK_OBJECT_NIL; return MP_SCALAR;
@@ -241,46 +225,10 @@ static int mp_count_ok(const mp_reader *r, uint64_t n, int kind, int depth)
     return depth < MP_MAX_DEPTH && n <= (uint64_t)(r->end - r->p) / (kind == MP_MAP ? 2 : 1);
 }
 
-/* The common items without a call: a string shorter than 256 bytes, a small
- * non-negative integer, nil. Returns 0, or -1 for anything else, a bad item included
- * (the caller then reads it with mp_obj, which refuses it as it should). */
+/* The common items without a call (jd_mp_quick). */
 static inline int mp_quick(mp_reader *r, msgpack_object *o)
 {
-    const unsigned char *p = r->p;
-    if (p >= r->end)
-        return -1;
-    unsigned c = *p;
-    size_t h, n;
-    if (c >= 0xa0 && c <= 0xbf) {
-        h = 1;
-        n = c & 0x1f;
-    } else if (c == 0xd9 && r->end - p >= 2) {
-        h = 2;
-        n = p[1];
-    } else if (c <= 0x7f) {
-        o->type = MSGPACK_OBJECT_POSITIVE_INTEGER;
-        o->via.u64 = c;
-        r->p++;
-        return 0;
-    } else if (c == 0xc0) {
-        o->type = MSGPACK_OBJECT_NIL;
-        r->p++;
-        return 0;
-    } else if (c == 0xcf && r->end - p >= 9) { /* uint64: a record's timestamp */
-        o->type = MSGPACK_OBJECT_POSITIVE_INTEGER;
-        o->via.u64 = mp_be(p + 1, 8);
-        r->p = p + 9;
-        return 0;
-    } else {
-        return -1;
-    }
-    if (n > (size_t)(r->end - p) - h)
-        return -1;
-    o->type = MSGPACK_OBJECT_STR;
-    o->via.str.ptr = (const char *)p + h;
-    o->via.str.size = (uint32_t)n;
-    r->p = p + h + n;
-    return 0;
+    return jd_mp_quick(&r->p, r->end, o);
 }
 
 static int mp_obj(mp_reader *r, msgpack_object *o, int depth);
@@ -390,7 +338,7 @@ static int mp_skip(mp_reader *r, uint64_t n, int depth)
             int w = mp_var_width[c - 0xc0];
             if (c == 0xc1 || len - i < (size_t)w)
                 return -1; /* 0xc1: never used */
-            v = mp_be(d + i, w);
+            v = jd_mp_be(d + i, w);
             i += (size_t)w;
         }
         if (c > 0x9f && c < 0xdc) { /* bin, str, ext (and its type byte) */
@@ -455,6 +403,26 @@ int jd_mp_map_spans(const void *data, size_t len, jd_mp_span *out, size_t max)
         }
     }
     return r.p == r.end ? (int)n : -1;
+}
+
+int jd_mp_next_any(jd_mp_cursor *c, msgpack_object *o, uint32_t *count, int depth)
+{
+    mp_reader r = {c->p, c->end, NULL};
+    uint64_t n = 0;
+    int kind = mp_head(&r, o, &n);
+    if (kind == MP_BODY) {
+        if (mp_body(&r, o, n))
+            return -1;
+    } else if (kind != MP_SCALAR) {
+        if (kind < 0 || !mp_count_ok(&r, n, kind, depth))
+            return -1;
+        o->type = kind == MP_MAP ? MSGPACK_OBJECT_MAP : MSGPACK_OBJECT_ARRAY;
+        o->via.array.ptr = NULL;
+        o->via.array.size = 0;
+        *count = (uint32_t)n;
+    }
+    c->p = r.p;
+    return 0;
 }
 
 void jd_mp_pack_object(msgpack_packer *pk, const msgpack_object *o)

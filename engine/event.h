@@ -182,6 +182,80 @@ typedef struct jd_mp_span {
 } jd_mp_span;
 int jd_mp_map_spans(const void *data, size_t len, jd_mp_span *out, size_t max);
 
+/* A big-endian unsigned integer of n bytes (msgpack's lengths and numbers). */
+static inline uint64_t jd_mp_be(const unsigned char *p, int n)
+{
+    /* spelled out per width, which gcc turns into one load and a byte swap; a loop cost
+     * ~60 instructions for a record's 8-byte timestamp */
+    switch (n) {
+    case 1: return p[0];
+    case 2: return (uint64_t)p[0] << 8 | p[1];
+    case 4: return (uint64_t)p[0] << 24 | (uint64_t)p[1] << 16 | (uint64_t)p[2] << 8 | p[3];
+    case 8:
+        return (uint64_t)p[0] << 56 | (uint64_t)p[1] << 48 | (uint64_t)p[2] << 40 | (uint64_t)p[3] << 32 |
+               (uint64_t)p[4] << 24 | (uint64_t)p[5] << 16 | (uint64_t)p[6] << 8 | p[7];
+    default: return 0;
+    }
+}
+
+/* The common items without a call: a string shorter than 256 bytes, a small
+ * non-negative integer, nil, a uint64 (a record's timestamp). Returns 0 with *pp past
+ * it, or -1 for anything else, a bad item included (the caller then reads it the long
+ * way, which refuses it as it should). */
+static inline int jd_mp_quick(const unsigned char **pp, const unsigned char *end, msgpack_object *o)
+{
+    const unsigned char *p = *pp;
+    if (p >= end)
+        return -1;
+    unsigned c = *p;
+    size_t h, n;
+    if (c >= 0xa0 && c <= 0xbf) {
+        h = 1;
+        n = c & 0x1f;
+    } else if (c == 0xd9 && end - p >= 2) {
+        h = 2;
+        n = p[1];
+    } else if (c <= 0x7f) {
+        o->type = MSGPACK_OBJECT_POSITIVE_INTEGER;
+        o->via.u64 = c;
+        *pp = p + 1;
+        return 0;
+    } else if (c == 0xc0) {
+        o->type = MSGPACK_OBJECT_NIL;
+        *pp = p + 1;
+        return 0;
+    } else if (c == 0xcf && end - p >= 9) {
+        o->type = MSGPACK_OBJECT_POSITIVE_INTEGER;
+        o->via.u64 = jd_mp_be(p + 1, 8);
+        *pp = p + 9;
+        return 0;
+    } else {
+        return -1;
+    }
+    if (n > (size_t)(end - p) - h)
+        return -1;
+    o->type = MSGPACK_OBJECT_STR;
+    o->via.str.ptr = (const char *)p + h;
+    o->via.str.size = (uint32_t)n;
+    *pp = p + h + n;
+    return 0;
+}
+
+/* Packed msgpack read one object at a time, without building a tree: jd_mp_next reads
+ * the next object, a scalar, a string, bin or ext (pointing into the bytes) or only a
+ * container's head (type and *count; its items follow, 2 * count for a map). depth is
+ * the object's nesting (0: the outermost). Returns 0, or -1 where jd_mp_unpack would
+ * fail on it (a walk that also ends exactly at end gives jd_mp_unpack's verdict). */
+typedef struct jd_mp_cursor {
+    const unsigned char *p, *end;
+} jd_mp_cursor;
+/* jd_mp_next for what jd_mp_quick does not read. */
+int jd_mp_next_any(jd_mp_cursor *c, msgpack_object *o, uint32_t *count, int depth);
+static inline int jd_mp_next(jd_mp_cursor *c, msgpack_object *o, uint32_t *count, int depth)
+{
+    return jd_mp_quick(&c->p, c->end, o) == 0 ? 0 : jd_mp_next_any(c, o, count, depth);
+}
+
 /* Packs o as msgpack_pack_object does (the same bytes), with the header's inline packer
  * functions rather than the library's. */
 void jd_mp_pack_object(msgpack_packer *pk, const msgpack_object *o);

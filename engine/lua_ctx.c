@@ -284,27 +284,21 @@ static void push_key(lua_State *L, ctx_ud *c, const char *s, size_t n)
     memcpy(k->s, s, n);
 }
 
-/* The traits as jd_lua_push_msgpack pushes a map (the same table, built in the same
- * order), string keys through the cache. */
-static void push_traits(lua_State *L, ctx_ud *c, const msgpack_object *o)
+static void push_traits_key(lua_State *L, void *ud, const char *s, size_t n)
 {
-    if (o->type != MSGPACK_OBJECT_MAP) {
-        jd_lua_push_msgpack(L, o);
-        return;
-    }
-    luaL_checkstack(L, 4, "nesting too deep");
-    lua_createtable(L, 0, (int)o->via.map.size);
-    for (uint32_t i = 0; i < o->via.map.size; i++) {
-        const msgpack_object *k = &o->via.map.ptr[i].key;
-        if (k->type == MSGPACK_OBJECT_NIL)
-            continue;
-        if (k->type == MSGPACK_OBJECT_STR)
-            push_key(L, c, k->via.str.ptr, k->via.str.size);
-        else
-            jd_lua_push_msgpack(L, k);
-        jd_lua_push_msgpack(L, &o->via.map.ptr[i].val);
-        lua_rawset(L, -3);
-    }
+    push_key(L, ud, s, n);
+}
+
+/* The traits as jd_user_traits and jd_lua_push_msgpack would give them (the same
+ * table, built in the same order; {} for none or unreadable bytes), read straight from
+ * the packed bytes, string keys through the cache. The unpacked tree stays for the C
+ * predicates that ask for it (engine.c user_traits). */
+static void push_traits(lua_State *L, ctx_ud *c, const jd_user *u)
+{
+    const unsigned char *p = (const unsigned char *)u->traits.data;
+    int map = u->traits.len && ((*p >= 0x80 && *p <= 0x8f) || *p == 0xde || *p == 0xdf);
+    if (!map || jd_lua_push_packed(L, p, u->traits.len, push_traits_key, c))
+        lua_createtable(L, 0, 0);
 }
 
 static void push_user(lua_State *L, ctx_ud *c, jd_engine *e)
@@ -313,9 +307,7 @@ static void push_user(lua_State *L, ctx_ud *c, jd_engine *e)
     lua_createtable(L, 0, 4);
     lua_pushlstring(L, u->id, u->idlen);
     lua_setfield(L, -2, "id");
-    if (!e->user_traits)
-        e->user_traits = jd_user_traits(u, &e->zone, &e->user_traits_obj);
-    push_traits(L, c, e->user_traits);
+    push_traits(L, c, u);
     lua_setfield(L, -2, "traits");
     lua_createtable(L, 0, (int)u->nsegments);
     for (size_t i = 0; i < u->nsegments; i++) {

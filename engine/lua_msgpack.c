@@ -9,9 +9,9 @@
 #include "buf.h"
 #include "event.h"
 
-void jd_lua_push_msgpack(lua_State *L, const msgpack_object *o)
+/* Anything but an array or a map (those are pushed by their callers). */
+static inline void push_scalar(lua_State *L, const msgpack_object *o)
 {
-    luaL_checkstack(L, 4, "nesting too deep");
     switch (o->type) {
     case MSGPACK_OBJECT_NIL: lua_pushnil(L); break;
     case MSGPACK_OBJECT_BOOLEAN: lua_pushboolean(L, o->via.boolean); break;
@@ -27,6 +27,14 @@ void jd_lua_push_msgpack(lua_State *L, const msgpack_object *o)
     case MSGPACK_OBJECT_FLOAT64: lua_pushnumber(L, o->via.f64); break;
     case MSGPACK_OBJECT_STR: lua_pushlstring(L, o->via.str.ptr, o->via.str.size); break;
     case MSGPACK_OBJECT_BIN: lua_pushlstring(L, o->via.bin.ptr, o->via.bin.size); break;
+    default: lua_pushnil(L); break;
+    }
+}
+
+void jd_lua_push_msgpack(lua_State *L, const msgpack_object *o)
+{
+    luaL_checkstack(L, 4, "nesting too deep");
+    switch (o->type) {
     case MSGPACK_OBJECT_ARRAY:
         lua_createtable(L, (int)o->via.array.size, 0);
         for (uint32_t i = 0; i < o->via.array.size; i++) {
@@ -46,8 +54,133 @@ void jd_lua_push_msgpack(lua_State *L, const msgpack_object *o)
             lua_rawset(L, -3);
         }
         break;
-    default: lua_pushnil(L); break;
+    default: push_scalar(L, o); break;
     }
+}
+
+/* ---------------------------------------------------------------- from packed bytes */
+
+typedef struct packed {
+    jd_mp_cursor c;
+    int bad; /* a key lua_rawset refuses, met first: 1 nil (an ext), 2 NaN; raised at the end */
+} packed;
+
+static int push_items(lua_State *L, packed *s, const msgpack_object *o, uint32_t n, int depth, jd_lua_key_fn key,
+                      void *ud);
+
+/* The next object, read at depth (and checked) but not pushed. */
+static int skip_next(packed *s, int depth)
+{
+    msgpack_object o;
+    uint32_t n = 0;
+    if (jd_mp_next(&s->c, &o, &n, depth))
+        return -1;
+    if (o.type == MSGPACK_OBJECT_MAP)
+        n *= 2;
+    else if (o.type != MSGPACK_OBJECT_ARRAY)
+        n = 0;
+    for (uint32_t i = 0; i < n; i++)
+        if (skip_next(s, depth + 1))
+            return -1;
+    return 0;
+}
+
+/* The next object, read at depth. Inlined: it runs for every value. */
+static inline __attribute__((always_inline)) int push_next(lua_State *L, packed *s, int depth)
+{
+    msgpack_object o;
+    uint32_t n = 0;
+    if (jd_mp_next(&s->c, &o, &n, depth))
+        return -1;
+    if (o.type == MSGPACK_OBJECT_ARRAY || o.type == MSGPACK_OBJECT_MAP)
+        return push_items(L, s, &o, n, depth, NULL, NULL);
+    push_scalar(L, &o);
+    return 0;
+}
+
+/* The items of a container whose head (o, n items) has been read, as
+ * jd_lua_push_msgpack pushes them. key: the map's string keys, when not NULL. The
+ * stack is checked once for the container and the key and value of an item. */
+static int push_items(lua_State *L, packed *s, const msgpack_object *o, uint32_t n, int depth, jd_lua_key_fn key,
+                      void *ud)
+{
+    luaL_checkstack(L, 4, "nesting too deep");
+    if (o->type == MSGPACK_OBJECT_ARRAY) {
+        lua_createtable(L, (int)n, 0);
+        for (uint32_t i = 0; i < n; i++) {
+            if (push_next(L, s, depth + 1))
+                return -1;
+            lua_rawseti(L, -2, (lua_Integer)i + 1);
+        }
+        luaL_setmetatable(L, JD_ARRAY_MT);
+        return 0;
+    }
+    lua_createtable(L, 0, (int)n);
+    for (uint32_t i = 0; i < n; i++) {
+        msgpack_object k;
+        uint32_t kn = 0;
+        if (jd_mp_next(&s->c, &k, &kn, depth + 1))
+            return -1;
+        if (k.type == MSGPACK_OBJECT_STR && key) {
+            key(L, ud, k.via.str.ptr, k.via.str.size);
+        } else if (k.type == MSGPACK_OBJECT_ARRAY || k.type == MSGPACK_OBJECT_MAP) {
+            if (push_items(L, s, &k, kn, depth + 1, NULL, NULL))
+                return -1;
+        } else if (k.type == MSGPACK_OBJECT_NIL) { /* skipped, value and all */
+            if (skip_next(s, depth + 1))
+                return -1;
+            continue;
+        } else {
+            push_scalar(L, &k);
+        }
+        if (push_next(L, s, depth + 1))
+            return -1;
+        if (k.type == MSGPACK_OBJECT_STR) {
+            lua_rawset(L, -3);
+            continue;
+        }
+        /* a key lua_rawset refuses (nil: an ext; NaN) fails the push once every byte
+         * is read, so that unreadable bytes still give their -1 first */
+        if (k.type == MSGPACK_OBJECT_EXT ||
+            ((k.type == MSGPACK_OBJECT_FLOAT32 || k.type == MSGPACK_OBJECT_FLOAT64) && isnan(k.via.f64))) {
+            if (!s->bad)
+                s->bad = k.type == MSGPACK_OBJECT_EXT ? 1 : 2;
+            lua_pop(L, 2);
+            continue;
+        }
+        lua_rawset(L, -3);
+    }
+    return 0;
+}
+
+int jd_lua_push_packed(lua_State *L, const void *data, size_t len, jd_lua_key_fn key, void *ud)
+{
+    int base = lua_gettop(L);
+    packed s = {{data, (const unsigned char *)data + len}, 0};
+    msgpack_object o;
+    uint32_t n = 0;
+    int rc = jd_mp_next(&s.c, &o, &n, 0);
+    if (rc == 0 && (o.type == MSGPACK_OBJECT_ARRAY || o.type == MSGPACK_OBJECT_MAP)) {
+        rc = push_items(L, &s, &o, n, 0, key, ud);
+    } else if (rc == 0) {
+        luaL_checkstack(L, 1, "nesting too deep");
+        push_scalar(L, &o);
+    }
+    if (rc || s.c.p != s.c.end) {
+        lua_settop(L, base);
+        return -1;
+    }
+    if (s.bad) { /* the error lua_rawset raises, in this Lua's words */
+        lua_settop(L, base);
+        lua_createtable(L, 0, 1);
+        if (s.bad == 1)
+            lua_pushnil(L);
+        else
+            lua_pushnumber(L, (lua_Number)NAN);
+        lua_pushboolean(L, 1);
+        lua_rawset(L, -3);
+    }
+    return 0;
 }
 
 typedef struct key {

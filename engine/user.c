@@ -68,10 +68,27 @@ static int span_key_eq(const jd_mp_span *a, const msgpack_object *b)
     return key_eq(&a->key, b);
 }
 
+/* Keeps merged traits: nothing changes when they are the bytes the person has (an
+ * identify with the same traits); they go into the person's allocation when they fit it
+ * and take at least half of it; else the allocation becomes exactly their size (a
+ * buffer's first 256 bytes would double the memory of a typical profile, and a profile
+ * that shrank should not keep what it no longer uses). */
+static void traits_store(jd_buf *t, const jd_buf *in)
+{
+    if (in->len == t->len && memcmp(in->data, t->data, in->len) == 0)
+        return;
+    if (in->len >= t->cap || in->len + 1 < t->cap / 2) {
+        t->data = jd_xrealloc(t->data, in->len + 1);
+        t->cap = in->len + 1;
+    }
+    memcpy(t->data, in->data, in->len);
+    t->len = in->len;
+}
+
 /* The old traits are copied as the bytes they are (they were written here, as
  * msgpack_pack_object writes them, so repacking them would give the same bytes); the
- * new ones are packed. */
-void jd_user_merge_traits(jd_user *u, const msgpack_object *m)
+ * new ones are packed. The merged map is packed into scratch, then kept (traits_store). */
+void jd_user_merge_traits(jd_user *u, const msgpack_object *m, jd_buf *scratch)
 {
     if (!m || m->type != MSGPACK_OBJECT_MAP || m->via.map.size == 0)
         return;
@@ -83,10 +100,12 @@ void jd_user_merge_traits(jd_user *u, const msgpack_object *m)
     }
     if (on < 0) /* unreadable: as if empty (jd_user_traits reads it so) */
         on = 0;
-    jd_buf out;
-    jd_buf_init(&out);
+    jd_buf own, *out = scratch ? scratch : &own;
+    if (!scratch)
+        jd_buf_init(&own);
+    jd_buf_reset(out);
     msgpack_packer pk;
-    msgpack_packer_init(&pk, &out, jd_buf_msgpack_write);
+    msgpack_packer_init(&pk, out, jd_buf_msgpack_write);
     /* count survivors: old keys not overridden, new keys (last occurrence) not nil */
     uint32_t count = 0;
     unsigned char keep_small[32], *keep = on > 32 ? jd_xmalloc((size_t)on) : keep_small;
@@ -107,7 +126,7 @@ void jd_user_merge_traits(jd_user *u, const msgpack_object *m)
     msgpack_pack_map(&pk, count);
     for (int i = 0; i < on; i++)
         if (keep[i])
-            jd_buf_append(&out, old[i].p, old[i].n);
+            jd_buf_append(out, old[i].p, old[i].n);
     for (uint32_t j = 0; j < m->via.map.size; j++) {
         int later = 0;
         for (uint32_t k = j + 1; k < m->via.map.size && !later; k++)
@@ -121,12 +140,9 @@ void jd_user_merge_traits(jd_user *u, const msgpack_object *m)
         free(old);
     if (keep != keep_small)
         free(keep);
-    /* kept for as long as the person is: exactly its size (a buffer's first 256 bytes
-     * would double the memory of a typical profile) */
-    out.data = jd_xrealloc(out.data, out.len + 1);
-    out.cap = out.len + 1;
-    jd_buf_free(&u->traits);
-    u->traits = out;
+    traits_store(&u->traits, out);
+    if (!scratch)
+        jd_buf_free(&own);
 }
 
 static size_t seg_find(const jd_user *u, const char *name, size_t n, int *found)

@@ -92,8 +92,11 @@ typedef struct jd_user {
 jd_user *jd_user_new(const char *id, size_t n);
 void jd_user_free(jd_user *u);
 
-/* Merges a map into the user's traits: new keys win; a nil value removes the key. */
-void jd_user_merge_traits(jd_user *u, const msgpack_object *map);
+/* Merges a map into the user's traits: new keys win; a nil value removes the key.
+ * scratch (the caller's, kept from call to call; NULL: a buffer of its own) holds the
+ * merged map on its way: the person's traits are reallocated only when it is larger
+ * than their allocation (or less than half of it), never when it changes nothing. */
+void jd_user_merge_traits(jd_user *u, const msgpack_object *map, jd_buf *scratch);
 /* Unpacks the traits into zone; returns a map object (empty map when none). */
 const msgpack_object *jd_user_traits(const jd_user *u, msgpack_zone *zone, msgpack_object *out);
 

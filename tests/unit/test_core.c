@@ -1,6 +1,7 @@
 /* test_core: engine/map.h (hash map, jd_hash), engine/dedupe.h (messageId set with a
- * ttl in event time), engine/timer.h (the (due, seq) min-heap) and a person's decision
- * trace (engine/user.h). */
+ * ttl in event time), engine/timer.h (the (due, seq) min-heap), a person's traits and
+ * decision trace (engine/user.h), and traits pushed to Lua from their packed bytes
+ * (engine/lua_msgpack.h). */
 #define _POSIX_C_SOURCE 200809L
 #include <setjmp.h>
 #include <stdarg.h>
@@ -11,9 +12,13 @@
 #include <string.h>
 
 #include <cmocka.h>
+#include <lauxlib.h>
+#include <lua.h>
+#include <math.h>
 
 #include "dedupe.h"
 #include "event.h"
+#include "lua_msgpack.h"
 #include "map.h"
 #include "timer.h"
 #include "user.h"
@@ -944,6 +949,8 @@ static void test_user_merge_traits(void **state)
 {
     (void)state;
     rng_seed(42);
+    jd_buf scratch; /* one for every run, as an engine keeps its own */
+    jd_buf_init(&scratch);
     for (int run = 0; run < 200; run++) {
         jd_user *u = jd_user_new("u", 1);
         jd_buf ref;
@@ -959,7 +966,7 @@ static void test_user_merge_traits(void **state)
             msgpack_object m;
             size_t off = 0;
             assert_int_equal(msgpack_unpack(upd.data, upd.len, &off, &z, &m), MSGPACK_UNPACK_SUCCESS);
-            jd_user_merge_traits(u, &m);
+            jd_user_merge_traits(u, &m, run % 2 ? &scratch : NULL);
             ref_merge(&ref, &m);
             assert_int_equal(u->traits.len, ref.len);
             assert_memory_equal(u->traits.data, ref.data, ref.len);
@@ -969,16 +976,478 @@ static void test_user_merge_traits(void **state)
         jd_buf_free(&ref);
         jd_user_free(u);
     }
+    jd_buf_free(&scratch);
     /* unreadable traits count as none */
     jd_user *u = jd_user_new("u", 1);
     jd_buf_append(&u->traits, "\x82\xa1", 2);
     msgpack_object_kv kv = {{.type = MSGPACK_OBJECT_STR, .via.str = {1, "k"}},
                             {.type = MSGPACK_OBJECT_BOOLEAN, .via.boolean = true}};
     msgpack_object m = {.type = MSGPACK_OBJECT_MAP, .via.map = {1, &kv}};
-    jd_user_merge_traits(u, &m);
+    jd_user_merge_traits(u, &m, NULL);
     assert_int_equal(u->traits.len, 4);
     assert_memory_equal(u->traits.data, "\x81\xa1k\xc3", 4);
     jd_user_free(u);
+}
+
+/* An update from JSON-like text: {k=v,...} with v an integer, a float (has a '.'), t/f,
+ * n (nil: removes), a "string", or a nested {..} map. Keys may repeat. */
+static const char *pack_text(msgpack_packer *pk, const char *p);
+
+static const char *pack_text_map(msgpack_packer *pk, const char *p)
+{
+    uint32_t n = 0;
+    int depth = 0;
+    for (const char *q = p + 1; *q && !(depth == 0 && *q == '}'); q++) {
+        if (*q == '{')
+            depth++;
+        else if (*q == '}')
+            depth--;
+        else if (*q == '=' && depth == 0)
+            n++;
+    }
+    msgpack_pack_map(pk, n);
+    p++;
+    while (*p != '}') {
+        const char *eq = strchr(p, '=');
+        jd_mp_pack_str(pk, p, (size_t)(eq - p));
+        p = pack_text(pk, eq + 1);
+        if (*p == ',')
+            p++;
+    }
+    return p + 1;
+}
+
+static const char *pack_text(msgpack_packer *pk, const char *p)
+{
+    if (*p == '{')
+        return pack_text_map(pk, p);
+    if (*p == '"') {
+        const char *e = strchr(p + 1, '"');
+        jd_mp_pack_str(pk, p + 1, (size_t)(e - p - 1));
+        return e + 1;
+    }
+    if (*p == 't' || *p == 'f' || *p == 'n') {
+        if (*p == 'n')
+            msgpack_pack_nil(pk);
+        else if (*p == 't')
+            msgpack_pack_true(pk);
+        else
+            msgpack_pack_false(pk);
+        return p + 1;
+    }
+    char *end;
+    size_t len = strcspn(p, ",}");
+    if (memchr(p, '.', len))
+        msgpack_pack_double(pk, strtod(p, &end));
+    else
+        msgpack_pack_int64(pk, strtoll(p, &end, 10));
+    return end;
+}
+
+/* Merges the update given as text into u (and into the reference). */
+static void merge_text(jd_user *u, jd_buf *ref, jd_buf *scratch, const char *text)
+{
+    jd_buf upd;
+    jd_buf_init(&upd);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &upd, jd_buf_msgpack_write);
+    pack_text(&pk, text);
+    msgpack_zone z;
+    msgpack_zone_init(&z, 1024);
+    msgpack_object m;
+    assert_int_equal(jd_mp_unpack(upd.data, upd.len, &z, &m), 0);
+    jd_user_merge_traits(u, &m, scratch);
+    ref_merge(ref, &m);
+    assert_int_equal(u->traits.len, ref->len);
+    assert_memory_equal(u->traits.data, ref->data, ref->len);
+    assert_true(u->traits.cap > u->traits.len);
+    msgpack_zone_destroy(&z);
+    jd_buf_free(&upd);
+}
+
+/* Where merged traits are kept: the same bytes change nothing (not even the pointer); a
+ * result that fits the allocation goes into it; for a larger one, or one under half of
+ * it, the allocation becomes exactly its size. The bytes are the reference merge's in
+ * every case. */
+static void test_user_merge_traits_storage(void **state)
+{
+    (void)state;
+    jd_buf scratch, ref;
+    jd_buf_init(&scratch);
+    jd_buf_init(&ref);
+    jd_user *u = jd_user_new("u", 1);
+    merge_text(u, &ref, &scratch, "{email=\"a@x\",plan=\"trial\",seats=3,score=1.5,tags={a=1,b=t}}");
+    assert_int_equal(u->traits.cap, u->traits.len + 1); /* a new allocation: exact */
+
+    /* the same traits again, in any order of the same values: nothing moves */
+    char *p = u->traits.data;
+    size_t cap = u->traits.cap;
+    merge_text(u, &ref, &scratch, "{email=\"a@x\",plan=\"trial\",seats=3,score=1.5,tags={a=1,b=t}}");
+    merge_text(u, &ref, &scratch, "{tags={a=1,b=t},email=\"a@x\"}");
+    merge_text(u, &ref, &scratch, "{plan=\"trial\"}");
+    assert_ptr_equal(u->traits.data, p);
+    assert_int_equal(u->traits.cap, cap);
+
+    /* smaller, in the same allocation: a value shrinks; a key is removed (nil) */
+    merge_text(u, &ref, &scratch, "{plan=\"x\"}");
+    assert_ptr_equal(u->traits.data, p);
+    merge_text(u, &ref, &scratch, "{seats=n}");
+    assert_ptr_equal(u->traits.data, p);
+    assert_int_equal(u->traits.cap, cap);
+
+    /* duplicate keys: the last wins (a nil last removes, a nil before a value does not) */
+    merge_text(u, &ref, &scratch, "{plan=\"a\",plan=\"b\",email=\"c@x\",email=n,score=n,score=2.5}");
+    assert_ptr_equal(u->traits.data, p);
+
+    /* larger: the allocation becomes exactly its size */
+    merge_text(u, &ref, &scratch, "{company=\"a company with a long name\",nested={a={b={c=1.25,d=-7}}}}");
+    assert_true(u->traits.len + 1 > cap);
+    assert_int_equal(u->traits.cap, u->traits.len + 1);
+
+    /* much smaller (under half the allocation): exact again */
+    cap = u->traits.cap;
+    merge_text(u, &ref, &scratch, "{company=n,nested=n,tags=n,plan=n}");
+    assert_true(u->traits.len + 1 < cap / 2);
+    assert_int_equal(u->traits.cap, u->traits.len + 1);
+
+    /* everything removed: an empty map, as before */
+    merge_text(u, &ref, &scratch, "{score=n,email=n}");
+    assert_int_equal(u->traits.len, 1);
+    assert_memory_equal(u->traits.data, "\x80", 1);
+
+    /* an empty update changes nothing */
+    p = u->traits.data;
+    merge_text(u, &ref, &scratch, "{}");
+    assert_ptr_equal(u->traits.data, p);
+
+    /* traits read back from a checkpoint sit in a buffer grown by appends: the first
+     * change gives them their exact size */
+    jd_user *v = jd_user_new("v", 1);
+    jd_buf_append(&v->traits, ref.data, ref.len);
+    jd_buf_append(&v->traits, "", 0);
+    jd_buf vref;
+    jd_buf_init(&vref);
+    jd_buf_append(&vref, ref.data, ref.len);
+    assert_true(v->traits.cap >= 256);
+    merge_text(v, &vref, &scratch, "{a=1}");
+    assert_int_equal(v->traits.cap, v->traits.len + 1);
+    jd_buf_free(&vref);
+    jd_user_free(v);
+
+    jd_buf_free(&ref);
+    jd_buf_free(&scratch);
+    jd_user_free(u);
+}
+
+/* ---------------------------------------------------------------- traits in Lua */
+
+static int strptr_cmp(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* A Lua value as text: types (integer or float subtype, exact float bits), strings'
+ * bytes, tables in their traversal order (next), whether one has the array metatable.
+ * Two values with the same text are the same to any script. (A table with a table for
+ * a key is traversed in an order its address decides: its entries are sorted.) */
+static void describe(lua_State *L, int idx, jd_buf *out)
+{
+    idx = lua_absindex(L, idx);
+    char t[64];
+    switch (lua_type(L, idx)) {
+    case LUA_TNIL: jd_buf_puts(out, "nil"); break;
+    case LUA_TBOOLEAN: jd_buf_puts(out, lua_toboolean(L, idx) ? "true" : "false"); break;
+    case LUA_TNUMBER:
+        if (lua_isinteger(L, idx))
+            snprintf(t, sizeof t, "i%lld", (long long)lua_tointeger(L, idx));
+        else
+            snprintf(t, sizeof t, "f%a", (double)lua_tonumber(L, idx));
+        jd_buf_puts(out, t);
+        break;
+    case LUA_TSTRING: {
+        size_t n;
+        const char *s = lua_tolstring(L, idx, &n);
+        snprintf(t, sizeof t, "s%zu:", n);
+        jd_buf_puts(out, t);
+        for (size_t i = 0; i < n; i++) {
+            unsigned char c = (unsigned char)s[i];
+            if (c >= 32 && c < 127 && c != '\\') {
+                jd_buf_putc(out, (char)c);
+            } else {
+                snprintf(t, sizeof t, "\\x%02x", c);
+                jd_buf_puts(out, t);
+            }
+        }
+        break;
+    }
+    case LUA_TTABLE: {
+        int marked = 0;
+        if (lua_getmetatable(L, idx)) {
+            luaL_getmetatable(L, JD_ARRAY_MT);
+            marked = lua_rawequal(L, -1, -2) ? 1 : 2;
+            lua_pop(L, 2);
+        }
+        jd_buf_puts(out, marked == 1 ? "[" : marked ? "?{" : "{");
+        char **ents = NULL;
+        size_t n = 0;
+        int table_key = 0;
+        lua_pushnil(L);
+        while (lua_next(L, idx)) {
+            jd_buf e;
+            jd_buf_init(&e);
+            table_key |= lua_type(L, -2) == LUA_TTABLE;
+            describe(L, -2, &e);
+            jd_buf_putc(&e, '=');
+            describe(L, -1, &e);
+            jd_buf_putc(&e, ',');
+            ents = realloc(ents, (n + 1) * sizeof *ents);
+            ents[n++] = (char *)jd_buf_cstr(&e);
+            lua_pop(L, 1);
+        }
+        if (table_key)
+            qsort(ents, n, sizeof *ents, strptr_cmp);
+        for (size_t i = 0; i < n; i++) {
+            jd_buf_puts(out, ents[i]);
+            free(ents[i]);
+        }
+        free(ents);
+        jd_buf_putc(out, '}');
+        break;
+    }
+    default: jd_buf_puts(out, "?"); break;
+    }
+}
+
+typedef struct push_case {
+    const char *data;
+    size_t len;
+    int packed; /* 1: jd_lua_push_packed; 0: jd_mp_unpack, then jd_lua_push_msgpack */
+    int keys;   /* the outermost map's string keys through a key function */
+    int rc;
+    msgpack_zone *z; /* the tree's, kept outside the call (a raised error skips its end) */
+} push_case;
+
+static int key_calls;
+
+static void test_key(lua_State *L, void *ud, const char *s, size_t n)
+{
+    assert_ptr_equal(ud, &key_calls);
+    key_calls++;
+    lua_pushlstring(L, s, n);
+}
+
+static int push_case_cf(lua_State *L)
+{
+    push_case *c = lua_touserdata(L, 1);
+    int top = lua_gettop(L);
+    if (c->packed) {
+        c->rc = jd_lua_push_packed(L, c->data, c->len, c->keys ? test_key : NULL, &key_calls);
+    } else {
+        msgpack_object o;
+        c->rc = jd_mp_unpack(c->data, c->len, c->z, &o);
+        if (c->rc == 0)
+            jd_lua_push_msgpack(L, &o);
+    }
+    assert_int_equal(lua_gettop(L), top + (c->rc == 0));
+    return c->rc == 0;
+}
+
+/* What one way of pushing gives: its verdict and the value (or error) as text. */
+static void push_describe(lua_State *L, const void *data, size_t len, int packed, int keys, jd_buf *out)
+{
+    msgpack_zone z;
+    msgpack_zone_init(&z, 1024);
+    push_case c = {data, len, packed, keys, 0, &z};
+    jd_buf_reset(out);
+    int top = lua_gettop(L);
+    /* both ways start from the same collector state: a collection step that clears a
+     * key set to nil moves where the key goes when it is set again, so the two agree on
+     * the order of such a table only when they allocate alike (a nil key's value is
+     * skipped, not built and dropped) */
+    lua_gc(L, LUA_GCCOLLECT);
+    lua_pushcfunction(L, push_case_cf);
+    lua_pushlightuserdata(L, &c);
+    if (lua_pcall(L, 1, LUA_MULTRET, 0) != LUA_OK) {
+        jd_buf_puts(out, "error: ");
+        jd_buf_puts(out, lua_tostring(L, -1));
+    } else if (c.rc) {
+        jd_buf_puts(out, "unreadable");
+    } else {
+        describe(L, -1, out);
+    }
+    lua_settop(L, top);
+    msgpack_zone_destroy(&z);
+}
+
+/* what expect_same_push has met: errors, unreadable bytes, tables */
+static int met_error, met_unreadable, met_table;
+
+static void expect_same_push(lua_State *L, const void *data, size_t len)
+{
+    jd_buf a, b;
+    jd_buf_init(&a);
+    jd_buf_init(&b);
+    push_describe(L, data, len, 0, 0, &a);
+    met_error += a.len > 6 && memcmp(a.data, "error:", 6) == 0;
+    met_unreadable += a.len == 10 && memcmp(a.data, "unreadable", 10) == 0;
+    met_table += a.len && (a.data[0] == '{' || a.data[0] == '[');
+    for (int keys = 0; keys < 2; keys++) {
+        push_describe(L, data, len, 1, keys, &b);
+        if (a.len != b.len || memcmp(a.data, b.data, a.len)) {
+            for (size_t i = 0; i < len; i++)
+                fprintf(stderr, "%02x", ((const unsigned char *)data)[i]);
+            fail_msg("\ntree: %.*s\nbytes (keys %d): %.*s", (int)a.len, a.data, keys, (int)b.len, b.data);
+        }
+    }
+    jd_buf_free(&a);
+    jd_buf_free(&b);
+}
+
+static lua_State *push_state(void)
+{
+    lua_State *L = luaL_newstate();
+    assert_non_null(L);
+    luaL_newmetatable(L, JD_ARRAY_MT);
+    lua_pop(L, 1);
+    return L;
+}
+
+/* Any value, every type msgpack has, now and then a key Lua refuses. */
+static void random_value(msgpack_packer *pk, int depth)
+{
+    switch (rng() % (depth > 3 ? 13 : 16)) {
+    case 0: msgpack_pack_nil(pk); break;
+    case 1: msgpack_pack_true(pk); break;
+    case 2: msgpack_pack_false(pk); break;
+    case 3: msgpack_pack_uint64(pk, rng() >> (rng() % 64)); break; /* up to beyond INT64_MAX */
+    case 4: msgpack_pack_int64(pk, -(int64_t)(rng() >> (1 + rng() % 63))); break;
+    case 5: msgpack_pack_double(pk, (double)(int64_t)(rng() % 2000 - 1000) / 4); break; /* 2.0 is a float */
+    case 6: msgpack_pack_float(pk, (float)(rng() % 100) / 8); break;
+    case 7: msgpack_pack_double(pk, rng() % 2 ? NAN : INFINITY); break;
+    case 8:
+    case 9: {
+        static const char *const s[] = {"", "email", "plan", "a", "x_long_trait_name_beyond_the_cache_limit", "1"};
+        jd_mp_pack_cstr(pk, s[rng() % 6]);
+        break;
+    }
+    case 10: {
+        char big[300];
+        size_t n = (size_t)(rng() % sizeof big);
+        memset(big, 'y', n);
+        jd_mp_pack_str(pk, big, n);
+        break;
+    }
+    case 11:
+        msgpack_pack_bin(pk, 3);
+        msgpack_pack_bin_body(pk, "\0b\xff", 3);
+        break;
+    case 12:
+        msgpack_pack_ext(pk, 2, 7);
+        msgpack_pack_ext_body(pk, "ex", 2);
+        break;
+    case 13: {
+        uint32_t n = (uint32_t)(rng() % 5);
+        msgpack_pack_array(pk, n);
+        for (uint32_t i = 0; i < n; i++)
+            random_value(pk, depth + 1);
+        break;
+    }
+    default: {
+        uint32_t n = (uint32_t)(rng() % 6);
+        msgpack_pack_map(pk, n);
+        for (uint32_t i = 0; i < n; i++) {
+            uint64_t r = rng() % 40;
+            if (r == 0) /* a refused key: ext (nil in Lua) or NaN */
+                rng() % 2 ? msgpack_pack_double(pk, NAN)
+                          : (void)(msgpack_pack_ext(pk, 1, 1), msgpack_pack_ext_body(pk, "e", 1));
+            else if (r == 1)
+                msgpack_pack_nil(pk); /* skipped, with its value */
+            else if (r < 4)
+                random_value(pk, depth + 4); /* any key, containers too */
+            else
+                jd_mp_pack_cstr(pk, (const char *[]){"email", "plan", "a", "b",
+                                                     "x_long_trait_name_beyond_the_cache_limit", ""}[rng() % 6]);
+            random_value(pk, depth + 1);
+        }
+        break;
+    }
+    }
+}
+
+/* The bytes way pushes what the tree way pushed: the same tables (keys, value types,
+ * integers and floats, array metatables, traversal order), the same refusal of a nil
+ * or NaN key, the same verdict on unreadable bytes (truncated, trailing, too deep). */
+static void test_lua_push_packed(void **state)
+{
+    (void)state;
+    lua_State *L = push_state();
+    rng_seed(5);
+    met_error = met_unreadable = met_table = 0;
+    jd_buf b;
+    jd_buf_init(&b);
+    for (int run = 0; run < 3000; run++) {
+        jd_buf_reset(&b);
+        msgpack_packer pk;
+        msgpack_packer_init(&pk, &b, jd_buf_msgpack_write);
+        if (run % 4) { /* most of them maps, as traits are */
+            uint32_t n = (uint32_t)(rng() % 12);
+            msgpack_pack_map(&pk, n);
+            for (uint32_t i = 0; i < n; i++) {
+                static const char *const keys[] = {"email", "plan", "nested", "tags",
+                                                   "x_long_trait_name_beyond_the_cache_limit"};
+                if (rng() % 8)
+                    jd_mp_pack_cstr(&pk, keys[rng() % 5]);
+                else
+                    random_value(&pk, 4);
+                random_value(&pk, 1);
+            }
+        } else {
+            random_value(&pk, 0);
+        }
+        expect_same_push(L, b.data, b.len);
+        if (b.len > 1) { /* truncated; with a byte more */
+            expect_same_push(L, b.data, b.len - 1 - (size_t)(rng() % (b.len - 1)));
+            jd_buf_putc(&b, (char)0xc0);
+            expect_same_push(L, b.data, b.len);
+        }
+    }
+    /* the keys met through the key function: the outermost map's strings only:
+     * {a = {b = 1}, c = {"d"}, [1] = true} */
+    key_calls = 0;
+    push_case c = {.data = "\x83\xa1"
+                           "a\x81\xa1"
+                           "b\x01\xa1"
+                           "c\x91\xa1"
+                           "d\x01\xc3",
+                   .len = 14,
+                   .packed = 1,
+                   .keys = 1};
+    lua_pushcfunction(L, push_case_cf);
+    lua_pushlightuserdata(L, &c);
+    assert_int_equal(lua_pcall(L, 1, 1, 0), LUA_OK);
+    assert_int_equal(c.rc, 0);
+    assert_int_equal(key_calls, 2);
+    lua_pop(L, 1);
+    /* nesting: 32 levels are read, 33 are not (jd_mp_unpack's limit) */
+    for (int depth = 31; depth <= 33; depth++) {
+        jd_buf_reset(&b);
+        for (int i = 0; i < depth; i++)
+            jd_buf_append(&b, i % 2 ? "\x91" : "\x81\xa1k", i % 2 ? 1 : 3);
+        jd_buf_putc(&b, 1);
+        expect_same_push(L, b.data, b.len);
+        push_case d = {.data = b.data, .len = b.len, .packed = 1};
+        lua_pushcfunction(L, push_case_cf);
+        lua_pushlightuserdata(L, &d);
+        assert_int_equal(lua_pcall(L, 1, LUA_MULTRET, 0), LUA_OK);
+        assert_int_equal(d.rc, depth <= 32 ? 0 : -1);
+        lua_settop(L, 0);
+    }
+    /* a refused key in a map whose bytes are unreadable later: unreadable, as before */
+    expect_same_push(L, "\x82\xd4\x01\x01\x01\xa1k", 7);
+    expect_same_push(L, "\x81\xd4\x01\x01\x01", 5);
+    assert_true(met_error > 10 && met_unreadable > 100 && met_table > 1000);
+    jd_buf_free(&b);
+    lua_close(L);
 }
 
 /* ---------------------------------------------------------------- decision trace */
@@ -1081,6 +1550,8 @@ int main(void)
         cmocka_unit_test(test_hash_values),
         cmocka_unit_test(test_dedupe_ttl_later),
         cmocka_unit_test(test_user_merge_traits),
+        cmocka_unit_test(test_user_merge_traits_storage),
+        cmocka_unit_test(test_lua_push_packed),
         cmocka_unit_test(test_dedupe_zero_word),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -235,6 +235,61 @@ static void test_user_traits_each_call(void **state)
     tu_free(&r);
 }
 
+/* ctx.user.traits, read from the packed traits: nested maps and arrays (marked as
+ * arrays), integers and floats (2.0 stays a float), booleans, nil inside arrays, long
+ * strings, traits a hook set (a later hook sees them), a trait removed with nil. */
+static void test_user_traits_values(void **state)
+{
+    (void)state;
+    tu_run r;
+    tu_start(&r, HDR
+             "local tag = { integer = \"i\", float = \"f\", string = \"s\", boolean = \"b\", [\"nil\"] = \"nil\" }\n"
+             "local function show(v)\n"
+             "  if type(v) ~= \"table\" then\n"
+             "    return tag[math.type(v) or type(v)] .. \":\" .. tostring(v)\n"
+             "  end\n"
+             "  local ks = {}\n"
+             "  for k, x in pairs(v) do ks[#ks + 1] = show(k) .. \"=\" .. show(x) end\n"
+             "  table.sort(ks)\n"
+             "  local open = getmetatable(v) == j._array_mt and \"[\" or \"{\"\n"
+             "  return open .. table.concat(ks, \",\") .. (open == \"[\" and \"]\" or \"}\")\n"
+             "end\n"
+             "j.on(\"Check\", function(ctx)\n"
+             "  ctx:send(\"team\", show(ctx.user.traits))\n"
+             "  ctx:set(\"seen\", (ctx.user.traits.seen or 0) + 1)\n"
+             "  ctx:set{ ratio = 0.5, list = j.array { 1, 2.5, \"x\" }, plan = false }\n"
+             "end)\n"
+             "j.on(\"Check\", function(ctx) ctx:send(\"team\", show(ctx.user.traits)) end)\n");
+    tu_event(&r, "{\"type\":\"identify\",\"userId\":\"u1\",\"timestamp\":\"2024-01-01T00:00:00Z\",\"messageId\":\"i1\","
+                 "\"traits\":{\"n\":7,\"neg\":-3,\"f\":2.0,\"g\":1.5e300,\"big\":18446744073709551615,"
+                 "\"t\":true,\"plan\":\"trial\",\"gone\":null,\"arr\":[1,null,{\"a\":[]},\"s\"],"
+                 "\"m\":{\"x\":{\"y\":{\"z\":0.25}},\"e\":{}},"
+                 "\"a_long_trait_name_beyond_the_cache_limit\":\"v\"}}");
+    tu_track(&r, "u1", "Check", "2024-01-01T00:00:01Z", NULL);
+    tu_event(&r, "{\"type\":\"identify\",\"userId\":\"u1\",\"timestamp\":\"2024-01-01T00:00:02Z\",\"messageId\":\"i2\","
+                 "\"traits\":{\"n\":7,\"t\":null}}");
+    tu_track(&r, "u1", "Check", "2024-01-01T00:00:03Z", NULL);
+    EXPECT_NACTIONS(&r, 4);
+    const char *traits = "{s:a_long_trait_name_beyond_the_cache_limit=s:v,"
+                         "s:arr=[i:1=i:1,i:3={s:a=[]},i:4=s:s],s:big=f:1.844674407371e+19,s:f=f:2.0,s:g=f:1.5e+300,"
+                         "%ss:m={s:e={},s:x={s:y={s:z=f:0.25}}},s:n=i:7,s:neg=i:-3,s:plan=%s%s}";
+    const char *set = "s:list=[i:1=i:1,i:2=f:2.5,i:3=s:x],";
+    const char *want[4][3] = {
+        {"", "s:trial", ",s:t=b:true"},
+        {set, "b:false,s:ratio=f:0.5,s:seen=i:1", ",s:t=b:true"},
+        {set, "b:false,s:ratio=f:0.5,s:seen=i:1", ""},
+        {set, "b:false,s:ratio=f:0.5,s:seen=i:2", ""},
+    };
+    for (int i = 0; i < 4; i++) {
+        char w[1024];
+        int n = snprintf(w, sizeof w, "\"payload\":\"");
+        snprintf(w + n, sizeof w - (size_t)n, traits, want[i][0], want[i][1], want[i][2]);
+        if (!strstr(r.actions[i], w))
+            fail_msg("action %d: %s\nwanted %s", i, r.actions[i], w);
+    }
+    tu_free(&r);
+}
+
 /* Triggers are found by event type and name; an event name over the index's limit
  * (type, NUL and name within 512 bytes) matches no named trigger, as it always has. */
 static void test_trigger_index_names(void **state)
@@ -1881,6 +1936,7 @@ int main(void)
         cmocka_unit_test(test_action_json_shape),
         cmocka_unit_test(test_payload_shapes),
         cmocka_unit_test(test_user_traits_each_call),
+        cmocka_unit_test(test_user_traits_values),
         cmocka_unit_test(test_trigger_index_names),
         cmocka_unit_test(test_transitions_only_for_that_user),
         cmocka_unit_test(test_enter_hook_go_chain),
