@@ -624,6 +624,31 @@ static void test_timers_random(void **state)
     }
 }
 
+/* The earliest of the n reference timers, by (due, seq). */
+static size_t ref_earliest(const jd_timer *ref, size_t n)
+{
+    size_t best = 0;
+    for (size_t i = 1; i < n; i++)
+        if (ref[i].due < ref[best].due || (ref[i].due == ref[best].due && ref[i].seq < ref[best].seq))
+            best = i;
+    return best;
+}
+
+/* Pops t's earliest and checks it is the reference's, which it then drops. */
+static void pop_against(jd_timers *t, jd_timer *ref, size_t *nref, int op)
+{
+    size_t best = ref_earliest(ref, *nref);
+    const jd_timer *top = jd_timers_peek(t);
+    assert_non_null(top);
+    assert_int_equal(top->iid, ref[best].iid);
+    jd_timer got;
+    jd_timers_pop(t, &got);
+    if (got.iid != ref[best].iid || got.due != ref[best].due || got.seq != ref[best].seq)
+        fail_msg("op %d: popped iid %u due %lld, want iid %u due %lld", op, got.iid, (long long)got.due, ref[best].iid,
+                 (long long)ref[best].due);
+    ref[best] = ref[--*nref];
+}
+
 /* Pushes and pops interleaved, checked against a plain array. */
 static void test_timers_interleaved(void **state)
 {
@@ -646,16 +671,7 @@ static void test_timers_interleaved(void **state)
             tm.seq = pushed++;
             ref[nref++] = tm;
         } else {
-            size_t best = 0;
-            for (size_t i = 1; i < nref; i++)
-                if (ref[i].due < ref[best].due || (ref[i].due == ref[best].due && ref[i].seq < ref[best].seq))
-                    best = i;
-            jd_timer got;
-            jd_timers_pop(&t, &got);
-            if (got.iid != ref[best].iid || got.due != ref[best].due || got.seq != ref[best].seq)
-                fail_msg("op %d: popped iid %u due %lld, want iid %u due %lld", op, got.iid, (long long)got.due,
-                         ref[best].iid, (long long)ref[best].due);
-            ref[best] = ref[--nref];
+            pop_against(&t, ref, &nref, op);
         }
         assert_int_equal(t.n, nref);
     }
@@ -705,19 +721,7 @@ static void test_timers_lanes(void **state)
             }
             ref[nref++] = tm;
         } else {
-            size_t best = 0;
-            for (size_t i = 1; i < nref; i++)
-                if (ref[i].due < ref[best].due || (ref[i].due == ref[best].due && ref[i].seq < ref[best].seq))
-                    best = i;
-            const jd_timer *top = jd_timers_peek(&t);
-            assert_non_null(top);
-            assert_int_equal(top->iid, ref[best].iid);
-            jd_timer got;
-            jd_timers_pop(&t, &got);
-            if (got.iid != ref[best].iid || got.due != ref[best].due || got.seq != ref[best].seq)
-                fail_msg("op %d: popped iid %u due %lld, want iid %u due %lld", op, got.iid, (long long)got.due,
-                         ref[best].iid, (long long)ref[best].due);
-            ref[best] = ref[--nref];
+            pop_against(&t, ref, &nref, op);
         }
         assert_int_equal(t.n, nref);
         if (t.hn > max_hn)
@@ -738,16 +742,8 @@ static void test_timers_lanes(void **state)
     }
     assert_true(t.nlanes == JD_TIMER_LANES); /* the lanes were used, and some delays overflowed */
     assert_true(max_hn > 0);
-    while (nref) { /* drain */
-        size_t best = 0;
-        for (size_t i = 1; i < nref; i++)
-            if (ref[i].due < ref[best].due || (ref[i].due == ref[best].due && ref[i].seq < ref[best].seq))
-                best = i;
-        jd_timer got;
-        jd_timers_pop(&t, &got);
-        assert_int_equal(got.iid, ref[best].iid);
-        ref[best] = ref[--nref];
-    }
+    while (nref) /* drain */
+        pop_against(&t, ref, &nref, OPS);
     assert_null(jd_timers_peek(&t));
     free(ref);
     /* a full lane more than half taken slides down rather than growing */
