@@ -206,6 +206,8 @@ void *jd_map_put(jd_map *m, const char *key, size_t klen, void *value)
     if (s) {
         void *prev = s->value;
         s->value = value;
+        if (m->borrow_keys) /* the new value's key: the old one may go with the old value */
+            s->key = (char *)(uintptr_t)key;
         return prev;
     }
     if ((m->count - m->old_live + m->tombs + 1) * 4 >= m->cap * 3)

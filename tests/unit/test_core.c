@@ -269,6 +269,14 @@ static void test_map_borrowed_keys(void **state)
         else
             assert_ptr_equal(v->key, ((bval *)jd_map_get(&m, v->key, v->n))->key);
     }
+    /* a value replaced under a borrowed key: the slot takes the new value's key, so the
+     * old value (and its key) can go */
+    bval *nv = malloc(sizeof *nv);
+    nv->n = (size_t)snprintf(nv->key, sizeof nv->key, "person-%d", 1);
+    bval *old = jd_map_put(&m, nv->key, nv->n, nv);
+    assert_non_null(old);
+    free(old);
+    assert_ptr_equal(jd_map_get(&m, "person-1", 8), nv);
     const jd_map_slot *sl;
     size_t live = 0;
     for (size_t it = 0; jd_map_next(&m, &it, &sl); live++) /* the slots hold the values' own keys */
