@@ -20,6 +20,20 @@ void *jd_xcalloc(size_t n, size_t sz)
     return p;
 }
 
+void jd_queue_room(void **q, size_t *head, size_t *tail, size_t *cap, size_t size, size_t first_cap)
+{
+    if (*tail < *cap)
+        return;
+    if (*cap && *head >= *cap / 2) {
+        memmove(*q, (char *)*q + *head * size, (*tail - *head) * size);
+        *tail -= *head;
+        *head = 0;
+        return;
+    }
+    *cap = *cap ? *cap * 2 : first_cap;
+    *q = jd_xrealloc(*q, *cap * size);
+}
+
 void *jd_xrealloc(void *p, size_t n)
 {
     void *q = realloc(p, n ? n : 1);

@@ -45,5 +45,9 @@ char *jd_strndup(const char *s, size_t n);
 void *jd_xmalloc(size_t n);
 void *jd_xcalloc(size_t n, size_t sz);
 void *jd_xrealloc(void *p, size_t n);
+/* Room for one more item at the tail of a queue of size-byte items, *q[*head..*tail)
+ * in *cap: when it is full, the items slide down if at least half of it has been taken
+ * from the head, else it grows (first_cap items at first). */
+void jd_queue_room(void **q, size_t *head, size_t *tail, size_t *cap, size_t size, size_t first_cap);
 
 #endif

@@ -405,6 +405,15 @@ int jd_mp_map_spans(const void *data, size_t len, jd_mp_span *out, size_t max)
     return r.p == r.end ? (int)n : -1;
 }
 
+int jd_mp_skip_next(jd_mp_cursor *c, int depth)
+{
+    mp_reader r = {c->p, c->end, NULL};
+    if (mp_skip(&r, 1, depth))
+        return -1;
+    c->p = r.p;
+    return 0;
+}
+
 int jd_mp_next_any(jd_mp_cursor *c, msgpack_object *o, uint32_t *count, int depth)
 {
     mp_reader r = {c->p, c->end, NULL};

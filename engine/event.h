@@ -249,6 +249,9 @@ static inline int jd_mp_quick(const unsigned char **pp, const unsigned char *end
 typedef struct jd_mp_cursor {
     const unsigned char *p, *end;
 } jd_mp_cursor;
+/* Steps over the next object (at nesting depth) with jd_mp_next's checks, building
+ * nothing. Returns 0, or -1 where jd_mp_unpack would fail on it. */
+int jd_mp_skip_next(jd_mp_cursor *c, int depth);
 /* jd_mp_next for what jd_mp_quick does not read. */
 int jd_mp_next_any(jd_mp_cursor *c, msgpack_object *o, uint32_t *count, int depth);
 static inline int jd_mp_next(jd_mp_cursor *c, msgpack_object *o, uint32_t *count, int depth)

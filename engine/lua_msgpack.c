@@ -68,23 +68,6 @@ typedef struct packed {
 static int push_items(lua_State *L, packed *s, const msgpack_object *o, uint32_t n, int depth, jd_lua_key_fn key,
                       void *ud);
 
-/* The next object, read at depth (and checked) but not pushed. */
-static int skip_next(packed *s, int depth)
-{
-    msgpack_object o;
-    uint32_t n = 0;
-    if (jd_mp_next(&s->c, &o, &n, depth))
-        return -1;
-    if (o.type == MSGPACK_OBJECT_MAP)
-        n *= 2;
-    else if (o.type != MSGPACK_OBJECT_ARRAY)
-        n = 0;
-    for (uint32_t i = 0; i < n; i++)
-        if (skip_next(s, depth + 1))
-            return -1;
-    return 0;
-}
-
 /* The next object, read at depth. Inlined: it runs for every value. */
 static inline __attribute__((always_inline)) int push_next(lua_State *L, packed *s, int depth)
 {
@@ -127,7 +110,7 @@ static int push_items(lua_State *L, packed *s, const msgpack_object *o, uint32_t
             if (push_items(L, s, &k, kn, depth + 1, NULL, NULL))
                 return -1;
         } else if (k.type == MSGPACK_OBJECT_NIL) { /* skipped, value and all */
-            if (skip_next(s, depth + 1))
+            if (jd_mp_skip_next(&s->c, depth + 1))
                 return -1;
             continue;
         } else {

@@ -648,16 +648,9 @@ void jd_waitset_wait(jd_server *s, jd_waitset *ws, void (*fn)(void *, int), void
     }
     ws->fn = fn;
     ws->ctx = ctx;
-    if (all->wn == all->wcap) {
-        if (all->whead > 0) {
-            memmove(all->waits, all->waits + all->whead, (all->wn - all->whead) * sizeof *all->waits);
-            all->wn -= all->whead;
-            all->whead = 0;
-        } else {
-            all->wcap = all->wcap ? all->wcap * 2 : 256;
-            all->waits = jd_xrealloc(all->waits, all->wcap * sizeof *all->waits);
-        }
-    }
+    void *q = all->waits;
+    jd_queue_room(&q, &all->whead, &all->wn, &all->wcap, sizeof *all->waits, 256);
+    all->waits = q;
     all->waits[all->wn++] = ws;
     flush_pushes(all); /* the end of a request: its records go to the shards */
     fire_waiters(all);

@@ -112,16 +112,9 @@ void jd_timers_schedule(jd_timers *t, jd_timer tm, int64_t delay_ms)
         jd_timers_insert(t, tm); /* would break the lane's order */
         return;
     }
-    if (l->tail == l->cap) {
-        if (l->cap && l->head >= l->cap / 2) { /* half taken: slide down instead of growing */
-            memmove(l->q, l->q + l->head, (l->tail - l->head) * sizeof *l->q);
-            l->tail -= l->head;
-            l->head = 0;
-        } else {
-            l->cap = l->cap ? l->cap * 2 : 1024;
-            l->q = jd_xrealloc(l->q, l->cap * sizeof *l->q);
-        }
-    }
+    void *q = l->q;
+    jd_queue_room(&q, &l->head, &l->tail, &l->cap, sizeof *l->q, 1024);
+    l->q = q;
     l->q[l->tail++] = tm;
     t->n++;
     consider(t, &l->q[l->tail - 1], (int)(l - t->lane));
