@@ -1934,6 +1934,13 @@ static void fire_timer(jd_engine *e, const jd_journey *j, jd_instance *inst, uin
 
 static void timer_event(jd_engine *e)
 {
+    /* a timer fired from memory on the current scripts for a person with nothing pinned:
+     * its journey and stage entry are known (jd_engine_advance checked the entry) */
+    const jd_timer *tm = e->firing;
+    if (tm && !tm->pin && !e->user->npinned) {
+        fire_timer(e, &e->defs->journeys[tm->journey], tm->inst, tm->gen, tm->after);
+        return;
+    }
     const msgpack_object *props = jd_event_properties(e->ev);
     const msgpack_object *jn = jd_mp_get(props, "journey", 7);
     const msgpack_object *ky = jd_mp_get(props, "key", 3);
@@ -2069,7 +2076,16 @@ static void process_view(jd_engine *e, const jd_event *ev)
         link_alias(e, ev->previous_id, ev->user_id);
         e->user = resolve_user(e, ev);
         break;
-    default: e->user = resolve_user(e, ev); break;
+    default:
+        /* a firing timer names its person: in memory while it is pending (a person with
+         * timers is never evicted), so the people map would only find the same one */
+        if (e->firing && ev->type == JD_EV_TIMER) {
+            e->user = e->firing->user;
+            jd_persist_touch(e, e->user);
+        } else {
+            e->user = resolve_user(e, ev);
+        }
+        break;
     }
     /* The checkpoint writes a person again only when something of theirs may change: a
      * track, page or screen that matches no trigger leaves a known person as they were
@@ -2185,6 +2201,23 @@ static int timer_view(jd_engine *e, const jd_timer *tm, msgpack_object_kv props[
     return 0;
 }
 
+/* A timer fires for a person last seen days ago: their lines are in no cache. The
+ * timers a few places behind the one just popped, in its lane, fire soon: their person
+ * and stage entry are loaded now (4 on), then what the person points to (2 on, whose
+ * person was loaded two pops ago), so that those misses overlap. */
+static void prefetch_ahead(const jd_timers *t)
+{
+    const jd_timer *far = jd_timers_ahead(t, 4), *near = jd_timers_ahead(t, 2);
+    if (far) {
+        __builtin_prefetch(far->user);
+        __builtin_prefetch(far->inst);
+    }
+    if (near) {
+        __builtin_prefetch(near->user->traits.data);
+        __builtin_prefetch(near->user->instances);
+    }
+}
+
 /* Timers overdue by more than this when the clock reaches them count as catching up
  * after downtime (or a stall), and are reported. */
 #define OVERDUE_NOTICE_MS 60000
@@ -2205,6 +2238,7 @@ void jd_engine_advance(jd_engine *e, int64_t t)
             break;
         jd_timer tm;
         jd_timers_pop(&e->timers, &tm);
+        prefetch_ahead(&e->timers);
         tm.user->timers--;
         if (tm.pin) /* still alive: collected only after this timer's record is built */
             tm.pin->timers--;
@@ -2231,7 +2265,9 @@ void jd_engine_advance(jd_engine *e, int64_t t)
         jd_event ev;
         if (timer_view(e, &tm, props, &pmap, id, &ev))
             continue;
+        e->firing = &tm;
         process_view(e, &ev);
+        e->firing = NULL;
         check_alerts(e);
         gens_collect(e);
     }

@@ -155,9 +155,10 @@ struct jd_engine {
     jd_map config_cache; /* text -> the same text, owned: stable pointers to hand out */
 
     /* per event */
-    msgpack_zone zone;    /* profile unpacking while processing */
-    msgpack_zone in_zone; /* the input record */
-    jd_buf trec;          /* a firing timer's strings (timer_view) */
+    msgpack_zone zone;      /* profile unpacking while processing */
+    msgpack_zone in_zone;   /* the input record */
+    jd_buf trec;            /* a firing timer's strings (timer_view) */
+    const jd_timer *firing; /* the timer whose view process_view runs (jd_engine_advance) */
     jd_buf action_json;
     char action_json_id[33]; /* the action action_json holds */
     jd_buf action_rec;       /* jd_action_json scratch */

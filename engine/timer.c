@@ -9,6 +9,7 @@ void jd_timers_init(jd_timers *t)
 {
     memset(t, 0, sizeof *t);
     t->first = -2;
+    t->popped = -1;
 }
 
 void jd_timers_free(jd_timers *t)
@@ -132,6 +133,7 @@ const jd_timer *jd_timers_peek(const jd_timers *t)
 void jd_timers_pop(jd_timers *t, jd_timer *out)
 {
     *out = *jd_timers_peek(t);
+    t->popped = t->first;
     if (t->first == -1) {
         heap_pop(t);
     } else {
@@ -141,6 +143,14 @@ void jd_timers_pop(jd_timers *t, jd_timer *out)
     }
     t->n--;
     find_first(t);
+}
+
+const jd_timer *jd_timers_ahead(const jd_timers *t, size_t k)
+{
+    if (t->popped < 0)
+        return NULL;
+    const jd_timer_lane *l = &t->lane[t->popped];
+    return l->head + k < l->tail ? &l->q[l->head + k] : NULL;
 }
 
 const jd_timer *jd_timers_each(const jd_timers *t, size_t *it)

@@ -44,8 +44,9 @@ typedef struct jd_timers {
     size_t hn, hcap;
     jd_timer_lane lane[JD_TIMER_LANES];
     int nlanes;
-    int first; /* where the earliest is: a lane, -1 the heap, -2 none */
-    size_t n;  /* timers pending, in all */
+    int first;  /* where the earliest is: a lane, -1 the heap, -2 none */
+    int popped; /* where jd_timers_pop took the last one from (the same) */
+    size_t n;   /* timers pending, in all */
     uint64_t next_seq;
 } jd_timers;
 
@@ -59,6 +60,9 @@ void jd_timers_schedule(jd_timers *t, jd_timer tm, int64_t delay_ms);
 /* The earliest timer, or NULL. */
 const jd_timer *jd_timers_peek(const jd_timers *t);
 void jd_timers_pop(jd_timers *t, jd_timer *out);
+/* The timer k places after the last one popped, in its lane; NULL when there is none or
+ * that one came from the heap. A lane's timers come due in order: these fire soon. */
+const jd_timer *jd_timers_ahead(const jd_timers *t, size_t k);
 /* Iteration in no particular order: for (size_t it = 0; (tm = jd_timers_each(t, &it));) */
 const jd_timer *jd_timers_each(const jd_timers *t, size_t *it);
 

@@ -777,8 +777,27 @@ static void test_timers_lanes(void **state)
         jd_timer got;
         jd_timers_pop(&t, &got);
         assert_int_equal(got.iid, k);
+        /* what fires next in the lane popped from: k + 1, k + 2, ... while there are any */
+        const jd_timer *a1 = jd_timers_ahead(&t, 0), *a4 = jd_timers_ahead(&t, 3);
+        if (k + 1 < 1024 + 300)
+            assert_int_equal(a1->iid, k + 1);
+        else
+            assert_null(a1);
+        if (k + 4 < 1024 + 300)
+            assert_int_equal(a4->iid, k + 4);
+        else
+            assert_null(a4);
     }
     assert_null(jd_timers_peek(&t));
+    /* a timer taken from the heap has no lane: nothing ahead */
+    jd_timer h;
+    memset(&h, 0, sizeof h);
+    h.seq = t.next_seq++;
+    jd_timers_insert(&t, h);
+    h.seq = t.next_seq++;
+    jd_timers_insert(&t, h);
+    jd_timers_pop(&t, &h);
+    assert_null(jd_timers_ahead(&t, 0));
     jd_timers_free(&t);
 }
 
