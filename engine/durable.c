@@ -606,6 +606,7 @@ int jd_durable_open(jd_server *s, const char *data_dir, const char *log_dir, cha
         snprintf(err, errlen, "cannot start the checkpoint writer");
         return -1;
     }
+    pthread_setname_np(d->ck_thread, "jd-checkpoint"); /* as top -H and /proc show it */
     d->ck_started = 1;
     d->ck_ev = event_new(s->base, d->ck_efd, EV_READ | EV_PERSIST, on_ck_done, s);
     event_add(d->ck_ev, NULL);

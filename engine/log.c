@@ -374,6 +374,7 @@ int jd_log_start(jd_log *l, int notify_fd)
     l->notify_fd = notify_fd;
     if (pthread_create(&l->thread, NULL, writer, l))
         return -1;
+    pthread_setname_np(l->thread, "jd-log"); /* as top -H and /proc show it */
     l->running = 1;
     return 0;
 }

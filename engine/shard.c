@@ -795,6 +795,10 @@ int jd_shards_open(jd_server *front, const char *config, const jd_options *opts,
             snprintf(err, errlen, "cannot start shard %d's thread", k);
             return -1;
         }
+        char name[24]; /* as top -H and /proc show it: at most 15 characters */
+        snprintf(name, sizeof name, "jd-shard-%d", k);
+        name[15] = '\0';
+        pthread_setname_np(sh->thread, name);
         sh->started = 1;
     }
     return 0;
