@@ -10,7 +10,6 @@
 #include <time.h>
 
 #include "buf.h"
-#include "clock.h"
 #include "pool.h"
 
 /* generated from scripts/ by the Makefile */
@@ -136,8 +135,6 @@ static void *counting_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
     return p;
 }
 
-/* Checks the deadline every 1000 instructions. Once past it, re-arms to fire on every
- * instruction, so a pcall inside the script cannot swallow the stop. */
 static int64_t clock_ns(clockid_t id)
 {
     struct timespec ts;
@@ -159,6 +156,8 @@ static void set_deadline(jd_script *s, int64_t limit_ns)
     s->deadline_ns = clock_ns(s->deadline_clock) + limit_ns;
 }
 
+/* Checks the deadline every 1000 instructions. Once past it, re-arms to fire on every
+ * instruction, so a pcall inside the script cannot swallow the stop. */
 static void count_hook(lua_State *L, lua_Debug *ar)
 {
     (void)ar;
@@ -544,10 +543,10 @@ static int pcall_limited(jd_script *s, int nargs, int nres, int64_t limit_ns, jd
     lua_insert(L, base);
     s->timed_out = 0;
     s->deadline_ns = 0;
-    if (limit_ns)
+    if (limit_ns) {
         set_deadline(s, limit_ns);
-    if (limit_ns)
         lua_sethook(L, count_hook, LUA_MASKCOUNT, 1000);
+    }
     int status = lua_pcall(L, nargs, nres, base);
     if (limit_ns)
         lua_sethook(L, NULL, 0, 0);

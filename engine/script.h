@@ -3,7 +3,7 @@
  * file read is kept, so a version can be rebuilt from its sources), an
  * instruction hook with a monotonic deadline, and a counting allocator with a cap.
  * Every call into Lua goes through jd_script_call (protected, with a traceback).
- * Uses clock, buf, embedded scripts (scripts_embed.c, generated). */
+ * Uses buf, pool, embedded scripts (scripts_embed.c, generated). */
 #ifndef JD_SCRIPT_H
 #define JD_SCRIPT_H
 
