@@ -65,25 +65,27 @@ typedef struct rec {
     char err[256];
 } rec;
 
+#define PREFIX_LEN 6 /* strlen("prefix") */
+
 /* Returns jd_event_normalize's result; on success the record is unpacked and viewed. */
 static int normalize(rec *r, const char *json, int64_t default_ts, const char *default_id)
 {
     memset(r, 0, sizeof *r);
     obj_json(&r->in, json);
     jd_buf_init(&r->out);
-    jd_buf_puts(&r->out, "prefix"); /* records are appended */
+    jd_buf_puts(&r->out, "prefix"); /* records are appended: the record starts at PREFIX_LEN */
     msgpack_unpacked_init(&r->u);
     int rc = jd_event_normalize(&r->in.u.data, default_ts, default_id, &r->out, r->err, sizeof r->err);
     if (rc == 0) {
-        assert_true(r->out.len > 6);
-        assert_memory_equal(r->out.data, "prefix", 6);
-        size_t off = 6;
+        assert_true(r->out.len > PREFIX_LEN);
+        assert_memory_equal(r->out.data, "prefix", PREFIX_LEN);
+        size_t off = PREFIX_LEN;
         assert_int_equal(msgpack_unpack_next(&r->u, r->out.data, r->out.len, &off), MSGPACK_UNPACK_SUCCESS);
         assert_int_equal(off, r->out.len);
         if (jd_event_view(&r->u.data, &r->ev) != 0)
             fail_msg("record of %s does not view", json);
     } else {
-        assert_int_equal(r->out.len, 6); /* nothing left behind */
+        assert_int_equal(r->out.len, PREFIX_LEN); /* nothing left behind */
     }
     return rc;
 }
@@ -212,13 +214,19 @@ static const struct {
      JD_EV_TRACK, "u1", "", "e2", "m", "", "", T0, NULL, NULL, NULL, NULL},
 };
 
+/* valid[i] normalised; a rejection fails the test. */
+static void normalize_valid(rec *r, size_t i)
+{
+    if (normalize(r, valid[i].json, DEFAULT_TS, NULL) != 0)
+        fail_msg("case %zu rejected: %s\n  %s", i, r->err, valid[i].json);
+}
+
 static void test_normalize_valid(void **state)
 {
     (void)state;
     for (size_t i = 0; i < sizeof valid / sizeof valid[0]; i++) {
         rec r;
-        if (normalize(&r, valid[i].json, DEFAULT_TS, NULL) != 0)
-            fail_msg("case %zu rejected: %s\n  %s", i, r.err, valid[i].json);
+        normalize_valid(&r, i);
         const jd_event *ev = &r.ev;
         if (ev->type != valid[i].type)
             fail_msg("case %zu: type %s", i, jd_event_type_name(ev->type));
@@ -294,10 +302,9 @@ static void test_peek_ids(void **state)
     (void)state;
     for (size_t i = 0; i < sizeof valid / sizeof valid[0]; i++) {
         rec r;
-        if (normalize(&r, valid[i].json, DEFAULT_TS, NULL) != 0)
-            fail_msg("case %zu rejected: %s", i, r.err);
-        const char *data = r.out.data + 6;
-        size_t len = r.out.len - 6;
+        normalize_valid(&r, i);
+        const char *data = r.out.data + PREFIX_LEN;
+        size_t len = r.out.len - PREFIX_LEN;
         jd_event_peek pk;
         jd_event_peek_ids(data, len, &pk);
         msgpack_zone z;
@@ -397,9 +404,8 @@ static void test_read_lazy(void **state)
     /* the maps of every record normalisation writes: as the eager view's */
     for (size_t i = 0; i < sizeof valid / sizeof valid[0]; i++) {
         rec r;
-        if (normalize(&r, valid[i].json, DEFAULT_TS, NULL) != 0)
-            fail_msg("case %zu rejected: %s", i, r.err);
-        assert_int_equal(read_agrees(r.out.data + 6, r.out.len - 6), 0);
+        normalize_valid(&r, i);
+        assert_int_equal(read_agrees(r.out.data + PREFIX_LEN, r.out.len - PREFIX_LEN), 0);
         rec_free(&r);
     }
 
@@ -410,7 +416,7 @@ static void test_read_lazy(void **state)
     msgpack_zone z;
     msgpack_zone_init(&z, 1024);
     jd_event ev;
-    assert_int_equal(jd_event_read(r.out.data + 6, r.out.len - 6, &z, &ev), 0);
+    assert_int_equal(jd_event_read(r.out.data + PREFIX_LEN, r.out.len - PREFIX_LEN, &z, &ev), 0);
     assert_str(ev.name, "Signed Up");
     assert_int_equal(jd_event_traits(&ev)->via.map.size, 0); /* {}: the shared empty map */
     assert_int_equal(jd_event_context(&ev)->via.map.size, 0);
