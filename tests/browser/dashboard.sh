@@ -44,10 +44,7 @@ failed=0
 ok() { echo "ok   dashboard: $*"; }
 bad() { echo "FAIL dashboard: $*"; failed=1; }
 
-free_port() {
-  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])' 2>/dev/null ||
-    echo $((20000 + $$ % 30000))
-}
+. "$(dirname "$0")/../free_port.sh"
 
 # start_daemon DIR [ENV=VALUE...]: starts journeyd serve, sets PORT, waits for /readyz
 start_daemon() {

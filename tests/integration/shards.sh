@@ -39,8 +39,8 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 1' INT TERM HUP
 fail() { echo "shards: $*"; exit 1; }
-PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])' 2>/dev/null ||
-  echo $((20000 + $$ % 30000)))
+. "$(dirname "$0")/../free_port.sh"
+PORT=$(free_port)
 URL=http://127.0.0.1:$PORT
 
 cat >"$T/journeyd.lua" <<'LUA'

@@ -4,7 +4,8 @@
 set -u
 B=${1:-build}/journeyd
 T=$(mktemp -d)
-PORT=$((20000 + $$ % 20000))
+. "$(dirname "$0")/../free_port.sh"
+PORT=$(free_port)
 PID=
 trap '[ -n "$PID" ] && kill "$PID" 2>/dev/null; rm -rf "$T"' EXIT
 fail() { echo "versions: $*"; exit 1; }
