@@ -37,11 +37,19 @@ static size_t grown(size_t cap, size_t need)
     return cap > BIG_STEP && cap < BIG_ROOM ? BIG_ROOM : cap;
 }
 
+/* A queue slides down before it is full once its taken head is at least this big and
+ * as long as what is left: the live items are copied at most once per as many pushes,
+ * and the memory past them is reused (already faulted in, likely cached) rather than
+ * fresh pages of the 64 MB room. A timer lane walked through 12 MB of new pages in the
+ * bench replay, for 1.5 MB of live timers. */
+#define SLIDE_MIN ((size_t)64 << 10)
+
 void jd_queue_room(void **q, size_t *head, size_t *tail, size_t *cap, size_t size, size_t first_cap)
 {
-    if (*tail < *cap)
+    int slide = *head * size >= SLIDE_MIN && *head >= *tail - *head;
+    if (*tail < *cap && !slide)
         return;
-    if (*cap && *head >= *cap / 2) {
+    if (*cap && (slide || *head >= *cap / 2)) {
         memmove(*q, (char *)*q + *head * size, (*tail - *head) * size);
         *tail -= *head;
         *head = 0;

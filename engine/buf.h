@@ -46,8 +46,10 @@ void *jd_xmalloc(size_t n);
 void *jd_xcalloc(size_t n, size_t sz);
 void *jd_xrealloc(void *p, size_t n);
 /* Room for one more item at the tail of a queue of size-byte items, *q[*head..*tail)
- * in *cap: when it is full, the items slide down if at least half of it has been taken
- * from the head, else it grows (first_cap items at first). */
+ * in *cap: the items slide down when at least as many have been taken from the head as
+ * are left (and 64 KB of them), or when it is full and half of it has been taken; else
+ * a full queue grows (first_cap items at first). Sliding moves the items: indexes into
+ * the queue change, and pointers go stale. */
 void jd_queue_room(void **q, size_t *head, size_t *tail, size_t *cap, size_t size, size_t first_cap);
 
 #endif

@@ -789,6 +789,42 @@ static void test_timers_lanes(void **state)
             assert_null(a4);
     }
     assert_null(jd_timers_peek(&t));
+    /* a big lane in a steady state (one in, one out) reuses its memory: it slides down
+     * once as many have been taken as are left, so its tail stays near twice what is
+     * live rather than walking through all of its room */
+    enum { LIVE = 10000, STEADY = 100000 };
+    uint32_t next_in = 0, next_out = 0;
+    for (; next_in < LIVE; next_in++) {
+        jd_timer tm;
+        memset(&tm, 0, sizeof tm);
+        tm.due = next_in;
+        tm.iid = next_in;
+        tm.seq = t.next_seq++;
+        jd_timers_schedule(&t, tm, 7);
+    }
+    const jd_timer_lane *big = &t.lane[t.nlanes - 1];
+    assert_int_equal(big->delay_ms, 7);
+    assert_true(big->cap > STEADY + LIVE); /* the room would hold it all without sliding */
+    size_t max_tail = 0;
+    for (int i = 0; i < STEADY; i++) {
+        jd_timer got, tm;
+        jd_timers_pop(&t, &got);
+        assert_int_equal(got.iid, next_out++);
+        memset(&tm, 0, sizeof tm);
+        tm.due = next_in;
+        tm.iid = next_in++;
+        tm.seq = t.next_seq++;
+        jd_timers_schedule(&t, tm, 7);
+        if (big->tail > max_tail)
+            max_tail = big->tail;
+    }
+    assert_true(max_tail <= 2 * LIVE + 1);
+    while (jd_timers_peek(&t)) {
+        jd_timer got;
+        jd_timers_pop(&t, &got);
+        assert_int_equal(got.iid, next_out++);
+    }
+    assert_int_equal(next_out, next_in);
     /* a timer taken from the heap has no lane: nothing ahead */
     jd_timer h;
     memset(&h, 0, sizeof h);
