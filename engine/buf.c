@@ -1,8 +1,17 @@
+#define _DEFAULT_SOURCE /* madvise, sbrk */
 #include "buf.h"
 
+#include <errno.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23 /* Linux 5.14; glibc's headers name it from 2.35 */
+#endif
 
 void *jd_xmalloc(size_t n)
 {
@@ -57,6 +66,32 @@ void jd_queue_room(void **q, size_t *head, size_t *tail, size_t *cap, size_t siz
     }
     *cap = *cap ? grown(*cap * size, (*cap + 1) * size) / size : first_cap;
     *q = jd_xrealloc(*q, *cap * size);
+}
+
+/* 0 once the kernel has said it cannot populate (before 5.14): no more calls. */
+static int can_populate = 1;
+
+void jd_prefault(void *p, size_t n)
+{
+    long pg = sysconf(_SC_PAGESIZE);
+    uintptr_t lo = (uintptr_t)p & ~(uintptr_t)(pg - 1), hi = (uintptr_t)p + n;
+    if (!can_populate || !n)
+        return;
+    if (madvise((void *)lo, hi - lo, MADV_POPULATE_WRITE) != 0 && errno == EINVAL)
+        can_populate = 0;
+}
+
+/* The break as last seen: the heap below it is faulted in. */
+static char *heap_seen;
+
+void jd_heap_prefault(void)
+{
+    char *brk = sbrk(0);
+    if (brk == (char *)-1)
+        return;
+    if (heap_seen && brk > heap_seen)
+        jd_prefault(heap_seen, (size_t)(brk - heap_seen));
+    heap_seen = brk;
 }
 
 void *jd_xrealloc(void *p, size_t n)

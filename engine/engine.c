@@ -2356,6 +2356,8 @@ int jd_engine_process(jd_engine *e, const void *record, size_t len, jd_error *er
     e->msg_hashed = ev.message_id.p;
     process_input(e, &ev);
     e->msg_hashed = NULL;
+    if (e->clock.is_virtual && !e->opts.live)
+        jd_heap_prefault(); /* replay: one thread, on the main heap */
     return 0;
 }
 

@@ -7,6 +7,8 @@
 
 static char tomb_key[1];
 #define TOMB (tomb_key)
+/* A new table this big is faulted in at once (jd_prefault), not probe by probe. */
+#define MAP_PREFAULT ((size_t)256 << 10)
 
 /* The word mixing and the final avalanche of jd_hash: shared by jd_hash2, whose halves
  * must equal jd_hash with each seed. */
@@ -188,6 +190,8 @@ static void grow(jd_map *m)
     m->old_pos = 0;
     m->old_live = m->count;
     m->slots = jd_xcalloc(ncap, sizeof *m->slots);
+    if (ncap * sizeof *m->slots >= MAP_PREFAULT)
+        jd_prefault(m->slots, ncap * sizeof *m->slots); /* its probes would fault it page by page */
     m->cap = ncap;
     m->tombs = 0;
     if (!m->old_live) {

@@ -2,6 +2,7 @@
  * ttl in event time), engine/timer.h (the (due, seq) min-heap), a person's traits and
  * decision trace (engine/user.h), and traits pushed to Lua from their packed bytes
  * (engine/lua_msgpack.h). */
+#define _DEFAULT_SOURCE /* mincore, MAP_ANONYMOUS */
 #define _POSIX_C_SOURCE 200809L
 #include <setjmp.h>
 #include <stdarg.h>
@@ -10,12 +11,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 #include <lauxlib.h>
 #include <lua.h>
 #include <math.h>
 
+#include "buf.h"
 #include "dedupe.h"
 #include "event.h"
 #include "lua_msgpack.h"
@@ -45,6 +49,50 @@ static size_t key_of(char *buf, size_t i)
 }
 
 /* ---------------------------------------------------------------- map */
+
+/* Prefaulting changes no byte: written memory keeps its contents, fresh memory reads
+ * zero, and a fresh mapping is resident afterwards (where the kernel can populate). The
+ * main heap's growth is prefaulted the same way. */
+static void test_prefault(void **state)
+{
+    (void)state;
+    size_t n = 300000;
+    unsigned char *p = malloc(n);
+    for (size_t i = 0; i < n; i++)
+        p[i] = (unsigned char)(i * 7);
+    jd_prefault(p + 5, n - 10);
+    for (size_t i = 0; i < n; i++)
+        assert_int_equal(p[i], (unsigned char)(i * 7));
+    free(p);
+
+    long pg = sysconf(_SC_PAGESIZE);
+    size_t len = 64 * (size_t)pg;
+    unsigned char *m = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    assert_true(m != MAP_FAILED);
+    unsigned char vec[64];
+    int can = madvise(m, (size_t)pg, 23 /* MADV_POPULATE_WRITE */) == 0;
+    jd_prefault(m + 1, len - 2); /* unaligned: the whole pages around it */
+    assert_int_equal(mincore(m, len, vec), 0);
+    for (int i = 0; i < 64; i++) {
+        if (can)
+            assert_true(vec[i] & 1);
+        assert_int_equal(m[(size_t)i * (size_t)pg], 0);
+    }
+    munmap(m, len);
+
+    jd_heap_prefault();
+    char *grow[64];
+    for (int i = 0; i < 64; i++) { /* small blocks: from the heap, which grows */
+        grow[i] = malloc(4000);
+        memset(grow[i], i, 4000);
+        jd_heap_prefault();
+    }
+    for (int i = 0; i < 64; i++) {
+        for (int k = 0; k < 4000; k += 999)
+            assert_int_equal(grow[i][k], i);
+        free(grow[i]);
+    }
+}
 
 static void test_map_empty(void **state)
 {
@@ -1587,31 +1635,19 @@ static void test_user_decisions(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_map_empty),
-        cmocka_unit_test(test_map_100k),
-        cmocka_unit_test(test_map_moving),
-        cmocka_unit_test(test_map_churn),
-        cmocka_unit_test(test_map_keys),
-        cmocka_unit_test(test_map_borrowed_keys),
-        cmocka_unit_test(test_hash),
-        cmocka_unit_test(test_dedupe_ttl_bounded),
-        cmocka_unit_test(test_dedupe_basic),
-        cmocka_unit_test(test_dedupe_many),
-        cmocka_unit_test(test_dedupe_made_ahead),
-        cmocka_unit_test(test_dedupe_ttl),
-        cmocka_unit_test(test_dedupe_expiry_bounds_memory),
-        cmocka_unit_test(test_timers_empty),
-        cmocka_unit_test(test_timers_random),
-        cmocka_unit_test(test_timers_interleaved),
-        cmocka_unit_test(test_timers_lanes),
-        cmocka_unit_test(test_user_decisions),
-        cmocka_unit_test(test_hash2),
-        cmocka_unit_test(test_hash_values),
-        cmocka_unit_test(test_dedupe_ttl_later),
-        cmocka_unit_test(test_user_merge_traits),
-        cmocka_unit_test(test_user_merge_traits_storage),
-        cmocka_unit_test(test_lua_push_packed),
-        cmocka_unit_test(test_dedupe_zero_word),
+        cmocka_unit_test(test_map_empty),          cmocka_unit_test(test_map_100k),
+        cmocka_unit_test(test_map_moving),         cmocka_unit_test(test_map_churn),
+        cmocka_unit_test(test_map_keys),           cmocka_unit_test(test_prefault),
+        cmocka_unit_test(test_map_borrowed_keys),  cmocka_unit_test(test_hash),
+        cmocka_unit_test(test_dedupe_ttl_bounded), cmocka_unit_test(test_dedupe_basic),
+        cmocka_unit_test(test_dedupe_many),        cmocka_unit_test(test_dedupe_made_ahead),
+        cmocka_unit_test(test_dedupe_ttl),         cmocka_unit_test(test_dedupe_expiry_bounds_memory),
+        cmocka_unit_test(test_timers_empty),       cmocka_unit_test(test_timers_random),
+        cmocka_unit_test(test_timers_interleaved), cmocka_unit_test(test_timers_lanes),
+        cmocka_unit_test(test_user_decisions),     cmocka_unit_test(test_hash2),
+        cmocka_unit_test(test_hash_values),        cmocka_unit_test(test_dedupe_ttl_later),
+        cmocka_unit_test(test_user_merge_traits),  cmocka_unit_test(test_user_merge_traits_storage),
+        cmocka_unit_test(test_lua_push_packed),    cmocka_unit_test(test_dedupe_zero_word),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
