@@ -21,7 +21,7 @@ void jd_dedupe_init(jd_dedupe *d, int64_t ttl_ms)
 
 static size_t table_bytes(size_t n, size_t words)
 {
-    return n * words * sizeof(uint64_t) + n; /* the slots, then their tags */
+    return n * words * sizeof(uint64_t); /* the slots' hashes, then (3 words) their times */
 }
 
 static jd_dedupe_table table_new(size_t n, size_t words)
@@ -29,7 +29,10 @@ static jd_dedupe_table table_new(size_t n, size_t words)
     jd_dedupe_table t = {NULL, NULL, n, words};
     size_t bytes = table_bytes(n, words);
     if (bytes < HUGE_PAGE) {
-        t.w = jd_xcalloc(bytes, 1);
+        t.w = aligned_alloc(64, bytes); /* a bucket is a cache line (bytes: a multiple of 64) */
+        if (!t.w)
+            abort(); /* as jd_xcalloc does */
+        memset(t.w, 0, bytes);
     } else {
         void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
         if (p == MAP_FAILED)
@@ -39,7 +42,7 @@ static jd_dedupe_table table_new(size_t n, size_t words)
 #endif
         t.w = p;
     }
-    t.tag = (uint8_t *)(t.w + n * words);
+    t.seen = words == 3 ? (int64_t *)(t.w + 2 * n) : NULL;
     return t;
 }
 
@@ -89,44 +92,44 @@ static void prepare(jd_dedupe *d)
 
 static uint64_t *slot(const jd_dedupe_table *t, size_t i)
 {
-    return t->w + i * t->words;
+    return t->w + 2 * i;
 }
 
-/* When the id in slot s was seen (a table without times: the newest time). */
-static int64_t seen_at(const jd_dedupe *d, const jd_dedupe_table *t, const uint64_t *s)
+/* When the id in slot i was seen (a table without times: the newest time). */
+static int64_t seen_at(const jd_dedupe *d, const jd_dedupe_table *t, size_t i)
 {
-    return t->words == 3 ? (int64_t)s[2] : d->newest;
+    return t->seen ? t->seen[i] : d->newest;
 }
 
-static int expired(const jd_dedupe *d, const jd_dedupe_table *t, const uint64_t *s)
+static int expired(const jd_dedupe *d, const jd_dedupe_table *t, size_t i)
 {
-    return d->ttl_ms && seen_at(d, t, s) < d->newest - d->ttl_ms;
+    return d->ttl_ms && seen_at(d, t, i) < d->newest - d->ttl_ms;
 }
 
 #define MOVE_PER_CHECK 64
 
-/* The tag of hash a: never 0 (an empty slot's). */
-static inline uint8_t tag_of(uint64_t a)
+/* The first slot of the bucket hash a starts at. */
+static inline size_t bucket_of(const jd_dedupe_table *t, uint64_t a)
 {
-    return (uint8_t)(a >> 56 | 1);
+    return (size_t)a & (t->cap - 1) & ~(size_t)(JD_DEDUPE_BUCKET - 1);
 }
 
 /* Probes t for (a, b): 1 and *at = its slot when there, else 0 and *at = the empty slot
- * that ends the probe (where it would go). */
+ * that ends the probe (where it would go). A bucket's slots fill in order and are never
+ * emptied, so the first empty one ends the probe; a full bucket sends it to the next. */
 static inline int probe(const jd_dedupe_table *t, uint64_t a, uint64_t b, size_t *at)
 {
-    const uint8_t *tg = t->tag, want = tag_of(a);
-    size_t mask = t->cap - 1, k = t->words;
-    for (size_t i = a & mask;; i = (i + 1) & mask) {
-        if (!tg[i]) {
-            *at = i;
-            return 0;
-        }
-        if (tg[i] == want) {
-            const uint64_t *s = t->w + i * k;
+    size_t mask = t->cap - 1;
+    for (size_t i = bucket_of(t, a);; i = (i + JD_DEDUPE_BUCKET) & mask) {
+        const uint64_t *s = t->w + 2 * i;
+        for (size_t k = 0; k < JD_DEDUPE_BUCKET; k++, s += 2) {
             if (s[0] == a && s[1] == b) {
-                *at = i;
+                *at = i + k;
                 return 1;
+            }
+            if (!(s[0] | s[1])) {
+                *at = i + k;
+                return 0;
             }
         }
     }
@@ -144,9 +147,8 @@ static void put(const jd_dedupe_table *t, size_t i, uint64_t a, uint64_t b, int6
     uint64_t *s = slot(t, i);
     s[0] = a;
     s[1] = b;
-    if (t->words == 3)
-        s[2] = (uint64_t)ts;
-    t->tag[i] = tag_of(a);
+    if (t->seen)
+        t->seen[i] = ts;
 }
 
 /* Moves up to n live, unexpired slots of the old table; frees it when done. */
@@ -158,11 +160,11 @@ static void move_some(jd_dedupe *d, size_t n)
             return;
         }
         size_t oi = d->old_pos++;
-        if (!d->old.tag[oi])
-            continue;
         const uint64_t *s = slot(&d->old, oi);
+        if (!(s[0] | s[1]))
+            continue;
         d->count--; /* it leaves the old table's share of the count ... */
-        if (expired(d, &d->old, s)) {
+        if (expired(d, &d->old, oi)) {
             d->moved_dead++;
             continue;
         }
@@ -170,7 +172,7 @@ static void move_some(jd_dedupe *d, size_t n)
         size_t at;
         if (probe(&d->cur, s[0], s[1], &at))
             continue; /* seen again meanwhile: the new copy is newer */
-        put(&d->cur, at, s[0], s[1], seen_at(d, &d->old, s));
+        put(&d->cur, at, s[0], s[1], seen_at(d, &d->old, oi));
         d->count++; /* ... and joins the new one */
     }
 }
@@ -205,7 +207,7 @@ void jd_dedupe_hash(const char *id, size_t n, uint64_t *a, uint64_t *b)
 {
     jd_hash2(id, n, 0x6a09e667f3bcc908ULL, 0xbb67ae8584caa73bULL, a, b);
     if (!*a && !*b)
-        *b = 1;
+        *b = 1; /* (0, 0) marks an empty slot */
 }
 
 int jd_dedupe_check(jd_dedupe *d, const char *id, size_t n, int64_t ts)
@@ -217,6 +219,8 @@ int jd_dedupe_check(jd_dedupe *d, const char *id, size_t n, int64_t ts)
 
 int jd_dedupe_check_hash(jd_dedupe *d, uint64_t a, uint64_t b, int64_t ts)
 {
+    if (!a && !b)
+        b = 1; /* as jd_dedupe_hash does: (0, 0) marks an empty slot */
     if (ts > d->newest)
         d->newest = ts;
     move_some(d, MOVE_PER_CHECK);
@@ -232,7 +236,7 @@ int jd_dedupe_check_hash(jd_dedupe *d, uint64_t a, uint64_t b, int64_t ts)
         seen = 1;
         t = &d->old;
     }
-    if (seen && !expired(d, t, slot(t, i)))
+    if (seen && !expired(d, t, i))
         return 1;
     if (seen) { /* seen long ago: refresh where it is (an old copy moves with its new time) */
         put(t, i, a, b, ts);

@@ -7,18 +7,19 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* A slot is two words, the id's hash (a, b), or with a ttl three: the hash and when it
- * was seen. Each slot also has a tag byte, in an array of their own after the slots: 0
- * when the slot is empty, else 7 high bits of a (and the low bit set). A check reads the
- * tags of its probe, and a slot only where its tag matches: nearly every id checked is
- * new, and then the only read is of the tags, 1 byte a slot (2 MB for 2M slots, which
- * the caches keep) rather than 16 (a miss to memory each); the new slot is written, and
- * a write does not wait. */
+/* A slot is two words, the id's hash (a, b); (0, 0) is an empty slot. Slots come in
+ * buckets of four, 64 bytes, one cache line: an id's probe starts at the bucket of a and
+ * reads only that line unless the bucket is full. Nearly every id checked is new, so a
+ * check is a read and a write of one line (prefetched: jd_dedupe_prefetch). With a ttl
+ * the table has a third word a slot, when it was seen, in an array of its own after the
+ * slots: written with the slot, read only for an id found again and when moving. */
+#define JD_DEDUPE_BUCKET 4
+
 typedef struct jd_dedupe_table {
-    uint64_t *w;  /* cap slots of `words` words, then the cap tags */
-    uint8_t *tag; /* cap tag bytes (inside w's block) */
-    size_t cap;   /* slots, a power of two */
-    size_t words; /* per slot: 2, or 3 with times */
+    uint64_t *w;   /* cap slots of 2 words, then (words 3) cap times */
+    int64_t *seen; /* the times (inside w's block), or NULL */
+    size_t cap;    /* slots, a power of two (at least a bucket) */
+    size_t words;  /* per slot: 2, or 3 with times */
 } jd_dedupe_table;
 
 /* Growing is incremental: the new table is allocated at once, and each check moves a
@@ -52,8 +53,8 @@ int jd_dedupe_check_hash(jd_dedupe *d, uint64_t a, uint64_t b, int64_t ts);
  * deletes its calls, prefetch and all. */
 static inline __attribute__((always_inline)) void jd_dedupe_prefetch(const jd_dedupe *d, uint64_t a)
 {
-    if (d->cur.w)
-        __builtin_prefetch(d->cur.tag + (a & (d->cur.cap - 1)));
+    if (d->cur.w) /* for writing: the id is nearly always new */
+        __builtin_prefetch(d->cur.w + 2 * ((size_t)a & (d->cur.cap - 1) & ~(size_t)(JD_DEDUPE_BUCKET - 1)), 1);
 }
 
 #endif

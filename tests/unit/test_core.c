@@ -956,6 +956,34 @@ static void test_dedupe_zero_word(void **state)
     jd_dedupe_free(&d);
 }
 
+/* Ids whose probes start at the same bucket fill it and spill into the next ones (from
+ * the table's last bucket, round to the first); each is still found, alone or among
+ * ids of the buckets they spilled into, and after every growth. */
+static void test_dedupe_full_buckets(void **state)
+{
+    (void)state;
+    jd_dedupe d;
+    jd_dedupe_init(&d, 0);
+    enum { SAME = 40 };
+    for (uint64_t k = 1; k <= SAME; k++) { /* low bits all ones: the last bucket */
+        assert_int_equal(jd_dedupe_check_hash(&d, k << 40 | 0xffffff, k, 1), 0);
+        assert_int_equal(jd_dedupe_check_hash(&d, k, 0xffffff, 1), 0); /* bucket 0, spilled into */
+    }
+    for (uint64_t k = 1; k <= SAME; k++) {
+        assert_int_equal(jd_dedupe_check_hash(&d, k << 40 | 0xffffff, k, 2), 1);
+        assert_int_equal(jd_dedupe_check_hash(&d, k << 40 | 0xffffff, k + 1000, 2), 0); /* b differs */
+        assert_int_equal(jd_dedupe_check_hash(&d, k, 0xffffff, 2), 1);
+    }
+    size_t cap0 = d.cur.cap;
+    for (uint64_t i = 1; d.cur.cap < 8 * cap0 || d.old.w; i++)
+        assert_int_equal(jd_dedupe_check_hash(&d, i * 0x9E3779B97F4A7C15ULL, i << 32, 3), 0);
+    for (uint64_t k = 1; k <= SAME; k++) {
+        assert_int_equal(jd_dedupe_check_hash(&d, k << 40 | 0xffffff, k, 4), 1);
+        assert_int_equal(jd_dedupe_check_hash(&d, k, 0xffffff, 4), 1);
+    }
+    jd_dedupe_free(&d);
+}
+
 /* ---------------------------------------------------------------- traits */
 
 /* The merge as it was written first (msgpack-c's unpacker and packer), the reference the
@@ -1635,19 +1663,33 @@ static void test_user_decisions(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_map_empty),          cmocka_unit_test(test_map_100k),
-        cmocka_unit_test(test_map_moving),         cmocka_unit_test(test_map_churn),
-        cmocka_unit_test(test_map_keys),           cmocka_unit_test(test_prefault),
-        cmocka_unit_test(test_map_borrowed_keys),  cmocka_unit_test(test_hash),
-        cmocka_unit_test(test_dedupe_ttl_bounded), cmocka_unit_test(test_dedupe_basic),
-        cmocka_unit_test(test_dedupe_many),        cmocka_unit_test(test_dedupe_made_ahead),
-        cmocka_unit_test(test_dedupe_ttl),         cmocka_unit_test(test_dedupe_expiry_bounds_memory),
-        cmocka_unit_test(test_timers_empty),       cmocka_unit_test(test_timers_random),
-        cmocka_unit_test(test_timers_interleaved), cmocka_unit_test(test_timers_lanes),
-        cmocka_unit_test(test_user_decisions),     cmocka_unit_test(test_hash2),
-        cmocka_unit_test(test_hash_values),        cmocka_unit_test(test_dedupe_ttl_later),
-        cmocka_unit_test(test_user_merge_traits),  cmocka_unit_test(test_user_merge_traits_storage),
-        cmocka_unit_test(test_lua_push_packed),    cmocka_unit_test(test_dedupe_zero_word),
+        cmocka_unit_test(test_map_empty),
+        cmocka_unit_test(test_map_100k),
+        cmocka_unit_test(test_map_moving),
+        cmocka_unit_test(test_map_churn),
+        cmocka_unit_test(test_map_keys),
+        cmocka_unit_test(test_prefault),
+        cmocka_unit_test(test_map_borrowed_keys),
+        cmocka_unit_test(test_hash),
+        cmocka_unit_test(test_dedupe_ttl_bounded),
+        cmocka_unit_test(test_dedupe_basic),
+        cmocka_unit_test(test_dedupe_many),
+        cmocka_unit_test(test_dedupe_made_ahead),
+        cmocka_unit_test(test_dedupe_ttl),
+        cmocka_unit_test(test_dedupe_expiry_bounds_memory),
+        cmocka_unit_test(test_timers_empty),
+        cmocka_unit_test(test_timers_random),
+        cmocka_unit_test(test_timers_interleaved),
+        cmocka_unit_test(test_timers_lanes),
+        cmocka_unit_test(test_user_decisions),
+        cmocka_unit_test(test_hash2),
+        cmocka_unit_test(test_hash_values),
+        cmocka_unit_test(test_dedupe_ttl_later),
+        cmocka_unit_test(test_user_merge_traits),
+        cmocka_unit_test(test_user_merge_traits_storage),
+        cmocka_unit_test(test_lua_push_packed),
+        cmocka_unit_test(test_dedupe_zero_word),
+        cmocka_unit_test(test_dedupe_full_buckets),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
