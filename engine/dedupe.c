@@ -108,19 +108,13 @@ static int expired(const jd_dedupe *d, const jd_dedupe_table *t, size_t i)
 
 #define MOVE_PER_CHECK 64
 
-/* The first slot of the bucket hash a starts at. */
-static inline size_t bucket_of(const jd_dedupe_table *t, uint64_t a)
-{
-    return (size_t)a & (t->cap - 1) & ~(size_t)(JD_DEDUPE_BUCKET - 1);
-}
-
 /* Probes t for (a, b): 1 and *at = its slot when there, else 0 and *at = the empty slot
  * that ends the probe (where it would go). A bucket's slots fill in order and are never
  * emptied, so the first empty one ends the probe; a full bucket sends it to the next. */
 static inline int probe(const jd_dedupe_table *t, uint64_t a, uint64_t b, size_t *at)
 {
     size_t mask = t->cap - 1;
-    for (size_t i = bucket_of(t, a);; i = (i + JD_DEDUPE_BUCKET) & mask) {
+    for (size_t i = jd_dedupe_bucket(t, a);; i = (i + JD_DEDUPE_BUCKET) & mask) {
         const uint64_t *s = t->w + 2 * i;
         for (size_t k = 0; k < JD_DEDUPE_BUCKET; k++, s += 2) {
             if (s[0] == a && s[1] == b) {

@@ -48,13 +48,19 @@ int jd_dedupe_check(jd_dedupe *d, const char *id, size_t n, int64_t ts);
  * a hash (also how the store's ids are loaded back). */
 void jd_dedupe_hash(const char *id, size_t n, uint64_t *a, uint64_t *b);
 int jd_dedupe_check_hash(jd_dedupe *d, uint64_t a, uint64_t b, int64_t ts);
-/* A hint: the slot where a check of hash a starts is about to be read. Always inlined:
+/* The first slot of the bucket a probe for hash a starts at. */
+static inline size_t jd_dedupe_bucket(const jd_dedupe_table *t, uint64_t a)
+{
+    return (size_t)a & (t->cap - 1) & ~(size_t)(JD_DEDUPE_BUCKET - 1);
+}
+
+/* A hint: the bucket where a check of hash a starts is about to be read. Always inlined:
  * gcc (12, -O2) takes a function that only prefetches for one without effects and
  * deletes its calls, prefetch and all. */
 static inline __attribute__((always_inline)) void jd_dedupe_prefetch(const jd_dedupe *d, uint64_t a)
 {
     if (d->cur.w) /* for writing: the id is nearly always new */
-        __builtin_prefetch(d->cur.w + 2 * ((size_t)a & (d->cur.cap - 1) & ~(size_t)(JD_DEDUPE_BUCKET - 1)), 1);
+        __builtin_prefetch(d->cur.w + 2 * jd_dedupe_bucket(&d->cur, a), 1);
 }
 
 #endif
