@@ -129,13 +129,6 @@ static inline int probe(const jd_dedupe_table *t, uint64_t a, uint64_t b, size_t
     }
 }
 
-/* Where (a, b) is in table t, or NULL. */
-static inline uint64_t *find(const jd_dedupe_table *t, uint64_t a, uint64_t b)
-{
-    size_t i;
-    return probe(t, a, b, &i) ? slot(t, i) : NULL;
-}
-
 static void put(const jd_dedupe_table *t, size_t i, uint64_t a, uint64_t b, int64_t ts)
 {
     uint64_t *s = slot(t, i);

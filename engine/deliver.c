@@ -326,10 +326,10 @@ static int64_t duration_of(lua_State *L, int idx, const char *what)
 {
     if (lua_isinteger(L, idx))
         return (int64_t)lua_tointeger(L, idx);
-    int64_t ms;
+    int64_t ms = 0;
     const char *s = lua_tostring(L, idx);
     if (!s || jd_parse_duration(s, &ms))
-        luaL_error(L, "%s must be a duration like \"15s\" or milliseconds", what);
+        return luaL_error(L, "%s must be a duration like \"15s\" or milliseconds", what);
     return ms;
 }
 

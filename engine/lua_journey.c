@@ -427,7 +427,7 @@ static void compile_alert(cstate *cs, lua_State *L, int aidx, jd_journey *j)
     if (strlen(ch) >= sizeof a->channel_name)
         luaL_error(L, "%s: journey '%s': alert channel name too long", loc, j->name);
     a->channel = chan->index;
-    snprintf(a->channel_name, sizeof a->channel_name, "%s", ch);
+    memcpy(a->channel_name, ch, strlen(ch) + 1); /* it fits: checked above */
     a->stage = -1;
     if (st[0] && (a->stage = find_stage(j, st)) < 0)
         luaL_error(L, "%s: journey '%s': alert names unknown stage '%s'", loc, j->name, st);

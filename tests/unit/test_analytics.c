@@ -181,7 +181,7 @@ static void test_windows_roll_over(void **state)
 static void alert_scenario(tu_run *r, char fired[33], char recovered[33])
 {
     tu_start(r, ALERT);
-    char u[8];
+    char u[16];
     for (int i = 1; i <= 4; i++) {
         snprintf(u, sizeof u, "u%d", i);
         ev(r, u, "Start", "00:00", NULL);
@@ -235,7 +235,7 @@ static void test_alert_fires_once_and_recovers(void **state)
     assert_non_null(strstr(js, "\"state\":\"ok\""));
     free(js);
     /* it can fire again: three quit at 05:10, one moves on */
-    char u[8];
+    char u[16];
     for (int i = 10; i <= 13; i++) {
         snprintf(u, sizeof u, "u%d", i);
         ev(&r, u, "Start", "05:05", NULL);
@@ -266,7 +266,7 @@ static void test_alert_capped_by_channel(void **state)
     snprintf(rest, sizeof rest, "%s", p);
     snprintf(p, sizeof lua - (size_t)(p - lua), ", cap = { max = 1, per = \"1d\" }%s", rest);
     tu_start(&r, lua);
-    char u[8];
+    char u[16];
     for (int i = 1; i <= 4; i++) {
         snprintf(u, sizeof u, "u%d", i);
         ev(&r, u, "Start", "00:00", NULL);
@@ -300,7 +300,7 @@ static void test_reload_keeps_analytics(void **state)
     tu_free(&r);
     /* an alert that is firing stays firing across a reload (same spec): no second "fired" */
     tu_start(&r, ALERT);
-    char u[8];
+    char u[16];
     for (int i = 1; i <= 4; i++) {
         snprintf(u, sizeof u, "u%d", i);
         ev(&r, u, "Start", "00:00", NULL);
