@@ -743,6 +743,17 @@ static void test_timers_interleaved(void **state)
     jd_timers_free(&t);
 }
 
+/* Schedules a timer due at i (and numbered i) with the given delay, in order. */
+static void schedule_at(jd_timers *t, uint32_t i, int64_t delay)
+{
+    jd_timer tm;
+    memset(&tm, 0, sizeof tm);
+    tm.due = i;
+    tm.iid = i;
+    tm.seq = t->next_seq++;
+    jd_timers_schedule(t, tm, delay);
+}
+
 /* Timers scheduled with a delay go to that delay's lane while they keep it in order;
  * the rest (out of order, beyond the lanes, inserted) to the heap. Whatever the mix,
  * pops come in (due, seq) order, checked against a plain array, and iteration visits
@@ -806,12 +817,7 @@ static void test_timers_lanes(void **state)
     jd_timers_free(&t);
     jd_timers_init(&t);
     for (uint32_t i = 0; i < 1024 + 300; i++) {
-        jd_timer tm;
-        memset(&tm, 0, sizeof tm);
-        tm.due = i;
-        tm.iid = i;
-        tm.seq = t.next_seq++;
-        jd_timers_schedule(&t, tm, 5);
+        schedule_at(&t, i, 5);
         if (i == 1023) {
             for (uint32_t k = 0; k < 600; k++) {
                 jd_timer got;
@@ -842,27 +848,17 @@ static void test_timers_lanes(void **state)
      * live rather than walking through all of its room */
     enum { LIVE = 10000, STEADY = 100000 };
     uint32_t next_in = 0, next_out = 0;
-    for (; next_in < LIVE; next_in++) {
-        jd_timer tm;
-        memset(&tm, 0, sizeof tm);
-        tm.due = next_in;
-        tm.iid = next_in;
-        tm.seq = t.next_seq++;
-        jd_timers_schedule(&t, tm, 7);
-    }
+    for (; next_in < LIVE; next_in++)
+        schedule_at(&t, next_in, 7);
     const jd_timer_lane *big = &t.lane[t.nlanes - 1];
     assert_int_equal(big->delay_ms, 7);
     assert_true(big->cap > STEADY + LIVE); /* the room would hold it all without sliding */
     size_t max_tail = 0;
     for (int i = 0; i < STEADY; i++) {
-        jd_timer got, tm;
+        jd_timer got;
         jd_timers_pop(&t, &got);
         assert_int_equal(got.iid, next_out++);
-        memset(&tm, 0, sizeof tm);
-        tm.due = next_in;
-        tm.iid = next_in++;
-        tm.seq = t.next_seq++;
-        jd_timers_schedule(&t, tm, 7);
+        schedule_at(&t, next_in++, 7);
         if (big->tail > max_tail)
             max_tail = big->tail;
     }
