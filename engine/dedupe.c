@@ -193,8 +193,6 @@ static void grow(jd_dedupe *d)
 void jd_dedupe_hash(const char *id, size_t n, uint64_t *a, uint64_t *b)
 {
     jd_hash2(id, n, 0x6a09e667f3bcc908ULL, 0xbb67ae8584caa73bULL, a, b);
-    if (!*a && !*b)
-        *b = 1; /* (0, 0) marks an empty slot */
 }
 
 int jd_dedupe_check(jd_dedupe *d, const char *id, size_t n, int64_t ts)
@@ -207,7 +205,7 @@ int jd_dedupe_check(jd_dedupe *d, const char *id, size_t n, int64_t ts)
 int jd_dedupe_check_hash(jd_dedupe *d, uint64_t a, uint64_t b, int64_t ts)
 {
     if (!a && !b)
-        b = 1; /* as jd_dedupe_hash does: (0, 0) marks an empty slot */
+        b = 1; /* (0, 0) marks an empty slot: the one place that keeps it so */
     if (ts > d->newest)
         d->newest = ts;
     move_some(d, MOVE_PER_CHECK);

@@ -939,6 +939,8 @@ static void test_dedupe_zero_word(void **state)
     jd_dedupe_init(&d, 0);
     assert_int_equal(jd_dedupe_check_hash(&d, 0, 5, 1), 0);
     assert_int_equal(jd_dedupe_check_hash(&d, 0, 5, 1), 1);
+    assert_int_equal(jd_dedupe_check_hash(&d, 0, 0, 1), 0); /* the empty slot's value: kept */
+    assert_int_equal(jd_dedupe_check_hash(&d, 0, 0, 1), 1);
     assert_int_equal(jd_dedupe_check_hash(&d, 0, 6, 1), 0);
     assert_int_equal(jd_dedupe_check_hash(&d, 7, 5, 1), 0);
     for (uint64_t i = 1; i < 100000; i++) /* several growths: (0, 5) moves each time */
