@@ -11,6 +11,7 @@
 
 #include "buf.h"
 #include "pool.h"
+#include "watch.h"
 
 /* generated from scripts/ by the Makefile */
 typedef struct jd_embedded {
@@ -45,6 +46,7 @@ struct jd_script {
     clockid_t deadline_clock;
     int64_t coarse_tick_ns; /* CLOCK_MONOTONIC_COARSE's resolution (0: none) */
     int timed_out;
+    jd_watch watch; /* the watch thread's view of a call in progress */
 };
 
 /* The state's extra space holds the jd_script pointer (STYLE: never search a list). */
@@ -158,6 +160,29 @@ static void set_deadline(jd_script *s, int64_t limit_ns)
 
 /* Checks the deadline every 1000 instructions. Once past it, re-arms to fire on every
  * instruction, so a pcall inside the script cannot swallow the stop. */
+static void count_hook(lua_State *L, lua_Debug *ar);
+
+/* The hook is not set for every call. With a count hook Lua calls into its debug code
+ * before every instruction (luaG_traceexec in Lua 5.4), for hooks that nearly all end
+ * within microseconds: 3% of the in-memory bench. So a call with a limit of
+ * HOOK_AT_ONCE_NS or more starts without it, and the watch thread (watch.c) interrupts
+ * one still running JD_WATCH_NS later with a signal whose handler arms the hook on the
+ * state the call runs in — lua_sethook is meant to be called from a signal handler (lua.c
+ * stops a script on Ctrl-C so). From then on it is as before: the deadline is checked
+ * every 1000 instructions. A shorter limit, or no watch thread, arms it at the start.
+ * Coroutines are created with the hook set (l_cocreate): the handler only knows the
+ * state the call began in. */
+#define HOOK_AT_ONCE_NS (4 * JD_WATCH_NS)
+
+static _Thread_local jd_script *running; /* the state this thread is calling into */
+
+static void arm_running(void)
+{
+    jd_script *s = running;
+    if (s)
+        lua_sethook(s->L, count_hook, LUA_MASKCOUNT, 1000);
+}
+
 static void count_hook(lua_State *L, lua_Debug *ar)
 {
     (void)ar;
@@ -380,6 +405,23 @@ static int l_require(lua_State *L)
     return 1;
 }
 
+/* coroutine.create and coroutine.wrap (upvalue 1: Lua's own): the new coroutine gets
+ * the count hook (lua_newthread copies the creating thread's), so that its code checks
+ * the deadline without the watch thread, which arms only the calling state. Outside a
+ * call (no deadline) the hook returns at once. */
+static int l_cocreate(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TFUNCTION); /* Lua's own cannot fail after this (but for memory) */
+    lua_Hook h = lua_gethook(L);
+    int mask = lua_gethookmask(L), count = lua_gethookcount(L);
+    lua_sethook(L, count_hook, LUA_MASKCOUNT, 1000);
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_insert(L, 1);
+    lua_call(L, lua_gettop(L) - 1, LUA_MULTRET);
+    lua_sethook(L, h, mask, count);
+    return lua_gettop(L);
+}
+
 /* Runs in protected mode: an error while setting up never aborts (STYLE 5). */
 static int setup(lua_State *L)
 {
@@ -402,6 +444,14 @@ static int setup(lua_State *L)
         lua_setfield(L, -2, keep[i]);
     }
     lua_setglobal(L, "os");
+    lua_pop(L, 1);
+    lua_getglobal(L, "coroutine");
+    static const char *const cofns[] = {"create", "wrap", NULL};
+    for (int i = 0; cofns[i]; i++) {
+        lua_getfield(L, -1, cofns[i]);
+        lua_pushcclosure(L, l_cocreate, 1);
+        lua_setfield(L, -2, cofns[i]);
+    }
     lua_pop(L, 1);
     static const char *const drop[] = {"load", "loadfile", "dofile", "collectgarbage", "require", NULL};
     for (int i = 0; drop[i]; i++) {
@@ -464,6 +514,8 @@ jd_script *jd_script_new(const char *script_dir, const jd_script_limits *limits)
         return NULL;
     }
     s->mem_cap = s->limits.memory_bytes;
+    jd_watch_init(arm_running);
+    jd_watch_add(&s->watch);
     return s;
 }
 
@@ -472,6 +524,8 @@ void jd_script_free(jd_script *s)
     if (!s)
         return;
     if (s->L) {
+        if (s->watch.prevp) /* jd_script_new added it */
+            jd_watch_remove(&s->watch);
         s->mem_cap = 0;
         /* finalizers run in lua_close; whatever slipped past the sandbox gets a deadline */
         s->timed_out = 0;
@@ -543,13 +597,20 @@ static int pcall_limited(jd_script *s, int nargs, int nres, int64_t limit_ns, jd
     lua_insert(L, base);
     s->timed_out = 0;
     s->deadline_ns = 0;
+    jd_script *outer = running;
     if (limit_ns) {
         set_deadline(s, limit_ns);
-        lua_sethook(L, count_hook, LUA_MASKCOUNT, 1000);
+        if (limit_ns < HOOK_AT_ONCE_NS ||
+            jd_watch_begin(&s->watch, s->deadline_clock, s->deadline_ns - limit_ns + JD_WATCH_NS))
+            lua_sethook(L, count_hook, LUA_MASKCOUNT, 1000);
+        running = s;
     }
     int status = lua_pcall(L, nargs, nres, base);
-    if (limit_ns)
-        lua_sethook(L, NULL, 0, 0);
+    if (limit_ns) {
+        running = outer;
+        jd_watch_end(&s->watch);
+        lua_sethook(L, NULL, 0, 0); /* set at the start, or by the watch thread's signal */
+    }
     s->deadline_ns = 0;
     if (status == LUA_OK && s->timed_out) {
         /* the stop was swallowed (a coroutine's error returned by resume, say) and the

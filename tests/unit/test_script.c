@@ -384,6 +384,45 @@ static void test_coroutine_swallows_the_time_limit(void **state)
     tu_free(&r);
 }
 
+/* Calls start without the instruction hook; the watch thread's signal arms it on the
+ * state the call began in (script.c). A coroutine is another state: one made while the
+ * script loaded, whose body loops forever when a hook resumes it, must be stopped all
+ * the same (coroutine.create and .wrap give it the hook). Run in a child, so that a
+ * loop nothing stops fails the test instead of hanging it. */
+static void test_coroutine_made_at_load_is_stopped(void **state)
+{
+    (void)state;
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        tu_run r;
+        tu_start(&r, HDR "local co = coroutine.create(function() coroutine.yield(); while true do end end)\n"
+                         "coroutine.resume(co)\n"
+                         "local wr = coroutine.wrap(function() coroutine.yield(); while true do end end)\n"
+                         "wr()\n"
+                         "j.on(\"Co\", function(ctx) coroutine.resume(co); ctx:send(\"email\", \"co-done\") end)\n"
+                         "j.on(\"Wrap\", function(ctx) wr(); ctx:send(\"email\", \"wrap-done\") end)\n");
+        tu_track(&r, "u1", "Co", "2024-01-01T00:00:00Z", NULL);
+        tu_track(&r, "u1", "Wrap", "2024-01-01T00:01:00Z", NULL);
+        int ok = jd_engine_stat(r.e, "lua_errors") == 2 && tu_count(&r, "done", NULL) == 0;
+        tu_free(&r);
+        _exit(ok ? 0 : 1);
+    }
+    int status = 0, done = 0;
+    for (int i = 0; i < 1000 && !done; i++) {
+        done = waitpid(pid, &status, WNOHANG) == pid;
+        if (!done)
+            usleep(10000);
+    }
+    if (!done) {
+        kill(pid, SIGKILL);
+        waitpid(pid, &status, 0);
+    }
+    assert_true(done);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+}
+
 /* Regression (was an engine bug; script.c jd_script_free / the per-call limit): a hook can register a __gc
  * finalizer; finalizers left at shutdown run in lua_close() with no time limit, so a
  * `while true do end` finalizer makes jd_engine_free hang forever (observed with
@@ -437,6 +476,7 @@ int main(void)
         cmocka_unit_test(test_new_globals_in_hooks_are_errors),
         cmocka_unit_test(test_ctx_is_read_only),
         cmocka_unit_test(test_coroutine_swallows_the_time_limit),
+        cmocka_unit_test(test_coroutine_made_at_load_is_stopped),
         cmocka_unit_test(test_gc_finalizer_hangs_engine_free),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
