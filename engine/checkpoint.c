@@ -150,7 +150,9 @@ static void pack_name(msgpack_packer *pk, const jd_defs *d, int journey, int sta
 
 static void pack_instance(msgpack_packer *pk, const jd_defs *d, const jd_instance *in, uint64_t pin)
 {
-    msgpack_pack_array(pk, pin ? 13 : 12);
+    /* the fired timers of the stage entry it is in (engine.c timer_once), when any */
+    uint64_t fired = in->fired_gen == in->gen ? in->fired : 0;
+    msgpack_pack_array(pk, fired ? 14 : pin ? 13 : 12);
     jd_mp_pack_cstr(pk, d->journeys[in->journey].name);
     jd_mp_pack_str(pk, in->key, in->keylen);
     msgpack_pack_uint8(pk, (uint8_t)in->status);
@@ -163,8 +165,10 @@ static void pack_instance(msgpack_packer *pk, const jd_defs *d, const jd_instanc
     msgpack_pack_uint32(pk, in->entries);
     msgpack_pack_uint64(pk, in->touched);
     msgpack_pack_uint64(pk, in->version); /* came later: rows without it decode as 0 */
-    if (pin)                              /* pinned: the stored generation it runs */
+    if (pin || fired)                     /* pinned: the stored generation it runs (0: none) */
         msgpack_pack_uint64(pk, pin);
+    if (fired)
+        msgpack_pack_uint64(pk, fired);
 }
 
 /* [traits, score, segments, next_iid, instances, decisions, sent]; sent (frequency
@@ -218,9 +222,10 @@ static void encode_user(const jd_engine *e, const jd_user *u, jd_buf *out)
 }
 
 /* One element of a row's instance array: [journey, key, status, stage, iid, gen,
- * entered_at, stage_entered_at, left_at, entries, touched, version, pin]; version came
- * later (absent: 0), pin (the generation id) only for a pinned one. Returns -1 when it is
- * not one. */
+ * entered_at, stage_entered_at, left_at, entries, touched, version, pin, fired]; version
+ * came later (absent: 0), pin (the generation id, 0: none) for a pinned one or when fired
+ * follows, fired (the stage entry's timers that fired) only when one did. Returns -1 when
+ * it is not one. */
 static int stored_instance(const msgpack_object *r, jd_stored_instance *si)
 {
     if (r->type != MSGPACK_OBJECT_ARRAY || r->via.array.size < 11)
@@ -241,6 +246,7 @@ static int stored_instance(const msgpack_object *r, jd_stored_instance *si)
     si->touched = obj_u64(&x[10]);
     si->version = r->via.array.size > 11 ? obj_u64(&x[11]) : 0;
     si->pin = r->via.array.size > 12 ? obj_u64(&x[12]) : 0;
+    si->fired = r->via.array.size > 13 ? obj_u64(&x[13]) : 0;
     return 0;
 }
 
@@ -325,6 +331,8 @@ static jd_user *decode_user(jd_engine *e, const char *id, size_t idn, const void
             in->stage = stage_index(gj, sn, sl);
             in->iid = si.iid;
             in->gen = si.gen;
+            in->fired_gen = si.gen;
+            in->fired = si.fired;
             in->entered_at = si.entered_at;
             in->stage_entered_at = si.stage_entered_at;
             in->left_at = si.left_at;
@@ -343,6 +351,8 @@ static jd_user *decode_user(jd_engine *e, const char *id, size_t idn, const void
         in->status = si.status;
         in->version = si.version;
         in->gen = si.gen;
+        in->fired_gen = si.gen;
+        in->fired = si.fired;
         in->stage_entered_at = si.stage_entered_at;
         in->left_at = si.left_at;
         int st = sn ? stage_index(j, sn, sl) : -1;

@@ -1930,13 +1930,40 @@ static jd_user *resolve_user(jd_engine *e, const jd_event *ev)
 
 /* ---------------------------------------------------------------- processing */
 
+/* A timer fires once per stage entry. Its firing is named after the entry (timer_view),
+ * but the set of messageIds is not where that is kept: each firing would be one more
+ * random line of a large table and one more id in the store, for a repeat that only a
+ * bug could make (every stage entry has a new gen, and the store forgets a timer once it
+ * fired). The instance remembers which of its entry's timers fired, in a line the firing
+ * reads anyway; a stage with more than 64 timers keeps the rest in the set as before.
+ * 1: this one fired already (a duplicate), else it is marked. */
+static int timer_once(const jd_timer *tm)
+{
+    jd_instance *in = tm->inst;
+    if (in->fired_gen != tm->gen) {
+        in->fired_gen = tm->gen;
+        in->fired = 0;
+    }
+    uint64_t bit = 1ULL << tm->after;
+    if (in->fired & bit)
+        return 1;
+    in->fired |= bit;
+    return 0;
+}
+
 static void fire_timer(jd_engine *e, const jd_journey *j, jd_instance *inst, uint64_t gen, uint64_t aft);
 
 static void timer_event(jd_engine *e)
 {
+    const jd_timer *tm = e->firing;
+    /* marked only now, not where process_view checks messageIds: a checkpoint being
+     * written has taken the person as they were before this record (jd_persist_touch) */
+    if (tm && tm->after < 64 && timer_once(tm)) {
+        e->stats[JD_STAT_DUPLICATES]++;
+        return;
+    }
     /* a timer fired from memory on the current scripts for a person with nothing pinned:
      * its journey and stage entry are known (jd_engine_advance checked the entry) */
-    const jd_timer *tm = e->firing;
     if (tm && !tm->pin && !e->user->npinned) {
         fire_timer(e, &e->defs->journeys[tm->journey], tm->inst, tm->gen, tm->after);
         return;
@@ -2040,16 +2067,19 @@ static void process_view(jd_engine *e, const jd_event *ev)
         e->stats[JD_STAT_EVENTS]++;
     /* the time-to-live counts from when an id was seen on the engine clock, not from the
      * event's own timestamp: a late retry of an old event is still a duplicate */
-    uint64_t ha = e->msg_ha, hb = e->msg_hb;
-    if (ev->message_id.p != e->msg_hashed)
-        jd_dedupe_hash(ev->message_id.p, ev->message_id.n, &ha, &hb);
-    e->msg_hashed = NULL;
-    if (jd_dedupe_check_hash(&e->dedupe, ha, hb, jd_clock_now(&e->clock))) {
-        e->stats[JD_STAT_DUPLICATES]++;
-        return;
+    if (!(ev->type == JD_EV_TIMER && e->firing && e->firing->after < 64)) { /* else: timer_event */
+        uint64_t ha = e->msg_ha, hb = e->msg_hb;
+        if (ev->message_id.p != e->msg_hashed)
+            jd_dedupe_hash(ev->message_id.p, ev->message_id.n, &ha, &hb);
+        if (jd_dedupe_check_hash(&e->dedupe, ha, hb, jd_clock_now(&e->clock))) {
+            e->msg_hashed = NULL;
+            e->stats[JD_STAT_DUPLICATES]++;
+            return;
+        }
+        if (e->persist)
+            jd_persist_seen(e, ha, hb, jd_clock_now(&e->clock));
     }
-    if (e->persist)
-        jd_persist_seen(e, ha, hb, jd_clock_now(&e->clock));
+    e->msg_hashed = NULL;
     int64_t now = jd_clock_now(&e->clock);
     if (ev->type != JD_EV_TIMER) {
         /* late: older than the clock (live, by more than a minute of transit) */

@@ -210,7 +210,8 @@ typedef struct jd_stored_instance {
     uint32_t iid, gen, entries;
     int64_t entered_at, stage_entered_at, left_at;
     uint64_t touched, version;
-    uint64_t pin; /* the stored generation it is pinned to (jd_gen.id); 0: none */
+    uint64_t pin;   /* the stored generation it is pinned to (jd_gen.id); 0: none */
+    uint64_t fired; /* the stage entry's timers that fired (jd_instance.fired) */
 } jd_stored_instance;
 typedef int (*jd_stored_instance_fn)(const jd_stored_instance *si, void *ud); /* nonzero: stop */
 /* A journey as the scripts of the store's last checkpoint defined it (the state row). */

@@ -30,6 +30,10 @@ typedef struct jd_instance {
     uint32_t entries; /* times entered, all time */
     uint64_t touched; /* the event that last changed it (no re-entry on the event that left) */
     uint64_t version; /* the journey's version it entered with (or migrated to); 0: unknown */
+    /* The timers of stage entry fired_gen that fired (bit i: the stage's i-th j.after, for
+     * i < 64): a timer fires once per stage entry (engine.c timer_once) */
+    uint64_t fired;
+    uint32_t fired_gen;
     uint8_t migrated; /* moved to another stage by a `migrate` on load: its timers are due */
     /* In jd_user.pinned: the retired scripts generation it runs with (journey and stage
      * index into its defs); NULL in jd_user.instances and for a pinned one that left. */

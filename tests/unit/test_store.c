@@ -14,6 +14,7 @@
 #include "clock.h"
 #include "event.h"
 #include "dedupe.h"
+#include "engine_internal.h"
 #include "outbox.h"
 #include "store.h"
 
@@ -128,6 +129,49 @@ static void test_state_comes_back(void **state)
     tu_free(&c);
     char ids[8][33];
     assert_int_equal(outbox(path, ids, 8), 3); /* two welcomes and the nudge */
+}
+
+/* Puts a second copy of u1's nudge timer (same stage entry, same j.after) in memory, due
+ * at iso: a repeat nothing in the engine makes, standing for any that a bug could. */
+static void repeat_nudge(tu_run *r, const char *iso)
+{
+    jd_engine *e = r->e;
+    jd_user *u = jd_engine_find_user(e, "u1", 2);
+    assert_non_null(u);
+    jd_instance *in = jd_user_instance(u, 0, "", 0);
+    assert_non_null(in);
+    int64_t due;
+    assert_int_equal(jd_parse_time(iso, &due), 0);
+    jd_timer tm = {.due = due, .seq = e->timers.next_seq++, .user = u, .inst = in, .iid = in->iid, .gen = in->gen};
+    jd_timers_schedule(&e->timers, tm, 3600000);
+    u->timers++;
+}
+
+/* A timer fires once per stage entry: a repeat of one that fired is dropped as a
+ * duplicate, and still after a restart (the instance's row keeps which fired). */
+static void test_timer_repeat_is_dropped(void **state)
+{
+    (void)state;
+    const char *path = "repeat";
+    tu_run a;
+    open_with_store(&a, path, 0);
+    ev(&a, "u1", "Signed Up", "2026-03-01T10:00:00Z", "e1");
+    tu_advance(&a, "2026-03-01T12:30:00Z");
+    EXPECT_COUNT(&a, 1, "nudge");
+    repeat_nudge(&a, "2026-03-01T12:40:00Z");
+    tu_advance(&a, "2026-03-01T12:50:00Z");
+    EXPECT_COUNT(&a, 1, "nudge");
+    EXPECT_STAT(&a, "duplicates", 1);
+    tu_checkpoint(&a, 1);
+    tu_free(&a);
+
+    tu_run b;
+    open_with_store(&b, path, 0);
+    repeat_nudge(&b, "2026-03-01T13:00:00Z");
+    tu_advance(&b, "2026-03-01T13:10:00Z");
+    EXPECT_NACTIONS(&b, 0);
+    EXPECT_STAT(&b, "duplicates", 2); /* the counters came back with the store */
+    tu_free(&b);
 }
 
 /* The rows of the dedupe database: their key lengths, in key order. */
@@ -439,9 +483,13 @@ static void test_outbox_update(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_state_comes_back),       cmocka_unit_test(test_seen_rows),
-        cmocka_unit_test(test_reprocessing_keeps_ids), cmocka_unit_test(test_near_window),
-        cmocka_unit_test(test_outbox_update),          cmocka_unit_test(test_outbox_from_before),
+        cmocka_unit_test(test_state_comes_back),
+        cmocka_unit_test(test_seen_rows),
+        cmocka_unit_test(test_timer_repeat_is_dropped),
+        cmocka_unit_test(test_reprocessing_keeps_ids),
+        cmocka_unit_test(test_near_window),
+        cmocka_unit_test(test_outbox_update),
+        cmocka_unit_test(test_outbox_from_before),
     };
     return cmocka_run_group_tests_name("store", tests, tu_group_setup, tu_group_teardown);
 }
