@@ -17,6 +17,7 @@
 #  6. json_bench: JSON parse cost per event, ours against jansson and cJSON
 #
 # Environment: BENCH_EVENTS (1000000), BENCH_USERS (100000), BENCH_RUNS (3),
+# BENCH_PAIRS (7: in-memory and floor runs back to back),
 # BENCH_PERF=1 adds a perf profile (top 10 functions by self time) of a replay of the
 # first BENCH_PERF_EVENTS (100000) events, when perf is installed. CC, CFLAGS.
 # Word splitting of pkg-config output and flag lists is intended throughout.
@@ -132,25 +133,29 @@ run_measured "$OUT/luashare.txt" "$OUT/luashare.err" "$OUT/luashare" "$CONFIG" "
 LIB_RSS=$RSS
 ls_val() { sed -n "s/^luashare: $1 //p" "$OUT/luashare.txt"; }
 
-echo "bench: in-memory path x$RUNS"
+# The in-memory path and the floor run back to back, PAIRS times: their ratio is taken
+# per pair (each pair under the same load from the rest of the machine) and the median
+# of those is reported, with the median of each side's times.
+PAIRS=${BENCH_PAIRS:-7}
+echo "bench: in-memory path and floor, $PAIRS pairs"
 iwalls=""
-i=0
-while [ "$i" -lt "$RUNS" ]; do
-  "$OUT/inmem" "$CONFIG" "$EVENTS" > "$OUT/inmem.txt"
-  iwalls="$iwalls $(sed -n 's/^inmem: seconds //p' "$OUT/inmem.txt")"
-  i=$((i + 1))
-done
-INMEM_S=$(echo "$iwalls" | tr ' ' '\n' | sed '/^$/d' | sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }')
-
-echo "bench: floor x$RUNS"
 fwalls=""
+ratios=""
 i=0
-while [ "$i" -lt "$RUNS" ]; do
+while [ "$i" -lt "$PAIRS" ]; do
+  "$OUT/inmem" "$CONFIG" "$EVENTS" > "$OUT/inmem.txt"
   "$OUT/floor" "$HERE/bench_hooks.lua" "$PLAN" "$LINES" > "$OUT/floor.txt"
-  fwalls="$fwalls $(sed -n 's/^floor: seconds //p' "$OUT/floor.txt")"
+  iw=$(sed -n 's/^inmem: seconds //p' "$OUT/inmem.txt")
+  fw=$(sed -n 's/^floor: seconds //p' "$OUT/floor.txt")
+  iwalls="$iwalls $iw"
+  fwalls="$fwalls $fw"
+  ratios="$ratios $(awk -v a="$iw" -v b="$fw" 'BEGIN { printf "%.3f", a / b }')"
   i=$((i + 1))
 done
-FLOOR_S=$(echo "$fwalls" | tr ' ' '\n' | sed '/^$/d' | sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }')
+median() { echo "$1" | tr ' ' '\n' | sed '/^$/d' | sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
+INMEM_S=$(median "$iwalls")
+FLOOR_S=$(median "$fwalls")
+INMEM_RATIO=$(median "$ratios")
 FLOOR_CALLS=$(sed -n 's/^floor: calls //p' "$OUT/floor.txt")
 
 echo "bench: json_bench"
@@ -169,7 +174,7 @@ awk -v w="$INMEM_S" -v n="$LINES" 'BEGIN {
   printf "%-40s %8.3f %11.0f %9.2f %9s\n", "in-memory path: records, no JSON", w, n / w, w * 1e6 / n, "-" }'
 awk -v w="$FLOOR_S" -v n="$LINES" -v c="$FLOOR_CALLS" 'BEGIN {
   printf "%-40s %8.3f %11.0f %9.2f %9s\n", "floor: " c " hook calls, bare C + Lua", w, n / w, w * 1e6 / n, "-" }'
-awk -v w="$REPLAY_WALL" -v f="$FLOOR_S" -v m="$INMEM_S" -v all="$walls" 'BEGIN { printf "replay / floor: %.1fx, in-memory / floor: %.1fx   (replay runs:%s s)\n", w / f, m / f, all }'
+awk -v w="$REPLAY_WALL" -v f="$FLOOR_S" -v r="$INMEM_RATIO" -v all="$walls" -v rs="$ratios" 'BEGIN { printf "replay / floor: %.1fx, in-memory / floor: %.2fx (median of pairs:%s)   (replay runs:%s s)\n", w / f, r, rs, all }'
 echo "(floor: only the hook calls of events and timers, from a C loop with no engine; its events/s divides all $LINES events by that time)"
 awk -v ce="$(ls_val lua_calls_events)" -v ct="$(ls_val lua_calls_timers)" -v fc="$FLOOR_CALLS" 'BEGIN {
   if (ce + ct != fc) printf "(note: the engine made %d Lua calls, the floor %d: gen'\''s model of bench.lua is off)\n", ce + ct, fc }'
@@ -249,6 +254,9 @@ fi
   echo "inmem_seconds $INMEM_S"
   echo "floor_seconds $FLOOR_S"
   echo "floor_calls $FLOOR_CALLS"
+  echo "pairs $PAIRS"
+  echo "inmem_floor_ratio $INMEM_RATIO"
+  echo "inmem_floor_ratios$ratios"
 } > "$OUT/results.txt"
 
 sh "$HERE/http.sh" "$BUILD"
