@@ -94,6 +94,40 @@ static void test_prefault(void **state)
     }
 }
 
+/* A big queue's room is populated a chunk ahead of its tail (jd_queue_room): once its
+ * tail has entered a chunk, the pages up to the end of the next one are resident before
+ * anything is written there, and the items are as pushed. */
+static void test_queue_room_populated_ahead(void **state)
+{
+    (void)state;
+    long pg = sysconf(_SC_PAGESIZE);
+    void *room = mmap(NULL, (size_t)pg, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    int can = room != MAP_FAILED && madvise(room, (size_t)pg, 23 /* MADV_POPULATE_WRITE */) == 0;
+    if (room != MAP_FAILED)
+        munmap(room, (size_t)pg);
+    void *q = NULL;
+    size_t head = 0, tail = 0, cap = 0, size = sizeof(uint64_t);
+    size_t n = (600u << 10) / size; /* past 256 KB: the 64 MB room, several 128 KB chunks */
+    for (size_t i = 0; i < n; i++) {
+        jd_queue_room(&q, &head, &tail, &cap, size, 1024);
+        ((uint64_t *)q)[tail++] = i * 3;
+    }
+    assert_true(cap * size >= (64u << 20));
+    for (size_t i = 0; i < n; i++)
+        assert_int_equal(((uint64_t *)q)[i], i * 3);
+    /* the tail is in the chunk at 512 KB: the one after it (to 768 KB) is resident */
+    char *base = (char *)q;
+    uintptr_t from = ((uintptr_t)(base + (size_t)(700u << 10)) + (uintptr_t)pg - 1) & ~(uintptr_t)(pg - 1);
+    size_t pages = (size_t)((uintptr_t)(base + (size_t)(760u << 10)) - from) / (size_t)pg;
+    unsigned char vec[64];
+    assert_true(pages > 0 && pages <= sizeof vec);
+    assert_int_equal(mincore((void *)from, pages * (size_t)pg, vec), 0);
+    for (size_t i = 0; i < pages; i++)
+        if (can)
+            assert_true(vec[i] & 1);
+    free(q);
+}
+
 static void test_map_empty(void **state)
 {
     (void)state;
@@ -1667,6 +1701,7 @@ int main(void)
         cmocka_unit_test(test_map_churn),
         cmocka_unit_test(test_map_keys),
         cmocka_unit_test(test_prefault),
+        cmocka_unit_test(test_queue_room_populated_ahead),
         cmocka_unit_test(test_map_borrowed_keys),
         cmocka_unit_test(test_hash),
         cmocka_unit_test(test_dedupe_ttl_bounded),
