@@ -1,4 +1,4 @@
-#define _POSIX_C_SOURCE 200809L
+#define _GNU_SOURCE /* pthread_setname_np */
 #include "watch.h"
 
 #include <signal.h>
@@ -46,6 +46,7 @@ static int any_call(void)
 static void *run(void *arg)
 {
     (void)arg;
+    pthread_setname_np(pthread_self(), "jd-watch");
     uint64_t last = 0;
     long quiet = 0;
     struct timespec tick = {0, JD_WATCH_NS};
