@@ -1760,9 +1760,15 @@ static void run_rule(jd_engine *e, const jd_trigger *t)
 
 /* The person with this id if they exist (in memory or in the store), else NULL. Every
  * path to a person who may change goes through here: the checkpoint barrier. */
+/* jd_hash(id, n, 0), the maps' hash: the input's own person id was hashed already. */
+static uint64_t id_hash(const jd_engine *e, const char *id, size_t n)
+{
+    return id == e->who_hashed && n == e->who_n ? e->who_h : jd_hash(id, n, 0);
+}
+
 static jd_user *find_user(jd_engine *e, const char *id, size_t n)
 {
-    jd_user *u = jd_map_get(&e->users, id, n);
+    jd_user *u = jd_map_get_hashed(&e->users, id, n, id_hash(e, id, n));
     if (u) {
         jd_persist_touch(e, u);
     } else if (e->persist && (u = jd_persist_load_user(e, id, n))) {
@@ -1776,15 +1782,16 @@ jd_user *jd_engine_user(jd_engine *e, const char *id, size_t n)
 {
     jd_user *u = find_user(e, id, n);
     if (!u) {
+        uint64_t h = id_hash(e, id, n);
         u = jd_user_new(id, n);
-        jd_map_put(&e->users, u->id, u->idlen, u);
+        jd_map_put_hashed(&e->users, u->id, u->idlen, u, h);
     }
     return u;
 }
 
 static const char *find_alias(jd_engine *e, const char *id, size_t n)
 {
-    const char *to = jd_map_get(&e->aliases, id, n);
+    const char *to = jd_map_get_hashed(&e->aliases, id, n, id_hash(e, id, n));
     return to || !e->persist ? to : jd_persist_load_alias(e, id, n);
 }
 
@@ -2357,12 +2364,13 @@ int jd_engine_process(jd_engine *e, const void *record, size_t len, jd_error *er
         jd_dedupe_prefetch(&e->dedupe, e->msg_ha);
     }
     jd_str who = pk.user_id.n ? pk.user_id : pk.anonymous_id;
-    uint64_t who_h = 0;
     if (who.n) {
-        who_h = jd_hash(who.p, who.n, 0);
-        jd_map_prefetch(&e->users, who_h);
+        e->who_hashed = who.p;
+        e->who_n = who.n;
+        e->who_h = jd_hash(who.p, who.n, 0);
+        jd_map_prefetch(&e->users, e->who_h);
         if (!pk.user_id.n)
-            jd_map_prefetch(&e->aliases, who_h);
+            jd_map_prefetch(&e->aliases, e->who_h);
     }
     /* a timer this event's time makes due fires first: its person and stage entry are
      * the first things its firing reads */
@@ -2374,6 +2382,7 @@ int jd_engine_process(jd_engine *e, const void *record, size_t len, jd_error *er
     msgpack_zone_clear(&e->in_zone);
     jd_event ev;
     if (jd_event_read(record, len, &e->in_zone, &ev)) {
+        e->who_hashed = NULL;
         e->stats[JD_STAT_INVALID]++;
         if (err)
             snprintf(err->text, sizeof err->text, "not an event record");
@@ -2386,6 +2395,7 @@ int jd_engine_process(jd_engine *e, const void *record, size_t len, jd_error *er
     e->msg_hashed = ev.message_id.p;
     process_input(e, &ev);
     e->msg_hashed = NULL;
+    e->who_hashed = NULL; /* the record's bytes: not to be matched by address later */
     if (e->clock.is_virtual && !e->opts.live)
         jd_heap_prefault(); /* replay: one thread, on the main heap */
     return 0;

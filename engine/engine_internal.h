@@ -174,6 +174,11 @@ struct jd_engine {
     /* the input's messageId hash (jd_engine_process), until its dedupe check */
     const char *msg_hashed; /* its messageId bytes; NULL: none pending */
     uint64_t msg_ha, msg_hb;
+    /* the input's person id as jd_engine_process hashed it for its prefetch, for the
+     * people and alias maps' lookups of the same bytes (id_hash); NULL: none */
+    const char *who_hashed;
+    size_t who_n;
+    uint64_t who_h;
     jd_user *user;
     const msgpack_object *user_traits; /* cached for this event, NULL: not unpacked */
     msgpack_object user_traits_obj;

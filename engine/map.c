@@ -137,8 +137,13 @@ static jd_map_slot *find(const jd_map *m, const char *key, size_t klen, uint64_t
 
 void *jd_map_get(const jd_map *m, const char *key, size_t klen)
 {
+    return jd_map_get_hashed(m, key, klen, jd_hash(key, klen, 0));
+}
+
+void *jd_map_get_hashed(const jd_map *m, const char *key, size_t klen, uint64_t h)
+{
     int in_old;
-    jd_map_slot *s = find(m, key, klen, jd_hash(key, klen, 0), &in_old);
+    jd_map_slot *s = find(m, key, klen, h, &in_old);
     return s ? s->value : NULL;
 }
 
@@ -203,8 +208,12 @@ static void grow(jd_map *m)
 
 void *jd_map_put(jd_map *m, const char *key, size_t klen, void *value)
 {
+    return jd_map_put_hashed(m, key, klen, value, jd_hash(key, klen, 0));
+}
+
+void *jd_map_put_hashed(jd_map *m, const char *key, size_t klen, void *value, uint64_t h)
+{
     move_some(m, 8);
-    uint64_t h = jd_hash(key, klen, 0);
     int in_old;
     jd_map_slot *s = find(m, key, klen, h, &in_old);
     if (s) {

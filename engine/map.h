@@ -41,6 +41,9 @@ void jd_map_free(jd_map *m, void (*free_value)(void *));
 void *jd_map_get(const jd_map *m, const char *key, size_t klen);
 /* Inserts or replaces; returns the previous value or NULL. */
 void *jd_map_put(jd_map *m, const char *key, size_t klen, void *value);
+/* The same, given the key's jd_hash(key, klen, 0) (a caller that has it already). */
+void *jd_map_get_hashed(const jd_map *m, const char *key, size_t klen, uint64_t h);
+void *jd_map_put_hashed(jd_map *m, const char *key, size_t klen, void *value, uint64_t h);
 /* Removes; returns the removed value or NULL. */
 void *jd_map_del(jd_map *m, const char *key, size_t klen);
 /* Hints for a lookup of a key whose jd_hash(key, n, 0) is h, about to come (they never

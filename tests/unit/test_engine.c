@@ -103,6 +103,43 @@ static const char *onboarding_src = HDR "j.journey \"onb\" {\n"
                                         "}\n"
                                         "j.on(\"Pricing Viewed\", function(ctx) ctx:send(\"team\", \"looked\") end)\n";
 
+/* jd_engine_process hashes a record's person id once and its lookups reuse the hash
+ * for the same bytes (engine.c id_hash), only while that record is processed: a later
+ * lookup of other bytes at the same address (the caller's buffer, reused) is hashed
+ * afresh. */
+static void test_record_buffer_reused(void **state)
+{
+    (void)state;
+    tu_run r;
+    tu_start(&r, HDR "j.on(\"Pricing Viewed\", function(ctx) ctx:score(5) end)\n");
+    const char *lines[] = {
+        "{\"type\":\"track\",\"userId\":\"u2\",\"event\":\"Pricing Viewed\",\"messageId\":\"m1\","
+        "\"timestamp\":\"2024-01-01T00:00:00Z\"}",
+        "{\"type\":\"track\",\"userId\":\"u1\",\"event\":\"Pricing Viewed\",\"messageId\":\"m2\","
+        "\"timestamp\":\"2024-01-01T00:01:00Z\"}",
+    };
+    char buf[512];
+    size_t n = 0;
+    jd_error err;
+    for (int i = 0; i < 2; i++) {
+        char *rec;
+        assert_int_equal(jd_engine_normalize(r.e, lines[i], strlen(lines[i]), 0, "x", &rec, &n, &err), 0);
+        assert_true(n <= sizeof buf);
+        memcpy(buf, rec, n);
+        free(rec);
+        assert_int_equal(jd_engine_process(r.e, buf, n, &err), 0);
+    }
+    /* u1's id in the buffer becomes u2's: asked for by those bytes, u2 is found */
+    char *id = memmem(buf, n, "\xa2u1", 3);
+    assert_non_null(id);
+    id[2] = '2';
+    char *u2 = jd_engine_user_json(r.e, id + 1, 2);
+    assert_non_null(u2);
+    assert_non_null(strstr(u2, "\"id\":\"u2\""));
+    free(u2);
+    tu_free(&r);
+}
+
 static void test_action_json_shape(void **state)
 {
     (void)state;
@@ -1977,6 +2014,7 @@ int main(void)
         cmocka_unit_test(test_action_ids_collide_across_journeys),
         cmocka_unit_test(test_overdue_limit),
         cmocka_unit_test(test_quarantine),
+        cmocka_unit_test(test_record_buffer_reused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
