@@ -1937,6 +1937,12 @@ static jd_user *resolve_user(jd_engine *e, const jd_event *ev)
 
 /* ---------------------------------------------------------------- processing */
 
+/* A firing timer (tm NULL: not one) whose repeat its instance guards (else: the set). */
+static int guarded_by_instance(const jd_timer *tm)
+{
+    return tm && tm->after < 64;
+}
+
 /* A timer fires once per stage entry. Its firing is named after the entry (timer_view),
  * but the set of messageIds is not where that is kept: each firing would be one more
  * random line of a large table and one more id in the store, for a repeat that only a
@@ -1965,7 +1971,7 @@ static void timer_event(jd_engine *e)
     const jd_timer *tm = e->firing;
     /* marked only now, not where process_view checks messageIds: a checkpoint being
      * written has taken the person as they were before this record (jd_persist_touch) */
-    if (tm && tm->after < 64 && timer_once(tm)) {
+    if (guarded_by_instance(tm) && timer_once(tm)) {
         e->stats[JD_STAT_DUPLICATES]++;
         return;
     }
@@ -2074,7 +2080,7 @@ static void process_view(jd_engine *e, const jd_event *ev)
         e->stats[JD_STAT_EVENTS]++;
     /* the time-to-live counts from when an id was seen on the engine clock, not from the
      * event's own timestamp: a late retry of an old event is still a duplicate */
-    if (!(ev->type == JD_EV_TIMER && e->firing && e->firing->after < 64)) { /* else: timer_event */
+    if (!(ev->type == JD_EV_TIMER && guarded_by_instance(e->firing))) { /* else: timer_event */
         uint64_t ha = e->msg_ha, hb = e->msg_hb;
         if (ev->message_id.p != e->msg_hashed)
             jd_dedupe_hash(ev->message_id.p, ev->message_id.n, &ha, &hb);

@@ -158,13 +158,11 @@ static void set_deadline(jd_script *s, int64_t limit_ns)
     s->deadline_ns = clock_ns(s->deadline_clock) + limit_ns;
 }
 
-/* Checks the deadline every 1000 instructions. Once past it, re-arms to fire on every
- * instruction, so a pcall inside the script cannot swallow the stop. */
 static void count_hook(lua_State *L, lua_Debug *ar);
 
 /* The hook is not set for every call. With a count hook Lua calls into its debug code
  * before every instruction (luaG_traceexec in Lua 5.4), for hooks that nearly all end
- * within microseconds: 3% of the in-memory bench. So a call with a limit of
+ * within microseconds: 2.7% of the in-memory run's instructions. So a call with a limit of
  * HOOK_AT_ONCE_NS or more starts without it, and the watch thread (watch.c) interrupts
  * one still running JD_WATCH_NS later with a signal whose handler arms the hook on the
  * state the call runs in — lua_sethook is meant to be called from a signal handler (lua.c
@@ -183,6 +181,8 @@ static void arm_running(void)
         lua_sethook(s->L, count_hook, LUA_MASKCOUNT, 1000);
 }
 
+/* Checks the deadline every 1000 instructions. Once past it, re-arms to fire on every
+ * instruction, so a pcall inside the script cannot swallow the stop. */
 static void count_hook(lua_State *L, lua_Debug *ar)
 {
     (void)ar;

@@ -384,6 +384,19 @@ static void test_coroutine_swallows_the_time_limit(void **state)
     tu_free(&r);
 }
 
+/* Waits up to ms for a child; kills it when it has not ended (a hang). 1 when it ended. */
+static int wait_child(pid_t pid, int ms, int *status)
+{
+    for (int i = 0; i < ms / 10; i++) {
+        if (waitpid(pid, status, WNOHANG) == pid)
+            return 1;
+        usleep(10000);
+    }
+    kill(pid, SIGKILL);
+    waitpid(pid, status, 0);
+    return 0;
+}
+
 /* Calls start without the instruction hook; the watch thread's signal arms it on the
  * state the call began in (script.c). A coroutine is another state: one made while the
  * script loaded, whose body loops forever when a hook resumes it, must be stopped all
@@ -408,17 +421,8 @@ static void test_coroutine_made_at_load_is_stopped(void **state)
         tu_free(&r);
         _exit(ok ? 0 : 1);
     }
-    int status = 0, done = 0;
-    for (int i = 0; i < 1000 && !done; i++) {
-        done = waitpid(pid, &status, WNOHANG) == pid;
-        if (!done)
-            usleep(10000);
-    }
-    if (!done) {
-        kill(pid, SIGKILL);
-        waitpid(pid, &status, 0);
-    }
-    assert_true(done);
+    int status = 0;
+    assert_true(wait_child(pid, 10000, &status));
     assert_true(WIFEXITED(status));
     assert_int_equal(WEXITSTATUS(status), 0);
 }
@@ -447,17 +451,9 @@ static void test_gc_finalizer_hangs_engine_free(void **state)
         jd_engine_free(r.e);
         _exit(0);
     }
-    int status = 0, done = 0;
-    for (int i = 0; i < 300 && !done; i++) {
-        done = waitpid(pid, &status, WNOHANG) == pid;
-        if (!done)
-            usleep(10000);
-    }
-    if (!done) {
-        kill(pid, SIGKILL);
-        waitpid(pid, &status, 0);
+    int status = 0, done = wait_child(pid, 3000, &status);
+    if (!done)
         r.e = NULL; /* freeing it here would hang too: leak it */
-    }
     tu_free(&r);
     assert_true(done);
 }
