@@ -47,6 +47,7 @@ static void *run(void *arg)
 {
     (void)arg;
     pthread_setname_np(pthread_self(), "jd-watch");
+    atomic_store(&sleeping, 0); /* a forked child's calls stop waking it (after_fork_child) */
     uint64_t last = 0;
     long quiet = 0;
     struct timespec tick = {0, JD_WATCH_NS};
@@ -98,6 +99,13 @@ static void start(void)
     pthread_attr_destroy(&a);
 }
 
+/* Under mu: the thread runs and is not waiting. */
+static void start_awake(void)
+{
+    start();
+    pthread_cond_signal(&wake);
+}
+
 /* A fork copies the lock as the forking thread held it and no thread: the child starts
  * its own when it first begins a call (sleeping 1 sends that call to wake()). */
 static void before_fork(void)
@@ -140,8 +148,7 @@ void jd_watch_add(jd_watch *w)
     if (head)
         head->prevp = &w->next;
     head = w;
-    start();
-    pthread_cond_signal(&wake);
+    start_awake();
     pthread_mutex_unlock(&mu);
 }
 
@@ -157,8 +164,7 @@ void jd_watch_remove(jd_watch *w)
 static void wake_thread(void)
 {
     pthread_mutex_lock(&mu);
-    start();
-    pthread_cond_signal(&wake);
+    start_awake();
     pthread_mutex_unlock(&mu);
 }
 
